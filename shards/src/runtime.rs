@@ -1,0 +1,187 @@
+//! Starting, pinning and joining the shards.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, IntoRawFd};
+
+use glommio::channels::channel_mesh::MeshBuilder;
+use glommio::net::TcpListener;
+use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
+
+use crate::listener::bind_reuseport;
+use crate::preflight::{self, PreflightError};
+use crate::rings::Rings;
+
+/// glommio reserves this much DMA memory per executor for file I/O; the
+/// shards only do network I/O, so a small pool is plenty.
+const IO_MEMORY_BYTES: usize = 1 << 20;
+
+/// What to start: where to listen, on which cores, with which ring size.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Address every shard listens on (port 0 picks one port for all).
+    pub listen: SocketAddr,
+    /// CPU ids to pin shards to, one shard per entry, in shard order.
+    pub cores: Vec<usize>,
+    /// Slots per SPSC ring between two shards.
+    pub ring_size: usize,
+    /// Listen backlog of each shard's socket.
+    pub backlog: u32,
+}
+
+/// Everything one shard owns when its body starts.
+pub struct Shard<M: Send> {
+    /// CPU this shard's thread is pinned to.
+    pub core: usize,
+    /// This shard's own `SO_REUSEPORT` listener.
+    pub listener: TcpListener,
+    /// The address all shards listen on (port resolved).
+    pub local_addr: SocketAddr,
+    /// Rings to and from every other shard.
+    pub rings: Rings<M>,
+}
+
+impl<M: Send> Shard<M> {
+    /// This shard's id, `0..nr_shards()`.
+    pub fn id(&self) -> usize {
+        self.rings.shard_id()
+    }
+
+    /// How many shards run.
+    pub fn nr_shards(&self) -> usize {
+        self.rings.nr_shards()
+    }
+}
+
+/// Why the runtime could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    /// The host cannot run glommio (io_uring or memlock); see the message.
+    #[error(transparent)]
+    Preflight(#[from] PreflightError),
+    /// Binding the listening sockets failed (address in use, bad address…).
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The requested address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// A configuration value is out of range.
+    #[error("invalid runtime configuration: {0}")]
+    Config(&'static str),
+    /// glommio refused to create an executor.
+    #[error("cannot start shard {shard} on core {core}: {reason}")]
+    Executor {
+        /// The shard that failed.
+        shard: usize,
+        /// The core it was to be pinned to.
+        core: usize,
+        /// glommio's explanation.
+        reason: String,
+    },
+}
+
+/// The CPU ids this process may run on (its affinity mask), in order.
+pub fn available_cores() -> Vec<usize> {
+    let mut ids: Vec<usize> = core_affinity::get_core_ids()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    ids.sort_unstable();
+    if ids.is_empty() {
+        ids.push(0);
+    }
+    ids
+}
+
+/// Shards that are running; [`Running::join`] waits for all of them.
+pub struct Running<T: Send + 'static> {
+    local_addr: SocketAddr,
+    handles: Vec<ExecutorJoinHandle<T>>,
+}
+
+impl<T: Send + 'static> Running<T> {
+    /// The address every shard listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Waits until every shard's body returned. A shard whose thread
+    /// panicked yields `Err` with its index, so the caller decides the policy.
+    pub fn join(self) -> Vec<Result<T, usize>> {
+        self.handles
+            .into_iter()
+            .enumerate()
+            .map(|(i, h)| h.join().map_err(|_| i))
+            .collect()
+    }
+}
+
+/// Binds the listeners, starts one pinned executor per entry of
+/// `config.cores`, joins them in a ring mesh and runs `body` on each.
+///
+/// Returns once every shard is running; the caller joins them.
+pub fn launch<M, G, F, T>(config: &RuntimeConfig, body: G) -> Result<Running<T>, LaunchError>
+where
+    M: Send + 'static,
+    G: FnOnce(Shard<M>) -> F + Send + Clone + 'static,
+    F: Future<Output = T> + 'static,
+    T: Send + 'static,
+{
+    if config.cores.is_empty() {
+        return Err(LaunchError::Config("at least one core is needed"));
+    }
+    if config.ring_size == 0 {
+        return Err(LaunchError::Config("ring size must be at least 1"));
+    }
+    preflight::check()?;
+    let sockets = bind_reuseport(config.listen, config.cores.len(), config.backlog).map_err(
+        |source| LaunchError::Bind {
+            addr: config.listen,
+            source,
+        },
+    )?;
+    let local_addr = sockets[0]
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .unwrap_or(config.listen);
+    let mesh = MeshBuilder::full(config.cores.len(), config.ring_size);
+    let mut handles = Vec::with_capacity(config.cores.len());
+    for (index, (socket, &core)) in sockets.into_iter().zip(&config.cores).enumerate() {
+        let mesh = mesh.clone();
+        let body = body.clone();
+        let fd = socket.into_raw_fd();
+        let handle = LocalExecutorBuilder::new(Placement::Fixed(core))
+            .name(&format!("shard-{index}"))
+            .io_memory(IO_MEMORY_BYTES)
+            .spawn(move || async move {
+                // SAFETY: `fd` is a bound, listening TCP socket whose
+                // ownership moved into this closure and nowhere else.
+                let listener = unsafe { TcpListener::from_raw_fd(fd) };
+                let rings = Rings::join(mesh)
+                    .await
+                    .expect("every shard joins the mesh exactly once");
+                body(Shard {
+                    core,
+                    listener,
+                    local_addr,
+                    rings,
+                })
+                .await
+            })
+            .map_err(|e| LaunchError::Executor {
+                shard: index,
+                core,
+                reason: e.to_string(),
+            })?;
+        handles.push(handle);
+    }
+    Ok(Running {
+        local_addr,
+        handles,
+    })
+}

@@ -1,0 +1,114 @@
+//! The runtime through real parts: two pinned shards, one port, real sockets.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use futures_lite::StreamExt;
+use shards::{available_cores, launch, RuntimeConfig, Shard};
+
+fn two_shards() -> RuntimeConfig {
+    let cores = available_cores();
+    RuntimeConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        cores: vec![cores[0], cores[cores.len() - 1]],
+        ring_size: 4,
+        backlog: 256,
+    }
+}
+
+/// Every shard sends more messages than a ring holds to every other shard;
+/// all arrive, in order, because a full ring makes the sender wait.
+#[test]
+fn rings_deliver_everything_in_order_through_back_pressure() {
+    const COUNT: u64 = 1_000;
+    let running = launch(&two_shards(), |mut shard: Shard<(usize, u64)>| async move {
+        let me = shard.id();
+        let inbound = shard.rings.take_inbound();
+        let receiver = glommio::spawn_local(async move {
+            let mut got = Vec::new();
+            for (from, mut rx) in inbound {
+                let mut expected = 0;
+                while expected < COUNT {
+                    let (sender, seq) = rx.next().await.expect("ring open");
+                    assert_eq!(sender, from);
+                    assert_eq!(seq, expected);
+                    expected += 1;
+                }
+                got.push((from, expected));
+            }
+            got
+        });
+        for peer in shard.rings.peers().collect::<Vec<_>>() {
+            for seq in 0..COUNT {
+                shard.rings.send(peer, (me, seq)).await.unwrap();
+            }
+        }
+        let got = receiver.await;
+        (me, got, shard.rings.stats())
+    })
+    .unwrap();
+    let mut results: Vec<_> = running.join().into_iter().map(Result::unwrap).collect();
+    results.sort_by_key(|r| r.0);
+    assert_eq!(results.len(), 2);
+    assert_eq!(results[0].1, vec![(1, COUNT)]);
+    assert_eq!(results[1].1, vec![(0, COUNT)]);
+    for (_, _, stats) in &results {
+        assert_eq!(stats.sent, COUNT);
+    }
+}
+
+/// SO_REUSEPORT spreads connections over both shards listening on one port.
+#[test]
+fn connections_are_spread_across_shards() {
+    const CONNECTIONS: usize = 64;
+    let running = launch(&two_shards(), |mut shard: Shard<usize>| async move {
+        let me = shard.id();
+        let inbound = shard.rings.take_inbound();
+        let mut accepted = 0usize;
+        // Each shard echoes its id to the connections it accepts until the
+        // test client says it is done by connecting with a 'q' byte.
+        let mut incoming = shard.listener.incoming();
+        let done = loop {
+            let mut stream = incoming.next().await.unwrap().unwrap();
+            let mut byte = [0u8; 1];
+            futures_lite::AsyncReadExt::read_exact(&mut stream, &mut byte).await.unwrap();
+            if byte[0] == b'q' {
+                break true;
+            }
+            accepted += 1;
+            futures_lite::AsyncWriteExt::write_all(&mut stream, &[me as u8]).await.unwrap();
+        };
+        drop(inbound);
+        (me, accepted, done)
+    })
+    .unwrap();
+    let addr = running.local_addr();
+    let mut per_shard = [0usize; 2];
+    for _ in 0..CONNECTIONS {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(b"x").unwrap();
+        let mut id = [0u8; 1];
+        s.read_exact(&mut id).unwrap();
+        per_shard[id[0] as usize] += 1;
+    }
+    // Stop both shards: keep sending 'q' until each has received one.
+    let mut stopped = 0;
+    let mut attempts = 0;
+    while stopped < 2 && attempts < 1_000 {
+        attempts += 1;
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(b"q").unwrap();
+        // A stopped shard's listener closes; count answers from live ones.
+        s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        let mut buf = [0u8; 1];
+        if let Ok(0) = s.read(&mut buf) {
+            stopped += 1;
+        }
+    }
+    let results: Vec<_> = running.join().into_iter().map(Result::unwrap).collect();
+    assert!(per_shard[0] > 0 && per_shard[1] > 0, "{per_shard:?}");
+    let accepted: usize = results.iter().map(|r| r.1).sum();
+    assert_eq!(accepted, CONNECTIONS);
+}
