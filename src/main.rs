@@ -1,1 +1,79 @@
-fn main() {}
+//! The `ease_chat_nexus` binary: flags, logging, signals, console, run.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use ease_chat_nexus::cli::parse_args;
+use ease_chat_nexus::{console, server, signals};
+use tracing::{error, info, warn};
+use tracing_subscriber::EnvFilter;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    let args = match parse_args(&args) {
+        Ok(args) => args,
+        Err((text, code)) => {
+            if code == 0 {
+                println!("{text}");
+            } else {
+                eprintln!("{text}");
+            }
+            return ExitCode::from(code as u8);
+        }
+    };
+    init_logging(args.log.as_deref());
+    let available = shards::available_cores();
+    let config = match args.into_config(&available) {
+        Ok(config) => config,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    if config.cores.len() > available.len() {
+        warn!(
+            shards = config.cores.len(),
+            cores = available.len(),
+            "more shards than cores: some shards share a core"
+        );
+    }
+    let (control_tx, control_rx) = crossbeam_channel::unbounded();
+    if let Err(e) = signals::spawn_handler(control_tx.clone()) {
+        error!(error = %e, "cannot install signal handlers");
+        return ExitCode::FAILURE;
+    }
+    if let Err(e) = console::spawn_stdin_reader(control_tx) {
+        error!(error = %e, "cannot start the console");
+        return ExitCode::FAILURE;
+    }
+    let shards = config.cores.clone();
+    let result = server::run(config, control_rx, |addr| {
+        info!(%addr, shards = shards.len(), cores = ?shards, "listening");
+    });
+    match result {
+        Ok(()) => {
+            info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            error!("{e}");
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(flag: Option<&str>) {
+    let filter = match flag {
+        Some(directive) => EnvFilter::new(directive),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}

@@ -1,0 +1,69 @@
+//! Run-time configuration: every limit a client could otherwise push on.
+//!
+//! Built from the command line by [`crate::cli`]; the defaults are chosen
+//! for an intranet nexus serving hundreds of game servers.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Default listen address, as the old nexus used.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:6500";
+/// Default slots per SPSC ring between two shards. A ring slot carries one
+/// publish or interest change; 1,024 slots absorb a burst of that many
+/// cross-shard publishes before the publisher waits, at 16 bytes per slot.
+pub const DEFAULT_RING_SIZE: usize = 1024;
+/// Default listen backlog per shard: room for a reconnect storm.
+pub const DEFAULT_BACKLOG: u32 = 4096;
+/// Default largest WebSocket message, in or out: 64 KiB, what the Java
+/// client's frame decoder accepts.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024;
+/// Default bound of one connection's outbound queue, in bytes.
+pub const DEFAULT_MAX_OUTBOX_BYTES: usize = 1024 * 1024;
+/// Default number of channels one connection may listen to.
+pub const DEFAULT_MAX_SUBSCRIPTIONS: usize = 1024;
+/// Default time a client has to complete the WebSocket upgrade.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest subscription TTL honoured; longer requests are cut to it.
+pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+/// How many shards the ring mesh can address (interest is a 64-bit mask).
+pub const MAX_SHARDS: usize = 64;
+
+/// Everything a nexus needs to start.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where every shard listens.
+    pub listen: SocketAddr,
+    /// CPU ids, one shard pinned to each, in shard order.
+    pub cores: Vec<usize>,
+    /// Slots per SPSC ring between two shards.
+    pub ring_size: usize,
+    /// Listen backlog per shard.
+    pub backlog: u32,
+    /// Largest message accepted from a client and largest `1r` sent to one.
+    pub max_message_bytes: usize,
+    /// A subscriber whose queued output passes this is a slow consumer.
+    pub max_outbox_bytes: usize,
+    /// Most channels one connection may listen to at once.
+    pub max_subscriptions: usize,
+    /// Time allowed for the WebSocket upgrade.
+    pub handshake_timeout: Duration,
+    /// Cap on a subscription's time to live.
+    pub max_ttl: Duration,
+}
+
+impl Config {
+    /// A configuration with every default, listening on `listen`, on `cores`.
+    pub fn new(listen: SocketAddr, cores: Vec<usize>) -> Self {
+        Config {
+            listen,
+            cores,
+            ring_size: DEFAULT_RING_SIZE,
+            backlog: DEFAULT_BACKLOG,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            max_outbox_bytes: DEFAULT_MAX_OUTBOX_BYTES,
+            max_subscriptions: DEFAULT_MAX_SUBSCRIPTIONS,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            max_ttl: DEFAULT_MAX_TTL,
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! Running console commands on shard 0 and printing their answers.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, TryRecvError};
+use glommio::channels::local_channel;
+use tracing::info;
+
+use super::command::{self, Command};
+use super::{Control, DEFAULT_STOP_REASON, POLL_INTERVAL};
+use crate::router::{Answer, KeywordReport, Query, ShardMsg, ShardSummary, SubscriptionView};
+use crate::session::with_timeout;
+use crate::shard::ShardState;
+
+/// How long shard 0 waits for the other shards' answers.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Shard 0's console loop: runs commands until the nexus stops.
+pub async fn serve(shard: Rc<ShardState>, control: Receiver<Control>) {
+    let mut next_query = 0u64;
+    while shard.shutdown.reason().is_none() {
+        match control.try_recv() {
+            Ok(Control::Line(line)) => match command::parse(&line) {
+                Ok(Some(cmd)) => run(&shard, cmd, &mut next_query).await,
+                Ok(None) => {}
+                Err(message) => print(&format!("error: {message}")),
+            },
+            Ok(Control::Stop(reason)) => stop(&shard, Arc::from(reason)).await,
+            Err(TryRecvError::Empty | TryRecvError::Disconnected) => {
+                glommio::timer::sleep(POLL_INTERVAL).await;
+            }
+        }
+    }
+}
+
+fn print(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{text}");
+    let _ = out.flush();
+}
+
+async fn run(shard: &Rc<ShardState>, cmd: Command, next_query: &mut u64) {
+    match cmd {
+        Command::Huaji => print("huaji"),
+        Command::List(None) => {
+            let answers = gather(shard, Query::Summary, next_query).await;
+            print(&format_summary(answers.into_iter().filter_map(|a| match a {
+                Answer::Summary(s) => Some(s),
+                _ => None,
+            })));
+        }
+        Command::List(Some(keyword)) => {
+            let answers = gather(shard, Query::Keyword(keyword.as_str().into()), next_query).await;
+            let reports = answers.into_iter().filter_map(|a| match a {
+                Answer::Keyword(r) => Some(r),
+                _ => None,
+            });
+            print(&format_keyword(&keyword, reports));
+        }
+        Command::Push {
+            sender,
+            channel,
+            message,
+        } => {
+            shard.publish(&sender, &channel, &message).await;
+            print(&format!("pushed to {channel} as {sender}"));
+        }
+        Command::Stop(reason) => {
+            let reason = reason.unwrap_or_else(|| DEFAULT_STOP_REASON.to_string());
+            stop(shard, Arc::from(reason)).await;
+        }
+    }
+}
+
+/// Asks every shard (this one directly, the others over the rings).
+async fn gather(shard: &Rc<ShardState>, query: Query, next_query: &mut u64) -> Vec<Answer> {
+    *next_query += 1;
+    let id = *next_query;
+    let peers = shard.router.peers();
+    let (sender, receiver) = local_channel::new_bounded(peers.len().max(1));
+    shard.await_answers(id, sender);
+    let mut answers = vec![shard.answer(&query)];
+    for &peer in &peers {
+        let _ = shard
+            .router
+            .send(peer, ShardMsg::Query { id, query: query.clone() })
+            .await;
+    }
+    let collect = async {
+        let mut got = Vec::new();
+        while got.len() < peers.len() {
+            match receiver.recv().await {
+                Some(answer) => got.push(answer),
+                None => break,
+            }
+        }
+        got
+    };
+    match with_timeout(ANSWER_TIMEOUT, collect).await {
+        Some(got) => answers.extend(got),
+        None => print("warning: not every shard answered in time"),
+    }
+    shard.forget_answers(id);
+    answers
+}
+
+/// Tells every shard to close its connections with `reason`, then stops.
+async fn stop(shard: &Rc<ShardState>, reason: Arc<str>) {
+    info!(reason = &*reason, "stopping: closing every connection");
+    print(&format!("stopping: {reason}"));
+    for peer in shard.router.peers() {
+        let _ = shard.router.send(peer, ShardMsg::Shutdown(reason.clone())).await;
+    }
+    shard.begin_shutdown(reason);
+}
+
+fn format_summary(summaries: impl Iterator<Item = ShardSummary>) -> String {
+    let mut summaries: Vec<_> = summaries.collect();
+    summaries.sort_by_key(|s| s.shard);
+    let identified: usize = summaries.iter().map(|s| s.identified).sum();
+    let connections: usize = summaries.iter().map(|s| s.connections).sum();
+    let channels: BTreeSet<&str> = summaries
+        .iter()
+        .flat_map(|s| s.channels.iter().map(String::as_str))
+        .collect();
+    let mut out = format!(
+        "{identified} clients identified ({connections} connected), {} channels active",
+        channels.len()
+    );
+    for s in &summaries {
+        out.push_str(&format!(
+            "\n  shard {}: {} identified, {} connected, {} channels, {} subscriptions",
+            s.shard,
+            s.identified,
+            s.connections,
+            s.channels.len(),
+            s.subscriptions
+        ));
+    }
+    out
+}
+
+fn format_keyword(keyword: &str, reports: impl Iterator<Item = KeywordReport>) -> String {
+    let mut listens = Vec::new();
+    let mut subscribers = Vec::new();
+    for report in reports {
+        listens.extend(report.endpoint_channels);
+        subscribers.extend(report.channel_subscribers);
+    }
+    let line = |v: &SubscriptionView, what: &str| {
+        format!(
+            "\n  {what}  [{}] expires in {:.1}s",
+            v.connection,
+            v.expires_in.as_secs_f64()
+        )
+    };
+    listens.sort_by(|a, b| (&a.channel, &a.connection).cmp(&(&b.channel, &b.connection)));
+    subscribers.sort_by(|a, b| (&a.name, &a.connection).cmp(&(&b.name, &b.connection)));
+    let mut out = format!("endpoint {keyword:?} listens to {} channels:", listens.len());
+    for v in &listens {
+        out.push_str(&line(v, &format!("{:?}", v.channel)));
+    }
+    out.push_str(&format!(
+        "\nchannel {keyword:?} has {} subscribers:",
+        subscribers.len()
+    ));
+    for v in &subscribers {
+        out.push_str(&line(v, &format!("{:?}", v.name)));
+    }
+    out
+}

@@ -1,0 +1,249 @@
+//! A connection's bounded outbound queue.
+//!
+//! Publishers push shared, reference-counted frames here (a clone of an
+//! `Rc`, no copy); the connection's writer task drains everything queued in
+//! one batch and writes it with one `send`. The queue is bounded in bytes: a
+//! push that would pass the bound is refused, and the caller closes the
+//! connection as a slow consumer instead of letting memory grow or stalling
+//! the shard.
+//!
+//! Closing is a state of the outbox: a close frame goes last in the queue,
+//! later pushes are dropped, and both the reader and the writer of the
+//! connection are woken so the session can wind down.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+
+/// An encoded WebSocket frame, shared by every subscriber it goes to.
+pub type Frame = Rc<[u8]>;
+
+/// What happened to a pushed frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Push {
+    /// Queued for the writer.
+    Queued,
+    /// Refused: the queue would pass its byte bound (a slow consumer).
+    Overflow,
+    /// Dropped: the connection is closing.
+    Closed,
+}
+
+/// What the writer should do next.
+#[derive(Debug)]
+pub enum Batch {
+    /// Write this one frame as it is (no copy).
+    One(Frame),
+    /// The frames were copied into the caller's buffer; write it.
+    Many,
+    /// Nothing left and the outbox is closed: shut the socket down.
+    Finished,
+}
+
+/// A connection's outbound queue; see the module docs.
+pub struct Outbox {
+    queue: RefCell<VecDeque<Frame>>,
+    /// Bytes currently queued; compared with `limit` on every push.
+    queued_bytes: Cell<usize>,
+    /// The slow-consumer bound, in bytes.
+    limit: usize,
+    /// Set once a close frame (or an abort) ended the queue.
+    closing: Cell<bool>,
+    writer: Cell<Option<Waker>>,
+    reader: Cell<Option<Waker>>,
+}
+
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox")
+            .field("frames", &self.queue.borrow().len())
+            .field("queued_bytes", &self.queued_bytes.get())
+            .field("limit", &self.limit)
+            .field("closing", &self.closing.get())
+            .finish()
+    }
+}
+
+impl Outbox {
+    /// An empty outbox that refuses pushes past `limit` queued bytes.
+    pub fn new(limit: usize) -> Self {
+        Outbox {
+            queue: RefCell::new(VecDeque::new()),
+            queued_bytes: Cell::new(0),
+            limit,
+            closing: Cell::new(false),
+            writer: Cell::new(None),
+            reader: Cell::new(None),
+        }
+    }
+
+    /// Queues a shared frame unless that passes the bound or we are closing.
+    pub fn push(&self, frame: &Frame) -> Push {
+        if self.closing.get() {
+            return Push::Closed;
+        }
+        let bytes = self.queued_bytes.get() + frame.len();
+        if bytes > self.limit {
+            return Push::Overflow;
+        }
+        self.enqueue(frame.clone(), bytes);
+        Push::Queued
+    }
+
+    /// Queues a control frame (pong, close reply) without the bound: these
+    /// are small and answer the client's own frames.
+    pub fn push_control(&self, frame: Vec<u8>) {
+        if !self.closing.get() {
+            let bytes = self.queued_bytes.get() + frame.len();
+            self.enqueue(frame.into(), bytes);
+        }
+    }
+
+    fn enqueue(&self, frame: Frame, bytes: usize) {
+        self.queued_bytes.set(bytes);
+        let mut queue = self.queue.borrow_mut();
+        queue.push_back(frame);
+        if queue.len() == 1 {
+            wake(&self.writer);
+        }
+    }
+
+    /// Ends the queue with `close_frame`, after what is already queued.
+    /// Returns false if it was already closing.
+    pub fn close(&self, close_frame: Vec<u8>) -> bool {
+        if self.closing.replace(true) {
+            return false;
+        }
+        self.queued_bytes
+            .set(self.queued_bytes.get() + close_frame.len());
+        self.queue.borrow_mut().push_back(close_frame.into());
+        wake(&self.writer);
+        wake(&self.reader);
+        true
+    }
+
+    /// Discards what is queued, then ends the queue with `close_frame`:
+    /// for a slow consumer, whose backlog is the problem.
+    pub fn close_discarding(&self, close_frame: Vec<u8>) -> bool {
+        if self.closing.get() {
+            return false;
+        }
+        self.queue.borrow_mut().clear();
+        self.queued_bytes.set(0);
+        self.close(close_frame)
+    }
+
+    /// Ends the queue without a close frame (the peer is gone).
+    pub fn abort(&self) {
+        if !self.closing.replace(true) {
+            wake(&self.writer);
+            wake(&self.reader);
+        }
+    }
+
+    /// True once the connection is winding down.
+    pub fn is_closing(&self) -> bool {
+        self.closing.get()
+    }
+
+    /// Bytes waiting to be written.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes.get()
+    }
+
+    /// For the reader: ready once the outbox closes; otherwise remembers
+    /// the waker so a close (slow consumer, shutdown) interrupts a read.
+    pub fn poll_closing(&self, cx: &Context<'_>) -> Poll<()> {
+        if self.closing.get() {
+            Poll::Ready(())
+        } else {
+            self.reader.set(Some(cx.waker().clone()));
+            Poll::Pending
+        }
+    }
+
+    /// For the writer: takes the next batch, or waits for one.
+    ///
+    /// Several queued frames are copied into `buf` so one `send` writes them
+    /// all; a lone frame is handed back as it is.
+    pub fn poll_batch(&self, cx: &Context<'_>, buf: &mut Vec<u8>) -> Poll<Batch> {
+        let mut queue = self.queue.borrow_mut();
+        match queue.len() {
+            0 if self.closing.get() => Poll::Ready(Batch::Finished),
+            0 => {
+                self.writer.set(Some(cx.waker().clone()));
+                Poll::Pending
+            }
+            1 => {
+                let frame = queue.pop_front().expect("one frame");
+                self.queued_bytes.set(0);
+                Poll::Ready(Batch::One(frame))
+            }
+            _ => {
+                buf.reserve(self.queued_bytes.get());
+                for frame in queue.drain(..) {
+                    buf.extend_from_slice(&frame);
+                }
+                self.queued_bytes.set(0);
+                Poll::Ready(Batch::Many)
+            }
+        }
+    }
+}
+
+fn wake(slot: &Cell<Option<Waker>>) {
+    if let Some(waker) = slot.take() {
+        waker.wake();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::task::Waker;
+
+    fn frame(bytes: &[u8]) -> Frame {
+        Rc::from(bytes)
+    }
+
+    #[test]
+    fn bound_refuses_then_close_discards() {
+        let outbox = Outbox::new(10);
+        let f = frame(b"abcd");
+        assert_eq!(outbox.push(&f), Push::Queued);
+        assert_eq!(outbox.push(&f), Push::Queued);
+        assert_eq!(outbox.push(&f), Push::Overflow, "12 bytes > 10");
+        assert_eq!(Rc::strong_count(&f), 3, "queued frames are shared, not copied");
+        assert!(outbox.close_discarding(b"bye".to_vec()));
+        assert_eq!(Rc::strong_count(&f), 1, "backlog released at once");
+        assert_eq!(outbox.push(&f), Push::Closed);
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut buf = Vec::new();
+        match outbox.poll_batch(&mut cx, &mut buf) {
+            Poll::Ready(Batch::One(f)) => assert_eq!(&*f, b"bye"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            outbox.poll_batch(&mut cx, &mut buf),
+            Poll::Ready(Batch::Finished)
+        ));
+    }
+
+    #[test]
+    fn many_frames_are_batched_in_order() {
+        let outbox = Outbox::new(100);
+        outbox.push(&frame(b"one,"));
+        outbox.push_control(b"two,".to_vec());
+        outbox.push(&frame(b"three"));
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut buf = Vec::new();
+        assert!(matches!(
+            outbox.poll_batch(&mut cx, &mut buf),
+            Poll::Ready(Batch::Many)
+        ));
+        assert_eq!(buf, b"one,two,three");
+        assert_eq!(outbox.queued_bytes(), 0);
+        assert!(outbox.poll_batch(&mut cx, &mut buf).is_pending());
+    }
+}

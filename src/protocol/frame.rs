@@ -1,0 +1,143 @@
+//! Encoding the one message the nexus sends: `1r`, as a complete WebSocket
+//! frame ready to be written to any number of subscribers.
+//!
+//! Server-to-client frames are not masked, so the bytes built here are the
+//! same for every receiver: they are built once per publish and shared.
+
+use std::io::Write;
+
+use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
+use tungstenite::protocol::frame::FrameHeader;
+
+/// Byte length of `1r|<len>|<sender>|<len>|<channel>|<len>|<text>`.
+pub fn receive_payload_len(sender: &str, channel: &str, text: &str) -> usize {
+    fn field(s: &str) -> usize {
+        decimal_len(s.len()) + 2 + s.len()
+    }
+    2 + field(sender) + field(channel) + field(text)
+}
+
+fn decimal_len(mut n: usize) -> usize {
+    let mut digits = 1;
+    while n >= 10 {
+        n /= 10;
+        digits += 1;
+    }
+    digits
+}
+
+/// Appends the `1r` payload (no WebSocket header) to `out`.
+pub fn write_receive_payload(out: &mut Vec<u8>, sender: &str, channel: &str, text: &str) {
+    out.extend_from_slice(b"1r");
+    for field in [sender, channel, text] {
+        // Writing into a Vec cannot fail.
+        let _ = write!(out, "|{}|", field.len());
+        out.extend_from_slice(field.as_bytes());
+    }
+}
+
+/// Builds the complete unmasked WebSocket text frame carrying a `1r`.
+pub fn encode_receive_frame(sender: &str, channel: &str, text: &str) -> Vec<u8> {
+    let payload_len = receive_payload_len(sender, channel, text);
+    let header = FrameHeader {
+        opcode: OpCode::Data(Data::Text),
+        ..FrameHeader::default()
+    };
+    let mut out = Vec::with_capacity(header.len(payload_len as u64) + payload_len);
+    header
+        .format(payload_len as u64, &mut out)
+        .expect("writing a frame header into a Vec cannot fail");
+    write_receive_payload(&mut out, sender, channel, text);
+    debug_assert_eq!(out.len(), header.len(payload_len as u64) + payload_len);
+    out
+}
+
+/// The longest close reason a close frame can carry (125 bytes minus the code).
+pub const MAX_CLOSE_REASON_BYTES: usize = 123;
+
+/// Cuts `reason` to at most [`MAX_CLOSE_REASON_BYTES`], at a character boundary.
+pub fn truncate_close_reason(reason: &str) -> &str {
+    if reason.len() <= MAX_CLOSE_REASON_BYTES {
+        return reason;
+    }
+    let mut end = MAX_CLOSE_REASON_BYTES;
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    &reason[..end]
+}
+
+/// Builds a complete unmasked close frame with `code` and `reason`
+/// (truncated to fit).
+pub fn encode_close_frame(code: u16, reason: &str) -> Vec<u8> {
+    let reason = truncate_close_reason(reason);
+    let header = FrameHeader {
+        opcode: OpCode::Control(Control::Close),
+        ..FrameHeader::default()
+    };
+    let payload_len = 2 + reason.len();
+    let mut out = Vec::with_capacity(header.len(payload_len as u64) + payload_len);
+    header
+        .format(payload_len as u64, &mut out)
+        .expect("writing a frame header into a Vec cannot fail");
+    out.extend_from_slice(&code.to_be_bytes());
+    out.extend_from_slice(reason.as_bytes());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_matches_the_spec_example() {
+        let mut out = Vec::new();
+        write_receive_payload(&mut out, "alice", "c/lobby", "helloworld");
+        assert_eq!(out, b"1r|5|alice|7|c/lobby|10|helloworld");
+        assert_eq!(receive_payload_len("alice", "c/lobby", "helloworld"), out.len());
+    }
+
+    #[test]
+    fn frame_is_an_unmasked_final_text_frame() {
+        let frame = encode_receive_frame("alice", "c/lobby", "helloworld");
+        let payload = b"1r|5|alice|7|c/lobby|10|helloworld";
+        assert_eq!(frame[0], 0x81, "FIN + text opcode");
+        assert_eq!(frame[1] as usize, payload.len(), "no mask bit, short length");
+        assert_eq!(&frame[2..], payload);
+    }
+
+    #[test]
+    fn long_payloads_use_extended_lengths() {
+        let text = "x".repeat(70_000);
+        let frame = encode_receive_frame("s", "c", &text);
+        let len = receive_payload_len("s", "c", &text);
+        assert_eq!(frame[1], 127, "64-bit length marker");
+        assert_eq!(u64::from_be_bytes(frame[2..10].try_into().unwrap()), len as u64);
+        assert_eq!(frame.len(), 10 + len);
+    }
+
+    #[test]
+    fn multi_byte_lengths_are_byte_counts() {
+        let mut out = Vec::new();
+        write_receive_payload(&mut out, "名", "c", "你好");
+        assert_eq!(out, "1r|3|名|1|c|6|你好".as_bytes());
+    }
+
+    #[test]
+    fn close_frame_carries_code_and_reason() {
+        let frame = encode_close_frame(1008, "slow consumer");
+        assert_eq!(frame[0], 0x88, "FIN + close opcode");
+        assert_eq!(frame[1] as usize, 2 + "slow consumer".len());
+        assert_eq!(&frame[2..4], &1008u16.to_be_bytes());
+        assert_eq!(&frame[4..], b"slow consumer");
+    }
+
+    #[test]
+    fn close_reason_is_cut_at_a_character_boundary() {
+        let long = "é".repeat(100); // 200 bytes
+        let cut = truncate_close_reason(&long);
+        assert_eq!(cut.len(), 122, "61 two-byte characters fit in 123 bytes");
+        assert!(encode_close_frame(1000, &long).len() <= 2 + 125);
+        assert_eq!(truncate_close_reason("short"), "short");
+    }
+}

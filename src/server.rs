@@ -1,0 +1,131 @@
+//! Starting the nexus: one shard per core, each accepting its own
+//! connections, draining its rings and purging expired subscriptions.
+//!
+//! [`run`] takes its configuration and its control channel as arguments, so
+//! tests and the binary start it the same way.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use crossbeam_channel::Receiver;
+use futures_lite::{future, StreamExt};
+use glommio::channels::shared_channel::ConnectedReceiver;
+use glommio::net::TcpListener;
+use shards::{launch, LaunchError, RuntimeConfig, Shard};
+use tracing::{error, info, warn};
+
+use crate::config::Config;
+use crate::console::{self, Control};
+use crate::router::{Router, ShardMsg};
+use crate::session::{self, with_timeout};
+use crate::shard::ShardState;
+
+/// How often a shard purges expired subscriptions. Expired subscriptions
+/// stop receiving at once (delivery checks the time); this only frees them.
+const PURGE_INTERVAL: Duration = Duration::from_millis(250);
+/// How long a stopping shard waits for its sessions to close.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pause after an accept error (e.g. out of file descriptors) before retrying.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Why the nexus stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The shards could not start.
+    #[error(transparent)]
+    Launch(#[from] LaunchError),
+    /// A shard thread panicked.
+    #[error("shard {0} panicked; see the log above")]
+    ShardPanicked(usize),
+}
+
+/// Starts the shards and blocks until they stop; `on_listening` is called
+/// with the bound address once every shard is running.
+pub fn run(
+    config: Config,
+    control: Receiver<Control>,
+    on_listening: impl FnOnce(SocketAddr),
+) -> Result<(), RunError> {
+    let runtime = RuntimeConfig {
+        listen: config.listen,
+        cores: config.cores.clone(),
+        ring_size: config.ring_size,
+        backlog: config.backlog,
+    };
+    let running = launch(&runtime, move |shard: Shard<ShardMsg>| {
+        shard_main(shard, config, control)
+    })?;
+    on_listening(running.local_addr());
+    for result in running.join() {
+        if let Err(shard) = result {
+            return Err(RunError::ShardPanicked(shard));
+        }
+    }
+    Ok(())
+}
+
+async fn shard_main(mut shard: Shard<ShardMsg>, config: Config, control: Receiver<Control>) {
+    let inbound = shard.rings.take_inbound();
+    let id = shard.id();
+    let listener = shard.listener;
+    let state = Rc::new(ShardState::new(shard.core, config, Router::new(shard.rings)));
+    info!(shard = id, core = shard.core, "shard started");
+    for (from, ring) in inbound {
+        glommio::spawn_local(drain_ring(state.clone(), from, ring)).detach();
+    }
+    glommio::spawn_local(purge_loop(state.clone())).detach();
+    if id == 0 {
+        glommio::spawn_local(console::serve(state.clone(), control)).detach();
+    }
+    accept_loop(&state, &listener).await;
+    drop(listener);
+    if with_timeout(DRAIN_TIMEOUT, state.sessions.close()).await.is_none() {
+        warn!(shard = id, "some connections did not close in time");
+    }
+    info!(shard = id, "shard stopped");
+}
+
+async fn accept_loop(state: &Rc<ShardState>, listener: &TcpListener) {
+    loop {
+        let accepted = future::or(async { Some(listener.accept().await) }, async {
+            state.shutdown.wait().await;
+            None
+        })
+        .await;
+        match accepted {
+            None => return,
+            Some(Ok(stream)) => {
+                let Ok(pass) = state.sessions.enter() else {
+                    return;
+                };
+                let peer = stream
+                    .peer_addr()
+                    .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+                let shard = state.clone();
+                glommio::spawn_local(async move {
+                    session::serve(shard, stream, peer).await;
+                    drop(pass);
+                })
+                .detach();
+            }
+            Some(Err(e)) => {
+                error!(shard = state.id, error = %e, "accept failed");
+                glommio::timer::sleep(ACCEPT_BACKOFF).await;
+            }
+        }
+    }
+}
+
+async fn drain_ring(state: Rc<ShardState>, from: usize, mut ring: ConnectedReceiver<ShardMsg>) {
+    while let Some(msg) = ring.next().await {
+        state.on_ring_message(from, msg);
+    }
+}
+
+async fn purge_loop(state: Rc<ShardState>) {
+    while state.shutdown.reason().is_none() {
+        glommio::timer::sleep(PURGE_INTERVAL).await;
+        state.purge_expired().await;
+    }
+}

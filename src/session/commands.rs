@@ -1,0 +1,57 @@
+//! What the nexus does for each client message kind: one function per pid.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use tracing::{debug, info};
+
+use crate::protocol::frame::receive_payload_len;
+use crate::shard::{Connection, ShardState};
+
+use super::Verdict;
+
+/// `1h`: names or renames the connection.
+pub fn hello(shard: &ShardState, conn: &Connection, name: &str) -> Verdict {
+    match conn.set_name(name) {
+        None => info!(conn = %shard.label(conn.id), peer = %conn.peer, name, "connection identified"),
+        Some(old) => debug!(conn = %shard.label(conn.id), old = &*old, name, "connection renamed"),
+    }
+    Verdict::Continue
+}
+
+/// `1c`: subscribes, renews or unsubscribes.
+pub async fn subscribe(
+    shard: &ShardState,
+    conn: &Rc<Connection>,
+    channel: &str,
+    ttl: Duration,
+) -> Verdict {
+    if conn.name().is_none() {
+        return Verdict::Close(1008, "connection unidentified".into());
+    }
+    debug!(conn = %shard.label(conn.id), channel, ?ttl, "subscribe");
+    match shard.subscribe(conn, channel, ttl).await {
+        Ok(()) => Verdict::Continue,
+        Err(e) => Verdict::LimitClose(1008, e.to_string()),
+    }
+}
+
+/// `1t`: publishes to every live subscriber of the channel.
+pub async fn transmit(shard: &ShardState, conn: &Connection, channel: &str, text: &str) -> Verdict {
+    let Some(sender) = conn.name() else {
+        return Verdict::Close(1008, "connection unidentified".into());
+    };
+    // The 1r built from this must fit the receivers' frame limit.
+    let limit = shard.config.max_message_bytes;
+    if receive_payload_len(&sender, channel, text) > limit {
+        return Verdict::LimitClose(1009, format!("message too big: the 1r would exceed {limit} bytes"));
+    }
+    debug!(conn = %shard.label(conn.id), channel, bytes = text.len(), "transmit");
+    shard.publish(&sender, channel, text).await;
+    Verdict::Continue
+}
+
+/// `1d`: the client asks to be closed with 1000 and its reason.
+pub fn disconnect(reason: &str) -> Verdict {
+    Verdict::Close(1000, reason.into())
+}

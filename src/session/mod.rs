@@ -1,0 +1,275 @@
+//! One client connection from accept to close.
+//!
+//! A session upgrades the socket to WebSocket ([`handshake`]), registers the
+//! connection with its shard, starts its [`writer`] task and runs the read
+//! loop: socket bytes go through tungstenite (framing, masking, UTF-8,
+//! pings), each text frame through the protocol codec, and each message to
+//! its handler in [`commands`]. Whatever ends the session — the client's
+//! close or `1d`, a protocol error, a slow consumer, shutdown, a dead peer —
+//! ends this connection only.
+
+mod commands;
+pub mod handshake;
+mod stream;
+mod writer;
+mod ws_io;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures_lite::future;
+use glommio::net::TcpStream;
+use tracing::{debug, info};
+use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
+use tungstenite::{Error as WsError, Message as WsMessage};
+
+use crate::protocol::frame::{encode_close_frame, truncate_close_reason};
+use crate::protocol::{self, Message};
+use crate::shard::{Connection, ShardState};
+use crate::stats::bump;
+use stream::{ReadOutcome, SharedStream};
+use ws_io::WsIo;
+
+/// How long a closing connection's writer may take to flush its last frames.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// After the nexus closed, how long it keeps reading (and discarding) so the
+/// client reads the close frame before the socket goes away.
+const LINGER: Duration = Duration::from_secs(2);
+/// tungstenite's own read buffer per connection; messages larger than this
+/// grow it for as long as they are being read.
+const WS_READ_BUFFER_BYTES: usize = 1024;
+
+/// What a handler decided.
+#[derive(Debug)]
+pub enum Verdict {
+    /// Keep reading.
+    Continue,
+    /// Close this connection with this code and reason.
+    Close(u16, String),
+    /// Close for passing a limit (counted apart from protocol errors).
+    LimitClose(u16, String),
+}
+
+/// How the read loop ended.
+#[derive(Debug)]
+enum End {
+    /// The nexus queued a close frame with this code and reason.
+    ClosedByNexus(u16, String),
+    /// The client sent a close frame (already answered).
+    ClosedByClient(Option<u16>),
+    /// The peer vanished: end of stream or socket error.
+    PeerGone(String),
+}
+
+/// Runs one connection to its end; never panics on client input.
+pub async fn serve(shard: Rc<ShardState>, stream: TcpStream, peer: SocketAddr) {
+    let stream = SharedStream::new(stream);
+    let leftover = match with_timeout(shard.config.handshake_timeout, handshake::upgrade(&stream)).await {
+        Some(Ok(leftover)) => leftover,
+        Some(Err(e)) => {
+            debug!(%peer, error = %e, "handshake failed");
+            return;
+        }
+        None => {
+            info!(%peer, "handshake timed out");
+            return;
+        }
+    };
+    let conn = shard.register(peer);
+    debug!(conn = %shard.label(conn.id), %peer, "websocket open");
+    let writer = glommio::spawn_local(writer::run(stream.clone(), conn.clone()));
+    let end = read_loop(&shard, &conn, &stream, leftover).await;
+    shard.unregister(&conn).await;
+    if matches!(end, End::PeerGone(_)) {
+        conn.outbox.abort();
+    }
+    log_end(&shard, &conn, &end);
+    let flushed = with_timeout(CLOSE_GRACE, writer).await.is_some();
+    if flushed && matches!(end, End::ClosedByNexus(..)) {
+        linger(&shard, &stream).await;
+    }
+}
+
+fn log_end(shard: &ShardState, conn: &Connection, end: &End) {
+    let label = shard.label(conn.id);
+    let name = conn.name();
+    let name = name.as_deref().unwrap_or("");
+    match end {
+        End::ClosedByNexus(code, reason) => {
+            info!(conn = %label, peer = %conn.peer, name, code, reason, "connection closed by nexus")
+        }
+        End::ClosedByClient(code) => {
+            info!(conn = %label, peer = %conn.peer, name, code = code.unwrap_or(1005), "connection closed by client")
+        }
+        End::PeerGone(why) => {
+            info!(conn = %label, peer = %conn.peer, name, why, "connection lost")
+        }
+    }
+}
+
+async fn read_loop(
+    shard: &ShardState,
+    conn: &Rc<Connection>,
+    stream: &SharedStream,
+    leftover: Vec<u8>,
+) -> End {
+    let config = WebSocketConfig::default()
+        .read_buffer_size(WS_READ_BUFFER_BYTES)
+        .write_buffer_size(0)
+        .max_message_size(Some(shard.config.max_message_bytes))
+        .max_frame_size(Some(shard.config.max_message_bytes));
+    let mut ws = WebSocketContext::from_partially_read(leftover, Role::Server, Some(config));
+    let mut inbox: Vec<WsMessage> = Vec::new();
+    let mut replies: Vec<u8> = Vec::new();
+    let mut input_len = 0;
+    loop {
+        // Parse everything this read brought (the first pass parses what
+        // came with the handshake). No await until the scratch is consumed.
+        let parsed = {
+            let scratch = shard.scratch.borrow();
+            let mut io = WsIo::new(&scratch[..input_len], &mut replies);
+            parse_frames(&mut ws, &mut io, &mut inbox)
+        };
+        let mut peer_close_code = None;
+        for message in inbox.drain(..) {
+            let verdict = match message {
+                WsMessage::Text(text) => on_text(shard, conn, &text).await,
+                WsMessage::Binary(_) => {
+                    Verdict::Close(1003, "binary frames are not supported".into())
+                }
+                WsMessage::Close(frame) => {
+                    peer_close_code = Some(frame.map(|f| u16::from(f.code)));
+                    Verdict::Continue
+                }
+                WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_) => Verdict::Continue,
+            };
+            if let Some(end) = apply(shard, conn, verdict) {
+                return end;
+            }
+        }
+        match parsed {
+            Parsed::NeedMore => {
+                if !replies.is_empty() {
+                    conn.outbox.push_control(std::mem::take(&mut replies));
+                }
+            }
+            Parsed::ClosedByClient => {
+                conn.outbox.close(std::mem::take(&mut replies));
+                return End::ClosedByClient(peer_close_code.flatten());
+            }
+            Parsed::Failed(error) => {
+                let (code, reason) = close_code_for(&error);
+                let verdict = if code == 1009 {
+                    Verdict::LimitClose(code, reason)
+                } else {
+                    Verdict::Close(code, reason)
+                };
+                if code == 1002 {
+                    bump(&shard.stats.protocol_errors, 1);
+                }
+                return apply(shard, conn, verdict).expect("a close verdict ends the session");
+            }
+        }
+        input_len = match stream.read_scratch(&shard.scratch, &conn.outbox).await {
+            ReadOutcome::Data(n) => n,
+            ReadOutcome::Eof => return End::PeerGone("end of stream".into()),
+            ReadOutcome::Failed(e) => return End::PeerGone(e.to_string()),
+            ReadOutcome::Closing => {
+                return End::ClosedByNexus(1000, shard.shutdown.reason().map_or_else(
+                    || "closed".to_string(),
+                    |r| r.to_string(),
+                ))
+            }
+        };
+    }
+}
+
+/// What parsing one batch of input ended with.
+enum Parsed {
+    /// All input consumed; read the socket again.
+    NeedMore,
+    /// The client's close frame was received and answered.
+    ClosedByClient,
+    /// A WebSocket-level error: the connection must be closed.
+    Failed(WsError),
+}
+
+fn parse_frames(ws: &mut WebSocketContext, io: &mut WsIo<'_>, inbox: &mut Vec<WsMessage>) -> Parsed {
+    loop {
+        match ws.read(io) {
+            Ok(message) => inbox.push(message),
+            Err(WsError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                return Parsed::NeedMore
+            }
+            Err(WsError::ConnectionClosed | WsError::AlreadyClosed) => return Parsed::ClosedByClient,
+            Err(e) => return Parsed::Failed(e),
+        }
+    }
+}
+
+/// The close code and reason for a WebSocket-level error.
+fn close_code_for(error: &WsError) -> (u16, String) {
+    match error {
+        WsError::Utf8(_) => (1007, "invalid UTF-8 in text frame".into()),
+        WsError::Capacity(e) => (1009, format!("message too big: {e}")),
+        other => (1002, other.to_string()),
+    }
+}
+
+async fn on_text(shard: &ShardState, conn: &Rc<Connection>, text: &str) -> Verdict {
+    bump(&shard.stats.messages_in, 1);
+    match protocol::parse(text) {
+        Ok(Message::Hello { name }) => commands::hello(shard, conn, name),
+        Ok(Message::Subscribe { channel, ttl }) => commands::subscribe(shard, conn, channel, ttl).await,
+        Ok(Message::Transmit { channel, text }) => commands::transmit(shard, conn, channel, text).await,
+        Ok(Message::Disconnect { reason }) => commands::disconnect(reason),
+        Ok(Message::Receive) => Verdict::Continue,
+        Err(e) => {
+            bump(&shard.stats.protocol_errors, 1);
+            Verdict::Close(e.close_code(), e.to_string())
+        }
+    }
+}
+
+/// Carries out a verdict; `Some` when it ends the session.
+fn apply(shard: &ShardState, conn: &Connection, verdict: Verdict) -> Option<End> {
+    let (code, reason) = match verdict {
+        Verdict::Continue => return None,
+        Verdict::Close(code, reason) => (code, reason),
+        Verdict::LimitClose(code, reason) => {
+            bump(&shard.stats.limit_closures, 1);
+            (code, reason)
+        }
+    };
+    let reason = truncate_close_reason(&reason).to_string();
+    conn.outbox.close(encode_close_frame(code, &reason));
+    Some(End::ClosedByNexus(code, reason))
+}
+
+/// Keeps reading (and discarding) until the client closes or `LINGER`
+/// passes, so unread client data does not make the kernel reset the
+/// connection before the client has read our close frame.
+async fn linger(shard: &ShardState, stream: &SharedStream) {
+    let drain = async {
+        let mut discard = [0u8; 512];
+        let mut budget = shard.config.max_message_bytes * 4;
+        while budget > 0 {
+            match stream.read(&mut discard).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => budget = budget.saturating_sub(n),
+            }
+        }
+    };
+    with_timeout(LINGER, drain).await;
+}
+
+/// Runs `fut` for at most `limit`; `None` if time ran out (it is dropped).
+pub async fn with_timeout<T>(limit: Duration, fut: impl Future<Output = T>) -> Option<T> {
+    future::or(async { Some(fut.await) }, async {
+        glommio::timer::sleep(limit).await;
+        None
+    })
+    .await
+}

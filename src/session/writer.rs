@@ -1,0 +1,42 @@
+//! A connection's writer task: drains the outbox in batches, one `send` per
+//! batch, until the outbox is closed and empty.
+
+use std::future::poll_fn;
+use std::rc::Rc;
+
+use crate::outbox::Batch;
+use crate::shard::Connection;
+
+use super::stream::SharedStream;
+
+/// A batch buffer larger than this is released after use, so a burst does
+/// not pin memory on a connection that goes idle.
+const KEEP_BUFFER_BYTES: usize = 16 * 1024;
+
+/// Writes `conn`'s outbox to `stream` until it is finished, then sends FIN.
+/// A write error aborts the outbox, which also stops the reader.
+pub async fn run(stream: SharedStream, conn: Rc<Connection>) {
+    let mut buf = Vec::new();
+    loop {
+        let batch = poll_fn(|cx| conn.outbox.poll_batch(cx, &mut buf)).await;
+        let written = match batch {
+            Batch::One(frame) => stream.write_all(&frame).await,
+            Batch::Many => {
+                let result = stream.write_all(&buf).await;
+                buf.clear();
+                if buf.capacity() > KEEP_BUFFER_BYTES {
+                    buf = Vec::new();
+                }
+                result
+            }
+            Batch::Finished => {
+                stream.close_write().await;
+                return;
+            }
+        };
+        if written.is_err() {
+            conn.outbox.abort();
+            return;
+        }
+    }
+}

@@ -1,0 +1,316 @@
+//! A shard's own state: its connection table, its subscription index, and
+//! the local half of publishing. Owned by one executor thread, so plain
+//! `RefCell`s are enough: no lock is ever taken.
+//!
+//! - [`subscriptions`]: who listens to what until when (pure).
+//! - [`interest`]: which other shards listen to what.
+//! - [`connection`]: one client connection's name and outbox.
+
+pub mod connection;
+pub mod interest;
+pub mod subscriptions;
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use glommio::channels::local_channel::LocalSender;
+use glommio::sync::Gate;
+use tracing::{debug, info, warn};
+
+use crate::config::Config;
+use crate::outbox::{Frame, Push};
+use crate::protocol::frame::{encode_close_frame, encode_receive_frame};
+use crate::router::{
+    Answer, KeywordReport, Publication, Query, Router, ShardMsg, ShardSummary, SubscriptionView,
+};
+use crate::shutdown::ShutdownSignal;
+use crate::stats::{bump, ShardStats};
+pub use connection::Connection;
+use subscriptions::{ConnId, SubscriptionIndex, Subscribed};
+
+/// Size of the read buffer all of a shard's connections share: a read
+/// copies what the socket has into it and parses it before the next await,
+/// so idle connections hold no read buffer of their own.
+const SCRATCH_BYTES: usize = 64 * 1024;
+
+/// Why a subscription was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SubscribeError {
+    /// The connection already listens to the maximum number of channels.
+    #[error("too many subscriptions (limit {0})")]
+    TooMany(usize),
+}
+
+/// Everything one shard owns.
+pub struct ShardState {
+    /// This shard's id.
+    pub id: usize,
+    /// The core it is pinned to.
+    pub core: usize,
+    /// Limits and settings.
+    pub config: Config,
+    /// Rings to other shards and their interest.
+    pub router: Router,
+    /// Read buffer shared by every connection of the shard.
+    pub scratch: RefCell<Vec<u8>>,
+    /// Traffic counters.
+    pub stats: ShardStats,
+    /// Fires when the nexus stops.
+    pub shutdown: ShutdownSignal,
+    /// Every session holds a pass; closing the gate waits for them.
+    pub sessions: Gate,
+    connections: RefCell<HashMap<ConnId, Rc<Connection>>>,
+    index: RefCell<SubscriptionIndex<Rc<Connection>>>,
+    next_conn_id: Cell<ConnId>,
+    /// Console questions awaiting answers from other shards (shard 0 only).
+    pending_answers: RefCell<HashMap<u64, LocalSender<Answer>>>,
+}
+
+impl ShardState {
+    /// A shard with no connections.
+    pub fn new(core: usize, config: Config, router: Router) -> Self {
+        ShardState {
+            id: router.shard_id(),
+            core,
+            config,
+            router,
+            scratch: RefCell::new(vec![0; SCRATCH_BYTES]),
+            stats: ShardStats::default(),
+            shutdown: ShutdownSignal::default(),
+            sessions: Gate::new(),
+            connections: RefCell::new(HashMap::new()),
+            index: RefCell::new(SubscriptionIndex::new()),
+            next_conn_id: Cell::new(1),
+            pending_answers: RefCell::new(HashMap::new()),
+        }
+    }
+
+    /// Adds an upgraded connection to the table.
+    pub fn register(&self, peer: SocketAddr) -> Rc<Connection> {
+        let id = self.next_conn_id.get();
+        self.next_conn_id.set(id + 1);
+        let conn = Rc::new(Connection::new(id, peer, self.config.max_outbox_bytes));
+        self.connections.borrow_mut().insert(id, conn.clone());
+        bump(&self.stats.connections_opened, 1);
+        if let Some(reason) = self.shutdown.reason() {
+            // Upgraded while the shard was stopping: close it like the rest.
+            conn.outbox.close(encode_close_frame(1000, &reason));
+        }
+        conn
+    }
+
+    /// Removes a connection and all its subscriptions (and only its own).
+    pub async fn unregister(&self, conn: &Connection) {
+        self.connections.borrow_mut().remove(&conn.id);
+        let emptied = self.index.borrow_mut().remove_connection(conn.id);
+        for channel in emptied {
+            self.router.announce(&channel, false).await;
+        }
+    }
+
+    /// `s<shard>#<id>`: how the console names a connection.
+    pub fn label(&self, conn: ConnId) -> String {
+        format!("s{}#{}", self.id, conn)
+    }
+
+    /// Subscribes, renews, or (zero TTL) unsubscribes `conn` to `channel`.
+    pub async fn subscribe(
+        &self,
+        conn: &Rc<Connection>,
+        channel: &str,
+        ttl: Duration,
+    ) -> Result<(), SubscribeError> {
+        if ttl.is_zero() {
+            let emptied = self.index.borrow_mut().unsubscribe(conn.id, channel);
+            if emptied {
+                self.router.announce(channel, false).await;
+            }
+            return Ok(());
+        }
+        let expires = Instant::now() + ttl.min(self.config.max_ttl);
+        let outcome = {
+            let mut index = self.index.borrow_mut();
+            if index.count_of(conn.id) >= self.config.max_subscriptions
+                && !index.contains(conn.id, channel)
+            {
+                return Err(SubscribeError::TooMany(self.config.max_subscriptions));
+            }
+            index.subscribe(conn.id, channel, expires, conn.clone())
+        };
+        if outcome == Subscribed::FirstOnShard {
+            self.router.announce(channel, true).await;
+        }
+        Ok(())
+    }
+
+    /// Publishes `text` on `channel` as `sender`: encodes the `1r` frame
+    /// once, queues it to local subscribers and forwards it to the shards
+    /// that listen to the channel.
+    pub async fn publish(&self, sender: &str, channel: &str, text: &str) {
+        bump(&self.stats.publishes, 1);
+        let remote = self.router.interested_shards(channel);
+        let local = self.index.borrow().has_channel(channel);
+        if remote == 0 && !local {
+            return;
+        }
+        let encoded = encode_receive_frame(sender, channel, text);
+        if local {
+            let frame: Frame = Rc::from(&encoded[..]);
+            self.deliver(sender, channel, &frame);
+        }
+        if remote != 0 {
+            let publication = Arc::new(Publication {
+                sender: sender.into(),
+                channel: channel.into(),
+                frame: encoded.into_boxed_slice(),
+            });
+            self.router.forward(remote, publication).await;
+        }
+    }
+
+    /// Queues `frame` to every live local subscriber of `channel` not named
+    /// `sender`. A subscriber whose outbox overflows is closed as a slow
+    /// consumer; the others are not affected.
+    pub fn deliver(&self, sender: &str, channel: &str, frame: &Frame) {
+        let now = Instant::now();
+        let mut delivered = 0;
+        for subscriber in self.index.borrow().subscribers(channel, now) {
+            if subscriber.is_named(sender) {
+                continue;
+            }
+            match subscriber.outbox.push(frame) {
+                Push::Queued => delivered += 1,
+                Push::Closed => {}
+                Push::Overflow => self.close_slow_consumer(subscriber),
+            }
+        }
+        bump(&self.stats.deliveries, delivered);
+    }
+
+    fn close_slow_consumer(&self, conn: &Connection) {
+        let queued = conn.outbox.queued_bytes();
+        if conn
+            .outbox
+            .close_discarding(encode_close_frame(1008, "slow consumer"))
+        {
+            bump(&self.stats.slow_consumers, 1);
+            warn!(
+                conn = %self.label(conn.id),
+                peer = %conn.peer,
+                name = conn.name().as_deref().unwrap_or(""),
+                queued_bytes = queued,
+                limit = self.config.max_outbox_bytes,
+                "closing slow consumer (1008)"
+            );
+        }
+    }
+
+    /// Drops subscriptions whose time is up and tells other shards about
+    /// channels this shard no longer listens to.
+    pub async fn purge_expired(&self) {
+        let emptied = self.index.borrow_mut().purge_expired(Instant::now());
+        for channel in emptied {
+            debug!(shard = self.id, channel = &*channel, "last subscription expired");
+            self.router.announce(&channel, false).await;
+        }
+    }
+
+    /// Handles one message from another shard's ring.
+    pub fn on_ring_message(self: &Rc<Self>, from: usize, msg: ShardMsg) {
+        match msg {
+            ShardMsg::Publish(publication) => {
+                if self.index.borrow().has_channel(&publication.channel) {
+                    let frame: Frame = Rc::from(&publication.frame[..]);
+                    self.deliver(&publication.sender, &publication.channel, &frame);
+                }
+            }
+            ShardMsg::Interest {
+                channel,
+                interested,
+            } => self.router.on_interest(from, &channel, interested),
+            ShardMsg::Query { id, query } => {
+                let answer = self.answer(&query);
+                let shard = self.clone();
+                glommio::spawn_local(async move {
+                    let _ = shard.router.send(from, ShardMsg::Answer { id, answer }).await;
+                })
+                .detach();
+            }
+            ShardMsg::Answer { id, answer } => {
+                if let Some(waiting) = self.pending_answers.borrow().get(&id) {
+                    let _ = waiting.try_send(answer);
+                }
+            }
+            ShardMsg::Shutdown(reason) => self.begin_shutdown(reason),
+        }
+    }
+
+    /// Registers a console question so answers arriving over the rings reach it.
+    pub fn await_answers(&self, id: u64, sender: LocalSender<Answer>) {
+        self.pending_answers.borrow_mut().insert(id, sender);
+    }
+
+    /// Forgets a console question.
+    pub fn forget_answers(&self, id: u64) {
+        self.pending_answers.borrow_mut().remove(&id);
+    }
+
+    /// This shard's answer to a console question.
+    pub fn answer(&self, query: &Query) -> Answer {
+        let now = Instant::now();
+        match query {
+            Query::Summary => {
+                let connections = self.connections.borrow();
+                let index = self.index.borrow();
+                Answer::Summary(ShardSummary {
+                    shard: self.id,
+                    connections: connections.len(),
+                    identified: connections.values().filter(|c| c.name().is_some()).count(),
+                    subscriptions: index.subscription_count(),
+                    channels: index.channel_names().map(|c| c.to_string()).collect(),
+                })
+            }
+            Query::Keyword(keyword) => {
+                let connections = self.connections.borrow();
+                let index = self.index.borrow();
+                let mut report = KeywordReport::default();
+                for conn in connections.values().filter(|c| c.is_named(keyword)) {
+                    for (channel, expires) in index.channels_of(conn.id, now) {
+                        report.endpoint_channels.push(SubscriptionView {
+                            connection: self.label(conn.id),
+                            name: keyword.to_string(),
+                            channel: channel.to_string(),
+                            expires_in: expires - now,
+                        });
+                    }
+                }
+                for (id, expires, conn) in index.subscribers_with_expiry(keyword, now) {
+                    report.channel_subscribers.push(SubscriptionView {
+                        connection: self.label(id),
+                        name: conn.name().as_deref().unwrap_or("").to_string(),
+                        channel: keyword.to_string(),
+                        expires_in: expires - now,
+                    });
+                }
+                Answer::Keyword(report)
+            }
+        }
+    }
+
+    /// Starts stopping this shard: no new connections, and every open one
+    /// is closed with 1000 and `reason` after what is already queued.
+    pub fn begin_shutdown(&self, reason: Arc<str>) {
+        if !self.shutdown.trigger(reason.clone()) {
+            return;
+        }
+        info!(shard = self.id, reason = &*reason, "shard stopping");
+        let close = encode_close_frame(1000, &reason);
+        for conn in self.connections.borrow().values() {
+            conn.outbox.close(close.clone());
+        }
+    }
+}
