@@ -1,0 +1,352 @@
+//! Test harness: a real nexus process on an ephemeral loopback port, driven
+//! through its standard input, and real WebSocket clients.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::stream::MaybeTlsStream;
+use tungstenite::{Message, WebSocket};
+
+/// Upper bound for anything a test waits for; tests never sleep this long
+/// unless something is broken.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// A nexus process started for one test; killed on drop if still running.
+pub struct Nexus {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: Receiver<String>,
+    stderr: Receiver<String>,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Every stderr line seen so far.
+    pub log: Vec<String>,
+}
+
+fn lines_of(reader: impl std::io::Read + Send + 'static) -> Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(reader).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+impl Nexus {
+    /// Starts `ease_chat_nexus 127.0.0.1:0 --cores 2 <extra>` and waits
+    /// until it listens.
+    pub fn start(extra: &[&str]) -> Nexus {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ease_chat_nexus"))
+            .args(["127.0.0.1:0", "--cores", "2"])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the nexus binary");
+        let stdout = lines_of(child.stdout.take().unwrap());
+        let stderr = lines_of(child.stderr.take().unwrap());
+        let stdin = child.stdin.take();
+        let mut nexus = Nexus {
+            child,
+            stdin,
+            stdout,
+            stderr,
+            addr: "0.0.0.0:0".parse().unwrap(),
+            log: Vec::new(),
+        };
+        let line = nexus.wait_log(|l| l.contains("listening addr="));
+        let addr = line
+            .split("addr=")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .expect("address in the listening line");
+        nexus.addr = addr.parse().expect("socket address");
+        nexus.wait_log(|l| l.contains("shard started shard=0"));
+        nexus.wait_log(|l| l.contains("shard started shard=1"));
+        nexus
+    }
+
+    /// The `ws://` URL of this nexus.
+    pub fn url(&self) -> String {
+        format!("ws://{}/", self.addr)
+    }
+
+    /// Waits for a stderr line matching `pred` (earlier lines are searched too).
+    pub fn wait_log(&mut self, pred: impl Fn(&str) -> bool) -> String {
+        if let Some(line) = self.log.iter().find(|l| pred(l)) {
+            return line.clone();
+        }
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stderr.recv_timeout(left) {
+                Ok(line) => {
+                    self.log.push(line.clone());
+                    if pred(&line) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("log line not seen; log so far:\n{}", self.log.join("\n")),
+            }
+        }
+    }
+
+    /// Types a console command.
+    pub fn console(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// Closes the nexus's standard input (as in a container without a terminal).
+    pub fn close_stdin(&mut self) {
+        self.stdin.take();
+    }
+
+    /// The next console output line.
+    pub fn output_line(&mut self) -> String {
+        match self.stdout.recv_timeout(PATIENCE) {
+            Ok(line) => line,
+            Err(e) => panic!("no console output: {e:?}"),
+        }
+    }
+
+    /// Console output lines until one matches `pred` (returned last).
+    pub fn output_until(&mut self, pred: impl Fn(&str) -> bool) -> Vec<String> {
+        let mut lines = Vec::new();
+        loop {
+            let line = self.output_line();
+            let done = pred(&line);
+            lines.push(line);
+            if done {
+                return lines;
+            }
+        }
+    }
+
+    /// True if no console output arrives within `wait`.
+    pub fn output_quiet(&mut self, wait: Duration) -> bool {
+        matches!(self.stdout.recv_timeout(wait), Err(RecvTimeoutError::Timeout))
+    }
+
+    /// Runs `list KEYWORD` and returns (endpoint lines, subscriber lines).
+    pub fn list_keyword(&mut self, keyword: &str) -> (Vec<String>, Vec<String>) {
+        self.console(&format!("list {keyword}"));
+        let endpoint_header = format!("endpoint {keyword:?} listens to ");
+        let lines = self.output_until(|l| l.starts_with(&endpoint_header));
+        let n = count_in(lines.last().unwrap(), &endpoint_header);
+        let endpoint: Vec<String> = (0..n).map(|_| self.output_line()).collect();
+        let channel_header = format!("channel {keyword:?} has ");
+        let header = self.output_line();
+        assert!(header.starts_with(&channel_header), "{header}");
+        let m = count_in(&header, &channel_header);
+        let subscribers: Vec<String> = (0..m).map(|_| self.output_line()).collect();
+        (endpoint, subscribers)
+    }
+
+    /// Waits until `list CHANNEL` shows `count` subscribers. Interest changes
+    /// travel over the same rings as the console's question, so once the
+    /// answer shows them every shard also knows where to forward.
+    pub fn wait_subscribers(&mut self, channel: &str, count: usize) -> Vec<String> {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let (_, subs) = self.list_keyword(channel);
+            if subs.len() == count {
+                return subs;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "channel {channel} has {} subscribers, expected {count}",
+                subs.len()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends a signal to the nexus process.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "nexus did not exit");
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// True while the process runs.
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Nexus {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn count_in(line: &str, header: &str) -> usize {
+    line[header.len()..]
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("count in {line:?}"))
+}
+
+/// A raw WebSocket client speaking protocol text.
+pub struct Client {
+    ws: WebSocket<MaybeTlsStream<TcpStream>>,
+}
+
+/// What a client saw when waiting for a message.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A text frame.
+    Text(String),
+    /// A close frame with code and reason.
+    Closed(u16, String),
+}
+
+impl Client {
+    /// Connects and upgrades.
+    pub fn connect(nexus: &Nexus) -> Client {
+        let stream = TcpStream::connect(nexus.addr).expect("connect");
+        stream.set_nodelay(true).unwrap();
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        let (ws, _) = tungstenite::client(nexus.url(), MaybeTlsStream::Plain(stream))
+            .expect("websocket upgrade");
+        Client { ws }
+    }
+
+    /// Connects and says `1h` with `name`.
+    pub fn named(nexus: &Nexus, name: &str) -> Client {
+        let mut client = Client::connect(nexus);
+        client.hello(name);
+        client
+    }
+
+    /// Sends one text frame as is.
+    pub fn send(&mut self, text: &str) {
+        self.ws.send(Message::text(text)).expect("send");
+    }
+
+    /// Sends a binary frame.
+    pub fn send_binary(&mut self, bytes: &[u8]) {
+        self.ws.send(Message::binary(bytes.to_vec())).expect("send");
+    }
+
+    /// `1h`.
+    pub fn hello(&mut self, name: &str) {
+        self.send(&format!("1h|{}|{name}", name.len()));
+    }
+
+    /// `1c` with a TTL in seconds and nanoseconds.
+    pub fn subscribe_ttl(&mut self, channel: &str, seconds: u64, nanos: u64) {
+        self.send(&format!("1c|{}|{channel}|{seconds}|{nanos}", channel.len()));
+    }
+
+    /// `1c` with a 600 s TTL, as the Java client does.
+    pub fn subscribe(&mut self, channel: &str) {
+        self.subscribe_ttl(channel, 600, 0);
+    }
+
+    /// `1t`.
+    pub fn publish(&mut self, channel: &str, text: &str) {
+        self.send(&format!("1t|{}|{channel}|{}|{text}", channel.len(), text.len()));
+    }
+
+    /// The next text or close frame, within `wait`; None on timeout.
+    pub fn next_within(&mut self, wait: Duration) -> Option<Event> {
+        self.set_timeout(wait);
+        loop {
+            match self.ws.read() {
+                Ok(Message::Text(t)) => return Some(Event::Text(t.to_string())),
+                Ok(Message::Close(frame)) => {
+                    let (code, reason) = frame
+                        .map(|f| (u16::from(f.code), f.reason.to_string()))
+                        .unwrap_or((u16::from(CloseCode::Status), String::new()));
+                    return Some(Event::Closed(code, reason));
+                }
+                Ok(_) => continue,
+                Err(tungstenite::Error::Io(e))
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return None
+                }
+                Err(e) => panic!("websocket error: {e}"),
+            }
+        }
+    }
+
+    fn set_timeout(&mut self, wait: Duration) {
+        if let MaybeTlsStream::Plain(s) = self.ws.get_mut() {
+            s.set_read_timeout(Some(wait.max(Duration::from_millis(1)))).unwrap();
+        }
+    }
+
+    /// The next text frame; panics on anything else.
+    pub fn recv(&mut self) -> String {
+        match self.next_within(PATIENCE) {
+            Some(Event::Text(t)) => t,
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+
+    /// The close frame; text frames before it are skipped and counted.
+    pub fn expect_close(&mut self) -> (u16, String) {
+        loop {
+            match self.next_within(PATIENCE) {
+                Some(Event::Closed(code, reason)) => return (code, reason),
+                Some(Event::Text(_)) => continue,
+                None => panic!("expected a close frame, got nothing"),
+            }
+        }
+    }
+
+    /// Asserts that nothing arrives within `wait`.
+    pub fn expect_silence(&mut self, wait: Duration) {
+        if let Some(event) = self.next_within(wait) {
+            panic!("expected silence, got {event:?}");
+        }
+    }
+}
+
+/// The `1r` text a subscriber receives.
+pub fn receive(sender: &str, channel: &str, text: &str) -> String {
+    format!(
+        "1r|{}|{sender}|{}|{channel}|{}|{text}",
+        sender.len(),
+        channel.len(),
+        text.len()
+    )
+}
