@@ -117,9 +117,18 @@ async fn accept_loop(state: &Rc<ShardState>, listener: &TcpListener) {
     }
 }
 
+/// Ring messages handled before the drain yields to other tasks.
+const RING_BATCH: usize = 64;
+
 async fn drain_ring(state: Rc<ShardState>, from: usize, mut ring: ConnectedReceiver<ShardMsg>) {
+    let mut handled = 0;
     while let Some(msg) = ring.next().await {
         state.on_ring_message(from, msg);
+        handled += 1;
+        if handled % RING_BATCH == 0 {
+            // A full ring never makes `next` wait: let writers run.
+            future::yield_now().await;
+        }
     }
 }
 

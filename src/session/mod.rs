@@ -172,6 +172,10 @@ async fn read_loop(
                 return apply(shard, conn, verdict).expect("a close verdict ends the session");
             }
         }
+        // A busy publisher's socket always has more to read and a read that
+        // finds data never yields: give the writers (and everyone else) a
+        // turn before reading again.
+        future::yield_now().await;
         input_len = match stream.read_scratch(&shard.scratch, &conn.outbox).await {
             ReadOutcome::Data(n) => n,
             ReadOutcome::Eof => return End::PeerGone("end of stream".into()),

@@ -257,6 +257,11 @@ impl Client {
         self.ws.send(Message::text(text)).expect("send");
     }
 
+    /// Sends any WebSocket message (including raw frames).
+    pub fn send_message(&mut self, message: Message) {
+        self.ws.send(message).expect("send");
+    }
+
     /// Sends a binary frame.
     pub fn send_binary(&mut self, bytes: &[u8]) {
         self.ws.send(Message::binary(bytes.to_vec())).expect("send");
