@@ -6,7 +6,9 @@ mod common;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::thread;
-use std::time::Instant;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use common::{receive, Client, Nexus};
 use tungstenite::protocol::frame::coding::{Data, OpCode};
@@ -185,6 +187,12 @@ fn slow_consumer_is_closed_and_others_are_whole() {
     let mut good = Client::named(&nexus, "good");
     good.subscribe("firehose");
     nexus.wait_subscribers("firehose", 2);
+    // The publisher stays at most WINDOW messages ahead of the reading
+    // subscriber, so only the one that never reads can overflow, however
+    // slow the machine.
+    const WINDOW: usize = 32;
+    let received = Arc::new(AtomicUsize::new(0));
+    let progress = received.clone();
     let reader = thread::spawn(move || {
         for seq in 0..MESSAGES {
             let text = good.recv();
@@ -192,11 +200,16 @@ fn slow_consumer_is_closed_and_others_are_whole() {
                 text.ends_with(&format!("|{seq:06}{}", "z".repeat(8_000))),
                 "message {seq} out of order or missing"
             );
+            progress.store(seq + 1, Ordering::Release);
         }
         good
     });
     let mut publisher = Client::named(&nexus, "p");
     for seq in 0..MESSAGES {
+        while seq >= received.load(Ordering::Acquire) + WINDOW {
+            assert!(!reader.is_finished(), "reader stopped early");
+            thread::sleep(Duration::from_micros(200));
+        }
         publisher.publish("firehose", &format!("{seq:06}{}", "z".repeat(8_000)));
     }
     let mut good = reader.join().expect("the good subscriber got everything");
