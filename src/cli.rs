@@ -64,13 +64,17 @@ impl Args {
         let listen = parse_addr(self.addr.as_deref().unwrap_or(config::DEFAULT_LISTEN))?;
         let shards = self.cores.unwrap_or(available.len().min(MAX_SHARDS));
         if shards == 0 || shards > MAX_SHARDS {
-            return Err(format!("--cores must be between 1 and {MAX_SHARDS}, got {shards}"));
+            return Err(format!(
+                "--cores must be between 1 and {MAX_SHARDS}, got {shards}"
+            ));
         }
         if available.is_empty() {
             return Err("no CPU is available to this process".into());
         }
         // More shards than cores share cores (round robin); main() warns.
-        let cores = (0..shards).map(|i| available[i % available.len()]).collect();
+        let cores = (0..shards)
+            .map(|i| available[i % available.len()])
+            .collect();
         let mut config = Config::new(listen, cores);
         config.ring_size = positive("--ring-size", self.ring_size)?;
         config.backlog = positive("--backlog", self.backlog as usize)? as u32;
@@ -80,8 +84,10 @@ impl Args {
         }
         config.max_outbox_bytes = positive("--max-outbox-bytes", self.max_outbox_bytes)?;
         config.max_subscriptions = positive("--max-subscriptions", self.max_subscriptions)?;
-        config.handshake_timeout =
-            Duration::from_secs(positive("--handshake-timeout", self.handshake_timeout as usize)? as u64);
+        config.handshake_timeout = Duration::from_secs(positive(
+            "--handshake-timeout",
+            self.handshake_timeout as usize,
+        )? as u64);
         config.max_ttl = Duration::from_secs(positive("--max-ttl", self.max_ttl as usize)? as u64);
         Ok(config)
     }
@@ -102,18 +108,28 @@ fn parse_addr(text: &str) -> Result<SocketAddr, String> {
     text.to_socket_addrs()
         .ok()
         .and_then(|mut addrs| addrs.next())
-        .ok_or_else(|| format!("invalid listen address {text:?}: expected HOST:PORT, e.g. 0.0.0.0:6500"))
+        .ok_or_else(|| {
+            format!("invalid listen address {text:?}: expected HOST:PORT, e.g. 0.0.0.0:6500")
+        })
 }
 
 /// Parses the process arguments; on error or `--help` returns the text to
 /// print and the exit code (0 for help, 2 for a bad flag).
 pub fn parse_args(args: &[String]) -> Result<Args, (String, i32)> {
-    let command = args.first().map(String::as_str).unwrap_or("ease_chat_nexus");
+    let command = args
+        .first()
+        .map(String::as_str)
+        .unwrap_or("ease_chat_nexus");
     let rest: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
     Args::from_args(&[command], &rest).map_err(|exit| match exit.status {
         Ok(()) => (exit.output, 0),
         Err(()) => {
-            let first = exit.output.lines().next().unwrap_or("invalid arguments").to_string();
+            let first = exit
+                .output
+                .lines()
+                .next()
+                .unwrap_or("invalid arguments")
+                .to_string();
             (format!("error: {first} (see --help)"), 2)
         }
     })
@@ -152,8 +168,14 @@ mod tests {
         assert_eq!(args(&["--frobnicate"]).unwrap_err().1, 2);
         assert_eq!(args(&["--cores", "x"]).unwrap_err().1, 2);
         assert_eq!(args(&["--help"]).unwrap_err().1, 0);
-        assert!(args(&["not-an-address"]).unwrap().into_config(&[0]).is_err());
+        assert!(args(&["not-an-address"])
+            .unwrap()
+            .into_config(&[0])
+            .is_err());
         assert!(args(&["--cores", "0"]).unwrap().into_config(&[0]).is_err());
-        assert!(args(&["--ring-size", "0"]).unwrap().into_config(&[0]).is_err());
+        assert!(args(&["--ring-size", "0"])
+            .unwrap()
+            .into_config(&[0])
+            .is_err());
     }
 }

@@ -214,18 +214,22 @@ mod tests {
         assert_eq!(outbox.push(&f), Push::Queued);
         assert_eq!(outbox.push(&f), Push::Queued);
         assert_eq!(outbox.push(&f), Push::Overflow, "12 bytes > 10");
-        assert_eq!(Rc::strong_count(&f), 3, "queued frames are shared, not copied");
+        assert_eq!(
+            Rc::strong_count(&f),
+            3,
+            "queued frames are shared, not copied"
+        );
         assert!(outbox.close_discarding(b"bye".to_vec()));
         assert_eq!(Rc::strong_count(&f), 1, "backlog released at once");
         assert_eq!(outbox.push(&f), Push::Closed);
-        let mut cx = Context::from_waker(Waker::noop());
+        let cx = Context::from_waker(Waker::noop());
         let mut buf = Vec::new();
-        match outbox.poll_batch(&mut cx, &mut buf) {
+        match outbox.poll_batch(&cx, &mut buf) {
             Poll::Ready(Batch::One(f)) => assert_eq!(&*f, b"bye"),
             other => panic!("{other:?}"),
         }
         assert!(matches!(
-            outbox.poll_batch(&mut cx, &mut buf),
+            outbox.poll_batch(&cx, &mut buf),
             Poll::Ready(Batch::Finished)
         ));
     }
@@ -236,14 +240,14 @@ mod tests {
         outbox.push(&frame(b"one,"));
         outbox.push_control(b"two,".to_vec());
         outbox.push(&frame(b"three"));
-        let mut cx = Context::from_waker(Waker::noop());
+        let cx = Context::from_waker(Waker::noop());
         let mut buf = Vec::new();
         assert!(matches!(
-            outbox.poll_batch(&mut cx, &mut buf),
+            outbox.poll_batch(&cx, &mut buf),
             Poll::Ready(Batch::Many)
         ));
         assert_eq!(buf, b"one,two,three");
         assert_eq!(outbox.queued_bytes(), 0);
-        assert!(outbox.poll_batch(&mut cx, &mut buf).is_pending());
+        assert!(outbox.poll_batch(&cx, &mut buf).is_pending());
     }
 }

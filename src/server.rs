@@ -69,7 +69,11 @@ async fn shard_main(mut shard: Shard<ShardMsg>, config: Config, control: Receive
     let inbound = shard.rings.take_inbound();
     let id = shard.id();
     let listener = shard.listener;
-    let state = Rc::new(ShardState::new(shard.core, config, Router::new(shard.rings)));
+    let state = Rc::new(ShardState::new(
+        shard.core,
+        config,
+        Router::new(shard.rings),
+    ));
     info!(shard = id, core = shard.core, "shard started");
     for (from, ring) in inbound {
         glommio::spawn_local(drain_ring(state.clone(), from, ring)).detach();
@@ -80,7 +84,10 @@ async fn shard_main(mut shard: Shard<ShardMsg>, config: Config, control: Receive
     }
     accept_loop(&state, &listener).await;
     drop(listener);
-    if with_timeout(DRAIN_TIMEOUT, state.sessions.close()).await.is_none() {
+    if with_timeout(DRAIN_TIMEOUT, state.sessions.close())
+        .await
+        .is_none()
+    {
         warn!(shard = id, "some connections did not close in time");
     }
     info!(shard = id, "shard stopped");

@@ -53,7 +53,11 @@ pub fn spawn_handler(control: Sender<Control>) -> std::io::Result<()> {
                         false
                     }
                 };
-                if stop && control.send(Control::Stop(DEFAULT_STOP_REASON.into())).is_err() {
+                if stop
+                    && control
+                        .send(Control::Stop(DEFAULT_STOP_REASON.into()))
+                        .is_err()
+                {
                     return;
                 }
             }
@@ -70,7 +74,10 @@ mod tests {
         let t0 = Instant::now();
         let mut ctrl_c = CtrlC::default();
         assert!(!ctrl_c.press(t0));
-        assert!(!ctrl_c.press(t0 + Duration::from_secs(6)), "too late: warns again");
+        assert!(
+            !ctrl_c.press(t0 + Duration::from_secs(6)),
+            "too late: warns again"
+        );
         assert!(ctrl_c.press(t0 + Duration::from_secs(10)));
     }
 }

@@ -15,7 +15,9 @@ fn huaji_list_push_and_errors() {
     assert_eq!(nexus.output_line(), "huaji");
 
     nexus.console("frobnicate now");
-    assert!(nexus.output_line().starts_with("error: unknown command \"frobnicate\""));
+    assert!(nexus
+        .output_line()
+        .starts_with("error: unknown command \"frobnicate\""));
     nexus.console("push onlysender");
     assert!(nexus.output_line().starts_with("error: usage: push"));
 
@@ -28,7 +30,10 @@ fn huaji_list_push_and_errors() {
 
     nexus.console("list");
     let lines = nexus.output_until(|l| l.starts_with("  shard 1:"));
-    assert_eq!(lines[0], "2 clients identified (3 connected), 1 channels active");
+    assert_eq!(
+        lines[0],
+        "2 clients identified (3 connected), 1 channels active"
+    );
     nexus.console("l");
     assert_eq!(nexus.output_line(), lines[0]);
     nexus.output_until(|l| l.starts_with("  shard 1:"));
@@ -50,20 +55,31 @@ fn huaji_list_push_and_errors() {
     for alias in ["msg", "say", "send", "p"] {
         nexus.console(&format!("{alias} console c/ops via {alias}"));
         nexus.output_line();
-        assert_eq!(sub.recv(), receive("console", "c/ops", &format!("via {alias}")));
-        assert_eq!(ops.recv(), receive("console", "c/ops", &format!("via {alias}")));
+        assert_eq!(
+            sub.recv(),
+            receive("console", "c/ops", &format!("via {alias}"))
+        );
+        assert_eq!(
+            ops.recv(),
+            receive("console", "c/ops", &format!("via {alias}"))
+        );
     }
 }
 
 #[test]
 fn stop_closes_everyone_with_the_reason_and_exits_0() {
     let mut nexus = Nexus::start(&[]);
-    let mut clients: Vec<Client> = (0..8).map(|i| Client::named(&nexus, &format!("c{i}"))).collect();
+    let mut clients: Vec<Client> = (0..8)
+        .map(|i| Client::named(&nexus, &format!("c{i}")))
+        .collect();
     nexus.console("list");
     nexus.output_until(|l| l.starts_with("  shard 1:"));
     nexus.console("stop maintenance window");
     for client in &mut clients {
-        assert_eq!(client.expect_close(), (1000, "maintenance window".to_string()));
+        assert_eq!(
+            client.expect_close(),
+            (1000, "maintenance window".to_string())
+        );
     }
     assert_eq!(nexus.wait_exit().code(), Some(0));
 }
@@ -82,7 +98,9 @@ fn quit_alias_uses_the_default_reason() {
 #[test]
 fn sigterm_stops_gracefully() {
     let mut nexus = Nexus::start(&[]);
-    let mut clients: Vec<Client> = (0..8).map(|i| Client::named(&nexus, &format!("c{i}"))).collect();
+    let mut clients: Vec<Client> = (0..8)
+        .map(|i| Client::named(&nexus, &format!("c{i}")))
+        .collect();
     nexus.console("list");
     nexus.output_until(|l| l.starts_with("  shard 1:"));
     nexus.signal("TERM");

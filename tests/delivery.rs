@@ -28,7 +28,10 @@ fn publishes_reach_subscribers_on_every_shard() {
     nexus.console("list");
     let summary = nexus.output_until(|l| l.starts_with("  shard 1:"));
     assert!(
-        summary.iter().any(|l| l.starts_with("51 clients identified") || l.starts_with("50 clients identified")),
+        summary
+            .iter()
+            .any(|l| l.starts_with("51 clients identified")
+                || l.starts_with("50 clients identified")),
         "{summary:?}"
     );
 
@@ -142,7 +145,9 @@ fn a_burst_keeps_per_publisher_order() {
         publisher.publish("burst", &format!("m{seq}"));
     }
     for reader in readers {
-        reader.join().expect("every subscriber got every message in order");
+        reader
+            .join()
+            .expect("every subscriber got every message in order");
     }
 }
 

@@ -5,9 +5,9 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::thread;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{receive, Client, Nexus};
@@ -73,9 +73,19 @@ fn every_error_row_closes_only_the_offender() {
         bystander.still_served();
     }
     // 1c and 1t before 1h.
-    assert_closed_with(&nexus, |c| c.subscribe("watch"), 1008, "connection unidentified");
+    assert_closed_with(
+        &nexus,
+        |c| c.subscribe("watch"),
+        1008,
+        "connection unidentified",
+    );
     bystander.still_served();
-    assert_closed_with(&nexus, |c| c.publish("watch", "x"), 1008, "connection unidentified");
+    assert_closed_with(
+        &nexus,
+        |c| c.publish("watch", "x"),
+        1008,
+        "connection unidentified",
+    );
     bystander.still_served();
     // A binary frame.
     assert_closed_with(&nexus, |c| c.send_binary(b"1h|1|a"), 1003, "binary");
@@ -83,7 +93,13 @@ fn every_error_row_closes_only_the_offender() {
     // Invalid UTF-8 in a text frame (a raw frame: the client API would refuse).
     assert_closed_with(
         &nexus,
-        |c| c.send_frame(Frame::message(vec![b'1', b'h', 0xff, 0xfe], OpCode::Data(Data::Text), true)),
+        |c| {
+            c.send_frame(Frame::message(
+                vec![b'1', b'h', 0xff, 0xfe],
+                OpCode::Data(Data::Text),
+                true,
+            ))
+        },
         1007,
         "UTF-8",
     );
@@ -118,7 +134,12 @@ fn size_and_count_limits_close_with_clear_codes() {
     let mut nexus = Nexus::start(&["--max-message-bytes", "1024", "--max-subscriptions", "2"]);
     let mut bystander = Bystander::new(&mut nexus);
     let big = "x".repeat(2_000);
-    assert_closed_with(&nexus, |c| c.send(&format!("1h|{}|{big}", big.len())), 1009, "too big");
+    assert_closed_with(
+        &nexus,
+        |c| c.send(&format!("1h|{}|{big}", big.len())),
+        1009,
+        "too big",
+    );
     bystander.still_served();
     // A 1t that fits but whose 1r (with the sender's name) would not.
     let text = "y".repeat(1_000);

@@ -19,7 +19,11 @@ pub fn bind_reuseport(addr: SocketAddr, count: usize, backlog: u32) -> io::Resul
     let mut sockets = Vec::with_capacity(count);
     let mut bound = addr;
     for _ in 0..count {
-        let socket = Socket::new(Domain::for_address(bound), Type::STREAM, Some(Protocol::TCP))?;
+        let socket = Socket::new(
+            Domain::for_address(bound),
+            Type::STREAM,
+            Some(Protocol::TCP),
+        )?;
         socket.set_reuse_address(true)?;
         socket.set_reuse_port(true)?;
         socket.set_nodelay(true)?;

@@ -84,7 +84,10 @@ impl<M: Send> Rings<M> {
             Ok(()) => Ok(()),
             Err(GlommioError::WouldBlock(ResourceType::Channel(msg))) => {
                 self.full_waits.set(self.full_waits.get() + 1);
-                self.senders.send_to(to, msg).await.map_err(|_| RingClosed(to))
+                self.senders
+                    .send_to(to, msg)
+                    .await
+                    .map_err(|_| RingClosed(to))
             }
             Err(_) => Err(RingClosed(to)),
         }

@@ -138,12 +138,13 @@ where
         return Err(LaunchError::Config("ring size must be at least 1"));
     }
     preflight::check()?;
-    let sockets = bind_reuseport(config.listen, config.cores.len(), config.backlog).map_err(
-        |source| LaunchError::Bind {
-            addr: config.listen,
-            source,
-        },
-    )?;
+    let sockets =
+        bind_reuseport(config.listen, config.cores.len(), config.backlog).map_err(|source| {
+            LaunchError::Bind {
+                addr: config.listen,
+                source,
+            }
+        })?;
     let local_addr = sockets[0]
         .local_addr()
         .ok()

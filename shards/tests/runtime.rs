@@ -72,12 +72,16 @@ fn connections_are_spread_across_shards() {
         let done = loop {
             let mut stream = incoming.next().await.unwrap().unwrap();
             let mut byte = [0u8; 1];
-            futures_lite::AsyncReadExt::read_exact(&mut stream, &mut byte).await.unwrap();
+            futures_lite::AsyncReadExt::read_exact(&mut stream, &mut byte)
+                .await
+                .unwrap();
             if byte[0] == b'q' {
                 break true;
             }
             accepted += 1;
-            futures_lite::AsyncWriteExt::write_all(&mut stream, &[me as u8]).await.unwrap();
+            futures_lite::AsyncWriteExt::write_all(&mut stream, &[me as u8])
+                .await
+                .unwrap();
         };
         drop(inbound);
         (me, accepted, done)
@@ -101,7 +105,8 @@ fn connections_are_spread_across_shards() {
         let mut s = TcpStream::connect(addr).unwrap();
         s.write_all(b"q").unwrap();
         // A stopped shard's listener closes; count answers from live ones.
-        s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
         let mut buf = [0u8; 1];
         if let Ok(0) = s.read(&mut buf) {
             stopped += 1;

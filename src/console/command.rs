@@ -81,7 +81,10 @@ mod tests {
     fn every_alias_parses() {
         assert_eq!(parse("list"), Ok(Some(Command::List(None))));
         assert_eq!(parse("l"), Ok(Some(Command::List(None))));
-        assert_eq!(parse("list c/lobby"), Ok(Some(Command::List(Some("c/lobby".into())))));
+        assert_eq!(
+            parse("list c/lobby"),
+            Ok(Some(Command::List(Some("c/lobby".into()))))
+        );
         for alias in ["push", "msg", "say", "send", "p"] {
             assert_eq!(
                 parse(&format!("{alias} ops c/lobby hello  there |x|")),

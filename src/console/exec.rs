@@ -48,10 +48,12 @@ async fn run(shard: &Rc<ShardState>, cmd: Command, next_query: &mut u64) {
         Command::Huaji => print("huaji"),
         Command::List(None) => {
             let answers = gather(shard, Query::Summary, next_query).await;
-            print(&format_summary(answers.into_iter().filter_map(|a| match a {
-                Answer::Summary(s) => Some(s),
-                _ => None,
-            })));
+            print(&format_summary(answers.into_iter().filter_map(
+                |a| match a {
+                    Answer::Summary(s) => Some(s),
+                    _ => None,
+                },
+            )));
         }
         Command::List(Some(keyword)) => {
             let answers = gather(shard, Query::Keyword(keyword.as_str().into()), next_query).await;
@@ -87,7 +89,13 @@ async fn gather(shard: &Rc<ShardState>, query: Query, next_query: &mut u64) -> V
     for &peer in &peers {
         let _ = shard
             .router
-            .send(peer, ShardMsg::Query { id, query: query.clone() })
+            .send(
+                peer,
+                ShardMsg::Query {
+                    id,
+                    query: query.clone(),
+                },
+            )
             .await;
     }
     let collect = async {
@@ -113,7 +121,10 @@ async fn stop(shard: &Rc<ShardState>, reason: Arc<str>) {
     info!(reason = &*reason, "stopping: closing every connection");
     print(&format!("stopping: {reason}"));
     for peer in shard.router.peers() {
-        let _ = shard.router.send(peer, ShardMsg::Shutdown(reason.clone())).await;
+        let _ = shard
+            .router
+            .send(peer, ShardMsg::Shutdown(reason.clone()))
+            .await;
     }
     shard.begin_shutdown(reason);
 }
@@ -160,7 +171,10 @@ fn format_keyword(keyword: &str, reports: impl Iterator<Item = KeywordReport>) -
     };
     listens.sort_by(|a, b| (&a.channel, &a.connection).cmp(&(&b.channel, &b.connection)));
     subscribers.sort_by(|a, b| (&a.name, &a.connection).cmp(&(&b.name, &b.connection)));
-    let mut out = format!("endpoint {keyword:?} listens to {} channels:", listens.len());
+    let mut out = format!(
+        "endpoint {keyword:?} listens to {} channels:",
+        listens.len()
+    );
     for v in &listens {
         out.push_str(&line(v, &format!("{:?}", v.channel)));
     }

@@ -94,7 +94,10 @@ mod tests {
         let mut out = Vec::new();
         write_receive_payload(&mut out, "alice", "c/lobby", "helloworld");
         assert_eq!(out, b"1r|5|alice|7|c/lobby|10|helloworld");
-        assert_eq!(receive_payload_len("alice", "c/lobby", "helloworld"), out.len());
+        assert_eq!(
+            receive_payload_len("alice", "c/lobby", "helloworld"),
+            out.len()
+        );
     }
 
     #[test]
@@ -102,7 +105,11 @@ mod tests {
         let frame = encode_receive_frame("alice", "c/lobby", "helloworld");
         let payload = b"1r|5|alice|7|c/lobby|10|helloworld";
         assert_eq!(frame[0], 0x81, "FIN + text opcode");
-        assert_eq!(frame[1] as usize, payload.len(), "no mask bit, short length");
+        assert_eq!(
+            frame[1] as usize,
+            payload.len(),
+            "no mask bit, short length"
+        );
         assert_eq!(&frame[2..], payload);
     }
 
@@ -112,7 +119,10 @@ mod tests {
         let frame = encode_receive_frame("s", "c", &text);
         let len = receive_payload_len("s", "c", &text);
         assert_eq!(frame[1], 127, "64-bit length marker");
-        assert_eq!(u64::from_be_bytes(frame[2..10].try_into().unwrap()), len as u64);
+        assert_eq!(
+            u64::from_be_bytes(frame[2..10].try_into().unwrap()),
+            len as u64
+        );
         assert_eq!(frame.len(), 10 + len);
     }
 

@@ -126,7 +126,9 @@ mod tests {
     fn spec_examples_parse() {
         assert_eq!(
             parse("1h|12|abcdef123456"),
-            Ok(Message::Hello { name: "abcdef123456" })
+            Ok(Message::Hello {
+                name: "abcdef123456"
+            })
         );
         assert_eq!(
             parse("1c|7|c/lobby|300|0"),

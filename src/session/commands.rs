@@ -13,7 +13,9 @@ use super::Verdict;
 /// `1h`: names or renames the connection.
 pub fn hello(shard: &ShardState, conn: &Connection, name: &str) -> Verdict {
     match conn.set_name(name) {
-        None => info!(conn = %shard.label(conn.id), peer = %conn.peer, name, "connection identified"),
+        None => {
+            info!(conn = %shard.label(conn.id), peer = %conn.peer, name, "connection identified")
+        }
         Some(old) => debug!(conn = %shard.label(conn.id), old = &*old, name, "connection renamed"),
     }
     Verdict::Continue
@@ -44,7 +46,10 @@ pub async fn transmit(shard: &ShardState, conn: &Connection, channel: &str, text
     // The 1r built from this must fit the receivers' frame limit.
     let limit = shard.config.max_message_bytes;
     if receive_payload_len(&sender, channel, text) > limit {
-        return Verdict::LimitClose(1009, format!("message too big: the 1r would exceed {limit} bytes"));
+        return Verdict::LimitClose(
+            1009,
+            format!("message too big: the 1r would exceed {limit} bytes"),
+        );
     }
     debug!(conn = %shard.label(conn.id), channel, bytes = text.len(), "transmit");
     shard.publish(&sender, channel, text).await;

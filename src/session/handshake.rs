@@ -38,8 +38,12 @@ pub async fn upgrade(stream: &SharedStream) -> Result<Vec<u8>, HandshakeError> {
         request.extend_from_slice(&chunk[..n]);
         match Request::try_parse(&request) {
             Ok(None) if request.len() >= MAX_REQUEST_BYTES => {
-                return reject(stream, "431 Request Header Fields Too Large", "request too large")
-                    .await;
+                return reject(
+                    stream,
+                    "431 Request Header Fields Too Large",
+                    "request too large",
+                )
+                .await;
             }
             Ok(None) => continue,
             Ok(Some((consumed, parsed))) => match create_response(&parsed) {

@@ -66,17 +66,18 @@ enum End {
 /// Runs one connection to its end; never panics on client input.
 pub async fn serve(shard: Rc<ShardState>, stream: TcpStream, peer: SocketAddr) {
     let stream = SharedStream::new(stream);
-    let leftover = match with_timeout(shard.config.handshake_timeout, handshake::upgrade(&stream)).await {
-        Some(Ok(leftover)) => leftover,
-        Some(Err(e)) => {
-            debug!(%peer, error = %e, "handshake failed");
-            return;
-        }
-        None => {
-            info!(%peer, "handshake timed out");
-            return;
-        }
-    };
+    let leftover =
+        match with_timeout(shard.config.handshake_timeout, handshake::upgrade(&stream)).await {
+            Some(Ok(leftover)) => leftover,
+            Some(Err(e)) => {
+                debug!(%peer, error = %e, "handshake failed");
+                return;
+            }
+            None => {
+                info!(%peer, "handshake timed out");
+                return;
+            }
+        };
     let conn = shard.register(peer);
     debug!(conn = %shard.label(conn.id), %peer, "websocket open");
     let writer = glommio::spawn_local(writer::run(stream.clone(), conn.clone()));
@@ -181,10 +182,13 @@ async fn read_loop(
             ReadOutcome::Eof => return End::PeerGone("end of stream".into()),
             ReadOutcome::Failed(e) => return End::PeerGone(e.to_string()),
             ReadOutcome::Closing => {
-                return End::ClosedByNexus(1000, shard.shutdown.reason().map_or_else(
-                    || "closed".to_string(),
-                    |r| r.to_string(),
-                ))
+                return End::ClosedByNexus(
+                    1000,
+                    shard
+                        .shutdown
+                        .reason()
+                        .map_or_else(|| "closed".to_string(), |r| r.to_string()),
+                )
             }
         };
     }
@@ -200,14 +204,20 @@ enum Parsed {
     Failed(WsError),
 }
 
-fn parse_frames(ws: &mut WebSocketContext, io: &mut WsIo<'_>, inbox: &mut Vec<WsMessage>) -> Parsed {
+fn parse_frames(
+    ws: &mut WebSocketContext,
+    io: &mut WsIo<'_>,
+    inbox: &mut Vec<WsMessage>,
+) -> Parsed {
     loop {
         match ws.read(io) {
             Ok(message) => inbox.push(message),
             Err(WsError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 return Parsed::NeedMore
             }
-            Err(WsError::ConnectionClosed | WsError::AlreadyClosed) => return Parsed::ClosedByClient,
+            Err(WsError::ConnectionClosed | WsError::AlreadyClosed) => {
+                return Parsed::ClosedByClient
+            }
             Err(e) => return Parsed::Failed(e),
         }
     }
@@ -226,8 +236,12 @@ async fn on_text(shard: &ShardState, conn: &Rc<Connection>, text: &str) -> Verdi
     bump(&shard.stats.messages_in, 1);
     match protocol::parse(text) {
         Ok(Message::Hello { name }) => commands::hello(shard, conn, name),
-        Ok(Message::Subscribe { channel, ttl }) => commands::subscribe(shard, conn, channel, ttl).await,
-        Ok(Message::Transmit { channel, text }) => commands::transmit(shard, conn, channel, text).await,
+        Ok(Message::Subscribe { channel, ttl }) => {
+            commands::subscribe(shard, conn, channel, ttl).await
+        }
+        Ok(Message::Transmit { channel, text }) => {
+            commands::transmit(shard, conn, channel, text).await
+        }
         Ok(Message::Disconnect { reason }) => commands::disconnect(reason),
         Ok(Message::Receive) => Verdict::Continue,
         Err(e) => {

@@ -63,11 +63,20 @@ mod tests {
         let mut interest = Interest::default();
         interest.set("c", 1, true);
         interest.set("c", 3, true);
-        assert_eq!(shard_ids(interest.shards_for("c")).collect::<Vec<_>>(), vec![1, 3]);
+        assert_eq!(
+            shard_ids(interest.shards_for("c")).collect::<Vec<_>>(),
+            vec![1, 3]
+        );
         interest.set("c", 1, false);
-        assert_eq!(shard_ids(interest.shards_for("c")).collect::<Vec<_>>(), vec![3]);
+        assert_eq!(
+            shard_ids(interest.shards_for("c")).collect::<Vec<_>>(),
+            vec![3]
+        );
         interest.set("c", 3, false);
-        assert!(interest.is_empty(), "no entry kept for a channel nobody wants");
+        assert!(
+            interest.is_empty(),
+            "no entry kept for a channel nobody wants"
+        );
         interest.set("x", 2, false);
         assert_eq!(interest.shards_for("x"), 0);
     }

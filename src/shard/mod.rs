@@ -30,7 +30,7 @@ use crate::router::{
 use crate::shutdown::ShutdownSignal;
 use crate::stats::{bump, ShardStats};
 pub use connection::Connection;
-use subscriptions::{ConnId, SubscriptionIndex, Subscribed};
+use subscriptions::{ConnId, Subscribed, SubscriptionIndex};
 
 /// Size of the read buffer all of a shard's connections share: a read
 /// copies what the socket has into it and parses it before the next await,
@@ -214,7 +214,11 @@ impl ShardState {
     pub async fn purge_expired(&self) {
         let emptied = self.index.borrow_mut().purge_expired(Instant::now());
         for channel in emptied {
-            debug!(shard = self.id, channel = &*channel, "last subscription expired");
+            debug!(
+                shard = self.id,
+                channel = &*channel,
+                "last subscription expired"
+            );
             self.router.announce(&channel, false).await;
         }
     }
@@ -236,7 +240,10 @@ impl ShardState {
                 let answer = self.answer(&query);
                 let shard = self.clone();
                 glommio::spawn_local(async move {
-                    let _ = shard.router.send(from, ShardMsg::Answer { id, answer }).await;
+                    let _ = shard
+                        .router
+                        .send(from, ShardMsg::Answer { id, answer })
+                        .await;
                 })
                 .detach();
             }

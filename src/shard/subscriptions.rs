@@ -83,16 +83,13 @@ impl<S> SubscriptionIndex<S> {
     }
 
     fn insert(&mut self, conn: ConnId, channel: Rc<str>, expires: Instant, subscriber: S) {
-        self.channels
-            .entry(channel.clone())
-            .or_default()
-            .insert(
-                conn,
-                Entry {
-                    expires,
-                    subscriber,
-                },
-            );
+        self.channels.entry(channel.clone()).or_default().insert(
+            conn,
+            Entry {
+                expires,
+                subscriber,
+            },
+        );
         self.by_connection
             .entry(conn)
             .or_default()
@@ -138,8 +135,13 @@ impl<S> SubscriptionIndex<S> {
     pub fn remove_connection(&mut self, conn: ConnId) -> Vec<Rc<str>> {
         let mut emptied = Vec::new();
         for channel in self.by_connection.remove(&conn).unwrap_or_default() {
-            if let Some(entry) = self.channels.get_mut(&channel).and_then(|s| s.remove(&conn)) {
-                self.expiries.remove(&(entry.expires, conn, channel.clone()));
+            if let Some(entry) = self
+                .channels
+                .get_mut(&channel)
+                .and_then(|s| s.remove(&conn))
+            {
+                self.expiries
+                    .remove(&(entry.expires, conn, channel.clone()));
             }
             if self.drop_if_empty(&channel) {
                 emptied.push(channel);
@@ -257,10 +259,23 @@ mod tests {
     fn subscribe_renew_and_unsubscribe() {
         let t0 = Instant::now();
         let mut index = SubscriptionIndex::new();
-        assert_eq!(index.subscribe(1, "c", t0 + secs(10), 'a'), Subscribed::FirstOnShard);
-        assert_eq!(index.subscribe(2, "c", t0 + secs(10), 'b'), Subscribed::Added);
-        assert_eq!(index.subscribe(1, "c", t0 + secs(20), 'a'), Subscribed::Renewed);
-        assert_eq!(index.subscription_count(), 2, "renewal replaces, never adds");
+        assert_eq!(
+            index.subscribe(1, "c", t0 + secs(10), 'a'),
+            Subscribed::FirstOnShard
+        );
+        assert_eq!(
+            index.subscribe(2, "c", t0 + secs(10), 'b'),
+            Subscribed::Added
+        );
+        assert_eq!(
+            index.subscribe(1, "c", t0 + secs(20), 'a'),
+            Subscribed::Renewed
+        );
+        assert_eq!(
+            index.subscription_count(),
+            2,
+            "renewal replaces, never adds"
+        );
         let mut live: Vec<_> = index.subscribers("c", t0 + secs(15)).copied().collect();
         assert_eq!(live, vec!['a']);
         assert!(!index.unsubscribe(1, "c"));

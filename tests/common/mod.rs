@@ -139,7 +139,10 @@ impl Nexus {
 
     /// True if no console output arrives within `wait`.
     pub fn output_quiet(&mut self, wait: Duration) -> bool {
-        matches!(self.stdout.recv_timeout(wait), Err(RecvTimeoutError::Timeout))
+        matches!(
+            self.stdout.recv_timeout(wait),
+            Err(RecvTimeoutError::Timeout)
+        )
     }
 
     /// Runs `list KEYWORD` and returns (endpoint lines, subscriber lines).
@@ -294,7 +297,11 @@ impl Client {
 
     /// `1t`.
     pub fn publish(&mut self, channel: &str, text: &str) {
-        self.send(&format!("1t|{}|{channel}|{}|{text}", channel.len(), text.len()));
+        self.send(&format!(
+            "1t|{}|{channel}|{}|{text}",
+            channel.len(),
+            text.len()
+        ));
     }
 
     /// The next text or close frame, within `wait`; None on timeout.
@@ -325,7 +332,8 @@ impl Client {
 
     fn set_timeout(&mut self, wait: Duration) {
         if let MaybeTlsStream::Plain(s) = self.ws.get_mut() {
-            s.set_read_timeout(Some(wait.max(Duration::from_millis(1)))).unwrap();
+            s.set_read_timeout(Some(wait.max(Duration::from_millis(1))))
+                .unwrap();
         }
     }
 
