@@ -10,7 +10,7 @@
 
 mod commands;
 pub mod handshake;
-mod stream;
+pub mod stream;
 mod writer;
 mod ws_io;
 

@@ -44,9 +44,20 @@ impl SharedStream {
         poll_fn(|cx| Pin::new(&mut *self.0.borrow_mut()).poll_read(cx, buf)).await
     }
 
-    /// Reads into the shard's shared scratch buffer, unless `outbox` closes
-    /// first. The scratch buffer is borrowed only inside each poll, so every
-    /// connection of the shard can wait on it at once.
+    /// Reads into a buffer shared by many connections of one thread. The
+    /// buffer is borrowed only inside each poll, so every connection can
+    /// wait on it at once; the caller must consume the bytes before its
+    /// next await.
+    pub async fn read_shared(&self, scratch: &RefCell<Vec<u8>>) -> io::Result<usize> {
+        poll_fn(|cx| {
+            let mut buf = scratch.borrow_mut();
+            Pin::new(&mut *self.0.borrow_mut()).poll_read(cx, &mut buf[..])
+        })
+        .await
+    }
+
+    /// Like [`SharedStream::read_shared`], but stops as soon as `outbox`
+    /// starts closing (slow consumer, shutdown).
     pub async fn read_scratch(&self, scratch: &RefCell<Vec<u8>>, outbox: &Outbox) -> ReadOutcome {
         poll_fn(|cx| {
             if outbox.poll_closing(cx).is_ready() {

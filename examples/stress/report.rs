@@ -1,0 +1,195 @@
+//! Tallies from every load-generator thread, merged and printed: the
+//! summary, the latency percentile distribution (.hgrm) and JSON.
+
+use std::fmt::Write as _;
+
+use hdrhistogram::Histogram;
+
+/// What one thread saw.
+#[derive(Debug)]
+pub struct Tally {
+    /// End-to-end latency (publish to receive) of counted deliveries, ns.
+    pub latency: Histogram<u64>,
+    /// WebSocket connect + upgrade time per connection, ns.
+    pub connect: Histogram<u64>,
+    /// Publishes sent inside the measurement window.
+    pub published: u64,
+    /// Deliveries due for those publishes.
+    pub expected: u64,
+    /// Deliveries received for those publishes.
+    pub delivered: u64,
+    /// Messages that arrived with a sequence number not above the last one
+    /// seen from the same publisher on the same channel.
+    pub out_of_order: u64,
+    /// Connections the nexus closed, or that failed.
+    pub closed: u64,
+    /// Connections that could not be opened.
+    pub connect_errors: u64,
+}
+
+impl Tally {
+    /// An empty tally.
+    pub fn new() -> Tally {
+        Tally {
+            latency: Histogram::new_with_bounds(1_000, 60_000_000_000, 3).expect("bounds"),
+            connect: Histogram::new_with_bounds(1_000, 60_000_000_000, 3).expect("bounds"),
+            published: 0,
+            expected: 0,
+            delivered: 0,
+            out_of_order: 0,
+            closed: 0,
+            connect_errors: 0,
+        }
+    }
+
+    /// Adds another thread's tally to this one.
+    pub fn merge(&mut self, other: &Tally) {
+        self.latency.add(&other.latency).expect("same bounds");
+        self.connect.add(&other.connect).expect("same bounds");
+        self.published += other.published;
+        self.expected += other.expected;
+        self.delivered += other.delivered;
+        self.out_of_order += other.out_of_order;
+        self.closed += other.closed;
+        self.connect_errors += other.connect_errors;
+    }
+
+    /// Deliveries due but not received.
+    pub fn lost(&self) -> u64 {
+        self.expected.saturating_sub(self.delivered)
+    }
+}
+
+/// The run's settings and timings, for the report.
+#[derive(Debug)]
+pub struct RunInfo {
+    /// The command line's settings, as `key=value` text.
+    pub settings: Vec<(&'static str, String)>,
+    /// Time to open and upgrade every connection, seconds.
+    pub connect_seconds: f64,
+    /// Measured window, seconds.
+    pub window_seconds: f64,
+    /// CPU seconds (user + system) this process used in the window.
+    pub cpu_seconds: f64,
+}
+
+fn ms(ns: u64) -> f64 {
+    ns as f64 / 1e6
+}
+
+/// The human-readable summary.
+pub fn summary(tally: &Tally, info: &RunInfo) -> String {
+    let mut out = String::new();
+    let settings: Vec<String> = info.settings.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let _ = writeln!(out, "settings: {}", settings.join(" "));
+    let _ = writeln!(
+        out,
+        "connect: {:.2} s for all; per connection p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; errors {}",
+        info.connect_seconds,
+        ms(tally.connect.value_at_quantile(0.5)),
+        ms(tally.connect.value_at_quantile(0.99)),
+        ms(tally.connect.max()),
+        tally.connect_errors
+    );
+    let w = info.window_seconds.max(1e-9);
+    let _ = writeln!(
+        out,
+        "publish rate: {:.0} msg/s ({} in {:.1} s)",
+        tally.published as f64 / w,
+        tally.published,
+        info.window_seconds
+    );
+    let _ = writeln!(
+        out,
+        "deliveries: {:.0} /s ({} delivered of {} expected; lost {}, out of order {}, connections closed {})",
+        tally.delivered as f64 / w,
+        tally.delivered,
+        tally.expected,
+        tally.lost(),
+        tally.out_of_order,
+        tally.closed
+    );
+    let h = &tally.latency;
+    let _ = writeln!(
+        out,
+        "latency ms: p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}  (n={})",
+        ms(h.value_at_quantile(0.5)),
+        ms(h.value_at_quantile(0.9)),
+        ms(h.value_at_quantile(0.99)),
+        ms(h.value_at_quantile(0.999)),
+        ms(h.max()),
+        h.len()
+    );
+    let _ = writeln!(
+        out,
+        "load generator cpu: {:.2} s in the window ({:.0}% of one core)",
+        info.cpu_seconds,
+        100.0 * info.cpu_seconds / w
+    );
+    out
+}
+
+/// The latency distribution in HdrHistogram's percentile format, in ms.
+pub fn hgrm(histogram: &Histogram<u64>) -> String {
+    let mut out = String::from("       Value     Percentile TotalCount 1/(1-Percentile)\n\n");
+    for v in histogram.iter_quantiles(1) {
+        let q = v.quantile_iterated_to();
+        let inverse = if q < 1.0 { format!("{:.2}", 1.0 / (1.0 - q)) } else { "inf".into() };
+        let _ = writeln!(
+            out,
+            "{:12.3} {:14.12} {:10} {:>14}",
+            ms(v.value_iterated_to()),
+            q,
+            v.count_since_last_iteration(),
+            inverse
+        );
+    }
+    let _ = writeln!(
+        out,
+        "#[Mean    = {:12.3}, StdDeviation   = {:12.3}]\n#[Max     = {:12.3}, Total count    = {:12}]",
+        histogram.mean() / 1e6,
+        histogram.stdev() / 1e6,
+        ms(histogram.max()),
+        histogram.len()
+    );
+    out
+}
+
+/// Everything as one JSON object.
+pub fn json(tally: &Tally, info: &RunInfo) -> String {
+    let w = info.window_seconds.max(1e-9);
+    let h = &tally.latency;
+    let settings: Vec<String> = info
+        .settings
+        .iter()
+        .map(|(k, v)| format!("\"{k}\": \"{}\"", v.replace('"', "'")))
+        .collect();
+    format!(
+        "{{\"settings\": {{{}}}, \"connect_seconds\": {:.3}, \"connect_p99_ms\": {:.3}, \"connect_errors\": {}, \
+         \"window_seconds\": {:.3}, \"published\": {}, \"publish_rate\": {:.1}, \"expected\": {}, \"delivered\": {}, \
+         \"deliveries_per_second\": {:.1}, \"lost\": {}, \"out_of_order\": {}, \"connections_closed\": {}, \
+         \"latency_ms\": {{\"p50\": {:.4}, \"p90\": {:.4}, \"p99\": {:.4}, \"p99_9\": {:.4}, \"max\": {:.4}, \"count\": {}}}, \
+         \"client_cpu_seconds\": {:.3}, \"client_cpu_percent\": {:.1}}}\n",
+        settings.join(", "),
+        info.connect_seconds,
+        ms(tally.connect.value_at_quantile(0.99)),
+        tally.connect_errors,
+        info.window_seconds,
+        tally.published,
+        tally.published as f64 / w,
+        tally.expected,
+        tally.delivered,
+        tally.delivered as f64 / w,
+        tally.lost(),
+        tally.out_of_order,
+        tally.closed,
+        ms(h.value_at_quantile(0.5)),
+        ms(h.value_at_quantile(0.9)),
+        ms(h.value_at_quantile(0.99)),
+        ms(h.value_at_quantile(0.999)),
+        ms(h.max()),
+        h.len(),
+        info.cpu_seconds,
+        100.0 * info.cpu_seconds / w
+    )
+}
