@@ -6,11 +6,15 @@
 //! the same rings, so they stay ordered with the publishes that follow them.
 //! The [`Router`] owns this shard's rings and its view of remote interest.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::rc::Rc;
 use std::sync::Arc;
+use std::task::{Poll, Waker};
 use std::time::Duration;
 
-use shards::{RingClosed, RingStats, Rings};
+use shards::{RingStats, Rings, TrySendError};
 
 use crate::shard::interest::{shard_ids, Interest};
 
@@ -110,19 +114,70 @@ pub enum ShardMsg {
     Shutdown(Arc<str>),
 }
 
+/// Messages for one peer that found its ring full, kept in order.
+#[derive(Default)]
+struct Backlog {
+    queue: RefCell<VecDeque<ShardMsg>>,
+    /// The pump holds the front message while it waits for room, so a new
+    /// message must queue behind it even though `queue` looks empty.
+    in_flight: Cell<bool>,
+    /// The pump task, asleep while there is nothing to move.
+    pump: Cell<Option<Waker>>,
+}
+
+impl Backlog {
+    fn is_clear(&self) -> bool {
+        !self.in_flight.get() && self.queue.borrow().is_empty()
+    }
+}
+
 /// This shard's rings plus what it knows of other shards' interest.
-#[derive(Debug)]
+///
+/// Sending never blocks the caller: a message goes straight into the ring
+/// when it has room and nothing is queued before it; otherwise it joins the
+/// peer's backlog, which a pump task moves into the ring in order as room
+/// appears. A publisher whose message was queued waits for the backlogs to
+/// clear before reading its socket again ([`Router::wait_for_room`]): the
+/// back-pressure reaches the publisher, and nothing is dropped or reordered.
 pub struct Router {
-    rings: Rings<ShardMsg>,
+    rings: Rc<Rings<ShardMsg>>,
     interest: RefCell<Interest>,
+    /// One per shard id (this shard's own slot stays empty).
+    backlogs: Vec<Rc<Backlog>>,
+    /// Publishers waiting for every backlog to clear.
+    room_waiters: Rc<RefCell<Vec<Waker>>>,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router")
+            .field("shard", &self.shard_id())
+            .field("remote_channels", &self.interest.borrow().len())
+            .finish()
+    }
 }
 
 impl Router {
-    /// Wraps the shard's rings.
+    /// Wraps the shard's rings and starts one pump task per peer (call it
+    /// inside the shard's executor).
     pub fn new(rings: Rings<ShardMsg>) -> Self {
+        let rings = Rc::new(rings);
+        let backlogs: Vec<Rc<Backlog>> = (0..rings.nr_shards()).map(|_| Rc::default()).collect();
+        let room_waiters: Rc<RefCell<Vec<Waker>>> = Rc::default();
+        for peer in rings.peers() {
+            glommio::spawn_local(pump(
+                rings.clone(),
+                peer,
+                backlogs[peer].clone(),
+                room_waiters.clone(),
+            ))
+            .detach();
+        }
         Router {
             rings,
             interest: RefCell::new(Interest::default()),
+            backlogs,
+            room_waiters,
         }
     }
 
@@ -136,6 +191,11 @@ impl Router {
         self.rings.nr_shards()
     }
 
+    /// The ids of every other shard.
+    pub fn peers(&self) -> Vec<usize> {
+        self.rings.peers().collect()
+    }
+
     /// Records an interest change announced by shard `from`.
     pub fn on_interest(&self, from: usize, channel: &str, interested: bool) {
         self.interest.borrow_mut().set(channel, from, interested);
@@ -146,46 +206,99 @@ impl Router {
         self.interest.borrow().shards_for(channel)
     }
 
-    /// Sends `publication` to every shard in `shards` (a bit set), waiting
-    /// while a ring is full. One `Arc` clone per shard, no copy.
-    pub async fn forward(&self, shards: u64, publication: Arc<Publication>) {
+    /// Sends `msg` to shard `to`, in order after anything queued for it.
+    pub fn send(&self, to: usize, msg: ShardMsg) {
+        let Some(backlog) = self.backlogs.get(to) else {
+            return;
+        };
+        let msg = if backlog.is_clear() {
+            match self.rings.try_send(to, msg) {
+                Ok(()) => return,
+                Err(TrySendError::Full(msg)) => msg,
+                // A closed ring means that shard is stopping: nothing to deliver.
+                Err(_) => return,
+            }
+        } else {
+            msg
+        };
+        backlog.queue.borrow_mut().push_back(msg);
+        if let Some(pump) = backlog.pump.take() {
+            pump.wake();
+        }
+    }
+
+    /// Sends `publication` to every shard in `shards` (a bit set): one `Arc`
+    /// clone per shard, no copy.
+    pub fn forward(&self, shards: u64, publication: Arc<Publication>) {
         for shard in shard_ids(shards) {
-            // A closed ring means that shard is stopping: nothing to deliver.
-            let _ = self
-                .rings
-                .send(shard, ShardMsg::Publish(publication.clone()))
-                .await;
+            self.send(shard, ShardMsg::Publish(publication.clone()));
         }
     }
 
     /// Tells every other shard that this one gained or lost `channel`.
-    pub async fn announce(&self, channel: &str, interested: bool) {
+    pub fn announce(&self, channel: &str, interested: bool) {
         for peer in self.rings.peers() {
-            let _ = self
-                .rings
-                .send(
-                    peer,
-                    ShardMsg::Interest {
-                        channel: channel.into(),
-                        interested,
-                    },
-                )
-                .await;
+            self.send(
+                peer,
+                ShardMsg::Interest {
+                    channel: channel.into(),
+                    interested,
+                },
+            );
         }
     }
 
-    /// Sends any message to one shard.
-    pub async fn send(&self, to: usize, msg: ShardMsg) -> Result<(), RingClosed> {
-        self.rings.send(to, msg).await
+    /// True when some peer's ring was full and messages wait in its backlog.
+    pub fn is_backed_up(&self) -> bool {
+        self.backlogs.iter().any(|b| !b.is_clear())
     }
 
-    /// The ids of every other shard.
-    pub fn peers(&self) -> Vec<usize> {
-        self.rings.peers().collect()
+    /// Waits until every backlog has been moved into the rings.
+    pub async fn wait_for_room(&self) {
+        poll_fn(|cx| {
+            if self.is_backed_up() {
+                self.room_waiters.borrow_mut().push(cx.waker().clone());
+                Poll::Pending
+            } else {
+                Poll::Ready(())
+            }
+        })
+        .await
     }
 
     /// Outbound ring counters.
     pub fn ring_stats(&self) -> RingStats {
         self.rings.stats()
+    }
+}
+
+/// Moves one peer's backlog into its ring, waiting for room, in order.
+async fn pump(
+    rings: Rc<Rings<ShardMsg>>,
+    peer: usize,
+    backlog: Rc<Backlog>,
+    room_waiters: Rc<RefCell<Vec<Waker>>>,
+) {
+    loop {
+        let msg = poll_fn(|cx| match backlog.queue.borrow_mut().pop_front() {
+            Some(msg) => Poll::Ready(msg),
+            None => {
+                backlog.pump.set(Some(cx.waker().clone()));
+                Poll::Pending
+            }
+        })
+        .await;
+        backlog.in_flight.set(true);
+        let sent = rings.send(peer, msg).await;
+        backlog.in_flight.set(false);
+        if sent.is_err() {
+            // The peer stopped: drop what was meant for it.
+            backlog.queue.borrow_mut().clear();
+        }
+        if backlog.queue.borrow().is_empty() {
+            for waker in room_waiters.borrow_mut().drain(..) {
+                waker.wake();
+            }
+        }
     }
 }

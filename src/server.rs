@@ -142,6 +142,6 @@ async fn drain_ring(state: Rc<ShardState>, from: usize, mut ring: ConnectedRecei
 async fn purge_loop(state: Rc<ShardState>) {
     while state.shutdown.reason().is_none() {
         glommio::timer::sleep(PURGE_INTERVAL).await;
-        state.purge_expired().await;
+        state.purge_expired();
     }
 }

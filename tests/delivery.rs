@@ -118,9 +118,20 @@ fn subscriptions_expire_renew_and_end() {
 /// 1,000 messages to 50 subscribers arrive complete and in order.
 #[test]
 fn a_burst_keeps_per_publisher_order() {
+    burst(&[]);
+}
+
+/// The same through one-slot rings: a full ring makes the publisher wait,
+/// and nothing is dropped or reordered on the way to the other shard.
+#[test]
+fn a_burst_through_full_rings_loses_nothing() {
+    burst(&["--ring-size", "1"]);
+}
+
+fn burst(args: &[&str]) {
     const MESSAGES: usize = 1_000;
     const SUBSCRIBERS: usize = 50;
-    let mut nexus = Nexus::start(&[]);
+    let mut nexus = Nexus::start(args);
     let subscribers: Vec<Client> = (0..SUBSCRIBERS)
         .map(|i| {
             let mut c = Client::named(&nexus, &format!("s{i}"));

@@ -137,7 +137,11 @@ fn main() {
 }
 
 fn run(args: Args) -> Result<(), String> {
-    if args.clients == 0 || args.channels == 0 || args.publishers > args.clients || args.threads == 0 {
+    if args.clients == 0
+        || args.channels == 0
+        || args.publishers > args.clients
+        || args.threads == 0
+    {
         return Err("need clients >= 1, channels >= 1, threads >= 1, publishers <= clients".into());
     }
     let rest = args
@@ -166,7 +170,11 @@ fn run(args: Args) -> Result<(), String> {
             .clone()
             .unwrap_or_else(|| format!("stress-{}", std::process::id())),
         subscribers_on,
-        rate_per_publisher: if args.publishers == 0 { 0.0 } else { args.target_rate / args.publishers as f64 },
+        rate_per_publisher: if args.publishers == 0 {
+            0.0
+        } else {
+            args.target_rate / args.publishers as f64
+        },
         in_flight: args.in_flight.unwrap_or(32 * args.clients as u64).max(1),
         args: args.clone(),
     };
@@ -204,13 +212,18 @@ fn run(args: Args) -> Result<(), String> {
         std::thread::sleep(Duration::from_millis(5));
     }
     let connect_seconds = connect_started.elapsed().as_secs_f64();
-    eprintln!("stress: {} connections open in {connect_seconds:.2} s", args.clients);
+    eprintln!(
+        "stress: {} connections open in {connect_seconds:.2} s",
+        args.clients
+    );
 
     // Timeline, then the measured window.
     let start = shared.now_ns() + 50_000_000;
     let measure_from = start + (args.warmup * 1e9) as u64;
     let end = measure_from + (args.duration * 1e9) as u64;
-    shared.measure_from_ns.store(measure_from, Ordering::Release);
+    shared
+        .measure_from_ns
+        .store(measure_from, Ordering::Release);
     shared.end_ns.store(end, Ordering::Release);
     shared.start_ns.store(start, Ordering::Release);
     sleep_until(&shared, measure_from);
@@ -219,7 +232,8 @@ fn run(args: Args) -> Result<(), String> {
     let cpu_used = cpu_seconds() - cpu_before;
     let deadline = Instant::now() + DRAIN;
     while Instant::now() < deadline
-        && shared.delivered_all.load(Ordering::Acquire) < shared.expected_all.load(Ordering::Acquire)
+        && shared.delivered_all.load(Ordering::Acquire)
+            < shared.expected_all.load(Ordering::Acquire)
     {
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -227,7 +241,9 @@ fn run(args: Args) -> Result<(), String> {
 
     let mut total = Tally::new();
     for handle in handles {
-        let tally = handle.join().map_err(|_| "a worker thread panicked".to_string())?;
+        let tally = handle
+            .join()
+            .map_err(|_| "a worker thread panicked".to_string())?;
         total.merge(&tally);
     }
     let info = RunInfo {
@@ -316,7 +332,10 @@ async fn worker(thread: usize, plan: Plan, shared: Arc<Shared>) -> Tally {
                 *connected.borrow_mut() += 1;
                 match result {
                     Ok(c) => {
-                        let _ = tally.borrow_mut().connect.record(started.elapsed().as_nanos() as u64);
+                        let _ = tally
+                            .borrow_mut()
+                            .connect
+                            .record(started.elapsed().as_nanos() as u64);
                         Some(c)
                     }
                     Err(e) => {
@@ -326,9 +345,17 @@ async fn worker(thread: usize, plan: Plan, shared: Arc<Shared>) -> Tally {
                     }
                 }
             };
-            let Some((reader, writer, leftover)) = opened else { return };
+            let Some((reader, writer, leftover)) = opened else {
+                return;
+            };
             if index < plan.args.publishers {
-                tokio::task::spawn_local(publish(index, writer, plan.clone(), shared.clone(), tally.clone()));
+                tokio::task::spawn_local(publish(
+                    index,
+                    writer,
+                    plan.clone(),
+                    shared.clone(),
+                    tally.clone(),
+                ));
             } else {
                 writers.borrow_mut().push(writer);
             }
@@ -362,8 +389,13 @@ async fn say_goodbye(writer: &mut OwnedWriteHalf) -> std::io::Result<()> {
 
 /// Opens, upgrades, says `1h` and subscribes; returns the stream halves and
 /// any bytes that followed the upgrade response.
-async fn connect(plan: &Plan, index: usize) -> Result<(OwnedReadHalf, OwnedWriteHalf, Vec<u8>), String> {
-    let mut tcp = TcpStream::connect(plan.addr).await.map_err(|e| e.to_string())?;
+async fn connect(
+    plan: &Plan,
+    index: usize,
+) -> Result<(OwnedReadHalf, OwnedWriteHalf, Vec<u8>), String> {
+    let mut tcp = TcpStream::connect(plan.addr)
+        .await
+        .map_err(|e| e.to_string())?;
     tcp.set_nodelay(true).map_err(|e| e.to_string())?;
     tcp.write_all(&ws::upgrade_request(&plan.host_port, &plan.path))
         .await
@@ -475,7 +507,9 @@ async fn publish(
             }
         }
         sent += n;
-        shared.expected_all.fetch_add(due_deliveries, Ordering::AcqRel);
+        shared
+            .expected_all
+            .fetch_add(due_deliveries, Ordering::AcqRel);
         {
             let mut t = tally.borrow_mut();
             t.published += counted_publishes;
@@ -554,7 +588,9 @@ fn consume(
         used += len;
         match frame {
             Incoming::Text(payload) => {
-                let Some(stamp) = payload::parse_receive(payload) else { continue };
+                let Some(stamp) = payload::parse_receive(payload) else {
+                    continue;
+                };
                 delivered += 1;
                 let key = (stamp.publisher, stamp.channel);
                 match last_seq.get(&key) {
@@ -565,7 +601,9 @@ fn consume(
                 }
                 if stamp.sent_ns >= measure_from && stamp.sent_ns < end && measure_from > 0 {
                     t.delivered += 1;
-                    let _ = t.latency.record(now.saturating_sub(stamp.sent_ns).max(1_000));
+                    let _ = t
+                        .latency
+                        .record(now.saturating_sub(stamp.sent_ns).max(1_000));
                 }
             }
             Incoming::Close(code) => {

@@ -31,7 +31,13 @@ pub fn write_transmit(out: &mut Vec<u8>, channel_name: &str, stamp: Stamp, size:
         text.push(if text.len() % 8 == 0 { b'|' } else { b'x' });
     }
     out.extend_from_slice(b"1t|");
-    let _ = write!(out, "{}|{}|{}|", channel_name.len(), channel_name, text.len());
+    let _ = write!(
+        out,
+        "{}|{}|{}|",
+        channel_name.len(),
+        channel_name,
+        text.len()
+    );
     out.extend_from_slice(&text);
 }
 

@@ -80,7 +80,11 @@ fn ms(ns: u64) -> f64 {
 /// The human-readable summary.
 pub fn summary(tally: &Tally, info: &RunInfo) -> String {
     let mut out = String::new();
-    let settings: Vec<String> = info.settings.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let settings: Vec<String> = info
+        .settings
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
     let _ = writeln!(out, "settings: {}", settings.join(" "));
     let _ = writeln!(
         out,
@@ -134,7 +138,11 @@ pub fn hgrm(histogram: &Histogram<u64>) -> String {
     let mut out = String::from("       Value     Percentile TotalCount 1/(1-Percentile)\n\n");
     for v in histogram.iter_quantiles(1) {
         let q = v.quantile_iterated_to();
-        let inverse = if q < 1.0 { format!("{:.2}", 1.0 / (1.0 - q)) } else { "inf".into() };
+        let inverse = if q < 1.0 {
+            format!("{:.2}", 1.0 / (1.0 - q))
+        } else {
+            "inf".into()
+        };
         let _ = writeln!(
             out,
             "{:12.3} {:14.12} {:10} {:>14}",

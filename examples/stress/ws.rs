@@ -90,7 +90,9 @@ pub fn next_frame(buf: &[u8]) -> Option<(Incoming<'_>, usize)> {
     let payload = &buf[header..total];
     let frame = match opcode {
         1 => Incoming::Text(payload),
-        8 => Incoming::Close((payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]))),
+        8 => Incoming::Close(
+            (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]])),
+        ),
         _ => Incoming::Other,
     };
     Some((frame, total))

@@ -18,5 +18,5 @@ pub mod preflight;
 pub mod rings;
 pub mod runtime;
 
-pub use rings::{Inbound, RingClosed, RingStats, Rings};
+pub use rings::{Inbound, RingClosed, RingStats, Rings, TrySendError};
 pub use runtime::{available_cores, launch, LaunchError, Running, RuntimeConfig, Shard};

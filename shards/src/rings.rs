@@ -20,12 +20,23 @@ pub type Inbound<M> = (usize, ConnectedReceiver<M>);
 #[error("ring to shard {0} is closed")]
 pub struct RingClosed(pub usize);
 
+/// Why [`Rings::try_send`] did not send.
+#[derive(Debug)]
+pub enum TrySendError<M> {
+    /// The ring is full; the message is handed back.
+    Full(M),
+    /// The peer's end is gone; the message is handed back.
+    Closed(M),
+    /// No such shard (or this shard itself).
+    Invalid(usize),
+}
+
 /// Counters of one shard's outbound ring traffic, read for metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RingStats {
     /// Messages handed to a ring.
     pub sent: u64,
-    /// Sends that found the ring full and had to wait for room.
+    /// Sends that found the ring full (the sender then waited or queued).
     pub full_waits: u64,
 }
 
@@ -90,6 +101,22 @@ impl<M: Send> Rings<M> {
                     .map_err(|_| RingClosed(to))
             }
             Err(_) => Err(RingClosed(to)),
+        }
+    }
+
+    /// Sends `msg` to shard `to` if its ring has room; hands it back if not.
+    pub fn try_send(&self, to: usize, msg: M) -> Result<(), TrySendError<M>> {
+        match self.senders.try_send_to(to, msg) {
+            Ok(()) => {
+                self.sent.set(self.sent.get() + 1);
+                Ok(())
+            }
+            Err(GlommioError::WouldBlock(ResourceType::Channel(msg))) => {
+                self.full_waits.set(self.full_waits.get() + 1);
+                Err(TrySendError::Full(msg))
+            }
+            Err(GlommioError::Closed(ResourceType::Channel(msg))) => Err(TrySendError::Closed(msg)),
+            Err(_) => Err(TrySendError::Invalid(to)),
         }
     }
 

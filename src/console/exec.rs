@@ -29,7 +29,7 @@ pub async fn serve(shard: Rc<ShardState>, control: Receiver<Control>) {
                 Ok(None) => {}
                 Err(message) => print(&format!("error: {message}")),
             },
-            Ok(Control::Stop(reason)) => stop(&shard, Arc::from(reason)).await,
+            Ok(Control::Stop(reason)) => stop(&shard, Arc::from(reason)),
             Err(TryRecvError::Empty | TryRecvError::Disconnected) => {
                 glommio::timer::sleep(POLL_INTERVAL).await;
             }
@@ -68,12 +68,12 @@ async fn run(shard: &Rc<ShardState>, cmd: Command, next_query: &mut u64) {
             channel,
             message,
         } => {
-            shard.publish(&sender, &channel, &message).await;
+            shard.publish(&sender, &channel, &message);
             print(&format!("pushed to {channel} as {sender}"));
         }
         Command::Stop(reason) => {
             let reason = reason.unwrap_or_else(|| DEFAULT_STOP_REASON.to_string());
-            stop(shard, Arc::from(reason)).await;
+            stop(shard, Arc::from(reason));
         }
     }
 }
@@ -87,16 +87,13 @@ async fn gather(shard: &Rc<ShardState>, query: Query, next_query: &mut u64) -> V
     shard.await_answers(id, sender);
     let mut answers = vec![shard.answer(&query)];
     for &peer in &peers {
-        let _ = shard
-            .router
-            .send(
-                peer,
-                ShardMsg::Query {
-                    id,
-                    query: query.clone(),
-                },
-            )
-            .await;
+        shard.router.send(
+            peer,
+            ShardMsg::Query {
+                id,
+                query: query.clone(),
+            },
+        );
     }
     let collect = async {
         let mut got = Vec::new();
@@ -117,14 +114,11 @@ async fn gather(shard: &Rc<ShardState>, query: Query, next_query: &mut u64) -> V
 }
 
 /// Tells every shard to close its connections with `reason`, then stops.
-async fn stop(shard: &Rc<ShardState>, reason: Arc<str>) {
+fn stop(shard: &ShardState, reason: Arc<str>) {
     info!(reason = &*reason, "stopping: closing every connection");
     print(&format!("stopping: {reason}"));
     for peer in shard.router.peers() {
-        let _ = shard
-            .router
-            .send(peer, ShardMsg::Shutdown(reason.clone()))
-            .await;
+        shard.router.send(peer, ShardMsg::Shutdown(reason.clone()));
     }
     shard.begin_shutdown(reason);
 }

@@ -22,7 +22,7 @@ pub fn hello(shard: &ShardState, conn: &Connection, name: &str) -> Verdict {
 }
 
 /// `1c`: subscribes, renews or unsubscribes.
-pub async fn subscribe(
+pub fn subscribe(
     shard: &ShardState,
     conn: &Rc<Connection>,
     channel: &str,
@@ -32,14 +32,14 @@ pub async fn subscribe(
         return Verdict::Close(1008, "connection unidentified".into());
     }
     debug!(conn = %shard.label(conn.id), channel, ?ttl, "subscribe");
-    match shard.subscribe(conn, channel, ttl).await {
+    match shard.subscribe(conn, channel, ttl) {
         Ok(()) => Verdict::Continue,
         Err(e) => Verdict::LimitClose(1008, e.to_string()),
     }
 }
 
 /// `1t`: publishes to every live subscriber of the channel.
-pub async fn transmit(shard: &ShardState, conn: &Connection, channel: &str, text: &str) -> Verdict {
+pub fn transmit(shard: &ShardState, conn: &Connection, channel: &str, text: &str) -> Verdict {
     let Some(sender) = conn.name() else {
         return Verdict::Close(1008, "connection unidentified".into());
     };
@@ -52,7 +52,7 @@ pub async fn transmit(shard: &ShardState, conn: &Connection, channel: &str, text
         );
     }
     debug!(conn = %shard.label(conn.id), channel, bytes = text.len(), "transmit");
-    shard.publish(&sender, channel, text).await;
+    shard.publish(&sender, channel, text);
     Verdict::Continue
 }
 

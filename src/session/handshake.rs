@@ -4,6 +4,9 @@
 //! only moves bytes, bounds the request size, and returns whatever the client
 //! sent after the request (its first frames) to the session.
 
+use std::future::Future;
+use std::pin::Pin;
+
 use tungstenite::handshake::machine::TryParse;
 use tungstenite::handshake::server::{create_response, write_response, Request};
 
@@ -24,6 +27,14 @@ pub enum HandshakeError {
     /// Not a valid WebSocket upgrade request; the client got a 4xx answer.
     #[error("rejected upgrade request: {0}")]
     Rejected(String),
+}
+
+/// [`upgrade`] on the heap: its buffers live only while it runs, instead of
+/// sizing every connection's task for them.
+pub fn upgrade_boxed(
+    stream: &SharedStream,
+) -> Pin<Box<dyn Future<Output = Result<Vec<u8>, HandshakeError>> + '_>> {
+    Box::pin(upgrade(stream))
 }
 
 /// Performs the upgrade; returns the bytes the client sent after its request.

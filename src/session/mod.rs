@@ -66,23 +66,23 @@ enum End {
 /// Runs one connection to its end; never panics on client input.
 pub async fn serve(shard: Rc<ShardState>, stream: TcpStream, peer: SocketAddr) {
     let stream = SharedStream::new(stream);
-    let leftover =
-        match with_timeout(shard.config.handshake_timeout, handshake::upgrade(&stream)).await {
-            Some(Ok(leftover)) => leftover,
-            Some(Err(e)) => {
-                debug!(%peer, error = %e, "handshake failed");
-                return;
-            }
-            None => {
-                info!(%peer, "handshake timed out");
-                return;
-            }
-        };
+    let upgrade = handshake::upgrade_boxed(&stream);
+    let leftover = match with_timeout(shard.config.handshake_timeout, upgrade).await {
+        Some(Ok(leftover)) => leftover,
+        Some(Err(e)) => {
+            debug!(%peer, error = %e, "handshake failed");
+            return;
+        }
+        None => {
+            info!(%peer, "handshake timed out");
+            return;
+        }
+    };
     let conn = shard.register(peer);
     debug!(conn = %shard.label(conn.id), %peer, "websocket open");
     let writer = glommio::spawn_local(writer::run(stream.clone(), conn.clone()));
     let end = read_loop(&shard, &conn, &stream, leftover).await;
-    shard.unregister(&conn).await;
+    shard.unregister(&conn);
     if matches!(end, End::PeerGone(_)) {
         conn.outbox.abort();
     }
@@ -136,7 +136,7 @@ async fn read_loop(
         let mut peer_close_code = None;
         for message in inbox.drain(..) {
             let verdict = match message {
-                WsMessage::Text(text) => on_text(shard, conn, &text).await,
+                WsMessage::Text(text) => on_text(shard, conn, &text),
                 WsMessage::Binary(_) => {
                     Verdict::Close(1003, "binary frames are not supported".into())
                 }
@@ -172,6 +172,11 @@ async fn read_loop(
                 }
                 return apply(shard, conn, verdict).expect("a close verdict ends the session");
             }
+        }
+        // A full ring pushes back on the publisher: read nothing more until
+        // the queued cross-shard messages are in the rings.
+        if shard.router.is_backed_up() {
+            shard.router.wait_for_room().await;
         }
         // A busy publisher's socket always has more to read and a read that
         // finds data never yields: give the writers (and everyone else) a
@@ -232,16 +237,12 @@ fn close_code_for(error: &WsError) -> (u16, String) {
     }
 }
 
-async fn on_text(shard: &ShardState, conn: &Rc<Connection>, text: &str) -> Verdict {
+fn on_text(shard: &ShardState, conn: &Rc<Connection>, text: &str) -> Verdict {
     bump(&shard.stats.messages_in, 1);
     match protocol::parse(text) {
         Ok(Message::Hello { name }) => commands::hello(shard, conn, name),
-        Ok(Message::Subscribe { channel, ttl }) => {
-            commands::subscribe(shard, conn, channel, ttl).await
-        }
-        Ok(Message::Transmit { channel, text }) => {
-            commands::transmit(shard, conn, channel, text).await
-        }
+        Ok(Message::Subscribe { channel, ttl }) => commands::subscribe(shard, conn, channel, ttl),
+        Ok(Message::Transmit { channel, text }) => commands::transmit(shard, conn, channel, text),
         Ok(Message::Disconnect { reason }) => commands::disconnect(reason),
         Ok(Message::Receive) => Verdict::Continue,
         Err(e) => {
@@ -271,10 +272,11 @@ fn apply(shard: &ShardState, conn: &Connection, verdict: Verdict) -> Option<End>
 /// connection before the client has read our close frame.
 async fn linger(shard: &ShardState, stream: &SharedStream) {
     let drain = async {
-        let mut discard = [0u8; 512];
         let mut budget = shard.config.max_message_bytes * 4;
         while budget > 0 {
-            match stream.read(&mut discard).await {
+            // Discarded bytes go to the shard's scratch buffer, so lingering
+            // connections cost no buffer of their own.
+            match stream.read_shared(&shard.scratch).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => budget = budget.saturating_sub(n),
             }

@@ -104,11 +104,11 @@ impl ShardState {
     }
 
     /// Removes a connection and all its subscriptions (and only its own).
-    pub async fn unregister(&self, conn: &Connection) {
+    pub fn unregister(&self, conn: &Connection) {
         self.connections.borrow_mut().remove(&conn.id);
         let emptied = self.index.borrow_mut().remove_connection(conn.id);
         for channel in emptied {
-            self.router.announce(&channel, false).await;
+            self.router.announce(&channel, false);
         }
     }
 
@@ -118,7 +118,7 @@ impl ShardState {
     }
 
     /// Subscribes, renews, or (zero TTL) unsubscribes `conn` to `channel`.
-    pub async fn subscribe(
+    pub fn subscribe(
         &self,
         conn: &Rc<Connection>,
         channel: &str,
@@ -127,7 +127,7 @@ impl ShardState {
         if ttl.is_zero() {
             let emptied = self.index.borrow_mut().unsubscribe(conn.id, channel);
             if emptied {
-                self.router.announce(channel, false).await;
+                self.router.announce(channel, false);
             }
             return Ok(());
         }
@@ -142,15 +142,15 @@ impl ShardState {
             index.subscribe(conn.id, channel, expires, conn.clone())
         };
         if outcome == Subscribed::FirstOnShard {
-            self.router.announce(channel, true).await;
+            self.router.announce(channel, true);
         }
         Ok(())
     }
 
     /// Publishes `text` on `channel` as `sender`: encodes the `1r` frame
     /// once, queues it to local subscribers and forwards it to the shards
-    /// that listen to the channel.
-    pub async fn publish(&self, sender: &str, channel: &str, text: &str) {
+    /// that listen to the channel. Never waits; see [`Router::wait_for_room`].
+    pub fn publish(&self, sender: &str, channel: &str, text: &str) {
         bump(&self.stats.publishes, 1);
         let remote = self.router.interested_shards(channel);
         let local = self.index.borrow().has_channel(channel);
@@ -168,7 +168,7 @@ impl ShardState {
                 channel: channel.into(),
                 frame: encoded.into_boxed_slice(),
             });
-            self.router.forward(remote, publication).await;
+            self.router.forward(remote, publication);
         }
     }
 
@@ -211,7 +211,7 @@ impl ShardState {
 
     /// Drops subscriptions whose time is up and tells other shards about
     /// channels this shard no longer listens to.
-    pub async fn purge_expired(&self) {
+    pub fn purge_expired(&self) {
         let emptied = self.index.borrow_mut().purge_expired(Instant::now());
         for channel in emptied {
             debug!(
@@ -219,12 +219,12 @@ impl ShardState {
                 channel = &*channel,
                 "last subscription expired"
             );
-            self.router.announce(&channel, false).await;
+            self.router.announce(&channel, false);
         }
     }
 
     /// Handles one message from another shard's ring.
-    pub fn on_ring_message(self: &Rc<Self>, from: usize, msg: ShardMsg) {
+    pub fn on_ring_message(&self, from: usize, msg: ShardMsg) {
         match msg {
             ShardMsg::Publish(publication) => {
                 if self.index.borrow().has_channel(&publication.channel) {
@@ -238,14 +238,7 @@ impl ShardState {
             } => self.router.on_interest(from, &channel, interested),
             ShardMsg::Query { id, query } => {
                 let answer = self.answer(&query);
-                let shard = self.clone();
-                glommio::spawn_local(async move {
-                    let _ = shard
-                        .router
-                        .send(from, ShardMsg::Answer { id, answer })
-                        .await;
-                })
-                .detach();
+                self.router.send(from, ShardMsg::Answer { id, answer });
             }
             ShardMsg::Answer { id, answer } => {
                 if let Some(waiting) = self.pending_answers.borrow().get(&id) {
