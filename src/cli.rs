@@ -52,6 +52,20 @@ pub struct Args {
     #[argh(option, default = "config::DEFAULT_MAX_TTL.as_secs()")]
     pub max_ttl: u64,
 
+    /// open connections allowed, all shards together; more are refused
+    /// with HTTP 503 (default 20000)
+    #[argh(option, default = "config::DEFAULT_MAX_CONNECTIONS")]
+    pub max_connections: usize,
+
+    /// seconds of silence before the nexus pings a connection (default 30)
+    #[argh(option, default = "config::DEFAULT_KEEPALIVE.as_secs()")]
+    pub keepalive: u64,
+
+    /// seconds a pinged connection has to answer before it is closed
+    /// (default 30)
+    #[argh(option, default = "config::DEFAULT_KEEPALIVE_TIMEOUT.as_secs()")]
+    pub keepalive_timeout: u64,
+
     /// log filter, overriding RUST_LOG (error, warn, info, debug, trace)
     #[argh(option)]
     pub log: Option<String>,
@@ -89,6 +103,13 @@ impl Args {
             self.handshake_timeout as usize,
         )? as u64);
         config.max_ttl = Duration::from_secs(positive("--max-ttl", self.max_ttl as usize)? as u64);
+        config.max_connections = positive("--max-connections", self.max_connections)?;
+        config.keepalive =
+            Duration::from_secs(positive("--keepalive", self.keepalive as usize)? as u64);
+        config.keepalive_timeout = Duration::from_secs(positive(
+            "--keepalive-timeout",
+            self.keepalive_timeout as usize,
+        )? as u64);
         Ok(config)
     }
 }

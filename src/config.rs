@@ -25,6 +25,12 @@ pub const DEFAULT_MAX_SUBSCRIPTIONS: usize = 1024;
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest subscription TTL honoured; longer requests are cut to it.
 pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+/// Default cap on open connections (all shards together).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 20_000;
+/// Default silence after which the nexus pings a connection.
+pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(30);
+/// Default time a pinged connection has to answer before it is closed.
+pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How many shards the ring mesh can address (interest is a 64-bit mask).
 pub const MAX_SHARDS: usize = 64;
 
@@ -49,6 +55,12 @@ pub struct Config {
     pub handshake_timeout: Duration,
     /// Cap on a subscription's time to live.
     pub max_ttl: Duration,
+    /// Connections beyond this are refused with HTTP 503 at the upgrade.
+    pub max_connections: usize,
+    /// A connection silent this long is pinged.
+    pub keepalive: Duration,
+    /// A pinged connection that sends nothing for this long is closed.
+    pub keepalive_timeout: Duration,
 }
 
 impl Config {
@@ -64,6 +76,9 @@ impl Config {
             max_subscriptions: DEFAULT_MAX_SUBSCRIPTIONS,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             max_ttl: DEFAULT_MAX_TTL,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            keepalive: DEFAULT_KEEPALIVE,
+            keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
         }
     }
 }

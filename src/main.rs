@@ -25,6 +25,7 @@ fn main() -> ExitCode {
         }
     };
     init_logging(args.log.as_deref());
+    install_panic_policy();
     let available = shards::available_cores();
     let config = match args.into_config(&available) {
         Ok(config) => config,
@@ -64,6 +65,28 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Exit code after a panic (EX_SOFTWARE): an internal error, restart me.
+const PANIC_EXIT_CODE: i32 = 70;
+
+/// A panic on any thread is a bug: log it with the thread (shard) that
+/// panicked and exit at once with code 70, so a supervisor (systemd
+/// `Restart=on-failure`, Docker `--restart`) brings the nexus back and clients
+/// reconnect. A nexus with a dead shard would silently drop a share of its
+/// connections and cross-shard messages; it never keeps running half-alive.
+fn install_panic_policy() {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default_hook(info);
+        let thread = std::thread::current();
+        let name = thread.name().unwrap_or("unnamed");
+        error!(
+            thread = name,
+            "panic: {info}; exiting with code {PANIC_EXIT_CODE} so a supervisor restarts the nexus"
+        );
+        std::process::exit(PANIC_EXIT_CODE);
+    }));
 }
 
 fn init_logging(flag: Option<&str>) {

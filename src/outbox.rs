@@ -16,6 +16,8 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
+use crate::protocol::frame::{encode_close_frame, truncate_close_reason};
+
 /// An encoded WebSocket frame, shared by every subscriber it goes to.
 pub type Frame = Rc<[u8]>;
 
@@ -50,6 +52,8 @@ pub struct Outbox {
     limit: usize,
     /// Set once a close frame (or an abort) ended the queue.
     closing: Cell<bool>,
+    /// The close code and reason the nexus chose, for the session's log.
+    close_reason: RefCell<Option<(u16, String)>>,
     writer: Cell<Option<Waker>>,
     reader: Cell<Option<Waker>>,
 }
@@ -73,6 +77,7 @@ impl Outbox {
             queued_bytes: Cell::new(0),
             limit,
             closing: Cell::new(false),
+            close_reason: RefCell::new(None),
             writer: Cell::new(None),
             reader: Cell::new(None),
         }
@@ -109,9 +114,30 @@ impl Outbox {
         }
     }
 
-    /// Ends the queue with `close_frame`, after what is already queued.
-    /// Returns false if it was already closing.
-    pub fn close(&self, close_frame: Vec<u8>) -> bool {
+    /// Ends the queue with a close frame (`code`, `reason`) after what is
+    /// already queued. Returns false if it was already closing.
+    pub fn close(&self, code: u16, reason: &str) -> bool {
+        if self.closing.get() {
+            return false;
+        }
+        *self.close_reason.borrow_mut() = Some((code, truncate_close_reason(reason).to_string()));
+        self.close_raw(encode_close_frame(code, reason))
+    }
+
+    /// Discards what is queued, then closes with `code` and `reason`: for a
+    /// slow consumer or a dead peer, whose backlog is the problem.
+    pub fn close_discarding(&self, code: u16, reason: &str) -> bool {
+        if self.closing.get() {
+            return false;
+        }
+        self.queue.borrow_mut().clear();
+        self.queued_bytes.set(0);
+        self.close(code, reason)
+    }
+
+    /// Ends the queue with an already encoded close frame (the answer to
+    /// the client's own close). Returns false if it was already closing.
+    pub fn close_raw(&self, close_frame: Vec<u8>) -> bool {
         if self.closing.replace(true) {
             return false;
         }
@@ -123,15 +149,9 @@ impl Outbox {
         true
     }
 
-    /// Discards what is queued, then ends the queue with `close_frame`:
-    /// for a slow consumer, whose backlog is the problem.
-    pub fn close_discarding(&self, close_frame: Vec<u8>) -> bool {
-        if self.closing.get() {
-            return false;
-        }
-        self.queue.borrow_mut().clear();
-        self.queued_bytes.set(0);
-        self.close(close_frame)
+    /// The code and reason of the nexus's close, if it closed.
+    pub fn close_reason(&self) -> Option<(u16, String)> {
+        self.close_reason.borrow().clone()
     }
 
     /// Ends the queue without a close frame (the peer is gone).
@@ -219,13 +239,16 @@ mod tests {
             3,
             "queued frames are shared, not copied"
         );
-        assert!(outbox.close_discarding(b"bye".to_vec()));
+        assert!(outbox.close_discarding(1008, "slow consumer"));
         assert_eq!(Rc::strong_count(&f), 1, "backlog released at once");
         assert_eq!(outbox.push(&f), Push::Closed);
+        assert_eq!(outbox.close_reason(), Some((1008, "slow consumer".into())));
         let cx = Context::from_waker(Waker::noop());
         let mut buf = Vec::new();
         match outbox.poll_batch(&cx, &mut buf) {
-            Poll::Ready(Batch::One(f)) => assert_eq!(&*f, b"bye"),
+            Poll::Ready(Batch::One(f)) => {
+                assert_eq!(&*f, &encode_close_frame(1008, "slow consumer")[..])
+            }
             other => panic!("{other:?}"),
         }
         assert!(matches!(

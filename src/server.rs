@@ -6,6 +6,8 @@
 
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_channel::Receiver;
@@ -53,8 +55,9 @@ pub fn run(
         ring_size: config.ring_size,
         backlog: config.backlog,
     };
+    let open_connections = Arc::new(AtomicUsize::new(0));
     let running = launch(&runtime, move |shard: Shard<ShardMsg>| {
-        shard_main(shard, config, control)
+        shard_main(shard, config, control, open_connections)
     })?;
     on_listening(running.local_addr());
     for result in running.join() {
@@ -65,7 +68,12 @@ pub fn run(
     Ok(())
 }
 
-async fn shard_main(mut shard: Shard<ShardMsg>, config: Config, control: Receiver<Control>) {
+async fn shard_main(
+    mut shard: Shard<ShardMsg>,
+    config: Config,
+    control: Receiver<Control>,
+    open_connections: Arc<AtomicUsize>,
+) {
     let inbound = shard.rings.take_inbound();
     let id = shard.id();
     let listener = shard.listener;
@@ -73,12 +81,14 @@ async fn shard_main(mut shard: Shard<ShardMsg>, config: Config, control: Receive
         shard.core,
         config,
         Router::new(shard.rings),
+        open_connections,
     ));
     info!(shard = id, core = shard.core, "shard started");
     for (from, ring) in inbound {
         glommio::spawn_local(drain_ring(state.clone(), from, ring)).detach();
     }
     glommio::spawn_local(purge_loop(state.clone())).detach();
+    glommio::spawn_local(keepalive_loop(state.clone())).detach();
     if id == 0 {
         glommio::spawn_local(console::serve(state.clone(), control)).detach();
     }
@@ -110,8 +120,9 @@ async fn accept_loop(state: &Rc<ShardState>, listener: &TcpListener) {
                     .peer_addr()
                     .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
                 let shard = state.clone();
+                let slot = state.admit();
                 glommio::spawn_local(async move {
-                    session::serve(shard, stream, peer).await;
+                    session::serve(shard, stream, peer, slot).await;
                     drop(pass);
                 })
                 .detach();
@@ -136,6 +147,17 @@ async fn drain_ring(state: Rc<ShardState>, from: usize, mut ring: ConnectedRecei
             // A full ring never makes `next` wait: let writers run.
             future::yield_now().await;
         }
+    }
+}
+
+async fn keepalive_loop(state: Rc<ShardState>) {
+    // Sweep four times per the shorter of the two periods, so a dead peer
+    // is found within about a quarter period of its deadline.
+    let period = state.config.keepalive.min(state.config.keepalive_timeout) / 4;
+    let period = period.clamp(Duration::from_millis(100), Duration::from_secs(5));
+    while state.shutdown.reason().is_none() {
+        glommio::timer::sleep(period).await;
+        state.sweep_keepalive();
     }
 }
 

@@ -20,6 +20,10 @@ pub struct ShardStats {
     pub protocol_errors: Cell<u64>,
     /// Connections closed for passing a limit.
     pub limit_closures: Cell<u64>,
+    /// Connections closed because they stopped answering pings.
+    pub keepalive_closures: Cell<u64>,
+    /// Connections refused with HTTP 503 (`--max-connections`).
+    pub refused_connections: Cell<u64>,
 }
 
 /// Adds `n` to a counter cell.

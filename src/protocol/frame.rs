@@ -52,6 +52,9 @@ pub fn encode_receive_frame(sender: &str, channel: &str, text: &str) -> Vec<u8> 
     out
 }
 
+/// An unmasked ping frame with an empty payload (keepalive).
+pub const PING_FRAME: [u8; 2] = [0x89, 0x00];
+
 /// The longest close reason a close frame can carry (125 bytes minus the code).
 pub const MAX_CLOSE_REASON_BYTES: usize = 123;
 

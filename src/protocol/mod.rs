@@ -40,8 +40,16 @@ pub enum Message<'a> {
         /// Becomes the close reason.
         reason: &'a str,
     },
-    /// `1r|…`: only the nexus sends it; a client's is ignored.
-    Receive,
+    /// `1r|<len>|<sender>|<len>|<channel>|<len>|<text>`: only the nexus
+    /// sends it (a client's is ignored); clients parse it with [`parse`].
+    Receive {
+        /// The publisher's name.
+        sender: &'a str,
+        /// The channel it was published on.
+        channel: &'a str,
+        /// The text.
+        text: &'a str,
+    },
 }
 
 /// Why a frame is not a valid message; each maps to a close code.
@@ -104,14 +112,11 @@ pub fn parse(frame: &str) -> Result<Message<'_>, ParseError> {
         b'd' => Message::Disconnect {
             reason: fields.string()?,
         },
-        b'r' => {
-            // Validated like any message so a broken client learns early,
-            // then ignored.
-            fields.string()?;
-            fields.string()?;
-            fields.string()?;
-            Message::Receive
-        }
+        b'r' => Message::Receive {
+            sender: fields.string()?,
+            channel: fields.string()?,
+            text: fields.string()?,
+        },
         _ => return Err(ParseError::UnknownKind),
     };
     fields.end()?;
@@ -152,7 +157,11 @@ mod tests {
         );
         assert_eq!(
             parse("1r|5|alice|7|c/lobby|10|helloworld"),
-            Ok(Message::Receive)
+            Ok(Message::Receive {
+                sender: "alice",
+                channel: "c/lobby",
+                text: "helloworld"
+            })
         );
     }
 

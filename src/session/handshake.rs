@@ -33,12 +33,76 @@ pub enum HandshakeError {
 /// sizing every connection's task for them.
 pub fn upgrade_boxed(
     stream: &SharedStream,
+    admit: bool,
 ) -> Pin<Box<dyn Future<Output = Result<Vec<u8>, HandshakeError>> + '_>> {
-    Box::pin(upgrade(stream))
+    Box::pin(upgrade(stream, admit))
 }
 
-/// Performs the upgrade; returns the bytes the client sent after its request.
-pub async fn upgrade(stream: &SharedStream) -> Result<Vec<u8>, HandshakeError> {
+/// What to do with the bytes of an upgrade request received so far.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// The request is not complete yet: read more.
+    Incomplete,
+    /// Send `response` (101) and start WebSocket; the request used
+    /// `consumed` bytes, the rest are the client's first frames.
+    Upgrade {
+        /// The 101 Switching Protocols response.
+        response: Vec<u8>,
+        /// Bytes of the request.
+        consumed: usize,
+    },
+    /// Answer with this HTTP status and reason, then close.
+    Reject {
+        /// Status line text, e.g. `400 Bad Request`.
+        status: &'static str,
+        /// Why, for the response body and the log.
+        why: String,
+    },
+}
+
+/// Decides on the request bytes received so far: pure, no I/O. When
+/// `admit` is false (the nexus is full) a complete request gets 503.
+pub fn answer(request: &[u8], admit: bool) -> Answer {
+    match Request::try_parse(request) {
+        Ok(None) if request.len() >= MAX_REQUEST_BYTES => Answer::Reject {
+            status: "431 Request Header Fields Too Large",
+            why: "request too large".into(),
+        },
+        Ok(None) => Answer::Incomplete,
+        Ok(Some(_)) if !admit => Answer::Reject {
+            status: "503 Service Unavailable",
+            why: "too many connections".into(),
+        },
+        Ok(Some((consumed, parsed))) => match create_response(&parsed) {
+            Ok(response) => {
+                let mut out = Vec::with_capacity(256);
+                match write_response(&mut out, &response) {
+                    Ok(()) => Answer::Upgrade {
+                        response: out,
+                        consumed,
+                    },
+                    Err(e) => Answer::Reject {
+                        status: "400 Bad Request",
+                        why: e.to_string(),
+                    },
+                }
+            }
+            Err(e) => Answer::Reject {
+                status: "400 Bad Request",
+                why: e.to_string(),
+            },
+        },
+        Err(e) => Answer::Reject {
+            status: "400 Bad Request",
+            why: e.to_string(),
+        },
+    }
+}
+
+/// Performs the upgrade; returns the bytes the client sent after its
+/// request. When `admit` is false (the nexus is full) a complete request is
+/// answered with HTTP 503 instead.
+pub async fn upgrade(stream: &SharedStream, admit: bool) -> Result<Vec<u8>, HandshakeError> {
     let mut request = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     loop {
@@ -47,27 +111,13 @@ pub async fn upgrade(stream: &SharedStream) -> Result<Vec<u8>, HandshakeError> {
             return Err(HandshakeError::Closed);
         }
         request.extend_from_slice(&chunk[..n]);
-        match Request::try_parse(&request) {
-            Ok(None) if request.len() >= MAX_REQUEST_BYTES => {
-                return reject(
-                    stream,
-                    "431 Request Header Fields Too Large",
-                    "request too large",
-                )
-                .await;
+        match answer(&request, admit) {
+            Answer::Incomplete => continue,
+            Answer::Upgrade { response, consumed } => {
+                stream.write_all(&response).await?;
+                return Ok(request.split_off(consumed));
             }
-            Ok(None) => continue,
-            Ok(Some((consumed, parsed))) => match create_response(&parsed) {
-                Ok(response) => {
-                    let mut out = Vec::with_capacity(256);
-                    write_response(&mut out, &response)
-                        .map_err(|e| HandshakeError::Rejected(e.to_string()))?;
-                    stream.write_all(&out).await?;
-                    return Ok(request.split_off(consumed));
-                }
-                Err(e) => return reject(stream, "400 Bad Request", &e.to_string()).await,
-            },
-            Err(e) => return reject(stream, "400 Bad Request", &e.to_string()).await,
+            Answer::Reject { status, why } => return reject(stream, status, &why).await,
         }
     }
 }
@@ -86,4 +136,62 @@ pub async fn reject(
     let _ = stream.write_all(response.as_bytes()).await;
     stream.close_write().await;
     Err(HandshakeError::Rejected(why.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REQUEST: &[u8] =
+        b"GET /any/path HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+
+    #[test]
+    fn a_valid_request_on_any_path_is_upgraded_and_leftover_kept() {
+        let mut bytes = REQUEST.to_vec();
+        bytes.extend_from_slice(b"frames");
+        match answer(&bytes, true) {
+            Answer::Upgrade { response, consumed } => {
+                let text = String::from_utf8(response).unwrap();
+                assert!(text.starts_with("HTTP/1.1 101"), "{text}");
+                assert!(
+                    text.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+                    "RFC 6455 example key"
+                );
+                assert_eq!(&bytes[consumed..], b"frames");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn partial_full_bad_and_oversized_requests() {
+        assert_eq!(answer(&REQUEST[..20], true), Answer::Incomplete);
+        assert!(matches!(
+            answer(REQUEST, false),
+            Answer::Reject {
+                status: "503 Service Unavailable",
+                ..
+            }
+        ));
+        assert!(matches!(
+            answer(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", true),
+            Answer::Reject {
+                status: "400 Bad Request",
+                ..
+            }
+        ));
+        let huge = [
+            b"GET / HTTP/1.1\r\nX: ".as_slice(),
+            &[b'a'; MAX_REQUEST_BYTES],
+        ]
+        .concat();
+        assert!(matches!(
+            answer(&huge, true),
+            Answer::Reject {
+                status: "431 Request Header Fields Too Large",
+                ..
+            }
+        ));
+    }
 }

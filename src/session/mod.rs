@@ -9,6 +9,7 @@
 //! ends this connection only.
 
 mod commands;
+pub mod frames;
 pub mod handshake;
 pub mod stream;
 mod writer;
@@ -17,29 +18,25 @@ mod ws_io;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_lite::future;
 use glommio::net::TcpStream;
-use tracing::{debug, info};
-use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
-use tungstenite::{Error as WsError, Message as WsMessage};
+use tracing::{debug, info, warn};
+use tungstenite::Message as WsMessage;
 
-use crate::protocol::frame::{encode_close_frame, truncate_close_reason};
+use crate::protocol::frame::truncate_close_reason;
 use crate::protocol::{self, Message};
-use crate::shard::{Connection, ShardState};
+use crate::shard::{Connection, ConnectionSlot, ShardState};
 use crate::stats::bump;
+use frames::{close_code_for, Decoded, FrameDecoder};
 use stream::{ReadOutcome, SharedStream};
-use ws_io::WsIo;
 
 /// How long a closing connection's writer may take to flush its last frames.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// After the nexus closed, how long it keeps reading (and discarding) so the
 /// client reads the close frame before the socket goes away.
 const LINGER: Duration = Duration::from_secs(2);
-/// tungstenite's own read buffer per connection; messages larger than this
-/// grow it for as long as they are being read.
-const WS_READ_BUFFER_BYTES: usize = 1024;
 
 /// What a handler decided.
 #[derive(Debug)]
@@ -63,10 +60,20 @@ enum End {
     PeerGone(String),
 }
 
-/// Runs one connection to its end; never panics on client input.
-pub async fn serve(shard: Rc<ShardState>, stream: TcpStream, peer: SocketAddr) {
+/// Runs one connection to its end; never panics on client input. Without a
+/// `slot` (the nexus is at `--max-connections`) the upgrade is refused with
+/// HTTP 503.
+pub async fn serve(
+    shard: Rc<ShardState>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    slot: Option<ConnectionSlot>,
+) {
     let stream = SharedStream::new(stream);
-    let upgrade = handshake::upgrade_boxed(&stream);
+    if slot.is_none() {
+        warn!(%peer, limit = shard.config.max_connections, "refusing connection: too many connections (503)");
+    }
+    let upgrade = handshake::upgrade_boxed(&stream, slot.is_some());
     let leftover = match with_timeout(shard.config.handshake_timeout, upgrade).await {
         Some(Ok(leftover)) => leftover,
         Some(Err(e)) => {
@@ -116,22 +123,21 @@ async fn read_loop(
     stream: &SharedStream,
     leftover: Vec<u8>,
 ) -> End {
-    let config = WebSocketConfig::default()
-        .read_buffer_size(WS_READ_BUFFER_BYTES)
-        .write_buffer_size(0)
-        .max_message_size(Some(shard.config.max_message_bytes))
-        .max_frame_size(Some(shard.config.max_message_bytes));
-    let mut ws = WebSocketContext::from_partially_read(leftover, Role::Server, Some(config));
+    let mut decoder = FrameDecoder::new(shard.config.max_message_bytes, leftover);
     let mut inbox: Vec<WsMessage> = Vec::new();
     let mut replies: Vec<u8> = Vec::new();
     let mut input_len = 0;
     loop {
         // Parse everything this read brought (the first pass parses what
         // came with the handshake). No await until the scratch is consumed.
-        let parsed = {
+        let decoded = {
             let scratch = shard.scratch.borrow();
-            let mut io = WsIo::new(&scratch[..input_len], &mut replies);
-            parse_frames(&mut ws, &mut io, &mut inbox)
+            frames::decode(
+                &mut decoder,
+                &scratch[..input_len],
+                &mut replies,
+                &mut inbox,
+            )
         };
         let mut peer_close_code = None;
         for message in inbox.drain(..) {
@@ -150,17 +156,17 @@ async fn read_loop(
                 return end;
             }
         }
-        match parsed {
-            Parsed::NeedMore => {
+        match decoded {
+            Decoded::NeedMore => {
                 if !replies.is_empty() {
                     conn.outbox.push_control(std::mem::take(&mut replies));
                 }
             }
-            Parsed::ClosedByClient => {
-                conn.outbox.close(std::mem::take(&mut replies));
+            Decoded::ClosedByClient => {
+                conn.outbox.close_raw(std::mem::take(&mut replies));
                 return End::ClosedByClient(peer_close_code.flatten());
             }
-            Parsed::Failed(error) => {
+            Decoded::Failed(error) => {
                 let (code, reason) = close_code_for(&error);
                 let verdict = if code == 1009 {
                     Verdict::LimitClose(code, reason)
@@ -183,57 +189,21 @@ async fn read_loop(
         // turn before reading again.
         future::yield_now().await;
         input_len = match stream.read_scratch(&shard.scratch, &conn.outbox).await {
-            ReadOutcome::Data(n) => n,
+            ReadOutcome::Data(n) => {
+                conn.heard(Instant::now());
+                n
+            }
             ReadOutcome::Eof => return End::PeerGone("end of stream".into()),
             ReadOutcome::Failed(e) => return End::PeerGone(e.to_string()),
             ReadOutcome::Closing => {
-                return End::ClosedByNexus(
-                    1000,
-                    shard
-                        .shutdown
-                        .reason()
-                        .map_or_else(|| "closed".to_string(), |r| r.to_string()),
-                )
+                // Closed from outside the read loop: slow consumer,
+                // keepalive, shutdown, or the writer found the peer gone.
+                return match conn.outbox.close_reason() {
+                    Some((code, reason)) => End::ClosedByNexus(code, reason),
+                    None => End::PeerGone("write failed".into()),
+                };
             }
         };
-    }
-}
-
-/// What parsing one batch of input ended with.
-enum Parsed {
-    /// All input consumed; read the socket again.
-    NeedMore,
-    /// The client's close frame was received and answered.
-    ClosedByClient,
-    /// A WebSocket-level error: the connection must be closed.
-    Failed(WsError),
-}
-
-fn parse_frames(
-    ws: &mut WebSocketContext,
-    io: &mut WsIo<'_>,
-    inbox: &mut Vec<WsMessage>,
-) -> Parsed {
-    loop {
-        match ws.read(io) {
-            Ok(message) => inbox.push(message),
-            Err(WsError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                return Parsed::NeedMore
-            }
-            Err(WsError::ConnectionClosed | WsError::AlreadyClosed) => {
-                return Parsed::ClosedByClient
-            }
-            Err(e) => return Parsed::Failed(e),
-        }
-    }
-}
-
-/// The close code and reason for a WebSocket-level error.
-fn close_code_for(error: &WsError) -> (u16, String) {
-    match error {
-        WsError::Utf8(_) => (1007, "invalid UTF-8 in text frame".into()),
-        WsError::Capacity(e) => (1009, format!("message too big: {e}")),
-        other => (1002, other.to_string()),
     }
 }
 
@@ -244,7 +214,7 @@ fn on_text(shard: &ShardState, conn: &Rc<Connection>, text: &str) -> Verdict {
         Ok(Message::Subscribe { channel, ttl }) => commands::subscribe(shard, conn, channel, ttl),
         Ok(Message::Transmit { channel, text }) => commands::transmit(shard, conn, channel, text),
         Ok(Message::Disconnect { reason }) => commands::disconnect(reason),
-        Ok(Message::Receive) => Verdict::Continue,
+        Ok(Message::Receive { .. }) => Verdict::Continue,
         Err(e) => {
             bump(&shard.stats.protocol_errors, 1);
             Verdict::Close(e.close_code(), e.to_string())
@@ -263,7 +233,7 @@ fn apply(shard: &ShardState, conn: &Connection, verdict: Verdict) -> Option<End>
         }
     };
     let reason = truncate_close_reason(&reason).to_string();
-    conn.outbox.close(encode_close_frame(code, &reason));
+    conn.outbox.close(code, &reason);
     Some(End::ClosedByNexus(code, reason))
 }
 

@@ -1,8 +1,9 @@
 //! One client connection as its shard sees it.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use super::subscriptions::ConnId;
 use crate::outbox::Outbox;
@@ -18,6 +19,21 @@ pub struct Connection {
     name: RefCell<Option<Rc<str>>>,
     /// Frames waiting to be written to this connection.
     pub outbox: Outbox,
+    /// When the client last sent anything (keepalive).
+    last_heard: Cell<Instant>,
+    /// When the nexus pinged a silent client, if it has not answered yet.
+    pinged_at: Cell<Option<Instant>>,
+}
+
+/// What keepalive should do about a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Liveness {
+    /// Heard from recently, or a ping is still within its time.
+    Alive,
+    /// Silent for too long: send a ping now.
+    Ping,
+    /// Pinged and silent past the timeout: close it.
+    Dead,
 }
 
 impl Connection {
@@ -28,6 +44,28 @@ impl Connection {
             peer,
             name: RefCell::new(None),
             outbox: Outbox::new(outbox_limit),
+            last_heard: Cell::new(Instant::now()),
+            pinged_at: Cell::new(None),
+        }
+    }
+
+    /// Records that the client sent something at `now`.
+    pub fn heard(&self, now: Instant) {
+        self.last_heard.set(now);
+        self.pinged_at.set(None);
+    }
+
+    /// Decides, at `now`, whether to ping the connection or give up on it;
+    /// records the ping when it says [`Liveness::Ping`].
+    pub fn check_liveness(&self, now: Instant, idle: Duration, timeout: Duration) -> Liveness {
+        match self.pinged_at.get() {
+            Some(pinged) if now.saturating_duration_since(pinged) >= timeout => Liveness::Dead,
+            Some(_) => Liveness::Alive,
+            None if now.saturating_duration_since(self.last_heard.get()) >= idle => {
+                self.pinged_at.set(Some(now));
+                Liveness::Ping
+            }
+            None => Liveness::Alive,
         }
     }
 
@@ -44,5 +82,37 @@ impl Connection {
     /// Names or renames the connection; returns the previous name.
     pub fn set_name(&self, name: &str) -> Option<Rc<str>> {
         self.name.replace(Some(Rc::from(name)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn silent_connections_are_pinged_then_declared_dead() {
+        let conn = Connection::new(1, "127.0.0.1:1".parse().unwrap(), 1024);
+        let t0 = conn.last_heard.get();
+        let (idle, timeout) = (Duration::from_secs(30), Duration::from_secs(10));
+        assert_eq!(
+            conn.check_liveness(t0 + Duration::from_secs(29), idle, timeout),
+            Liveness::Alive
+        );
+        let ping_at = t0 + Duration::from_secs(30);
+        assert_eq!(conn.check_liveness(ping_at, idle, timeout), Liveness::Ping);
+        assert_eq!(
+            conn.check_liveness(ping_at + Duration::from_secs(9), idle, timeout),
+            Liveness::Alive
+        );
+        assert_eq!(
+            conn.check_liveness(ping_at + Duration::from_secs(10), idle, timeout),
+            Liveness::Dead
+        );
+        // An answer resets everything.
+        conn.heard(ping_at + Duration::from_secs(5));
+        assert_eq!(
+            conn.check_liveness(ping_at + Duration::from_secs(10), idle, timeout),
+            Liveness::Alive
+        );
     }
 }

@@ -14,6 +14,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,19 +24,29 @@ use tracing::{debug, info, warn};
 
 use crate::config::Config;
 use crate::outbox::{Frame, Push};
-use crate::protocol::frame::{encode_close_frame, encode_receive_frame};
+use crate::protocol::frame::{encode_receive_frame, PING_FRAME};
 use crate::router::{
     Answer, KeywordReport, Publication, Query, Router, ShardMsg, ShardSummary, SubscriptionView,
 };
 use crate::shutdown::ShutdownSignal;
 use crate::stats::{bump, ShardStats};
-pub use connection::Connection;
+pub use connection::{Connection, Liveness};
 use subscriptions::{ConnId, Subscribed, SubscriptionIndex};
 
 /// Size of the read buffer all of a shard's connections share: a read
 /// copies what the socket has into it and parses it before the next await,
 /// so idle connections hold no read buffer of their own.
 const SCRATCH_BYTES: usize = 64 * 1024;
+
+/// One of the `--max-connections` slots; released on drop.
+#[derive(Debug)]
+pub struct ConnectionSlot(Arc<AtomicUsize>);
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 /// Why a subscription was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -63,6 +74,8 @@ pub struct ShardState {
     pub shutdown: ShutdownSignal,
     /// Every session holds a pass; closing the gate waits for them.
     pub sessions: Gate,
+    /// Connections open on every shard (the `--max-connections` count).
+    open_connections: Arc<AtomicUsize>,
     connections: RefCell<HashMap<ConnId, Rc<Connection>>>,
     index: RefCell<SubscriptionIndex<Rc<Connection>>>,
     next_conn_id: Cell<ConnId>,
@@ -71,8 +84,13 @@ pub struct ShardState {
 }
 
 impl ShardState {
-    /// A shard with no connections.
-    pub fn new(core: usize, config: Config, router: Router) -> Self {
+    /// A shard with no connections; `open_connections` is shared by all shards.
+    pub fn new(
+        core: usize,
+        config: Config,
+        router: Router,
+        open_connections: Arc<AtomicUsize>,
+    ) -> Self {
         ShardState {
             id: router.shard_id(),
             core,
@@ -82,11 +100,24 @@ impl ShardState {
             stats: ShardStats::default(),
             shutdown: ShutdownSignal::default(),
             sessions: Gate::new(),
+            open_connections,
             connections: RefCell::new(HashMap::new()),
             index: RefCell::new(SubscriptionIndex::new()),
             next_conn_id: Cell::new(1),
             pending_answers: RefCell::new(HashMap::new()),
         }
+    }
+
+    /// Takes one of the `--max-connections` slots, if one is free; the slot
+    /// is given back when the returned guard drops.
+    pub fn admit(&self) -> Option<ConnectionSlot> {
+        let open = self.open_connections.fetch_add(1, Ordering::AcqRel);
+        let slot = ConnectionSlot(self.open_connections.clone());
+        if open >= self.config.max_connections {
+            bump(&self.stats.refused_connections, 1);
+            return None; // dropping `slot` gives the count back
+        }
+        Some(slot)
     }
 
     /// Adds an upgraded connection to the table.
@@ -98,7 +129,7 @@ impl ShardState {
         bump(&self.stats.connections_opened, 1);
         if let Some(reason) = self.shutdown.reason() {
             // Upgraded while the shard was stopping: close it like the rest.
-            conn.outbox.close(encode_close_frame(1000, &reason));
+            conn.outbox.close(1000, &reason);
         }
         conn
     }
@@ -193,10 +224,7 @@ impl ShardState {
 
     fn close_slow_consumer(&self, conn: &Connection) {
         let queued = conn.outbox.queued_bytes();
-        if conn
-            .outbox
-            .close_discarding(encode_close_frame(1008, "slow consumer"))
-        {
+        if conn.outbox.close_discarding(1008, "slow consumer") {
             bump(&self.stats.slow_consumers, 1);
             warn!(
                 conn = %self.label(conn.id),
@@ -206,6 +234,31 @@ impl ShardState {
                 limit = self.config.max_outbox_bytes,
                 "closing slow consumer (1008)"
             );
+        }
+    }
+
+    /// Pings connections that have been silent for `--keepalive` and closes
+    /// (1001) those that then stay silent for `--keepalive-timeout`: a game
+    /// server that lost power must not hold its subscriptions forever.
+    pub fn sweep_keepalive(&self) {
+        let now = Instant::now();
+        let (idle, timeout) = (self.config.keepalive, self.config.keepalive_timeout);
+        for conn in self.connections.borrow().values() {
+            match conn.check_liveness(now, idle, timeout) {
+                Liveness::Alive => {}
+                Liveness::Ping => conn.outbox.push_control(PING_FRAME.to_vec()),
+                Liveness::Dead => {
+                    if conn.outbox.close_discarding(1001, "keepalive timeout") {
+                        bump(&self.stats.keepalive_closures, 1);
+                        info!(
+                            conn = %self.label(conn.id),
+                            peer = %conn.peer,
+                            name = conn.name().as_deref().unwrap_or(""),
+                            "closing silent connection: keepalive timeout (1001)"
+                        );
+                    }
+                }
+            }
         }
     }
 
@@ -308,9 +361,8 @@ impl ShardState {
             return;
         }
         info!(shard = self.id, reason = &*reason, "shard stopping");
-        let close = encode_close_frame(1000, &reason);
         for conn in self.connections.borrow().values() {
-            conn.outbox.close(close.clone());
+            conn.outbox.close(1000, &reason);
         }
     }
 }
