@@ -66,6 +66,11 @@ pub struct Args {
     #[argh(option, default = "config::DEFAULT_KEEPALIVE_TIMEOUT.as_secs()")]
     pub keepalive_timeout: u64,
 
+    /// serve Prometheus /metrics and /healthz on this address (off by
+    /// default), e.g. 127.0.0.1:9650
+    #[argh(option)]
+    pub metrics: Option<String>,
+
     /// log filter, overriding RUST_LOG (error, warn, info, debug, trace)
     #[argh(option)]
     pub log: Option<String>,
@@ -104,6 +109,7 @@ impl Args {
         )? as u64);
         config.max_ttl = Duration::from_secs(positive("--max-ttl", self.max_ttl as usize)? as u64);
         config.max_connections = positive("--max-connections", self.max_connections)?;
+        config.metrics = self.metrics.as_deref().map(parse_addr).transpose()?;
         config.keepalive =
             Duration::from_secs(positive("--keepalive", self.keepalive as usize)? as u64);
         config.keepalive_timeout = Duration::from_secs(positive(

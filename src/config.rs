@@ -61,6 +61,8 @@ pub struct Config {
     pub keepalive: Duration,
     /// A pinged connection that sends nothing for this long is closed.
     pub keepalive_timeout: Duration,
+    /// Where to serve `/metrics` and `/healthz`, if anywhere.
+    pub metrics: Option<SocketAddr>,
 }
 
 impl Config {
@@ -79,6 +81,7 @@ impl Config {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             keepalive: DEFAULT_KEEPALIVE,
             keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
+            metrics: None,
         }
     }
 }

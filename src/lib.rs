@@ -20,7 +20,8 @@
 //!   does local fan-out; [`router`] carries publishes and interest changes
 //!   to the shards that want them. No lock is taken per message.
 //! - [`cli`] and [`config`] turn flags into limits; [`signals`] turns
-//!   SIGTERM and a double Ctrl-C into a graceful stop.
+//!   SIGTERM and a double Ctrl-C into a graceful stop; [`metrics`] serves
+//!   `/metrics` and `/healthz`; [`stats`] keeps the per-shard counters.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -28,6 +29,7 @@
 pub mod cli;
 pub mod config;
 pub mod console;
+pub mod metrics;
 pub mod outbox;
 pub mod protocol;
 pub mod router;

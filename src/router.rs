@@ -17,6 +17,7 @@ use std::time::Duration;
 use shards::{RingStats, Rings, TrySendError};
 
 use crate::shard::interest::{shard_ids, Interest};
+use crate::stats::StatsSnapshot;
 
 /// A message published on one shard for the subscribers of another.
 #[derive(Debug)]
@@ -36,6 +37,8 @@ pub enum Query {
     Summary,
     /// What an endpoint listens to and who listens to a channel, for `list KEYWORD`.
     Keyword(Arc<str>),
+    /// Counters and gauges, for `stats`, `/metrics` and `/healthz`.
+    Stats,
 }
 
 /// One shard's answer to a [`Query`].
@@ -45,6 +48,8 @@ pub enum Answer {
     Summary(ShardSummary),
     /// For [`Query::Keyword`].
     Keyword(KeywordReport),
+    /// For [`Query::Stats`].
+    Stats(StatsSnapshot),
 }
 
 /// One shard's counts for `list`.

@@ -7,18 +7,21 @@
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::AtomicUsize;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crossbeam_channel::Receiver;
 use futures_lite::{future, StreamExt};
 use glommio::channels::shared_channel::ConnectedReceiver;
 use glommio::net::TcpListener;
+use shards::listener::{adopt, bind_reuseport};
 use shards::{launch, LaunchError, RuntimeConfig, Shard};
+use socket2::Socket;
 use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::console::{self, Control};
+use crate::metrics;
 use crate::router::{Router, ShardMsg};
 use crate::session::{self, with_timeout};
 use crate::shard::ShardState;
@@ -37,6 +40,14 @@ pub enum RunError {
     /// The shards could not start.
     #[error(transparent)]
     Launch(#[from] LaunchError),
+    /// The `--metrics` address could not be bound.
+    #[error("cannot listen for metrics on {addr}: {source}")]
+    MetricsBind {
+        /// The requested address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// A shard thread panicked.
     #[error("shard {0} panicked; see the log above")]
     ShardPanicked(usize),
@@ -55,9 +66,23 @@ pub fn run(
         ring_size: config.ring_size,
         backlog: config.backlog,
     };
+    let admin = match config.metrics {
+        Some(addr) => {
+            let socket = bind_reuseport(addr, 1, 128)
+                .map_err(|source| RunError::MetricsBind { addr, source })?
+                .pop()
+                .expect("one socket");
+            let bound = socket.local_addr().ok().and_then(|a| a.as_socket());
+            info!(addr = %bound.unwrap_or(addr), "metrics listening (/metrics, /healthz)");
+            Some(socket)
+        }
+        None => None,
+    };
+    // Handed to shard 0 once; the mutex is touched only at start-up.
+    let admin = Arc::new(Mutex::new(admin));
     let open_connections = Arc::new(AtomicUsize::new(0));
     let running = launch(&runtime, move |shard: Shard<ShardMsg>| {
-        shard_main(shard, config, control, open_connections)
+        shard_main(shard, config, control, open_connections, admin)
     })?;
     on_listening(running.local_addr());
     for result in running.join() {
@@ -73,6 +98,7 @@ async fn shard_main(
     config: Config,
     control: Receiver<Control>,
     open_connections: Arc<AtomicUsize>,
+    admin: Arc<Mutex<Option<Socket>>>,
 ) {
     let inbound = shard.rings.take_inbound();
     let id = shard.id();
@@ -91,6 +117,10 @@ async fn shard_main(
     glommio::spawn_local(keepalive_loop(state.clone())).detach();
     if id == 0 {
         glommio::spawn_local(console::serve(state.clone(), control)).detach();
+        let admin = admin.lock().ok().and_then(|mut socket| socket.take());
+        if let Some(socket) = admin {
+            glommio::spawn_local(metrics::serve(state.clone(), adopt(socket))).detach();
+        }
     }
     accept_loop(&state, &listener).await;
     drop(listener);

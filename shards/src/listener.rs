@@ -40,6 +40,17 @@ pub fn bind_reuseport(addr: SocketAddr, count: usize, backlog: u32) -> io::Resul
     Ok(sockets)
 }
 
+/// Hands a bound, listening socket to the current glommio executor.
+///
+/// # Panics
+/// If called outside a glommio executor.
+pub fn adopt(socket: Socket) -> glommio::net::TcpListener {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    // SAFETY: the descriptor comes from a listening socket we own and
+    // give up here; glommio takes ownership of it.
+    unsafe { glommio::net::TcpListener::from_raw_fd(socket.into_raw_fd()) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,13 +3,12 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{FromRawFd, IntoRawFd};
 
 use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::net::TcpListener;
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 
-use crate::listener::bind_reuseport;
+use crate::listener::{adopt, bind_reuseport};
 use crate::preflight::{self, PreflightError};
 use crate::rings::Rings;
 
@@ -155,14 +154,11 @@ where
     for (index, (socket, &core)) in sockets.into_iter().zip(&config.cores).enumerate() {
         let mesh = mesh.clone();
         let body = body.clone();
-        let fd = socket.into_raw_fd();
         let handle = LocalExecutorBuilder::new(Placement::Fixed(core))
             .name(&format!("shard-{index}"))
             .io_memory(IO_MEMORY_BYTES)
             .spawn(move || async move {
-                // SAFETY: `fd` is a bound, listening TCP socket whose
-                // ownership moved into this closure and nowhere else.
-                let listener = unsafe { TcpListener::from_raw_fd(fd) };
+                let listener = adopt(socket);
                 let rings = Rings::join(mesh)
                     .await
                     .expect("every shard joins the mesh exactly once");

@@ -19,6 +19,8 @@ pub enum Command {
     Stop(Option<String>),
     /// `huaji`: prints `huaji`.
     Huaji,
+    /// `stats`: traffic counters of every shard.
+    Stats,
 }
 
 const PUSH_USAGE: &str = "usage: push SENDER CHANNEL MESSAGE…";
@@ -51,9 +53,10 @@ pub fn parse(line: &str) -> Result<Option<Command>, String> {
             Command::Stop((!rest.is_empty()).then(|| rest.to_string()))
         }
         "huaji" => Command::Huaji,
+        "stats" => Command::Stats,
         other => {
             return Err(format!(
-                "unknown command {other:?}; commands: list [KEYWORD], push SENDER CHANNEL MESSAGE…, stop [REASON…], huaji"
+                "unknown command {other:?}; commands: list [KEYWORD], push SENDER CHANNEL MESSAGE…, stats, stop [REASON…], huaji"
             ))
         }
     };
@@ -103,6 +106,7 @@ mod tests {
             Ok(Some(Command::Stop(Some("maintenance at noon".into()))))
         );
         assert_eq!(parse("huaji"), Ok(Some(Command::Huaji)));
+        assert_eq!(parse("stats"), Ok(Some(Command::Stats)));
         assert_eq!(parse("   "), Ok(None));
     }
 

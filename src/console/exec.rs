@@ -7,25 +7,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, TryRecvError};
-use glommio::channels::local_channel;
 use tracing::info;
 
 use super::command::{self, Command};
 use super::{Control, DEFAULT_STOP_REASON, POLL_INTERVAL};
 use crate::router::{Answer, KeywordReport, Query, ShardMsg, ShardSummary, SubscriptionView};
-use crate::session::with_timeout;
 use crate::shard::ShardState;
+use crate::stats::{render_console, StatsSnapshot};
 
 /// How long shard 0 waits for the other shards' answers.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Shard 0's console loop: runs commands until the nexus stops.
 pub async fn serve(shard: Rc<ShardState>, control: Receiver<Control>) {
-    let mut next_query = 0u64;
     while shard.shutdown.reason().is_none() {
         match control.try_recv() {
             Ok(Control::Line(line)) => match command::parse(&line) {
-                Ok(Some(cmd)) => run(&shard, cmd, &mut next_query).await,
+                Ok(Some(cmd)) => run(&shard, cmd).await,
                 Ok(None) => {}
                 Err(message) => print(&format!("error: {message}")),
             },
@@ -43,11 +41,23 @@ fn print(text: &str) {
     let _ = out.flush();
 }
 
-async fn run(shard: &Rc<ShardState>, cmd: Command, next_query: &mut u64) {
+async fn run(shard: &Rc<ShardState>, cmd: Command) {
     match cmd {
         Command::Huaji => print("huaji"),
+        Command::Stats => {
+            let mut snapshots: Vec<StatsSnapshot> = gather(shard, Query::Stats)
+                .await
+                .into_iter()
+                .filter_map(|a| match a {
+                    Answer::Stats(s) => Some(s),
+                    _ => None,
+                })
+                .collect();
+            snapshots.sort_by_key(|s| s.shard);
+            print(&render_console(&snapshots));
+        }
         Command::List(None) => {
-            let answers = gather(shard, Query::Summary, next_query).await;
+            let answers = gather(shard, Query::Summary).await;
             print(&format_summary(answers.into_iter().filter_map(
                 |a| match a {
                     Answer::Summary(s) => Some(s),
@@ -56,7 +66,7 @@ async fn run(shard: &Rc<ShardState>, cmd: Command, next_query: &mut u64) {
             )));
         }
         Command::List(Some(keyword)) => {
-            let answers = gather(shard, Query::Keyword(keyword.as_str().into()), next_query).await;
+            let answers = gather(shard, Query::Keyword(keyword.as_str().into())).await;
             let reports = answers.into_iter().filter_map(|a| match a {
                 Answer::Keyword(r) => Some(r),
                 _ => None,
@@ -78,38 +88,12 @@ async fn run(shard: &Rc<ShardState>, cmd: Command, next_query: &mut u64) {
     }
 }
 
-/// Asks every shard (this one directly, the others over the rings).
-async fn gather(shard: &Rc<ShardState>, query: Query, next_query: &mut u64) -> Vec<Answer> {
-    *next_query += 1;
-    let id = *next_query;
-    let peers = shard.router.peers();
-    let (sender, receiver) = local_channel::new_bounded(peers.len().max(1));
-    shard.await_answers(id, sender);
-    let mut answers = vec![shard.answer(&query)];
-    for &peer in &peers {
-        shard.router.send(
-            peer,
-            ShardMsg::Query {
-                id,
-                query: query.clone(),
-            },
-        );
+/// Asks every shard, warning when one did not answer in time.
+async fn gather(shard: &ShardState, query: Query) -> Vec<Answer> {
+    let (answers, complete) = shard.gather(query, ANSWER_TIMEOUT).await;
+    if !complete {
+        print("warning: not every shard answered in time");
     }
-    let collect = async {
-        let mut got = Vec::new();
-        while got.len() < peers.len() {
-            match receiver.recv().await {
-                Some(answer) => got.push(answer),
-                None => break,
-            }
-        }
-        got
-    };
-    match with_timeout(ANSWER_TIMEOUT, collect).await {
-        Some(got) => answers.extend(got),
-        None => print("warning: not every shard answered in time"),
-    }
-    shard.forget_answers(id);
     answers
 }
 

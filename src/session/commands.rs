@@ -8,7 +8,8 @@ use tracing::{debug, info};
 use crate::protocol::frame::receive_payload_len;
 use crate::shard::{Connection, ShardState};
 
-use super::Verdict;
+use super::{Cause, Verdict};
+use crate::stats::ProtocolErrorKind;
 
 /// `1h`: names or renames the connection.
 pub fn hello(shard: &ShardState, conn: &Connection, name: &str) -> Verdict {
@@ -29,26 +30,27 @@ pub fn subscribe(
     ttl: Duration,
 ) -> Verdict {
     if conn.name().is_none() {
-        return Verdict::Close(1008, "connection unidentified".into());
+        return unidentified();
     }
     debug!(conn = %shard.label(conn.id), channel, ?ttl, "subscribe");
     match shard.subscribe(conn, channel, ttl) {
         Ok(()) => Verdict::Continue,
-        Err(e) => Verdict::LimitClose(1008, e.to_string()),
+        Err(e) => Verdict::Close(1008, e.to_string(), Cause::Limit),
     }
 }
 
 /// `1t`: publishes to every live subscriber of the channel.
 pub fn transmit(shard: &ShardState, conn: &Connection, channel: &str, text: &str) -> Verdict {
     let Some(sender) = conn.name() else {
-        return Verdict::Close(1008, "connection unidentified".into());
+        return unidentified();
     };
     // The 1r built from this must fit the receivers' frame limit.
     let limit = shard.config.max_message_bytes;
     if receive_payload_len(&sender, channel, text) > limit {
-        return Verdict::LimitClose(
+        return Verdict::Close(
             1009,
             format!("message too big: the 1r would exceed {limit} bytes"),
+            Cause::Limit,
         );
     }
     debug!(conn = %shard.label(conn.id), channel, bytes = text.len(), "transmit");
@@ -58,5 +60,13 @@ pub fn transmit(shard: &ShardState, conn: &Connection, channel: &str, text: &str
 
 /// `1d`: the client asks to be closed with 1000 and its reason.
 pub fn disconnect(reason: &str) -> Verdict {
-    Verdict::Close(1000, reason.into())
+    Verdict::Close(1000, reason.into(), Cause::Requested)
+}
+
+fn unidentified() -> Verdict {
+    Verdict::Close(
+        1008,
+        "connection unidentified".into(),
+        Cause::Protocol(ProtocolErrorKind::Unidentified),
+    )
 }

@@ -26,9 +26,9 @@ use tracing::{debug, info, warn};
 use tungstenite::Message as WsMessage;
 
 use crate::protocol::frame::truncate_close_reason;
-use crate::protocol::{self, Message};
+use crate::protocol::{self, Message, ParseError};
 use crate::shard::{Connection, ConnectionSlot, ShardState};
-use crate::stats::bump;
+use crate::stats::{bump, ProtocolErrorKind};
 use frames::{close_code_for, Decoded, FrameDecoder};
 use stream::{ReadOutcome, SharedStream};
 
@@ -43,10 +43,19 @@ const LINGER: Duration = Duration::from_secs(2);
 pub enum Verdict {
     /// Keep reading.
     Continue,
-    /// Close this connection with this code and reason.
-    Close(u16, String),
-    /// Close for passing a limit (counted apart from protocol errors).
-    LimitClose(u16, String),
+    /// Close this connection with this code and reason, counted as `cause`.
+    Close(u16, String, Cause),
+}
+
+/// Why the nexus closes a connection, for the counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// The client asked (`1d`).
+    Requested,
+    /// The client broke the protocol.
+    Protocol(ProtocolErrorKind),
+    /// The client passed a size or count limit.
+    Limit,
 }
 
 /// How the read loop ended.
@@ -87,7 +96,7 @@ pub async fn serve(
     };
     let conn = shard.register(peer);
     debug!(conn = %shard.label(conn.id), %peer, "websocket open");
-    let writer = glommio::spawn_local(writer::run(stream.clone(), conn.clone()));
+    let writer = glommio::spawn_local(writer::run(stream.clone(), conn.clone(), shard.clone()));
     let end = read_loop(&shard, &conn, &stream, leftover).await;
     shard.unregister(&conn);
     if matches!(end, End::PeerGone(_)) {
@@ -143,9 +152,11 @@ async fn read_loop(
         for message in inbox.drain(..) {
             let verdict = match message {
                 WsMessage::Text(text) => on_text(shard, conn, &text),
-                WsMessage::Binary(_) => {
-                    Verdict::Close(1003, "binary frames are not supported".into())
-                }
+                WsMessage::Binary(_) => Verdict::Close(
+                    1003,
+                    "binary frames are not supported".into(),
+                    Cause::Protocol(ProtocolErrorKind::Binary),
+                ),
                 WsMessage::Close(frame) => {
                     peer_close_code = Some(frame.map(|f| u16::from(f.code)));
                     Verdict::Continue
@@ -168,14 +179,12 @@ async fn read_loop(
             }
             Decoded::Failed(error) => {
                 let (code, reason) = close_code_for(&error);
-                let verdict = if code == 1009 {
-                    Verdict::LimitClose(code, reason)
-                } else {
-                    Verdict::Close(code, reason)
+                let cause = match code {
+                    1009 => Cause::Limit,
+                    1007 => Cause::Protocol(ProtocolErrorKind::Utf8),
+                    _ => Cause::Protocol(ProtocolErrorKind::WebSocket),
                 };
-                if code == 1002 {
-                    bump(&shard.stats.protocol_errors, 1);
-                }
+                let verdict = Verdict::Close(code, reason, cause);
                 return apply(shard, conn, verdict).expect("a close verdict ends the session");
             }
         }
@@ -191,6 +200,7 @@ async fn read_loop(
         input_len = match stream.read_scratch(&shard.scratch, &conn.outbox).await {
             ReadOutcome::Data(n) => {
                 conn.heard(Instant::now());
+                bump(&shard.stats.bytes_in, n as u64);
                 n
             }
             ReadOutcome::Eof => return End::PeerGone("end of stream".into()),
@@ -216,22 +226,26 @@ fn on_text(shard: &ShardState, conn: &Rc<Connection>, text: &str) -> Verdict {
         Ok(Message::Disconnect { reason }) => commands::disconnect(reason),
         Ok(Message::Receive { .. }) => Verdict::Continue,
         Err(e) => {
-            bump(&shard.stats.protocol_errors, 1);
-            Verdict::Close(e.close_code(), e.to_string())
+            let kind = match e {
+                ParseError::UnsupportedVersion => ProtocolErrorKind::Version,
+                ParseError::UnknownKind => ProtocolErrorKind::Kind,
+                ParseError::Malformed(_) => ProtocolErrorKind::Malformed,
+            };
+            Verdict::Close(e.close_code(), e.to_string(), Cause::Protocol(kind))
         }
     }
 }
 
 /// Carries out a verdict; `Some` when it ends the session.
 fn apply(shard: &ShardState, conn: &Connection, verdict: Verdict) -> Option<End> {
-    let (code, reason) = match verdict {
-        Verdict::Continue => return None,
-        Verdict::Close(code, reason) => (code, reason),
-        Verdict::LimitClose(code, reason) => {
-            bump(&shard.stats.limit_closures, 1);
-            (code, reason)
-        }
+    let Verdict::Close(code, reason, cause) = verdict else {
+        return None;
     };
+    match cause {
+        Cause::Requested => {}
+        Cause::Protocol(kind) => shard.stats.protocol_error(kind),
+        Cause::Limit => bump(&shard.stats.limit_closures, 1),
+    }
     let reason = truncate_close_reason(&reason).to_string();
     conn.outbox.close(code, &reason);
     Some(End::ClosedByNexus(code, reason))

@@ -5,7 +5,8 @@ use std::future::poll_fn;
 use std::rc::Rc;
 
 use crate::outbox::Batch;
-use crate::shard::Connection;
+use crate::shard::{Connection, ShardState};
+use crate::stats::bump;
 
 use super::stream::SharedStream;
 
@@ -15,13 +16,17 @@ const KEEP_BUFFER_BYTES: usize = 16 * 1024;
 
 /// Writes `conn`'s outbox to `stream` until it is finished, then sends FIN.
 /// A write error aborts the outbox, which also stops the reader.
-pub async fn run(stream: SharedStream, conn: Rc<Connection>) {
+pub async fn run(stream: SharedStream, conn: Rc<Connection>, shard: Rc<ShardState>) {
     let mut buf = Vec::new();
     loop {
         let batch = poll_fn(|cx| conn.outbox.poll_batch(cx, &mut buf)).await;
         let written = match batch {
-            Batch::One(frame) => stream.write_all(&frame).await,
+            Batch::One(frame) => {
+                bump(&shard.stats.bytes_out, frame.len() as u64);
+                stream.write_all(&frame).await
+            }
             Batch::Many => {
+                bump(&shard.stats.bytes_out, buf.len() as u64);
                 let result = stream.write_all(&buf).await;
                 buf.clear();
                 if buf.capacity() > KEEP_BUFFER_BYTES {

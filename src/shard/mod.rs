@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use glommio::channels::local_channel::LocalSender;
+use glommio::channels::local_channel::{self, LocalSender};
 use glommio::sync::Gate;
 use tracing::{debug, info, warn};
 
@@ -28,8 +28,9 @@ use crate::protocol::frame::{encode_receive_frame, PING_FRAME};
 use crate::router::{
     Answer, KeywordReport, Publication, Query, Router, ShardMsg, ShardSummary, SubscriptionView,
 };
+use crate::session::with_timeout;
 use crate::shutdown::ShutdownSignal;
-use crate::stats::{bump, ShardStats};
+use crate::stats::{bump, ShardStats, StatsSnapshot};
 pub use connection::{Connection, Liveness};
 use subscriptions::{ConnId, Subscribed, SubscriptionIndex};
 
@@ -79,8 +80,10 @@ pub struct ShardState {
     connections: RefCell<HashMap<ConnId, Rc<Connection>>>,
     index: RefCell<SubscriptionIndex<Rc<Connection>>>,
     next_conn_id: Cell<ConnId>,
-    /// Console questions awaiting answers from other shards (shard 0 only).
+    /// Questions awaiting answers from other shards (console and metrics).
     pending_answers: RefCell<HashMap<u64, LocalSender<Answer>>>,
+    /// Id of the last question asked.
+    next_query_id: Cell<u64>,
 }
 
 impl ShardState {
@@ -105,6 +108,7 @@ impl ShardState {
             index: RefCell::new(SubscriptionIndex::new()),
             next_conn_id: Cell::new(1),
             pending_answers: RefCell::new(HashMap::new()),
+            next_query_id: Cell::new(0),
         }
     }
 
@@ -302,16 +306,6 @@ impl ShardState {
         }
     }
 
-    /// Registers a console question so answers arriving over the rings reach it.
-    pub fn await_answers(&self, id: u64, sender: LocalSender<Answer>) {
-        self.pending_answers.borrow_mut().insert(id, sender);
-    }
-
-    /// Forgets a console question.
-    pub fn forget_answers(&self, id: u64) {
-        self.pending_answers.borrow_mut().remove(&id);
-    }
-
     /// This shard's answer to a console question.
     pub fn answer(&self, query: &Query) -> Answer {
         let now = Instant::now();
@@ -327,6 +321,7 @@ impl ShardState {
                     channels: index.channel_names().map(|c| c.to_string()).collect(),
                 })
             }
+            Query::Stats => Answer::Stats(self.snapshot()),
             Query::Keyword(keyword) => {
                 let connections = self.connections.borrow();
                 let index = self.index.borrow();
@@ -352,6 +347,75 @@ impl ShardState {
                 Answer::Keyword(report)
             }
         }
+    }
+
+    /// This shard's counters and gauges now.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let connections = self.connections.borrow();
+        let index = self.index.borrow();
+        let s = &self.stats;
+        let rings = self.router.ring_stats();
+        StatsSnapshot {
+            shard: self.id,
+            connections_open: connections.len() as u64,
+            connections_identified: connections.values().filter(|c| c.name().is_some()).count()
+                as u64,
+            subscriptions: index.subscription_count() as u64,
+            channels: index.channel_count() as u64,
+            connections_opened: s.connections_opened.get(),
+            messages_in: s.messages_in.get(),
+            publishes: s.publishes.get(),
+            deliveries: s.deliveries.get(),
+            bytes_in: s.bytes_in.get(),
+            bytes_out: s.bytes_out.get(),
+            ring_messages: rings.sent,
+            ring_full: rings.full_waits,
+            slow_consumers: s.slow_consumers.get(),
+            limit_closures: s.limit_closures.get(),
+            keepalive_closures: s.keepalive_closures.get(),
+            refused_connections: s.refused_connections.get(),
+            protocol_errors: s.protocol_errors(),
+        }
+    }
+
+    /// Asks every shard (this one directly, the others over the rings) and
+    /// collects the answers that arrive within `timeout`. The flag is false
+    /// when some shard did not answer in time.
+    pub async fn gather(&self, query: Query, timeout: Duration) -> (Vec<Answer>, bool) {
+        let id = self.next_query_id.get() + 1;
+        self.next_query_id.set(id);
+        let peers = self.router.peers();
+        let (sender, receiver) = local_channel::new_bounded(peers.len().max(1));
+        self.pending_answers.borrow_mut().insert(id, sender);
+        let mut answers = vec![self.answer(&query)];
+        for &peer in &peers {
+            self.router.send(
+                peer,
+                ShardMsg::Query {
+                    id,
+                    query: query.clone(),
+                },
+            );
+        }
+        let collect = async {
+            let mut got = Vec::new();
+            while got.len() < peers.len() {
+                match receiver.recv().await {
+                    Some(answer) => got.push(answer),
+                    None => break,
+                }
+            }
+            got
+        };
+        let complete = match with_timeout(timeout, collect).await {
+            Some(got) => {
+                answers.extend(got);
+                true
+            }
+            None => false,
+        };
+        self.pending_answers.borrow_mut().remove(&id);
+        (answers, complete)
     }
 
     /// Starts stopping this shard: no new connections, and every open one

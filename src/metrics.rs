@@ -1,0 +1,143 @@
+//! The admin surface, opt-in with `--metrics ADDR`: `GET /metrics`
+//! (Prometheus text) and `GET /healthz`, served by shard 0 on its own
+//! listener, apart from client traffic.
+//!
+//! A scrape asks every shard for a snapshot over the rings; nothing on the
+//! message path is touched or locked. `/healthz` answers 200 only when every
+//! shard answered within [`HEALTH_TIMEOUT`].
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures_lite::future;
+use glommio::net::{TcpListener, TcpStream};
+use tracing::{debug, warn};
+
+use crate::router::{Answer, Query};
+use crate::session::stream::SharedStream;
+use crate::session::with_timeout;
+use crate::shard::ShardState;
+use crate::stats::{render_prometheus, StatsSnapshot};
+
+/// How long a scrape waits for the other shards.
+const SCRAPE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long `/healthz` waits for every shard before answering 503.
+pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
+/// Time a client has to send its request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest request read.
+const MAX_REQUEST_BYTES: usize = 8 * 1024;
+
+/// Serves the admin endpoints until the nexus stops.
+pub async fn serve(shard: Rc<ShardState>, listener: TcpListener) {
+    loop {
+        let accepted = future::or(async { Some(listener.accept().await) }, async {
+            shard.shutdown.wait().await;
+            None
+        })
+        .await;
+        match accepted {
+            None => return,
+            Some(Ok(stream)) => {
+                glommio::spawn_local(handle(shard.clone(), stream)).detach();
+            }
+            Some(Err(e)) => {
+                warn!(error = %e, "metrics accept failed");
+                glommio::timer::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn handle(shard: Rc<ShardState>, stream: TcpStream) {
+    let stream = SharedStream::new(stream);
+    let Some(Some(path)) = with_timeout(REQUEST_TIMEOUT, read_request_path(&stream)).await else {
+        respond(&stream, "400 Bad Request", "text/plain", "bad request\n").await;
+        return;
+    };
+    debug!(path, "admin request");
+    match path.as_str() {
+        "/metrics" => {
+            let (snapshots, _) = snapshots(&shard, SCRAPE_TIMEOUT).await;
+            let body = render_prometheus(&snapshots);
+            respond(&stream, "200 OK", "text/plain; version=0.0.4", &body).await;
+        }
+        "/healthz" => {
+            let (snapshots, complete) = snapshots(&shard, HEALTH_TIMEOUT).await;
+            if complete && shard.shutdown.reason().is_none() {
+                let body = format!("ok: {} shards\n", snapshots.len());
+                respond(&stream, "200 OK", "text/plain", &body).await;
+            } else {
+                let body = format!(
+                    "unhealthy: {} of {} shards answered{}\n",
+                    snapshots.len(),
+                    shard.router.nr_shards(),
+                    if shard.shutdown.reason().is_some() {
+                        ", stopping"
+                    } else {
+                        ""
+                    }
+                );
+                respond(&stream, "503 Service Unavailable", "text/plain", &body).await;
+            }
+        }
+        _ => {
+            respond(
+                &stream,
+                "404 Not Found",
+                "text/plain",
+                "try /metrics or /healthz\n",
+            )
+            .await
+        }
+    }
+}
+
+async fn snapshots(shard: &ShardState, timeout: Duration) -> (Vec<StatsSnapshot>, bool) {
+    let (answers, complete) = shard.gather(Query::Stats, timeout).await;
+    let mut snapshots: Vec<StatsSnapshot> = answers
+        .into_iter()
+        .filter_map(|a| match a {
+            Answer::Stats(s) => Some(s),
+            _ => None,
+        })
+        .collect();
+    snapshots.sort_by_key(|s| s.shard);
+    (snapshots, complete)
+}
+
+/// Reads a request head; returns the path of a `GET`, `None` otherwise.
+async fn read_request_path(stream: &SharedStream) -> Option<String> {
+    let mut request = Vec::new();
+    let mut chunk = [0u8; 1024];
+    loop {
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        request.extend_from_slice(&chunk[..n]);
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut parsed = httparse::Request::new(&mut headers);
+        match parsed.parse(&request) {
+            Ok(httparse::Status::Complete(_)) => {
+                if parsed.method != Some("GET") {
+                    return None;
+                }
+                let path = parsed.path?;
+                return Some(path.split('?').next().unwrap_or(path).to_string());
+            }
+            Ok(httparse::Status::Partial) if request.len() < MAX_REQUEST_BYTES => continue,
+            _ => return None,
+        }
+    }
+}
+
+async fn respond(stream: &SharedStream, status: &str, content_type: &str, body: &str) {
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = stream.write_all(head.as_bytes()).await;
+    let _ = stream.write_all(body.as_bytes()).await;
+    stream.close_write().await;
+}
