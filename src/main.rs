@@ -94,9 +94,12 @@ fn init_logging(flag: Option<&str>) {
         Some(directive) => EnvFilter::new(directive),
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
     };
+    // A log line that cannot be written (standard error closed or its
+    // reader gone) is dropped: it must never take the nexus down.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
+        .log_internal_errors(false)
         .init();
 }

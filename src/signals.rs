@@ -4,6 +4,7 @@
 //! The old nexus's 3,432-hour run was ended by one stray Ctrl-C, so the
 //! first SIGINT only warns; a second within [`CTRL_C_WINDOW`] stops.
 
+use std::io::Write;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -49,7 +50,11 @@ pub fn spawn_handler(control: Sender<Control>) -> std::io::Result<()> {
                     _ if ctrl_c.press(Instant::now()) => true,
                     _ => {
                         warn!("Ctrl-C ignored: press Ctrl-C again within 5 s, or type stop");
-                        eprintln!("press Ctrl-C again within 5 s, or type stop");
+                        // Never eprintln!: it panics when standard error is gone.
+                        let _ = writeln!(
+                            std::io::stderr(),
+                            "press Ctrl-C again within 5 s, or type stop"
+                        );
                         false
                     }
                 };

@@ -122,3 +122,142 @@ fn low_memlock_limit_names_the_remedy() {
     assert!(stderr.contains("locked-memory limit"), "{stderr}");
     assert!(stderr.contains("--ulimit memlock"), "{stderr}");
 }
+
+/// The seccomp profile shipped for Docker (`deploy/seccomp-io-uring.json`)
+/// allows everything the nexus needs: run it under exactly that allow list
+/// (everything else fails with EPERM) and serve a WebSocket upgrade.
+#[test]
+fn shipped_seccomp_profile_is_enough_to_serve() {
+    let profile: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/deploy/seccomp-io-uring.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(profile["defaultAction"], "SCMP_ACT_ERRNO");
+    let names: Vec<&str> = profile["syscalls"][0]["names"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    for needed in ["io_uring_setup", "io_uring_enter", "io_uring_register"] {
+        assert!(names.contains(&needed), "{needed} missing");
+    }
+    // Only the names this architecture knows (the profile covers two).
+    let filter: Vec<serde_json::Value> = names
+        .iter()
+        .map(|n| serde_json::json!({ "syscall": n }))
+        .collect();
+    let arch: TargetArch = std::env::consts::ARCH.try_into().unwrap();
+    let json = serde_json::json!({
+        "nexus": { "mismatch_action": { "errno": 1 }, "match_action": "allow", "filter": filter }
+    });
+    let mut programs = seccompiler::compile_from_json(json.to_string().as_bytes(), arch)
+        .expect("every name in the profile is a real system call");
+    let program = programs.remove("nexus").unwrap();
+
+    let mut command = nexus();
+    command
+        .args(["127.0.0.1:0", "--cores", "2"])
+        .stderr(std::process::Stdio::piped());
+    // SAFETY: only prctl/seccomp run between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            seccompiler::apply_filter(&program).map_err(|e| std::io::Error::other(e.to_string()))
+        });
+    }
+    let mut child = command.spawn().unwrap();
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(stderr).map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut log = Vec::new();
+    let addr = loop {
+        let line = lines
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("no listening line; log: {log:#?}"));
+        log.push(line.clone());
+        if let Some(rest) = line.split("listening addr=").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+    use std::io::{Read, Write};
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(
+            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        )
+        .unwrap();
+    let mut answer = [0u8; 12];
+    let read = stream.read_exact(&mut answer);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    log.extend(lines.try_iter());
+    assert!(read.is_ok(), "{read:?}; log: {log:#?}");
+    assert_eq!(&answer, b"HTTP/1.1 101");
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
+
+/// Standard error closed under the nexus (a log pipe whose reader died)
+/// must cost log lines only, never the process.
+#[test]
+fn a_closed_log_pipe_does_not_stop_the_nexus() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = nexus()
+        .args([addr.as_str(), "--cores", "1", "--log", "debug"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stderr.take()); // every later log write fails with EPIPE
+    use std::io::{Read, Write};
+    let started = std::time::Instant::now();
+    let mut stream = loop {
+        match std::net::TcpStream::connect(&addr) {
+            Ok(s) => break s,
+            Err(_) if started.elapsed() < std::time::Duration::from_secs(10) => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            Err(e) => panic!("nexus not listening: {e}"),
+        }
+    };
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(
+            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        )
+        .unwrap();
+    let mut answer = [0u8; 12];
+    stream.read_exact(&mut answer).unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 101");
+    // A masked `1h` (zero mask): logged at info, which now fails to write.
+    stream.write_all(&[0x81, 0x86, 0, 0, 0, 0]).unwrap();
+    stream.write_all(b"1h|1|a").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(child.try_wait().unwrap().is_none(), "the nexus died");
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}

@@ -32,7 +32,7 @@ use argh::FromArgs;
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::Semaphore;
+use tokio::sync::{Mutex, Semaphore};
 
 use payload::Stamp;
 use report::{RunInfo, Tally};
@@ -310,12 +310,14 @@ async fn worker(thread: usize, plan: Plan, shared: Arc<Shared>) -> Tally {
         .filter(|i| i % plan.args.threads == thread)
         .collect();
     let connected = Rc::new(RefCell::new(0usize));
-    // Write halves of non-publishing clients, to say `1d` at the end.
-    let writers: Rc<RefCell<Vec<OwnedWriteHalf>>> = Rc::new(RefCell::new(Vec::new()));
+    // Every client's write half, to say `1d` at the end.
+    let writers: Rc<RefCell<Vec<Writer>>> = Rc::new(RefCell::new(Vec::new()));
+    let publishers: Rc<RefCell<Vec<tokio::task::JoinHandle<()>>>> =
+        Rc::new(RefCell::new(Vec::new()));
     let total = mine.len();
     let mut tasks = Vec::new();
     for index in mine {
-        let (plan, shared, tally, scratch, permits, connected, writers) = (
+        let (plan, shared, tally, scratch, permits, connected, writers, publishers) = (
             plan.clone(),
             shared.clone(),
             tally.clone(),
@@ -323,6 +325,7 @@ async fn worker(thread: usize, plan: Plan, shared: Arc<Shared>) -> Tally {
             permits.clone(),
             connected.clone(),
             writers.clone(),
+            publishers.clone(),
         );
         tasks.push(tokio::task::spawn_local(async move {
             let opened = {
@@ -348,18 +351,20 @@ async fn worker(thread: usize, plan: Plan, shared: Arc<Shared>) -> Tally {
             let Some((reader, writer, leftover)) = opened else {
                 return;
             };
+            let writer: Writer = Rc::new(Mutex::new(writer));
+            writers.borrow_mut().push(writer.clone());
             if index < plan.args.publishers {
-                tokio::task::spawn_local(publish(
-                    index,
-                    writer,
-                    plan.clone(),
-                    shared.clone(),
-                    tally.clone(),
-                ));
-            } else {
-                writers.borrow_mut().push(writer);
+                publishers
+                    .borrow_mut()
+                    .push(tokio::task::spawn_local(publish(
+                        index,
+                        writer.clone(),
+                        plan.clone(),
+                        shared.clone(),
+                        tally.clone(),
+                    )));
             }
-            receive(reader, leftover, shared, tally, scratch).await;
+            receive(reader, writer, leftover, shared, tally, scratch).await;
         }));
     }
     while *connected.borrow() < total {
@@ -367,24 +372,32 @@ async fn worker(thread: usize, plan: Plan, shared: Arc<Shared>) -> Tally {
     }
     shared.ready.fetch_add(1, Ordering::AcqRel);
     // At the end every client says `1d` and the nexus closes it, which ends
-    // its reader (publishers say it themselves).
+    // its reader.
     while !shared.stop.load(Ordering::Acquire) {
         tokio::time::sleep(STOP_POLL).await;
     }
-    let all: Vec<OwnedWriteHalf> = writers.borrow_mut().drain(..).collect();
-    for mut writer in all {
-        let _ = say_goodbye(&mut writer).await;
+    let all: Vec<Writer> = writers.borrow_mut().drain(..).collect();
+    for writer in all {
+        let _ = say_goodbye(&writer).await;
     }
     for task in tasks {
+        let _ = task.await;
+    }
+    let publishing: Vec<_> = publishers.borrow_mut().drain(..).collect();
+    for task in publishing {
         let _ = task.await;
     }
     Rc::try_unwrap(tally).expect("all tasks done").into_inner()
 }
 
-async fn say_goodbye(writer: &mut OwnedWriteHalf) -> std::io::Result<()> {
+/// A connection's write half, shared by its publisher (if any), its reader
+/// (pongs) and the worker (the final `1d`).
+type Writer = Rc<Mutex<OwnedWriteHalf>>;
+
+async fn say_goodbye(writer: &Writer) -> std::io::Result<()> {
     let mut bye = Vec::new();
     ws::push_text_frame(&mut bye, b"1d|4|done");
-    writer.write_all(&bye).await
+    writer.lock().await.write_all(&bye).await
 }
 
 /// Opens, upgrades, says `1h` and subscribes; returns the stream halves and
@@ -429,7 +442,7 @@ async fn connect(
 
 async fn publish(
     index: usize,
-    mut stream: OwnedWriteHalf,
+    stream: Writer,
     plan: Rc<Plan>,
     shared: Arc<Shared>,
     tally: Rc<RefCell<Tally>>,
@@ -454,10 +467,6 @@ async fn publish(
     loop {
         let now = shared.now_ns();
         if now >= end || shared.stop.load(Ordering::Relaxed) {
-            while !shared.stop.load(Ordering::Acquire) {
-                tokio::time::sleep(STOP_POLL).await;
-            }
-            let _ = say_goodbye(&mut stream).await;
             return;
         }
         let n = if plan.rate_per_publisher > 0.0 {
@@ -515,7 +524,7 @@ async fn publish(
             t.published += counted_publishes;
             t.expected += counted_deliveries;
         }
-        if stream.write_all(&batch).await.is_err() {
+        if stream.lock().await.write_all(&batch).await.is_err() {
             return;
         }
     }
@@ -523,20 +532,27 @@ async fn publish(
 
 async fn receive(
     stream: OwnedReadHalf,
+    writer: Writer,
     mut pending: Vec<u8>,
     shared: Arc<Shared>,
     tally: Rc<RefCell<Tally>>,
     scratch: Rc<RefCell<Vec<u8>>>,
 ) {
     let mut last_seq: HashMap<(u32, u32), u64> = HashMap::new();
+    let mut pongs = Vec::new();
     loop {
         if !pending.is_empty() {
-            match consume(&pending, &shared, &tally, &mut last_seq) {
+            match consume(&pending, &shared, &tally, &mut last_seq, &mut pongs) {
                 Some(used) => {
                     pending.drain(..used);
                 }
                 None => return,
             }
+        }
+        if !pongs.is_empty() {
+            // Answer the nexus's keepalive pings, as any WebSocket client does.
+            let _ = writer.lock().await.write_all(&pongs).await;
+            pongs.clear();
         }
         // Wait for readiness without holding a buffer, then read into the
         // thread's shared scratch: idle connections cost no read buffer.
@@ -544,7 +560,7 @@ async fn receive(
             tally.borrow_mut().closed += 1;
             return;
         }
-        let mut buf = scratch.borrow_mut();
+        let buf = &mut *scratch.borrow_mut();
         let n = match stream.try_read(&mut buf[..]) {
             Ok(0) => {
                 if !shared.stop.load(Ordering::Acquire) {
@@ -560,7 +576,7 @@ async fn receive(
             }
         };
         if pending.is_empty() {
-            match consume(&buf[..n], &shared, &tally, &mut last_seq) {
+            match consume(&buf[..n], &shared, &tally, &mut last_seq, &mut pongs) {
                 Some(used) => pending.extend_from_slice(&buf[used..n]),
                 None => return,
             }
@@ -577,6 +593,7 @@ fn consume(
     shared: &Shared,
     tally: &RefCell<Tally>,
     last_seq: &mut HashMap<(u32, u32), u64>,
+    pongs: &mut Vec<u8>,
 ) -> Option<usize> {
     let now = shared.now_ns();
     let measure_from = shared.measure_from_ns.load(Ordering::Relaxed);
@@ -614,6 +631,7 @@ fn consume(
                 shared.delivered_all.fetch_add(delivered, Ordering::AcqRel);
                 return None;
             }
+            Incoming::Ping(payload) => ws::push_pong_frame(pongs, payload),
             Incoming::Other => {}
         }
     }

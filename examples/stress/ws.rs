@@ -30,6 +30,14 @@ pub fn parse_upgrade_response(buf: &[u8]) -> io::Result<Option<usize>> {
     Ok(Some(end + 4))
 }
 
+/// Appends a masked pong answering a ping with `payload`.
+pub fn push_pong_frame(out: &mut Vec<u8>, payload: &[u8]) {
+    out.push(0x8a);
+    out.push(0x80 | payload.len().min(125) as u8);
+    out.extend_from_slice(&[0, 0, 0, 0]);
+    out.extend_from_slice(&payload[..payload.len().min(125)]);
+}
+
 /// Appends a masked, final text frame carrying `payload`. The mask is zero:
 /// legal (RFC 6455 only asks clients to pick unpredictable keys, which a
 /// server cannot check), and it spares the load generator the XOR while the
@@ -57,6 +65,8 @@ pub enum Incoming<'a> {
     Text(&'a [u8]),
     /// A close frame: code (if any).
     Close(Option<u16>),
+    /// A ping, to be answered with a pong carrying the same payload.
+    Ping(&'a [u8]),
     /// Any other frame (ping, pong…), ignored.
     Other,
 }
@@ -93,6 +103,7 @@ pub fn next_frame(buf: &[u8]) -> Option<(Incoming<'_>, usize)> {
         8 => Incoming::Close(
             (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]])),
         ),
+        9 => Incoming::Ping(payload),
         _ => Incoming::Other,
     };
     Some((frame, total))

@@ -1,0 +1,37 @@
+# EaseChat Nexus container image.
+#
+#   docker build -t ease-chat-nexus .
+#   docker run --rm -p 6500:6500 --ulimit memlock=-1 \
+#     --security-opt seccomp=deploy/seccomp-io-uring.json ease-chat-nexus
+#
+# Every step below is also run as a plain script by scripts/container-check.sh
+# (in CI), since no Docker engine runs on the development machines.
+
+# --- build stage: dependencies are cached apart from the sources -------------
+FROM rust:1-bookworm AS builder
+# glommio's build script runs git.
+RUN apt-get update && apt-get install -y --no-install-recommends git && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY shards/Cargo.toml shards/Cargo.toml
+# Stub sources so `cargo build` compiles (and caches) only the dependencies.
+RUN mkdir -p src shards/src \
+ && echo 'fn main() {}' > src/main.rs && touch src/lib.rs shards/src/lib.rs \
+ && cargo build --release --locked --bin ease_chat_nexus \
+ && rm -rf src shards/src
+COPY shards shards
+COPY src src
+RUN touch src/main.rs src/lib.rs shards/src/lib.rs \
+ && cargo build --release --locked --bin ease_chat_nexus
+
+# --- runtime stage: the binary, a non-root user, nothing else ---------------
+FROM debian:bookworm-slim
+RUN useradd --system --no-create-home --uid 10001 nexus
+COPY --from=builder /src/target/release/ease_chat_nexus /usr/local/bin/ease_chat_nexus
+USER nexus
+EXPOSE 6500
+# SIGTERM closes every connection with 1000 "server shutdown" and exits 0.
+STOPSIGNAL SIGTERM
+# No terminal needed: end of standard input only turns the console off.
+ENTRYPOINT ["/usr/local/bin/ease_chat_nexus"]
+CMD ["0.0.0.0:6500"]
