@@ -20,13 +20,15 @@
 //!   does local fan-out; [`router`] carries publishes and interest changes
 //!   to the shards that want them. No lock is taken per message.
 //! - [`cli`] and [`config`] turn flags into limits; [`signals`] turns
-//!   SIGTERM and a double Ctrl-C into a graceful stop; [`metrics`] serves
+//!   SIGTERM and a double Ctrl-C into a graceful stop; [`client`] is a
+//!   blocking client library (used by `easechat` and the tests); [`metrics`] serves
 //!   `/metrics` and `/healthz`; [`stats`] keeps the per-shard counters.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod console;
 pub mod metrics;

@@ -116,7 +116,9 @@ async fn run(args: Args, addr: SocketAddr, counts: Rc<Counts>) -> bool {
     let stop = Rc::new(Cell::new(false));
     let mut steady = Vec::new();
     for i in 0..args.steady {
-        let conn = Conn::open(addr, &format!("steady-{i}")).await.expect("steady connect");
+        let conn = Conn::open(addr, &format!("steady-{i}"))
+            .await
+            .expect("steady connect");
         steady.push(tokio::task::spawn_local(steady_subscriber(
             conn,
             i % CHANNELS,
@@ -128,7 +130,9 @@ async fn run(args: Args, addr: SocketAddr, counts: Rc<Counts>) -> bool {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut publishers = Vec::new();
     for p in 0..args.publishers {
-        let conn = Conn::open(addr, &format!("pub-{p}")).await.expect("publisher connect");
+        let conn = Conn::open(addr, &format!("pub-{p}"))
+            .await
+            .expect("publisher connect");
         publishers.push(tokio::task::spawn_local(publisher(
             conn,
             p as u32,
@@ -140,7 +144,12 @@ async fn run(args: Args, addr: SocketAddr, counts: Rc<Counts>) -> bool {
     for c in 0..args.churners {
         tokio::task::spawn_local(churner(addr, c, end, counts.clone()));
     }
-    tokio::task::spawn_local(slow_consumers(addr, args.slow_per_minute, end, counts.clone()));
+    tokio::task::spawn_local(slow_consumers(
+        addr,
+        args.slow_per_minute,
+        end,
+        counts.clone(),
+    ));
     for p in publishers {
         let _ = p.await;
     }
@@ -182,7 +191,8 @@ impl Conn {
             stream,
             pending: response.split_off(used),
         };
-        conn.send(format!("1h|{}|{name}", name.len()).as_bytes()).await?;
+        conn.send(format!("1h|{}|{name}", name.len()).as_bytes())
+            .await?;
         Ok(conn)
     }
 
@@ -200,7 +210,11 @@ impl Conn {
 
     /// Reads once (with a timeout) and hands every complete frame to `each`;
     /// answers pings. `Ok(false)` when the nexus closed the connection.
-    async fn read_some(&mut self, wait: Duration, mut each: impl FnMut(&[u8])) -> std::io::Result<bool> {
+    async fn read_some(
+        &mut self,
+        wait: Duration,
+        mut each: impl FnMut(&[u8]),
+    ) -> std::io::Result<bool> {
         let mut chunk = vec![0u8; 16 * 1024];
         let n = match tokio::time::timeout(wait, self.stream.read(&mut chunk)).await {
             Err(_) => return Ok(true),
@@ -229,7 +243,12 @@ impl Conn {
     }
 }
 
-async fn steady_subscriber(mut conn: Conn, channel: usize, counts: Rc<Counts>, stop: Rc<Cell<bool>>) {
+async fn steady_subscriber(
+    mut conn: Conn,
+    channel: usize,
+    counts: Rc<Counts>,
+    stop: Rc<Cell<bool>>,
+) {
     // A short TTL renewed every 2 s: renewal must keep it alive.
     if conn.subscribe(channel, 6).await.is_err() {
         add(&counts.steady_closed, 1);
@@ -247,7 +266,9 @@ async fn steady_subscriber(mut conn: Conn, channel: usize, counts: Rc<Counts>, s
         }
         let open = conn
             .read_some(Duration::from_millis(200), |payload| {
-                let Some(stamp) = payload::parse_receive(payload) else { return };
+                let Some(stamp) = payload::parse_receive(payload) else {
+                    return;
+                };
                 add(&counts2.delivered, 1);
                 let expected = last.get(&stamp.publisher).map_or(0, |s| s + 1);
                 if stamp.seq < expected {
@@ -318,7 +339,10 @@ async fn churner(addr: SocketAddr, id: usize, end: Instant, counts: Rc<Counts>) 
         let life = Duration::from_millis(200 + (id as u64 * 37 + round * 91) % 1800);
         let until = Instant::now() + life;
         while Instant::now() < until {
-            if !matches!(conn.read_some(Duration::from_millis(100), |_| {}).await, Ok(true)) {
+            if !matches!(
+                conn.read_some(Duration::from_millis(100), |_| {}).await,
+                Ok(true)
+            ) {
                 break;
             }
             match round % 4 {

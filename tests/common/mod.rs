@@ -47,8 +47,13 @@ impl Nexus {
     /// Starts `ease_chat_nexus 127.0.0.1:0 --cores 2 <extra>` and waits
     /// until it listens.
     pub fn start(extra: &[&str]) -> Nexus {
+        Nexus::start_at("127.0.0.1:0", extra)
+    }
+
+    /// Like [`Nexus::start`] on a given address.
+    pub fn start_at(listen: &str, extra: &[&str]) -> Nexus {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ease_chat_nexus"))
-            .args(["127.0.0.1:0", "--cores", "2"])
+            .args([listen, "--cores", "2"])
             .args(extra)
             .env("RUST_LOG", "info")
             .stdin(Stdio::piped())

@@ -1,0 +1,242 @@
+//! `easechat`: the command-line client. `sub` prints channel traffic,
+//! `pub` publishes, `record` saves traffic to SQLite.
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use argh::FromArgs;
+use ease_chat_nexus::client::record::Recorder;
+use ease_chat_nexus::client::{Client, ClientError, Options};
+
+/// EaseChat command-line client.
+#[derive(FromArgs, Debug)]
+struct Args {
+    #[argh(subcommand)]
+    command: Command,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+enum Command {
+    Sub(Sub),
+    Pub(Pub),
+    Record(Record),
+}
+
+/// Print every message on the channels (sender, channel, text).
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "sub")]
+struct Sub {
+    /// name to say 1h with
+    #[argh(option)]
+    name: String,
+    /// nexus URL (default ws://127.0.0.1:6500)
+    #[argh(option, default = "default_url()")]
+    url: String,
+    /// subscription TTL in seconds, renewed at 90 % (default 600)
+    #[argh(option, default = "600")]
+    ttl: u64,
+    /// one JSON object per line instead of text
+    #[argh(switch)]
+    json: bool,
+    /// reconnect with back-off if the connection is lost
+    #[argh(switch)]
+    reconnect: bool,
+    /// channels to listen to
+    #[argh(positional)]
+    channels: Vec<String>,
+}
+
+/// Publish TEXT, or each line of standard input, on CHANNEL.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "pub")]
+struct Pub {
+    /// name to say 1h with
+    #[argh(option)]
+    name: String,
+    /// nexus URL (default ws://127.0.0.1:6500)
+    #[argh(option, default = "default_url()")]
+    url: String,
+    /// channel to publish on
+    #[argh(positional)]
+    channel: String,
+    /// text to publish (default: each line of standard input)
+    #[argh(positional)]
+    text: Option<String>,
+}
+
+/// Store every message on the channels in a SQLite database.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "record")]
+struct Record {
+    /// name to say 1h with
+    #[argh(option)]
+    name: String,
+    /// nexus URL (default ws://127.0.0.1:6500)
+    #[argh(option, default = "default_url()")]
+    url: String,
+    /// SQLite database file (created if missing)
+    #[argh(option)]
+    db: PathBuf,
+    /// subscription TTL in seconds, renewed at 90 % (default 600)
+    #[argh(option, default = "600")]
+    ttl: u64,
+    /// reconnect with back-off if the connection is lost
+    #[argh(switch)]
+    reconnect: bool,
+    /// longest a received message waits before it is committed, in ms
+    /// (default 200; batches of 1,000 are committed at once)
+    #[argh(option, default = "200")]
+    flush_ms: u64,
+    /// channels to record
+    #[argh(positional)]
+    channels: Vec<String>,
+}
+
+fn default_url() -> String {
+    "ws://127.0.0.1:6500".to_string()
+}
+
+/// How often loops look at the stop flag (SIGINT/SIGTERM).
+const TICK: Duration = Duration::from_millis(100);
+
+fn main() -> ExitCode {
+    let args: Args = argh::from_env();
+    let result = match args.command {
+        Command::Sub(cmd) => sub(cmd),
+        Command::Pub(cmd) => publish(cmd),
+        Command::Record(cmd) => record(cmd),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "easechat: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Set by SIGINT or SIGTERM: finish what is in hand, then exit.
+fn stop_flag() -> Result<Arc<AtomicBool>, String> {
+    let flag = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, flag.clone()).map_err(|e| e.to_string())?;
+    }
+    Ok(flag)
+}
+
+fn subscribed(
+    name: &str,
+    url: &str,
+    ttl: u64,
+    reconnect: bool,
+    channels: &[String],
+) -> Result<Client, String> {
+    if channels.is_empty() {
+        return Err("name at least one channel".into());
+    }
+    let options = Options {
+        reconnect,
+        ..Options::default()
+    };
+    let mut client = Client::connect(url, name, options).map_err(|e| e.to_string())?;
+    for channel in channels {
+        client
+            .subscribe(channel, Duration::from_secs(ttl.max(1)))
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(client)
+}
+
+fn sub(cmd: Sub) -> Result<(), String> {
+    let stop = stop_flag()?;
+    let mut client = subscribed(&cmd.name, &cmd.url, cmd.ttl, cmd.reconnect, &cmd.channels)?;
+    let stdout = std::io::stdout();
+    while !stop.load(Ordering::Relaxed) {
+        let Some(m) = client.recv(TICK).map_err(|e| e.to_string())? else {
+            continue;
+        };
+        let line = if cmd.json {
+            serde_json::json!({ "sender": m.sender, "channel": m.channel, "text": m.text })
+                .to_string()
+        } else {
+            format!("[{}] {}: {}", m.channel, m.sender, m.text)
+        };
+        let mut out = stdout.lock();
+        if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+            break; // the reader of our output went away
+        }
+    }
+    client
+        .disconnect("easechat sub done")
+        .or_else(ignore_closed)
+}
+
+fn publish(cmd: Pub) -> Result<(), String> {
+    let mut client =
+        Client::connect(&cmd.url, &cmd.name, Options::default()).map_err(|e| e.to_string())?;
+    match &cmd.text {
+        Some(text) => client
+            .transmit(&cmd.channel, text)
+            .map_err(|e| e.to_string())?,
+        None => {
+            for line in std::io::stdin().lock().lines() {
+                let line = line.map_err(|e| e.to_string())?;
+                client
+                    .transmit(&cmd.channel, &line)
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+    }
+    // `1d` and wait for the close, so every message has reached the nexus.
+    client
+        .disconnect("easechat pub done")
+        .or_else(ignore_closed)
+}
+
+fn record(cmd: Record) -> Result<(), String> {
+    let stop = stop_flag()?;
+    let mut recorder = Recorder::open(&cmd.db, Duration::from_millis(cmd.flush_ms))
+        .map_err(|e| format!("{}: {e}", cmd.db.display()))?;
+    let mut client = subscribed(&cmd.name, &cmd.url, cmd.ttl, cmd.reconnect, &cmd.channels)?;
+    let outcome = loop {
+        if stop.load(Ordering::Relaxed) {
+            break Ok(());
+        }
+        match client.recv(TICK) {
+            Ok(Some(message)) => {
+                if let Err(e) = recorder.push(message) {
+                    break Err(e.to_string());
+                }
+            }
+            Ok(None) => {}
+            Err(e) => break Err(e.to_string()),
+        }
+        if let Err(e) = recorder.tick() {
+            break Err(e.to_string());
+        }
+    };
+    // Whatever ended the loop, keep what was received.
+    recorder.flush().map_err(|e| e.to_string())?;
+    let _ = writeln!(
+        std::io::stderr(),
+        "easechat: recorded {} messages",
+        recorder.written()
+    );
+    outcome?;
+    client
+        .disconnect("easechat record done")
+        .or_else(ignore_closed)
+}
+
+/// A nexus that already closed (it was stopped) is not an error at exit.
+fn ignore_closed(e: ClientError) -> Result<(), String> {
+    match e {
+        ClientError::Closed { .. } | ClientError::Lost(_) => Ok(()),
+        other => Err(other.to_string()),
+    }
+}

@@ -1,0 +1,226 @@
+//! A blocking EaseChat client: connect, name yourself, subscribe with
+//! automatic renewal, publish, receive, disconnect — and, opt-in, reconnect
+//! with back-off and re-subscribe, as the deployed Java client does.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use ease_chat_nexus::client::{Client, Options};
+//!
+//! let mut client = Client::connect("ws://127.0.0.1:6500", "tool", Options::default())?;
+//! client.subscribe("c/lobby", Duration::from_secs(600))?;
+//! client.transmit("c/lobby", "hello")?;
+//! while let Some(message) = client.recv(Duration::from_secs(1))? {
+//!     println!("{}: {}", message.sender, message.text);
+//! }
+//! client.disconnect("done")?;
+//! # Ok::<(), ease_chat_nexus::client::ClientError>(())
+//! ```
+//!
+//! The client is single-threaded: `recv` must be called regularly (it also
+//! renews subscriptions and answers the nexus's pings). Publishing from one
+//! thread while another receives needs two clients.
+
+mod connection;
+pub mod record;
+
+use std::collections::BTreeMap;
+use std::thread;
+use std::time::{Duration, Instant};
+
+pub use connection::Connection;
+
+/// One message received on a subscribed channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    /// The publisher's name.
+    pub sender: String,
+    /// The channel.
+    pub channel: String,
+    /// The text.
+    pub text: String,
+}
+
+/// What can go wrong, with what the nexus said when it closed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The URL is not `ws://host:port[/path]`.
+    #[error("invalid URL {0:?}: expected ws://host:port/")]
+    Url(String),
+    /// TCP or the WebSocket upgrade failed.
+    #[error("cannot connect to {url}: {reason}")]
+    Connect {
+        /// Where.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// The nexus closed the connection, with its close code and reason.
+    #[error("closed by the nexus: {code} {reason}")]
+    Closed {
+        /// WebSocket close code (1000 normal, 1002 protocol, 1008 policy…).
+        code: u16,
+        /// The nexus's reason.
+        reason: String,
+    },
+    /// The connection broke without a close frame.
+    #[error("connection lost: {0}")]
+    Lost(String),
+    /// The nexus sent something that is not EaseChat protocol.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+}
+
+/// How a [`Client`] behaves.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Reconnect (with back-off) and re-subscribe when the connection is
+    /// lost. Off by default: errors are returned instead.
+    pub reconnect: bool,
+    /// First reconnect delay; doubles per failed attempt.
+    pub backoff_initial: Duration,
+    /// Longest reconnect delay.
+    pub backoff_max: Duration,
+    /// Renew a subscription when this fraction of its TTL has passed (the
+    /// Java client uses 90 %).
+    pub renew_at: f64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            reconnect: false,
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(10),
+            renew_at: 0.9,
+        }
+    }
+}
+
+/// A subscription the client keeps alive.
+#[derive(Debug, Clone, Copy)]
+struct Subscription {
+    ttl: Duration,
+    renew_due: Instant,
+}
+
+/// A named endpoint with subscriptions it renews by itself.
+#[derive(Debug)]
+pub struct Client {
+    url: String,
+    name: String,
+    options: Options,
+    connection: Connection,
+    subscriptions: BTreeMap<String, Subscription>,
+}
+
+impl Client {
+    /// Connects to `url` and says `1h` with `name`.
+    pub fn connect(url: &str, name: &str, options: Options) -> Result<Client, ClientError> {
+        let mut connection = Connection::open(url)?;
+        connection.hello(name)?;
+        Ok(Client {
+            url: url.to_string(),
+            name: name.to_string(),
+            options,
+            connection,
+            subscriptions: BTreeMap::new(),
+        })
+    }
+
+    /// The name this client says `1h` with.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Subscribes to `channel` for `ttl`, renewed automatically by [`recv`].
+    ///
+    /// [`recv`]: Client::recv
+    pub fn subscribe(&mut self, channel: &str, ttl: Duration) -> Result<(), ClientError> {
+        self.connection.subscribe(channel, ttl)?;
+        self.subscriptions.insert(
+            channel.to_string(),
+            Subscription {
+                ttl,
+                renew_due: Instant::now() + ttl.mul_f64(self.options.renew_at),
+            },
+        );
+        Ok(())
+    }
+
+    /// Ends the subscription to `channel` (`1c` with TTL `0|0`).
+    pub fn unsubscribe(&mut self, channel: &str) -> Result<(), ClientError> {
+        self.subscriptions.remove(channel);
+        self.connection.subscribe(channel, Duration::ZERO)
+    }
+
+    /// Publishes `text` on `channel`.
+    pub fn transmit(&mut self, channel: &str, text: &str) -> Result<(), ClientError> {
+        self.connection.transmit(channel, text)
+    }
+
+    /// Waits up to `wait` for the next message; renews due subscriptions
+    /// and answers pings meanwhile. `Ok(None)` when nothing came in time.
+    /// With [`Options::reconnect`], a lost connection is re-established
+    /// (and re-subscribed) here instead of returned as an error.
+    pub fn recv(&mut self, wait: Duration) -> Result<Option<Received>, ClientError> {
+        let deadline = Instant::now() + wait;
+        loop {
+            if let Err(e) = self.renew_due() {
+                self.recover(e)?;
+                continue;
+            }
+            let next_renewal = self.subscriptions.values().map(|s| s.renew_due).min();
+            let until = next_renewal.map_or(deadline, |r| r.min(deadline));
+            let slice = until.saturating_duration_since(Instant::now());
+            match self.connection.recv(slice.max(Duration::from_millis(1))) {
+                Ok(Some(message)) => return Ok(Some(message)),
+                Ok(None) if Instant::now() >= deadline => return Ok(None),
+                Ok(None) => continue,
+                Err(e) => self.recover(e)?,
+            }
+        }
+    }
+
+    /// Says `1d` with `reason` and waits for the nexus to close.
+    pub fn disconnect(mut self, reason: &str) -> Result<(), ClientError> {
+        self.connection.disconnect(reason)
+    }
+
+    fn renew_due(&mut self) -> Result<(), ClientError> {
+        let now = Instant::now();
+        for (channel, sub) in self.subscriptions.iter_mut() {
+            if sub.renew_due <= now {
+                self.connection.subscribe(channel, sub.ttl)?;
+                sub.renew_due = now + sub.ttl.mul_f64(self.options.renew_at);
+            }
+        }
+        Ok(())
+    }
+
+    /// Reconnects (when enabled) after `error`, or returns it.
+    fn recover(&mut self, error: ClientError) -> Result<(), ClientError> {
+        if !self.options.reconnect {
+            return Err(error);
+        }
+        let mut delay = self.options.backoff_initial;
+        loop {
+            thread::sleep(delay);
+            match self.reopen() {
+                Ok(()) => return Ok(()),
+                Err(_) => delay = (delay * 2).min(self.options.backoff_max),
+            }
+        }
+    }
+
+    fn reopen(&mut self) -> Result<(), ClientError> {
+        let mut connection = Connection::open(&self.url)?;
+        connection.hello(&self.name)?;
+        let now = Instant::now();
+        for (channel, sub) in self.subscriptions.iter_mut() {
+            connection.subscribe(channel, sub.ttl)?;
+            sub.renew_due = now + sub.ttl.mul_f64(self.options.renew_at);
+        }
+        self.connection = connection;
+        Ok(())
+    }
+}
