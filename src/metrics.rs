@@ -9,15 +9,13 @@
 use std::rc::Rc;
 use std::time::Duration;
 
-use futures_lite::future;
 use glommio::net::{TcpListener, TcpStream};
 use tracing::{debug, warn};
 
-use crate::router::{Answer, Query};
 use crate::session::stream::SharedStream;
 use crate::session::with_timeout;
 use crate::shard::ShardState;
-use crate::stats::{render_prometheus, StatsSnapshot};
+use crate::stats::render_prometheus;
 
 /// How long a scrape waits for the other shards.
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -31,12 +29,7 @@ const MAX_REQUEST_BYTES: usize = 8 * 1024;
 /// Serves the admin endpoints until the nexus stops.
 pub async fn serve(shard: Rc<ShardState>, listener: TcpListener) {
     loop {
-        let accepted = future::or(async { Some(listener.accept().await) }, async {
-            shard.shutdown.wait().await;
-            None
-        })
-        .await;
-        match accepted {
+        match shard.accept(&listener).await {
             None => return,
             Some(Ok(stream)) => {
                 glommio::spawn_local(handle(shard.clone(), stream)).detach();
@@ -58,12 +51,12 @@ async fn handle(shard: Rc<ShardState>, stream: TcpStream) {
     debug!(path, "admin request");
     match path.as_str() {
         "/metrics" => {
-            let (snapshots, _) = snapshots(&shard, SCRAPE_TIMEOUT).await;
+            let (snapshots, _) = shard.gather_stats(SCRAPE_TIMEOUT).await;
             let body = render_prometheus(&snapshots);
             respond(&stream, "200 OK", "text/plain; version=0.0.4", &body).await;
         }
         "/healthz" => {
-            let (snapshots, complete) = snapshots(&shard, HEALTH_TIMEOUT).await;
+            let (snapshots, complete) = shard.gather_stats(HEALTH_TIMEOUT).await;
             if complete && shard.shutdown.reason().is_none() {
                 let body = format!("ok: {} shards\n", snapshots.len());
                 respond(&stream, "200 OK", "text/plain", &body).await;
@@ -91,19 +84,6 @@ async fn handle(shard: Rc<ShardState>, stream: TcpStream) {
             .await
         }
     }
-}
-
-async fn snapshots(shard: &ShardState, timeout: Duration) -> (Vec<StatsSnapshot>, bool) {
-    let (answers, complete) = shard.gather(Query::Stats, timeout).await;
-    let mut snapshots: Vec<StatsSnapshot> = answers
-        .into_iter()
-        .filter_map(|a| match a {
-            Answer::Stats(s) => Some(s),
-            _ => None,
-        })
-        .collect();
-    snapshots.sort_by_key(|s| s.shard);
-    (snapshots, complete)
 }
 
 /// Reads a request head; returns the path of a `GET`, `None` otherwise.

@@ -135,12 +135,7 @@ async fn shard_main(
 
 async fn accept_loop(state: &Rc<ShardState>, listener: &TcpListener) {
     loop {
-        let accepted = future::or(async { Some(listener.accept().await) }, async {
-            state.shutdown.wait().await;
-            None
-        })
-        .await;
-        match accepted {
+        match state.accept(listener).await {
             None => return,
             Some(Ok(stream)) => {
                 let Ok(pass) = state.sessions.enter() else {

@@ -69,11 +69,7 @@ fn huaji_list_push_and_errors() {
 #[test]
 fn stop_closes_everyone_with_the_reason_and_exits_0() {
     let mut nexus = Nexus::start(&[]);
-    let mut clients: Vec<Client> = (0..8)
-        .map(|i| Client::named(&nexus, &format!("c{i}")))
-        .collect();
-    nexus.console("list");
-    nexus.output_until(|l| l.starts_with("  shard 1:"));
+    let mut clients = nexus.identified_clients(8);
     nexus.console("stop maintenance window");
     for client in &mut clients {
         assert_eq!(
@@ -87,22 +83,19 @@ fn stop_closes_everyone_with_the_reason_and_exits_0() {
 #[test]
 fn quit_alias_uses_the_default_reason() {
     let mut nexus = Nexus::start(&[]);
-    let mut client = Client::named(&nexus, "c");
-    nexus.console("list");
-    nexus.output_until(|l| l.starts_with("  shard 1:"));
+    let mut clients = nexus.identified_clients(1);
     nexus.console("q");
-    assert_eq!(client.expect_close(), (1000, "server shutdown".to_string()));
+    assert_eq!(
+        clients[0].expect_close(),
+        (1000, "server shutdown".to_string())
+    );
     assert_eq!(nexus.wait_exit().code(), Some(0));
 }
 
 #[test]
 fn sigterm_stops_gracefully() {
     let mut nexus = Nexus::start(&[]);
-    let mut clients: Vec<Client> = (0..8)
-        .map(|i| Client::named(&nexus, &format!("c{i}")))
-        .collect();
-    nexus.console("list");
-    nexus.output_until(|l| l.starts_with("  shard 1:"));
+    let mut clients = nexus.identified_clients(8);
     nexus.signal("TERM");
     for client in &mut clients {
         assert_eq!(client.expect_close(), (1000, "server shutdown".to_string()));

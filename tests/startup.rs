@@ -187,7 +187,16 @@ fn shipped_seccomp_profile_is_enough_to_serve() {
             break rest.split_whitespace().next().unwrap().to_string();
         }
     };
-    let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+    let stream = std::net::TcpStream::connect(&addr).unwrap();
+    let upgraded = upgrade(stream);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    log.extend(lines.try_iter());
+    assert!(upgraded.is_ok(), "{upgraded:?}; log: {log:#?}");
+    assert_sigterm_exits_0(&mut child);
+}
+
+/// Sends a WebSocket upgrade request; Ok with the stream when answered 101.
+fn upgrade(mut stream: std::net::TcpStream) -> Result<std::net::TcpStream, String> {
     use std::io::{Read, Write};
     stream
         .set_read_timeout(Some(std::time::Duration::from_secs(10)))
@@ -197,13 +206,16 @@ fn shipped_seccomp_profile_is_enough_to_serve() {
             b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
         )
-        .unwrap();
+        .map_err(|e| e.to_string())?;
     let mut answer = [0u8; 12];
-    let read = stream.read_exact(&mut answer);
-    std::thread::sleep(std::time::Duration::from_millis(200));
-    log.extend(lines.try_iter());
-    assert!(read.is_ok(), "{read:?}; log: {log:#?}");
-    assert_eq!(&answer, b"HTTP/1.1 101");
+    stream.read_exact(&mut answer).map_err(|e| e.to_string())?;
+    if &answer != b"HTTP/1.1 101" {
+        return Err(format!("answered {:?}", String::from_utf8_lossy(&answer)));
+    }
+    Ok(stream)
+}
+
+fn assert_sigterm_exits_0(child: &mut std::process::Child) {
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -227,9 +239,8 @@ fn a_closed_log_pipe_does_not_stop_the_nexus() {
         .spawn()
         .unwrap();
     drop(child.stderr.take()); // every later log write fails with EPIPE
-    use std::io::{Read, Write};
     let started = std::time::Instant::now();
-    let mut stream = loop {
+    let stream = loop {
         match std::net::TcpStream::connect(&addr) {
             Ok(s) => break s,
             Err(_) if started.elapsed() < std::time::Duration::from_secs(10) => {
@@ -238,26 +249,12 @@ fn a_closed_log_pipe_does_not_stop_the_nexus() {
             Err(e) => panic!("nexus not listening: {e}"),
         }
     };
-    stream
-        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
-        .unwrap();
-    stream
-        .write_all(
-            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        )
-        .unwrap();
-    let mut answer = [0u8; 12];
-    stream.read_exact(&mut answer).unwrap();
-    assert_eq!(&answer, b"HTTP/1.1 101");
+    let mut stream = upgrade(stream).unwrap();
     // A masked `1h` (zero mask): logged at info, which now fails to write.
+    use std::io::Write;
     stream.write_all(&[0x81, 0x86, 0, 0, 0, 0]).unwrap();
     stream.write_all(b"1h|1|a").unwrap();
     std::thread::sleep(std::time::Duration::from_millis(300));
     assert!(child.try_wait().unwrap().is_none(), "the nexus died");
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert_sigterm_exits_0(&mut child);
 }

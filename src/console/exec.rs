@@ -13,7 +13,7 @@ use super::command::{self, Command};
 use super::{Control, DEFAULT_STOP_REASON, POLL_INTERVAL};
 use crate::router::{Answer, KeywordReport, Query, ShardMsg, ShardSummary, SubscriptionView};
 use crate::shard::ShardState;
-use crate::stats::{render_console, StatsSnapshot};
+use crate::stats::render_console;
 
 /// How long shard 0 waits for the other shards' answers.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
@@ -45,15 +45,10 @@ async fn run(shard: &Rc<ShardState>, cmd: Command) {
     match cmd {
         Command::Huaji => print("huaji"),
         Command::Stats => {
-            let mut snapshots: Vec<StatsSnapshot> = gather(shard, Query::Stats)
-                .await
-                .into_iter()
-                .filter_map(|a| match a {
-                    Answer::Stats(s) => Some(s),
-                    _ => None,
-                })
-                .collect();
-            snapshots.sort_by_key(|s| s.shard);
+            let (snapshots, complete) = shard.gather_stats(ANSWER_TIMEOUT).await;
+            if !complete {
+                print("warning: not every shard answered in time");
+            }
             print(&render_console(&snapshots));
         }
         Command::List(None) => {

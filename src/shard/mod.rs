@@ -18,7 +18,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_lite::future;
 use glommio::channels::local_channel::{self, LocalSender};
+use glommio::net::{TcpListener, TcpStream};
 use glommio::sync::Gate;
 use tracing::{debug, info, warn};
 
@@ -241,6 +243,18 @@ impl ShardState {
         }
     }
 
+    /// The next connection on `listener`, or `None` once the nexus stops.
+    pub async fn accept(&self, listener: &TcpListener) -> Option<std::io::Result<TcpStream>> {
+        future::or(
+            async { Some(listener.accept().await.map_err(std::io::Error::from)) },
+            async {
+                self.shutdown.wait().await;
+                None
+            },
+        )
+        .await
+    }
+
     /// Pings connections that have been silent for `--keepalive` and closes
     /// (1001) those that then stay silent for `--keepalive-timeout`: a game
     /// server that lost power must not hold its subscriptions forever.
@@ -416,6 +430,21 @@ impl ShardState {
         };
         self.pending_answers.borrow_mut().remove(&id);
         (answers, complete)
+    }
+
+    /// Every shard's [`StatsSnapshot`], in shard order, and whether all
+    /// answered within `timeout`.
+    pub async fn gather_stats(&self, timeout: Duration) -> (Vec<StatsSnapshot>, bool) {
+        let (answers, complete) = self.gather(Query::Stats, timeout).await;
+        let mut snapshots: Vec<StatsSnapshot> = answers
+            .into_iter()
+            .filter_map(|a| match a {
+                Answer::Stats(s) => Some(s),
+                _ => None,
+            })
+            .collect();
+        snapshots.sort_by_key(|s| s.shard);
+        (snapshots, complete)
     }
 
     /// Starts stopping this shard: no new connections, and every open one

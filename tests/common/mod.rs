@@ -165,6 +165,24 @@ impl Nexus {
         (endpoint, subscribers)
     }
 
+    /// Opens `count` clients named `c0`, `c1`… and waits until the console
+    /// counts them all identified.
+    pub fn identified_clients(&mut self, count: usize) -> Vec<Client> {
+        let clients = (0..count)
+            .map(|i| Client::named(self, &format!("c{i}")))
+            .collect();
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            self.console("list");
+            let lines = self.output_until(|l| l.starts_with("  shard 1:"));
+            if lines[0].starts_with(&format!("{count} clients identified")) {
+                return clients;
+            }
+            assert!(Instant::now() < deadline, "{lines:?}");
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Waits until `list CHANNEL` shows `count` subscribers. Interest changes
     /// travel over the same rings as the console's question, so once the
     /// answer shows them every shard also knows where to forward.
