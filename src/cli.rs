@@ -66,6 +66,10 @@ pub struct Args {
     #[argh(option, default = "config::DEFAULT_KEEPALIVE_TIMEOUT.as_secs()")]
     pub keepalive_timeout: u64,
 
+    /// longest endpoint or channel name in bytes (default 1024)
+    #[argh(option, default = "config::DEFAULT_MAX_NAME_BYTES")]
+    pub max_name_bytes: usize,
+
     /// serve Prometheus /metrics and /healthz on this address (off by
     /// default), e.g. 127.0.0.1:9650
     #[argh(option)]
@@ -108,6 +112,13 @@ impl Args {
             self.handshake_timeout as usize,
         )? as u64);
         config.max_ttl = Duration::from_secs(positive("--max-ttl", self.max_ttl as usize)? as u64);
+        if config.max_ttl > config::MAX_TTL_CAP {
+            return Err(format!(
+                "--max-ttl must be at most {} seconds (ten years)",
+                config::MAX_TTL_CAP.as_secs()
+            ));
+        }
+        config.max_name_bytes = positive("--max-name-bytes", self.max_name_bytes)?;
         config.max_connections = positive("--max-connections", self.max_connections)?;
         config.metrics = self.metrics.as_deref().map(parse_addr).transpose()?;
         config.keepalive =

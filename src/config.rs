@@ -31,6 +31,11 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 20_000;
 pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(30);
 /// Default time a pinged connection has to answer before it is closed.
 pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(30);
+/// The largest `--max-ttl` accepted (ten years): `Instant` arithmetic stays
+/// far from overflow.
+pub const MAX_TTL_CAP: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60);
+/// Default longest endpoint or channel name, in bytes.
+pub const DEFAULT_MAX_NAME_BYTES: usize = 1024;
 /// How many shards the ring mesh can address (interest is a 64-bit mask).
 pub const MAX_SHARDS: usize = 64;
 
@@ -63,6 +68,9 @@ pub struct Config {
     pub keepalive_timeout: Duration,
     /// Where to serve `/metrics` and `/healthz`, if anywhere.
     pub metrics: Option<SocketAddr>,
+    /// Longest endpoint (`1h`) or channel (`1c`, `1t`) name: names are
+    /// kept in tables and copied to every shard's interest map.
+    pub max_name_bytes: usize,
 }
 
 impl Config {
@@ -82,6 +90,7 @@ impl Config {
             keepalive: DEFAULT_KEEPALIVE,
             keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
             metrics: None,
+            max_name_bytes: DEFAULT_MAX_NAME_BYTES,
         }
     }
 }

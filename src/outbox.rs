@@ -96,13 +96,19 @@ impl Outbox {
         Push::Queued
     }
 
-    /// Queues a control frame (pong, close reply) without the bound: these
-    /// are small and answer the client's own frames.
-    pub fn push_control(&self, frame: Vec<u8>) {
-        if !self.closing.get() {
-            let bytes = self.queued_bytes.get() + frame.len();
-            self.enqueue(frame.into(), bytes);
+    /// Queues a control frame (pong, ping). It counts against the same
+    /// bound: a client that floods pings and never reads the pongs is a
+    /// slow consumer like any other.
+    pub fn push_control(&self, frame: Vec<u8>) -> Push {
+        if self.closing.get() {
+            return Push::Closed;
         }
+        let bytes = self.queued_bytes.get() + frame.len();
+        if bytes > self.limit {
+            return Push::Overflow;
+        }
+        self.enqueue(frame.into(), bytes);
+        Push::Queued
     }
 
     fn enqueue(&self, frame: Frame, bytes: usize) {
@@ -258,10 +264,18 @@ mod tests {
     }
 
     #[test]
+    fn control_frames_count_against_the_bound() {
+        let outbox = Outbox::new(8);
+        assert_eq!(outbox.push_control(vec![0x8a, 0x00, 1, 2]), Push::Queued);
+        assert_eq!(outbox.push_control(vec![0x8a, 0x00, 1, 2]), Push::Queued);
+        assert_eq!(outbox.push_control(vec![0x8a, 0x00]), Push::Overflow);
+    }
+
+    #[test]
     fn many_frames_are_batched_in_order() {
         let outbox = Outbox::new(100);
         outbox.push(&frame(b"one,"));
-        outbox.push_control(b"two,".to_vec());
+        assert_eq!(outbox.push_control(b"two,".to_vec()), Push::Queued);
         outbox.push(&frame(b"three"));
         let cx = Context::from_waker(Waker::noop());
         let mut buf = Vec::new();

@@ -20,7 +20,7 @@ use socket2::Socket;
 use tracing::{error, info, warn};
 
 use crate::config::Config;
-use crate::console::{self, Control};
+use crate::console::{self, Control, DEFAULT_STOP_REASON};
 use crate::metrics;
 use crate::router::{Router, ShardMsg};
 use crate::session::{self, with_timeout};
@@ -124,6 +124,17 @@ async fn shard_main(
     }
     accept_loop(&state, &listener).await;
     drop(listener);
+    // Shutdown messages to other shards may wait in a backlog: deliver
+    // them before this executor (and its pump tasks) goes away.
+    if with_timeout(DRAIN_TIMEOUT, state.router.wait_for_room())
+        .await
+        .is_none()
+    {
+        warn!(
+            shard = id,
+            "some messages to other shards were not delivered"
+        );
+    }
     if with_timeout(DRAIN_TIMEOUT, state.sessions.close())
         .await
         .is_none()
@@ -173,6 +184,8 @@ async fn drain_ring(state: Rc<ShardState>, from: usize, mut ring: ConnectedRecei
             future::yield_now().await;
         }
     }
+    // The other shard is gone; a nexus missing a shard must not linger.
+    state.begin_shutdown(Arc::from(DEFAULT_STOP_REASON));
 }
 
 async fn keepalive_loop(state: Rc<ShardState>) {

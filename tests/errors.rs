@@ -131,7 +131,14 @@ fn disconnect_closes_with_1000_and_the_reason() {
 
 #[test]
 fn size_and_count_limits_close_with_clear_codes() {
-    let mut nexus = Nexus::start(&["--max-message-bytes", "1024", "--max-subscriptions", "2"]);
+    let mut nexus = Nexus::start(&[
+        "--max-message-bytes",
+        "1024",
+        "--max-subscriptions",
+        "2",
+        "--max-name-bytes",
+        "16",
+    ]);
     let mut bystander = Bystander::new(&mut nexus);
     let big = "x".repeat(2_000);
     assert_closed_with(
@@ -146,7 +153,7 @@ fn size_and_count_limits_close_with_clear_codes() {
     assert_closed_with(
         &nexus,
         |c| {
-            c.hello(&"n".repeat(30));
+            c.hello(&"n".repeat(16));
             c.publish("watch", &text);
         },
         1009,
@@ -164,6 +171,23 @@ fn size_and_count_limits_close_with_clear_codes() {
         },
         1008,
         "too many subscriptions",
+    );
+    bystander.still_served();
+    assert_closed_with(
+        &nexus,
+        |c| c.hello(&"n".repeat(17)),
+        1008,
+        "name too long: 17 bytes, limit 16",
+    );
+    bystander.still_served();
+    assert_closed_with(
+        &nexus,
+        |c| {
+            c.hello("ok");
+            c.subscribe(&"c".repeat(17));
+        },
+        1008,
+        "channel name too long",
     );
     bystander.still_served();
 }

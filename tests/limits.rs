@@ -121,3 +121,53 @@ fn a_reconnect_storm_is_served_or_refused_cleanly() {
     let refused = results.iter().filter(|(_, s)| s == "503").count();
     assert_eq!((served, refused), (CAP, STORM - CAP));
 }
+
+/// A client that floods pings and never reads the pongs is closed as a slow
+/// consumer: control frames count against the outbound bound too.
+#[test]
+fn a_ping_flood_without_reading_is_a_slow_consumer() {
+    let mut nexus = Nexus::start(&["--max-outbox-bytes", "65536"]);
+    let mut bystander = Client::named(&nexus, "bystander");
+    bystander.subscribe("c");
+    nexus.wait_subscribers("c", 1);
+    let (mut flood, status) = raw_upgrade(&nexus);
+    assert!(status.starts_with("HTTP/1.1 101"), "{status}");
+    // Masked (zero key) pings with 125-byte payloads, written in chunks.
+    let mut ping = vec![0x89, 0x80 | 125, 0, 0, 0, 0];
+    ping.extend_from_slice(&[b'p'; 125]);
+    let chunk: Vec<u8> = ping.repeat(512);
+    flood
+        .set_write_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let mut sent = 0;
+    // Up to 200 MB: far more than socket buffers and the bound; the nexus
+    // closes long before (the write then fails or times out).
+    while sent < 200_000_000 {
+        if flood.write_all(&chunk).is_err() {
+            break;
+        }
+        sent += chunk.len();
+    }
+    nexus.wait_log(|l| l.contains("closing slow consumer"));
+    // The connection ends: whatever the nexus could still send (pongs, maybe
+    // the close frame, which a client that never reads may not get before
+    // the close grace runs out), then end of stream or a reset.
+    let mut bytes = Vec::new();
+    if let Err(e) = flood.read_to_end(&mut bytes) {
+        assert!(
+            !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+            "the connection was not closed: {e}"
+        );
+    }
+    nexus.wait_log(|l| {
+        l.contains("connection closed by nexus")
+            && l.contains("code=1008")
+            && l.contains("slow consumer")
+    });
+    let mut publisher = Client::named(&nexus, "p");
+    publisher.publish("c", "unaffected");
+    assert_eq!(bystander.recv(), receive("p", "c", "unaffected"));
+}

@@ -6,6 +6,5 @@ use ease_chat_nexus::session::handshake::answer;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = answer(data, true);
-    let _ = answer(data, false);
+    let _ = answer(data);
 });

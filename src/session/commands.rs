@@ -11,8 +11,23 @@ use crate::shard::{Connection, ShardState};
 use super::{Cause, Verdict};
 use crate::stats::ProtocolErrorKind;
 
+/// A name longer than `--max-name-bytes` closes the connection (1008).
+fn too_long(shard: &ShardState, what: &str, name: &str) -> Option<Verdict> {
+    let limit = shard.config.max_name_bytes;
+    (name.len() > limit).then(|| {
+        Verdict::Close(
+            1008,
+            format!("{what} too long: {} bytes, limit {limit}", name.len()),
+            Cause::Limit,
+        )
+    })
+}
+
 /// `1h`: names or renames the connection.
 pub fn hello(shard: &ShardState, conn: &Connection, name: &str) -> Verdict {
+    if let Some(verdict) = too_long(shard, "name", name) {
+        return verdict;
+    }
     match conn.set_name(name) {
         None => {
             info!(conn = %shard.label(conn.id), peer = %conn.peer, name, "connection identified")
@@ -32,6 +47,9 @@ pub fn subscribe(
     if conn.name().is_none() {
         return unidentified();
     }
+    if let Some(verdict) = too_long(shard, "channel name", channel) {
+        return verdict;
+    }
     debug!(conn = %shard.label(conn.id), channel, ?ttl, "subscribe");
     match shard.subscribe(conn, channel, ttl) {
         Ok(()) => Verdict::Continue,
@@ -44,6 +62,9 @@ pub fn transmit(shard: &ShardState, conn: &Connection, channel: &str, text: &str
     let Some(sender) = conn.name() else {
         return unidentified();
     };
+    if let Some(verdict) = too_long(shard, "channel name", channel) {
+        return verdict;
+    }
     // The 1r built from this must fit the receivers' frame limit.
     let limit = shard.config.max_message_bytes;
     if receive_payload_len(&sender, channel, text) > limit {

@@ -33,9 +33,8 @@ pub enum HandshakeError {
 /// sizing every connection's task for them.
 pub fn upgrade_boxed(
     stream: &SharedStream,
-    admit: bool,
 ) -> Pin<Box<dyn Future<Output = Result<Vec<u8>, HandshakeError>> + '_>> {
-    Box::pin(upgrade(stream, admit))
+    Box::pin(upgrade(stream))
 }
 
 /// What to do with the bytes of an upgrade request received so far.
@@ -60,19 +59,14 @@ pub enum Answer {
     },
 }
 
-/// Decides on the request bytes received so far: pure, no I/O. When
-/// `admit` is false (the nexus is full) a complete request gets 503.
-pub fn answer(request: &[u8], admit: bool) -> Answer {
+/// Decides on the request bytes received so far: pure, no I/O.
+pub fn answer(request: &[u8]) -> Answer {
     match Request::try_parse(request) {
         Ok(None) if request.len() >= MAX_REQUEST_BYTES => Answer::Reject {
             status: "431 Request Header Fields Too Large",
             why: "request too large".into(),
         },
         Ok(None) => Answer::Incomplete,
-        Ok(Some(_)) if !admit => Answer::Reject {
-            status: "503 Service Unavailable",
-            why: "too many connections".into(),
-        },
         Ok(Some((consumed, parsed))) => match create_response(&parsed) {
             Ok(response) => {
                 let mut out = Vec::with_capacity(256);
@@ -99,10 +93,8 @@ pub fn answer(request: &[u8], admit: bool) -> Answer {
     }
 }
 
-/// Performs the upgrade; returns the bytes the client sent after its
-/// request. When `admit` is false (the nexus is full) a complete request is
-/// answered with HTTP 503 instead.
-pub async fn upgrade(stream: &SharedStream, admit: bool) -> Result<Vec<u8>, HandshakeError> {
+/// Performs the upgrade; returns the bytes the client sent after its request.
+pub async fn upgrade(stream: &SharedStream) -> Result<Vec<u8>, HandshakeError> {
     let mut request = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     loop {
@@ -111,7 +103,7 @@ pub async fn upgrade(stream: &SharedStream, admit: bool) -> Result<Vec<u8>, Hand
             return Err(HandshakeError::Closed);
         }
         request.extend_from_slice(&chunk[..n]);
-        match answer(&request, admit) {
+        match answer(&request) {
             Answer::Incomplete => continue,
             Answer::Upgrade { response, consumed } => {
                 stream.write_all(&response).await?;
@@ -150,7 +142,7 @@ Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n
     fn a_valid_request_on_any_path_is_upgraded_and_leftover_kept() {
         let mut bytes = REQUEST.to_vec();
         bytes.extend_from_slice(b"frames");
-        match answer(&bytes, true) {
+        match answer(&bytes) {
             Answer::Upgrade { response, consumed } => {
                 let text = String::from_utf8(response).unwrap();
                 assert!(text.starts_with("HTTP/1.1 101"), "{text}");
@@ -165,17 +157,10 @@ Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n
     }
 
     #[test]
-    fn partial_full_bad_and_oversized_requests() {
-        assert_eq!(answer(&REQUEST[..20], true), Answer::Incomplete);
+    fn partial_bad_and_oversized_requests() {
+        assert_eq!(answer(&REQUEST[..20]), Answer::Incomplete);
         assert!(matches!(
-            answer(REQUEST, false),
-            Answer::Reject {
-                status: "503 Service Unavailable",
-                ..
-            }
-        ));
-        assert!(matches!(
-            answer(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", true),
+            answer(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
             Answer::Reject {
                 status: "400 Bad Request",
                 ..
@@ -187,7 +172,7 @@ Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n
         ]
         .concat();
         assert!(matches!(
-            answer(&huge, true),
+            answer(&huge),
             Answer::Reject {
                 status: "431 Request Header Fields Too Large",
                 ..

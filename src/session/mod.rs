@@ -15,7 +15,7 @@ pub mod stream;
 mod writer;
 mod ws_io;
 
-use std::future::Future;
+use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -25,6 +25,7 @@ use glommio::net::TcpStream;
 use tracing::{debug, info, warn};
 use tungstenite::Message as WsMessage;
 
+use crate::outbox::Push;
 use crate::protocol::frame::truncate_close_reason;
 use crate::protocol::{self, Message, ParseError};
 use crate::shard::{Connection, ConnectionSlot, ShardState};
@@ -81,8 +82,14 @@ pub async fn serve(
     let stream = SharedStream::new(stream);
     if slot.is_none() {
         warn!(%peer, limit = shard.config.max_connections, "refusing connection: too many connections (503)");
+        // Answer at once, without waiting for the request: a flood of
+        // refused sockets must not hold descriptors for a handshake timeout.
+        let _ = handshake::reject(&stream, "503 Service Unavailable", "too many connections").await;
+        linger(&shard, &stream).await;
+        return;
     }
-    let upgrade = handshake::upgrade_boxed(&stream, slot.is_some());
+
+    let upgrade = handshake::upgrade_boxed(&stream);
     let leftover = match with_timeout(shard.config.handshake_timeout, upgrade).await {
         Some(Ok(leftover)) => leftover,
         Some(Err(e)) => {
@@ -149,9 +156,13 @@ async fn read_loop(
             )
         };
         let mut peer_close_code = None;
+        let mut published = false;
         for message in inbox.drain(..) {
             let verdict = match message {
-                WsMessage::Text(text) => on_text(shard, conn, &text),
+                WsMessage::Text(text) => {
+                    published |= text.starts_with("1t");
+                    on_text(shard, conn, &text)
+                }
                 WsMessage::Binary(_) => Verdict::Close(
                     1003,
                     "binary frames are not supported".into(),
@@ -169,8 +180,11 @@ async fn read_loop(
         }
         match decoded {
             Decoded::NeedMore => {
-                if !replies.is_empty() {
-                    conn.outbox.push_control(std::mem::take(&mut replies));
+                if !replies.is_empty()
+                    && conn.outbox.push_control(std::mem::take(&mut replies)) == Push::Overflow
+                {
+                    // Pings sent faster than the pongs are read.
+                    shard.close_slow_consumer(conn);
                 }
             }
             Decoded::ClosedByClient => {
@@ -188,10 +202,15 @@ async fn read_loop(
                 return apply(shard, conn, verdict).expect("a close verdict ends the session");
             }
         }
-        // A full ring pushes back on the publisher: read nothing more until
-        // the queued cross-shard messages are in the rings.
-        if shard.router.is_backed_up() {
-            shard.router.wait_for_room().await;
+        // A full ring pushes back on the publisher: a connection that just
+        // published reads nothing more until the queued cross-shard
+        // messages are in the rings (or it is being closed).
+        if published && shard.router.is_backed_up() {
+            future::or(
+                shard.router.wait_for_room(),
+                poll_fn(|cx| conn.outbox.poll_closing(cx)),
+            )
+            .await;
         }
         // A busy publisher's socket always has more to read and a read that
         // finds data never yields: give the writers (and everyone else) a

@@ -24,7 +24,7 @@ use glommio::net::{TcpListener, TcpStream};
 use glommio::sync::Gate;
 use tracing::{debug, info, warn};
 
-use crate::config::Config;
+use crate::config::{self, Config};
 use crate::outbox::{Frame, Push};
 use crate::protocol::frame::{encode_receive_frame, PING_FRAME};
 use crate::router::{
@@ -168,7 +168,10 @@ impl ShardState {
             }
             return Ok(());
         }
-        let expires = Instant::now() + ttl.min(self.config.max_ttl);
+        let now = Instant::now();
+        let expires = now
+            .checked_add(ttl.min(self.config.max_ttl))
+            .unwrap_or(now + config::MAX_TTL_CAP);
         let outcome = {
             let mut index = self.index.borrow_mut();
             if index.count_of(conn.id) >= self.config.max_subscriptions
@@ -228,7 +231,8 @@ impl ShardState {
         bump(&self.stats.deliveries, delivered);
     }
 
-    fn close_slow_consumer(&self, conn: &Connection) {
+    /// Closes `conn` with 1008 `slow consumer`, dropping its backlog.
+    pub fn close_slow_consumer(&self, conn: &Connection) {
         let queued = conn.outbox.queued_bytes();
         if conn.outbox.close_discarding(1008, "slow consumer") {
             bump(&self.stats.slow_consumers, 1);
@@ -264,7 +268,11 @@ impl ShardState {
         for conn in self.connections.borrow().values() {
             match conn.check_liveness(now, idle, timeout) {
                 Liveness::Alive => {}
-                Liveness::Ping => conn.outbox.push_control(PING_FRAME.to_vec()),
+                Liveness::Ping => {
+                    if conn.outbox.push_control(PING_FRAME.to_vec()) == Push::Overflow {
+                        self.close_slow_consumer(conn);
+                    }
+                }
                 Liveness::Dead => {
                     if conn.outbox.close_discarding(1001, "keepalive timeout") {
                         bump(&self.stats.keepalive_closures, 1);
@@ -411,23 +419,18 @@ impl ShardState {
                 },
             );
         }
+        // Answers are kept as they arrive, so a late shard costs only its own.
+        let got = RefCell::new(Vec::with_capacity(peers.len()));
         let collect = async {
-            let mut got = Vec::new();
-            while got.len() < peers.len() {
+            while got.borrow().len() < peers.len() {
                 match receiver.recv().await {
-                    Some(answer) => got.push(answer),
+                    Some(answer) => got.borrow_mut().push(answer),
                     None => break,
                 }
             }
-            got
         };
-        let complete = match with_timeout(timeout, collect).await {
-            Some(got) => {
-                answers.extend(got);
-                true
-            }
-            None => false,
-        };
+        let complete = with_timeout(timeout, collect).await.is_some();
+        answers.extend(got.into_inner());
         self.pending_answers.borrow_mut().remove(&id);
         (answers, complete)
     }
