@@ -30,6 +30,7 @@ port=${SOAK_PORT:-16600}
 ulimit -n 65536 2>/dev/null || true
 ulimit -l unlimited 2>/dev/null || true
 
+commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 cargo build --release --bin ease_chat_nexus --example soak
 log=$(mktemp)
 nexus_pid=""; soak_pid=""
@@ -83,7 +84,7 @@ if [ -n "$record" ]; then
   {
     echo "# Soak run $(date -u +%Y-%m-%d) on $(hostname -s 2>/dev/null || echo host)"
     echo
-    echo "Command: \`scripts/soak.sh --duration $duration --record $record\` (commit $(git rev-parse --short HEAD)); $(nproc) CPUs, kernel $(uname -r)."
+    echo "Command: \`scripts/soak.sh --duration $duration --record $record\` (commit $commit); $(nproc) CPUs, kernel $(uname -r)."
     echo "Nexus: \`--cores 2 --keepalive 5 --keepalive-timeout 5 --max-outbox-bytes 262144\`. Warm-up: first ${warmup} s."
     echo
     echo "Result: **$verdict**"
