@@ -456,7 +456,15 @@ async fn publish(
     while shared.start_ns.load(Ordering::Acquire) == 0 {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    let start = shared.start_ns.load(Ordering::Acquire);
+    // Publishers are spread over the interval between two messages of one
+    // publisher, so the aggregate rate is even rather than bursts of
+    // `--publishers` messages at the same instant.
+    let phase = if plan.rate_per_publisher > 0.0 {
+        (1e9 / plan.rate_per_publisher * index as f64 / plan.args.publishers as f64) as u64
+    } else {
+        0
+    };
+    let start = shared.start_ns.load(Ordering::Acquire) + phase;
     let measure_from = shared.measure_from_ns.load(Ordering::Acquire);
     let end = shared.end_ns.load(Ordering::Acquire);
     let now = shared.now_ns();
