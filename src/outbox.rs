@@ -85,29 +85,27 @@ impl Outbox {
 
     /// Queues a shared frame unless that passes the bound or we are closing.
     pub fn push(&self, frame: &Frame) -> Push {
-        if self.closing.get() {
-            return Push::Closed;
-        }
-        let bytes = self.queued_bytes.get() + frame.len();
-        if bytes > self.limit {
-            return Push::Overflow;
-        }
-        self.enqueue(frame.clone(), bytes);
-        Push::Queued
+        self.push_with(frame.len(), || frame.clone())
     }
 
     /// Queues a control frame (pong, ping). It counts against the same
     /// bound: a client that floods pings and never reads the pongs is a
     /// slow consumer like any other.
     pub fn push_control(&self, frame: Vec<u8>) -> Push {
+        self.push_with(frame.len(), || frame.into())
+    }
+
+    /// The bound and closing checks shared by every push; `frame` is only
+    /// made (an `Rc` clone or a conversion) when it is queued.
+    fn push_with(&self, len: usize, frame: impl FnOnce() -> Frame) -> Push {
         if self.closing.get() {
             return Push::Closed;
         }
-        let bytes = self.queued_bytes.get() + frame.len();
+        let bytes = self.queued_bytes.get() + len;
         if bytes > self.limit {
             return Push::Overflow;
         }
-        self.enqueue(frame.into(), bytes);
+        self.enqueue(frame(), bytes);
         Push::Queued
     }
 
