@@ -46,9 +46,7 @@ async fn run(shard: &Rc<ShardState>, cmd: Command) {
         Command::Huaji => print("huaji"),
         Command::Stats => {
             let (snapshots, complete) = shard.gather_stats(ANSWER_TIMEOUT).await;
-            if !complete {
-                print("warning: not every shard answered in time");
-            }
+            warn_if_incomplete(complete);
             print(&render_console(&snapshots));
         }
         Command::List(None) => {
@@ -86,10 +84,14 @@ async fn run(shard: &Rc<ShardState>, cmd: Command) {
 /// Asks every shard, warning when one did not answer in time.
 async fn gather(shard: &ShardState, query: Query) -> Vec<Answer> {
     let (answers, complete) = shard.gather(query, ANSWER_TIMEOUT).await;
+    warn_if_incomplete(complete);
+    answers
+}
+
+fn warn_if_incomplete(complete: bool) {
     if !complete {
         print("warning: not every shard answered in time");
     }
-    answers
 }
 
 /// Tells every shard to close its connections with `reason`, then stops.

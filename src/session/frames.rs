@@ -9,6 +9,8 @@ use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
 use tungstenite::{Error as WsError, Message as WsMessage};
 
 use super::ws_io::WsIo;
+use super::Cause;
+use crate::stats::ProtocolErrorKind;
 
 /// tungstenite's own read buffer per connection; messages larger than this
 /// grow it for as long as they are being read.
@@ -70,12 +72,20 @@ pub fn decode(
     }
 }
 
-/// The close code and reason for a WebSocket-level error.
-pub fn close_code_for(error: &WsError) -> (u16, String) {
+/// The close code, reason and counter for a WebSocket-level error.
+pub fn close_code_for(error: &WsError) -> (u16, String, Cause) {
     match error {
-        WsError::Utf8(_) => (1007, "invalid UTF-8 in text frame".into()),
-        WsError::Capacity(e) => (1009, format!("message too big: {e}")),
-        other => (1002, other.to_string()),
+        WsError::Utf8(_) => (
+            1007,
+            "invalid UTF-8 in text frame".into(),
+            Cause::Protocol(ProtocolErrorKind::Utf8),
+        ),
+        WsError::Capacity(e) => (1009, format!("message too big: {e}"), Cause::Limit),
+        other => (
+            1002,
+            other.to_string(),
+            Cause::Protocol(ProtocolErrorKind::WebSocket),
+        ),
     }
 }
 

@@ -26,7 +26,6 @@ use tracing::{debug, info, warn};
 use tungstenite::Message as WsMessage;
 
 use crate::outbox::Push;
-use crate::protocol::frame::truncate_close_reason;
 use crate::protocol::{self, Message, ParseError};
 use crate::shard::{Connection, ConnectionSlot, ShardState};
 use crate::stats::{bump, ProtocolErrorKind};
@@ -192,12 +191,7 @@ async fn read_loop(
                 return End::ClosedByClient(peer_close_code.flatten());
             }
             Decoded::Failed(error) => {
-                let (code, reason) = close_code_for(&error);
-                let cause = match code {
-                    1009 => Cause::Limit,
-                    1007 => Cause::Protocol(ProtocolErrorKind::Utf8),
-                    _ => Cause::Protocol(ProtocolErrorKind::WebSocket),
-                };
+                let (code, reason, cause) = close_code_for(&error);
                 let verdict = Verdict::Close(code, reason, cause);
                 return apply(shard, conn, verdict).expect("a close verdict ends the session");
             }
@@ -265,8 +259,10 @@ fn apply(shard: &ShardState, conn: &Connection, verdict: Verdict) -> Option<End>
         Cause::Protocol(kind) => shard.stats.protocol_error(kind),
         Cause::Limit => bump(&shard.stats.limit_closures, 1),
     }
-    let reason = truncate_close_reason(&reason).to_string();
+    // The outbox keeps the reason as sent (cut to the close-frame limit);
+    // if the connection was already closing, that earlier close stands.
     conn.outbox.close(code, &reason);
+    let (code, reason) = conn.outbox.close_reason().unwrap_or((code, reason));
     Some(End::ClosedByNexus(code, reason))
 }
 

@@ -168,10 +168,9 @@ impl ShardState {
             }
             return Ok(());
         }
-        let now = Instant::now();
-        let expires = now
-            .checked_add(ttl.min(self.config.max_ttl))
-            .unwrap_or(now + config::MAX_TTL_CAP);
+        // MAX_TTL_CAP keeps the addition far from `Instant` overflow even
+        // for a `Config` built without the CLI's check.
+        let expires = Instant::now() + ttl.min(self.config.max_ttl).min(config::MAX_TTL_CAP);
         let outcome = {
             let mut index = self.index.borrow_mut();
             if index.count_of(conn.id) >= self.config.max_subscriptions
