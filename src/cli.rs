@@ -10,7 +10,7 @@ use crate::config::{self, Config, MAX_SHARDS};
 /// EaseChat Nexus: a thread-per-core WebSocket channel message exchange.
 ///
 /// Console commands on standard input: list [KEYWORD], push SENDER CHANNEL
-/// MESSAGE…, stop [REASON…], huaji. Log level: RUST_LOG (e.g. debug,
+/// MESSAGE…, stats, stop [REASON…], huaji. Log level: RUST_LOG (e.g. debug,
 /// ease_chat_nexus=debug) or --log.
 #[derive(FromArgs, Debug)]
 pub struct Args {
@@ -70,6 +70,30 @@ pub struct Args {
     #[argh(option, default = "config::DEFAULT_MAX_NAME_BYTES")]
     pub max_name_bytes: usize,
 
+    /// bytes one shard may have in flight toward each other shard before
+    /// the connections publishing there pause (default 4194304)
+    #[argh(option, default = "config::DEFAULT_MAX_RING_BACKLOG_BYTES")]
+    pub max_ring_backlog_bytes: usize,
+
+    /// seconds a client has to finish a message it started (default 10)
+    #[argh(option, default = "config::DEFAULT_MESSAGE_TIMEOUT.as_secs()")]
+    pub message_timeout: u64,
+
+    /// bytes of incomplete messages one shard holds over all its
+    /// connections (default 33554432)
+    #[argh(option, default = "config::DEFAULT_MAX_PARTIAL_BYTES")]
+    pub max_partial_bytes: usize,
+
+    /// bytes of subscriptions one shard holds: name length plus 160 each
+    /// (default 33554432)
+    #[argh(option, default = "config::DEFAULT_MAX_SUBSCRIPTION_BYTES")]
+    pub max_subscription_bytes: usize,
+
+    /// open connections allowed from one client address; more are refused
+    /// with HTTP 503 (default 0: no cap; many game servers share a host)
+    #[argh(option, default = "0")]
+    pub max_connections_per_ip: usize,
+
     /// serve Prometheus /metrics and /healthz on this address (off by
     /// default), e.g. 127.0.0.1:9650
     #[argh(option)]
@@ -121,6 +145,16 @@ impl Args {
         config.max_name_bytes = positive("--max-name-bytes", self.max_name_bytes)?;
         config.max_connections = positive("--max-connections", self.max_connections)?;
         config.metrics = self.metrics.as_deref().map(parse_addr).transpose()?;
+        config.max_ring_backlog_bytes =
+            positive("--max-ring-backlog-bytes", self.max_ring_backlog_bytes)?;
+        config.message_timeout = Duration::from_secs(positive(
+            "--message-timeout",
+            self.message_timeout as usize,
+        )? as u64);
+        config.max_partial_bytes = positive("--max-partial-bytes", self.max_partial_bytes)?;
+        config.max_subscription_bytes =
+            positive("--max-subscription-bytes", self.max_subscription_bytes)?;
+        config.max_connections_per_ip = self.max_connections_per_ip;
         config.keepalive =
             Duration::from_secs(positive("--keepalive", self.keepalive as usize)? as u64);
         config.keepalive_timeout = Duration::from_secs(positive(

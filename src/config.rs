@@ -10,7 +10,7 @@ use std::time::Duration;
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:6500";
 /// Default slots per SPSC ring between two shards. A ring slot carries one
 /// publish or interest change; 1,024 slots absorb a burst of that many
-/// cross-shard publishes before the publisher waits, at 16 bytes per slot.
+/// cross-shard publishes before the publisher waits, at 32 bytes per slot.
 pub const DEFAULT_RING_SIZE: usize = 1024;
 /// Default listen backlog per shard: room for a reconnect storm.
 pub const DEFAULT_BACKLOG: u32 = 4096;
@@ -37,7 +37,17 @@ pub const MAX_TTL_CAP: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60);
 /// Default longest endpoint or channel name, in bytes.
 pub const DEFAULT_MAX_NAME_BYTES: usize = 1024;
 /// How many shards the ring mesh can address (interest is a 64-bit mask).
-pub const MAX_SHARDS: usize = 64;
+pub const MAX_SHARDS: usize = shards::MAX_SHARDS;
+/// Default bytes one shard may have in flight toward one other shard (in
+/// its ring and backlog, not yet handled there); past it, connections whose
+/// publishes go there pause their reading until the peer catches up.
+pub const DEFAULT_MAX_RING_BACKLOG_BYTES: usize = 4 * 1024 * 1024;
+/// Default time a client has to finish a message it started sending.
+pub const DEFAULT_MESSAGE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default bytes of incomplete client messages one shard holds in all.
+pub const DEFAULT_MAX_PARTIAL_BYTES: usize = 32 * 1024 * 1024;
+/// Default bytes of subscriptions (names plus bookkeeping) one shard holds.
+pub const DEFAULT_MAX_SUBSCRIPTION_BYTES: usize = 32 * 1024 * 1024;
 
 /// Everything a nexus needs to start.
 #[derive(Debug, Clone)]
@@ -71,6 +81,16 @@ pub struct Config {
     /// Longest endpoint (`1h`) or channel (`1c`, `1t`) name: names are
     /// kept in tables and copied to every shard's interest map.
     pub max_name_bytes: usize,
+    /// In-flight bytes toward one other shard before publishers there pause.
+    pub max_ring_backlog_bytes: usize,
+    /// Time allowed to finish a message once its first byte arrived.
+    pub message_timeout: Duration,
+    /// Bytes of incomplete messages one shard holds, all connections together.
+    pub max_partial_bytes: usize,
+    /// Bytes of subscriptions one shard holds (see `subscription_cost`).
+    pub max_subscription_bytes: usize,
+    /// Connections from one client address (0: no cap).
+    pub max_connections_per_ip: usize,
 }
 
 impl Config {
@@ -91,6 +111,11 @@ impl Config {
             keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
             metrics: None,
             max_name_bytes: DEFAULT_MAX_NAME_BYTES,
+            max_ring_backlog_bytes: DEFAULT_MAX_RING_BACKLOG_BYTES,
+            message_timeout: DEFAULT_MESSAGE_TIMEOUT,
+            max_partial_bytes: DEFAULT_MAX_PARTIAL_BYTES,
+            max_subscription_bytes: DEFAULT_MAX_SUBSCRIPTION_BYTES,
+            max_connections_per_ip: 0,
         }
     }
 }

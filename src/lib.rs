@@ -16,9 +16,13 @@
 //!   connection's [`outbox`] in batches.
 //! - [`protocol`] parses client messages and encodes `1r` frames: pure
 //!   functions, no I/O.
-//! - [`shard`] holds a shard's connection table and subscription index and
-//!   does local fan-out; [`router`] carries publishes and interest changes
-//!   to the shards that want them. No lock is taken per message.
+//! - [`state`] is a shard's exchange data as plain, clock-free structures:
+//!   connections, the subscription index, interest between shards, and the
+//!   questions shards answer. [`router`] carries publishes, interest and
+//!   questions to the shards that want them, within a byte budget per peer.
+//!   [`shard`] ties them into one shard's live exchange: admission,
+//!   publishing and local fan-out, queries, upkeep. No lock is taken per
+//!   message.
 //! - [`cli`] and [`config`] turn flags into limits; [`signals`] turns
 //!   SIGTERM and a double Ctrl-C into a graceful stop; [`client`] is a
 //!   blocking client library (used by `easechat` and the tests); [`metrics`] serves
@@ -40,6 +44,7 @@ pub mod session;
 pub mod shard;
 pub mod shutdown;
 pub mod signals;
+pub mod state;
 pub mod stats;
 
 pub use config::Config;

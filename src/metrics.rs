@@ -13,9 +13,9 @@ use glommio::net::{TcpListener, TcpStream};
 use tracing::{debug, warn};
 
 use crate::session::stream::SharedStream;
-use crate::session::with_timeout;
 use crate::shard::ShardState;
 use crate::stats::render_prometheus;
+use shards::with_timeout;
 
 /// How long a scrape waits for the other shards.
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -29,14 +29,14 @@ const MAX_REQUEST_BYTES: usize = 8 * 1024;
 /// Serves the admin endpoints until the nexus stops.
 pub async fn serve(shard: Rc<ShardState>, listener: TcpListener) {
     loop {
-        match shard.accept(&listener).await {
+        match crate::server::accept(&shard, &listener).await {
             None => return,
             Some(Ok(stream)) => {
                 glommio::spawn_local(handle(shard.clone(), stream)).detach();
             }
             Some(Err(e)) => {
                 warn!(error = %e, "metrics accept failed");
-                glommio::timer::sleep(Duration::from_millis(50)).await;
+                glommio::timer::sleep(crate::server::ACCEPT_BACKOFF).await;
             }
         }
     }

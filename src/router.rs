@@ -1,309 +1,315 @@
 //! What travels over the rings between shards, and the cross-shard side of
-//! publishing.
+//! publishing and interest.
 //!
 //! A publish reaches another shard only if that shard announced interest in
-//! the channel (it has live subscribers there); interest changes travel over
-//! the same rings, so they stay ordered with the publishes that follow them.
-//! The [`Router`] owns this shard's rings and its view of remote interest.
+//! the channel (it has live subscribers there). The [`Router`] owns this
+//! shard's [`Links`] (ordered, budgeted, never-blocking sends), its view of
+//! remote interest, and what it still owes its peers about its own interest
+//! (sent as state when a ring has room, never queued as a stream of events).
 
-use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
+use std::cell::RefCell;
 use std::future::poll_fn;
+use std::ops::Range;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Poll, Waker};
-use std::time::Duration;
 
-use shards::{RingStats, Rings, TrySendError};
+use glommio::channels::shared_channel::ConnectedReceiver;
+use shards::{Deferred, Links, RingStats, Weighed};
 
-use crate::shard::interest::{shard_ids, Interest};
-use crate::stats::StatsSnapshot;
+use crate::protocol::frame::{encode_receive_frame, receive_payload_len};
+use crate::state::interest::{shard_ids, Interest, InterestOwed};
+use crate::state::views::{Answer, Query};
 
-/// A message published on one shard for the subscribers of another.
+/// Interest updates queued for one peer beyond which a connection whose
+/// `1c` would add another waits (see [`Router::interest_room`]).
+pub const MAX_OWED_INTEREST_PER_PEER: usize = 1024;
+
+/// A message published on one shard for the subscribers of others: the
+/// complete `1r` WebSocket frame, encoded once, which also carries the
+/// sender and channel (read back through byte ranges, never copied).
 #[derive(Debug)]
 pub struct Publication {
-    /// The publisher's name, to skip subscribers with the same name.
-    pub sender: Box<str>,
-    /// The channel, to find the subscribers.
-    pub channel: Box<str>,
-    /// The complete `1r` WebSocket frame, encoded once by the publisher's shard.
-    pub frame: Box<[u8]>,
+    frame: Box<[u8]>,
+    sender: Range<usize>,
+    channel: Range<usize>,
 }
 
-/// A console question a shard answers about itself.
-#[derive(Debug, Clone)]
-pub enum Query {
-    /// Counts and channel names, for `list`.
-    Summary,
-    /// What an endpoint listens to and who listens to a channel, for `list KEYWORD`.
-    Keyword(Arc<str>),
-    /// Counters and gauges, for `stats`, `/metrics` and `/healthz`.
-    Stats,
+impl Publication {
+    /// Encodes the `1r` frame for `text` on `channel` from `sender`.
+    pub fn new(sender: &str, channel: &str, text: &str) -> Self {
+        let frame = encode_receive_frame(sender, channel, text).into_boxed_slice();
+        let payload = frame.len() - receive_payload_len(sender, channel, text);
+        // `1r|<len>|<sender>|<len>|<channel>|…`
+        let sender_start = payload + "1r|".len() + decimal_len(sender.len()) + 1;
+        let sender_range = sender_start..sender_start + sender.len();
+        let channel_start = sender_range.end + 1 + decimal_len(channel.len()) + 1;
+        let channel_range = channel_start..channel_start + channel.len();
+        debug_assert_eq!(&frame[sender_range.clone()], sender.as_bytes());
+        debug_assert_eq!(&frame[channel_range.clone()], channel.as_bytes());
+        Publication {
+            frame,
+            sender: sender_range,
+            channel: channel_range,
+        }
+    }
+
+    /// The whole WebSocket frame, ready to write.
+    pub fn frame(&self) -> &[u8] {
+        &self.frame
+    }
+
+    /// The publisher's name (for sender exclusion).
+    pub fn sender(&self) -> &str {
+        std::str::from_utf8(&self.frame[self.sender.clone()]).unwrap_or_default()
+    }
+
+    /// The channel (to find the subscribers).
+    pub fn channel(&self) -> &str {
+        std::str::from_utf8(&self.frame[self.channel.clone()]).unwrap_or_default()
+    }
 }
 
-/// One shard's answer to a [`Query`].
-#[derive(Debug, Clone)]
-pub enum Answer {
-    /// For [`Query::Summary`].
-    Summary(ShardSummary),
-    /// For [`Query::Keyword`].
-    Keyword(KeywordReport),
-    /// For [`Query::Stats`].
-    Stats(StatsSnapshot),
+fn decimal_len(mut n: usize) -> usize {
+    let mut digits = 1;
+    while n >= 10 {
+        n /= 10;
+        digits += 1;
+    }
+    digits
 }
 
-/// One shard's counts for `list`.
-#[derive(Debug, Clone, Default)]
-pub struct ShardSummary {
-    /// The answering shard.
-    pub shard: usize,
-    /// Open WebSocket connections.
-    pub connections: usize,
-    /// Connections that said `1h`.
-    pub identified: usize,
-    /// Subscriptions held.
-    pub subscriptions: usize,
-    /// Channels with live subscribers on this shard.
-    pub channels: Vec<String>,
-}
-
-/// A subscription as the console shows it.
-#[derive(Debug, Clone)]
-pub struct SubscriptionView {
-    /// `s<shard>#<connection id>`.
-    pub connection: String,
-    /// The endpoint's name.
-    pub name: String,
-    /// The channel.
-    pub channel: String,
-    /// Time left before it expires.
-    pub expires_in: Duration,
-}
-
-/// One shard's answer for `list KEYWORD`.
-#[derive(Debug, Clone, Default)]
-pub struct KeywordReport {
-    /// Subscriptions of endpoints named KEYWORD.
-    pub endpoint_channels: Vec<SubscriptionView>,
-    /// Subscriptions of the channel named KEYWORD.
-    pub channel_subscribers: Vec<SubscriptionView>,
-}
-
-/// Everything that crosses a ring.
+/// Everything that crosses a ring. Rare, large payloads are boxed so every
+/// ring slot (allocated up front, `--ring-size` per peer) stays small.
 #[derive(Debug)]
 pub enum ShardMsg {
     /// Deliver to this shard's subscribers of the channel.
     Publish(Arc<Publication>),
-    /// The sending shard gained (true) or lost (false) its subscribers on a channel.
+    /// The sending shard now has (true) or no longer has (false)
+    /// subscribers on a channel.
     Interest {
         /// The channel.
         channel: Box<str>,
         /// Whether the sender now has subscribers there.
         interested: bool,
     },
-    /// A console question from shard 0.
+    /// A question from another shard.
     Query {
         /// Matches the answer to the question.
         id: u64,
         /// The question.
-        query: Query,
+        query: Box<Query>,
     },
-    /// An answer to shard 0.
+    /// An answer to a question this shard asked.
     Answer {
         /// The question's id.
         id: u64,
         /// The answer.
-        answer: Answer,
+        answer: Box<Answer>,
     },
     /// Close every connection with 1000 and this reason, then stop.
     Shutdown(Arc<str>),
 }
 
-/// Messages for one peer that found its ring full, kept in order.
-#[derive(Default)]
-struct Backlog {
-    queue: RefCell<VecDeque<ShardMsg>>,
-    /// The pump holds the front message while it waits for room, so a new
-    /// message must queue behind it even though `queue` looks empty.
-    in_flight: Cell<bool>,
-    /// The pump task, asleep while there is nothing to move.
-    pump: Cell<Option<Waker>>,
-}
+/// Ring slots are allocated up front: keep them at four words.
+const _: () = assert!(std::mem::size_of::<ShardMsg>() <= 32);
 
-impl Backlog {
-    fn is_clear(&self) -> bool {
-        !self.in_flight.get() && self.queue.borrow().is_empty()
+impl Weighed for ShardMsg {
+    fn weight(&self) -> usize {
+        let slot = std::mem::size_of::<ShardMsg>();
+        match self {
+            ShardMsg::Publish(p) => slot + std::mem::size_of::<Publication>() + p.frame.len(),
+            ShardMsg::Interest { channel, .. } => slot + channel.len(),
+            ShardMsg::Query { .. } | ShardMsg::Answer { .. } | ShardMsg::Shutdown(_) => slot,
+        }
     }
 }
 
-/// This shard's rings plus what it knows of other shards' interest.
-///
-/// Sending never blocks the caller: a message goes straight into the ring
-/// when it has room and nothing is queued before it; otherwise it joins the
-/// peer's backlog, which a pump task moves into the ring in order as room
-/// appears. A publisher whose message was queued waits for the backlogs to
-/// clear before reading its socket again ([`Router::wait_for_room`]): the
-/// back-pressure reaches the publisher, and nothing is dropped or reordered.
+/// What this shard owes its peers about its own interest, handed to the
+/// pumps on demand; connections whose `1c` must wait for it wait here.
+struct OwedUpdates {
+    owed: RefCell<InterestOwed>,
+    waiters: RefCell<Vec<Waker>>,
+}
+
+impl Deferred<ShardMsg> for OwedUpdates {
+    fn next_for(&self, peer: usize) -> Option<ShardMsg> {
+        let (channel, interested) = self.owed.borrow_mut().next_for(peer)?;
+        if self.owed.borrow().longest_queue() < MAX_OWED_INTEREST_PER_PEER {
+            for waker in self.waiters.borrow_mut().drain(..) {
+                waker.wake();
+            }
+        }
+        Some(ShardMsg::Interest {
+            channel: channel.as_ref().into(),
+            interested,
+        })
+    }
+}
+
+/// This shard's links to the others plus what it knows of their interest
+/// and owes them of its own.
 pub struct Router {
-    rings: Rc<Rings<ShardMsg>>,
-    interest: RefCell<Interest>,
-    /// One per shard id (this shard's own slot stays empty).
-    backlogs: Vec<Rc<Backlog>>,
-    /// Publishers waiting for every backlog to clear.
-    room_waiters: Rc<RefCell<Vec<Waker>>>,
+    links: Links<ShardMsg>,
+    remote: RefCell<Interest>,
+    owed: Rc<OwedUpdates>,
 }
 
 impl std::fmt::Debug for Router {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Router")
-            .field("shard", &self.shard_id())
-            .field("remote_channels", &self.interest.borrow().len())
+            .field("links", &self.links)
+            .field("remote_channels", &self.remote.borrow().len())
             .finish()
     }
 }
 
 impl Router {
-    /// Wraps the shard's rings and starts one pump task per peer (call it
-    /// inside the shard's executor).
-    pub fn new(rings: Rings<ShardMsg>) -> Self {
-        let rings = Rc::new(rings);
-        let backlogs: Vec<Rc<Backlog>> = (0..rings.nr_shards()).map(|_| Rc::default()).collect();
-        let room_waiters: Rc<RefCell<Vec<Waker>>> = Rc::default();
-        for peer in rings.peers() {
-            glommio::spawn_local(pump(
-                rings.clone(),
-                peer,
-                backlogs[peer].clone(),
-                room_waiters.clone(),
-            ))
-            .detach();
-        }
+    /// Wraps the shard's rings with a budget of `budget` in-flight bytes per
+    /// peer (call it inside the shard's executor).
+    pub fn new(rings: shards::Rings<ShardMsg>, budget: usize) -> Self {
+        let owed = Rc::new(OwedUpdates {
+            owed: RefCell::new(InterestOwed::new(rings.nr_shards(), rings.shard_id())),
+            waiters: RefCell::new(Vec::new()),
+        });
         Router {
-            rings,
-            interest: RefCell::new(Interest::default()),
-            backlogs,
-            room_waiters,
+            links: Links::new(rings, budget, owed.clone()),
+            remote: RefCell::new(Interest::default()),
+            owed,
         }
     }
 
     /// This shard's id.
     pub fn shard_id(&self) -> usize {
-        self.rings.shard_id()
+        self.links.shard_id()
     }
 
     /// Number of shards.
     pub fn nr_shards(&self) -> usize {
-        self.rings.nr_shards()
+        self.links.nr_shards()
     }
 
-    /// The ids of every other shard.
-    pub fn peers(&self) -> Vec<usize> {
-        self.rings.peers().collect()
+    /// The links, for sending and asking.
+    pub fn links(&self) -> &Links<ShardMsg> {
+        &self.links
     }
 
     /// Records an interest change announced by shard `from`.
     pub fn on_interest(&self, from: usize, channel: &str, interested: bool) {
-        self.interest.borrow_mut().set(channel, from, interested);
+        self.remote.borrow_mut().set(channel, from, interested);
     }
 
     /// The remote shards with subscribers on `channel`, as a bit set.
     pub fn interested_shards(&self, channel: &str) -> u64 {
-        self.interest.borrow().shards_for(channel)
-    }
-
-    /// Sends `msg` to shard `to`, in order after anything queued for it.
-    pub fn send(&self, to: usize, msg: ShardMsg) {
-        let Some(backlog) = self.backlogs.get(to) else {
-            return;
-        };
-        let msg = if backlog.is_clear() {
-            match self.rings.try_send(to, msg) {
-                Ok(()) => return,
-                Err(TrySendError::Full(msg)) => msg,
-                // A closed ring means that shard is stopping: nothing to deliver.
-                Err(_) => return,
-            }
-        } else {
-            msg
-        };
-        backlog.queue.borrow_mut().push_back(msg);
-        if let Some(pump) = backlog.pump.take() {
-            pump.wake();
-        }
+        self.remote.borrow().shards_for(channel)
     }
 
     /// Sends `publication` to every shard in `shards` (a bit set): one `Arc`
     /// clone per shard, no copy.
     pub fn forward(&self, shards: u64, publication: Arc<Publication>) {
         for shard in shard_ids(shards) {
-            self.send(shard, ShardMsg::Publish(publication.clone()));
+            self.links
+                .send(shard, ShardMsg::Publish(publication.clone()));
         }
     }
 
-    /// Tells every other shard that this one gained or lost `channel`.
-    pub fn announce(&self, channel: &str, interested: bool) {
-        for peer in self.rings.peers() {
-            self.send(
-                peer,
-                ShardMsg::Interest {
-                    channel: channel.into(),
-                    interested,
-                },
-            );
+    /// True when every shard in `shards` can take more of this shard's
+    /// messages (in-flight bytes under `--max-ring-backlog-bytes`).
+    pub fn has_room(&self, shards: u64) -> bool {
+        shard_ids(shards).all(|s| self.links.has_room(s))
+    }
+
+    /// Waits until every shard in `shards` has room.
+    pub async fn room(&self, shards: u64) {
+        self.links.room(shard_ids(shards)).await
+    }
+
+    /// Records that this shard gained or lost its subscribers on `channel`;
+    /// the peers are told when their rings have room.
+    pub fn set_local_interest(&self, channel: &Rc<str>, interested: bool) {
+        let wake = self.owed.owed.borrow_mut().set_local(channel, interested);
+        for peer in shard_ids(wake) {
+            self.links.kick(peer);
         }
     }
 
-    /// True when some peer's ring was full and messages wait in its backlog.
-    pub fn is_backed_up(&self) -> bool {
-        self.backlogs.iter().any(|b| !b.is_clear())
+    /// True while no peer has too many interest updates queued.
+    pub fn has_interest_room(&self) -> bool {
+        self.owed.owed.borrow().longest_queue() < MAX_OWED_INTEREST_PER_PEER
     }
 
-    /// Waits until every backlog has been moved into the rings.
-    pub async fn wait_for_room(&self) {
+    /// Waits until no peer has too many interest updates queued.
+    pub async fn interest_room(&self) {
         poll_fn(|cx| {
-            if self.is_backed_up() {
-                self.room_waiters.borrow_mut().push(cx.waker().clone());
-                Poll::Pending
-            } else {
+            if self.has_interest_room() {
                 Poll::Ready(())
+            } else {
+                self.owed.waiters.borrow_mut().push(cx.waker().clone());
+                Poll::Pending
             }
         })
         .await
     }
 
+    /// Sends a control message (query, answer, shutdown) to shard `to`.
+    pub fn send(&self, to: usize, msg: ShardMsg) {
+        self.links.send(to, msg);
+    }
+
+    /// Runs `handle` on every message from shard `from`, in order.
+    pub fn drain(
+        &self,
+        from: usize,
+        ring: ConnectedReceiver<ShardMsg>,
+        handle: impl FnMut(usize, ShardMsg) + 'static,
+    ) -> impl std::future::Future<Output = ()> + 'static {
+        self.links.drain(from, ring, handle)
+    }
+
+    /// Bytes waiting in backlogs toward other shards.
+    pub fn backlog_bytes(&self) -> usize {
+        self.links.backlog_bytes()
+    }
+
+    /// Bytes handed to other shards and not yet handled by them.
+    pub fn in_flight_bytes(&self) -> usize {
+        self.links.in_flight_bytes()
+    }
+
+    /// Interest updates not yet sent, over all peers.
+    pub fn owed_interest(&self) -> usize {
+        let owed = self.owed.owed.borrow();
+        (0..self.nr_shards()).map(|p| owed.queued_for(p)).sum()
+    }
+
     /// Outbound ring counters.
     pub fn ring_stats(&self) -> RingStats {
-        self.rings.stats()
+        self.links.stats()
     }
 }
 
-/// Moves one peer's backlog into its ring, waiting for room, in order.
-async fn pump(
-    rings: Rc<Rings<ShardMsg>>,
-    peer: usize,
-    backlog: Rc<Backlog>,
-    room_waiters: Rc<RefCell<Vec<Waker>>>,
-) {
-    loop {
-        let msg = poll_fn(|cx| match backlog.queue.borrow_mut().pop_front() {
-            Some(msg) => Poll::Ready(msg),
-            None => {
-                backlog.pump.set(Some(cx.waker().clone()));
-                Poll::Pending
-            }
-        })
-        .await;
-        backlog.in_flight.set(true);
-        let sent = rings.send(peer, msg).await;
-        backlog.in_flight.set(false);
-        if sent.is_err() {
-            // The peer stopped: drop what was meant for it.
-            backlog.queue.borrow_mut().clear();
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_publication_reads_sender_and_channel_from_its_frame() {
+        for (sender, channel, text) in [
+            ("alice", "c/lobby", "hello"),
+            ("", "", ""),
+            ("名前|x", "ch|1", "你好|"),
+            (&"s".repeat(1_000)[..], &"c".repeat(70_000)[..], "t"),
+        ] {
+            let p = Publication::new(sender, channel, text);
+            assert_eq!(p.sender(), sender);
+            assert_eq!(p.channel(), channel);
+            assert_eq!(p.frame(), &encode_receive_frame(sender, channel, text)[..]);
         }
-        if backlog.queue.borrow().is_empty() {
-            for waker in room_waiters.borrow_mut().drain(..) {
-                waker.wake();
-            }
-        }
+    }
+
+    #[test]
+    fn a_publish_weighs_what_it_holds() {
+        let p = Arc::new(Publication::new("a", "c", &"x".repeat(1_000)));
+        assert!(ShardMsg::Publish(p).weight() > 1_000);
     }
 }

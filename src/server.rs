@@ -6,16 +6,15 @@
 
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
-use futures_lite::{future, StreamExt};
-use glommio::channels::shared_channel::ConnectedReceiver;
-use glommio::net::TcpListener;
+use futures_lite::future;
+use glommio::net::{TcpListener, TcpStream};
 use shards::listener::{adopt, bind_reuseport};
-use shards::{launch, LaunchError, RuntimeConfig, Shard};
+use shards::preflight::raise_open_files_limit;
+use shards::{launch, with_timeout, LaunchError, RuntimeConfig, Shard};
 use socket2::Socket;
 use tracing::{error, info, warn};
 
@@ -23,8 +22,8 @@ use crate::config::Config;
 use crate::console::{self, Control, DEFAULT_STOP_REASON};
 use crate::metrics;
 use crate::router::{Router, ShardMsg};
-use crate::session::{self, with_timeout};
-use crate::shard::ShardState;
+use crate::session;
+use crate::shard::{Admission, ShardState};
 
 /// How often a shard purges expired subscriptions. Expired subscriptions
 /// stop receiving at once (delivery checks the time); this only frees them.
@@ -32,7 +31,11 @@ const PURGE_INTERVAL: Duration = Duration::from_millis(250);
 /// How long a stopping shard waits for its sessions to close.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause after an accept error (e.g. out of file descriptors) before retrying.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// Files the process needs beside its client connections: listeners, the
+/// io_uring instances, standard streams, the admin listener and its
+/// connections, and refused clients being answered 503.
+pub const FILES_HEADROOM: usize = 256;
 
 /// Why the nexus stopped abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -60,11 +63,14 @@ pub fn run(
     control: Receiver<Control>,
     on_listening: impl FnOnce(SocketAddr),
 ) -> Result<(), RunError> {
+    let mut config = config;
+    fit_connections_to_open_files(&mut config);
     let runtime = RuntimeConfig {
         listen: config.listen,
         cores: config.cores.clone(),
         ring_size: config.ring_size,
         backlog: config.backlog,
+        preempt_timer: RuntimeConfig::DEFAULT_PREEMPT_TIMER,
     };
     let admin = match config.metrics {
         Some(addr) => {
@@ -80,9 +86,9 @@ pub fn run(
     };
     // Handed to shard 0 once; the mutex is touched only at start-up.
     let admin = Arc::new(Mutex::new(admin));
-    let open_connections = Arc::new(AtomicUsize::new(0));
+    let admission = Admission::new(config.max_connections, config.max_connections_per_ip);
     let running = launch(&runtime, move |shard: Shard<ShardMsg>| {
-        shard_main(shard, config, control, open_connections, admin)
+        shard_main(shard, config, control, admission, admin)
     })?;
     on_listening(running.local_addr());
     for result in running.join() {
@@ -93,25 +99,58 @@ pub fn run(
     Ok(())
 }
 
+/// Lowers `--max-connections` to what the open-files limit allows (after
+/// raising the soft limit to the hard one), so clients past it are answered
+/// 503 instead of finding the process out of descriptors.
+fn fit_connections_to_open_files(config: &mut Config) {
+    let Some(limit) = raise_open_files_limit() else {
+        return;
+    };
+    let headroom = FILES_HEADROOM + 4 * config.cores.len();
+    let fits = (limit as usize).saturating_sub(headroom).max(1);
+    if fits < config.max_connections {
+        warn!(
+            open_files_limit = limit,
+            max_connections = config.max_connections,
+            lowered_to = fits,
+            "the open-files limit is below --max-connections plus {headroom}: connections \
+             are capped at {fits}. Remedy: raise it (ulimit -n, systemd LimitNOFILE=, \
+             docker run --ulimit nofile=)"
+        );
+        config.max_connections = fits;
+    }
+}
+
 async fn shard_main(
     mut shard: Shard<ShardMsg>,
     config: Config,
     control: Receiver<Control>,
-    open_connections: Arc<AtomicUsize>,
+    admission: Admission,
     admin: Arc<Mutex<Option<Socket>>>,
 ) {
     let inbound = shard.rings.take_inbound();
     let id = shard.id();
     let listener = shard.listener;
+    let budget = config.max_ring_backlog_bytes;
     let state = Rc::new(ShardState::new(
         shard.core,
         config,
-        Router::new(shard.rings),
-        open_connections,
+        Router::new(shard.rings, budget),
+        admission,
     ));
     info!(shard = id, core = shard.core, "shard started");
     for (from, ring) in inbound {
-        glommio::spawn_local(drain_ring(state.clone(), from, ring)).detach();
+        let handler = state.clone();
+        let drain = state.router.drain(from, ring, move |from, msg| {
+            handler.on_ring_message(from, msg)
+        });
+        let stopper = state.clone();
+        glommio::spawn_local(async move {
+            drain.await;
+            // The other shard is gone; a nexus missing a shard must not linger.
+            stopper.begin_shutdown(Arc::from(DEFAULT_STOP_REASON));
+        })
+        .detach();
     }
     glommio::spawn_local(purge_loop(state.clone())).detach();
     glommio::spawn_local(keepalive_loop(state.clone())).detach();
@@ -126,7 +165,7 @@ async fn shard_main(
     drop(listener);
     // Shutdown messages to other shards may wait in a backlog: deliver
     // them before this executor (and its pump tasks) goes away.
-    if with_timeout(DRAIN_TIMEOUT, state.router.wait_for_room())
+    if with_timeout(DRAIN_TIMEOUT, state.router.links().flush())
         .await
         .is_none()
     {
@@ -145,10 +184,19 @@ async fn shard_main(
 }
 
 async fn accept_loop(state: &Rc<ShardState>, listener: &TcpListener) {
+    let mut failing: Option<(Instant, u64)> = None;
     loop {
-        match state.accept(listener).await {
+        match accept(state, listener).await {
             None => return,
             Some(Ok(stream)) => {
+                if let Some((since, failures)) = failing.take() {
+                    info!(
+                        shard = state.id,
+                        failures,
+                        for_ms = since.elapsed().as_millis() as u64,
+                        "accepting again"
+                    );
+                }
                 let Ok(pass) = state.sessions.enter() else {
                     return;
                 };
@@ -156,7 +204,7 @@ async fn accept_loop(state: &Rc<ShardState>, listener: &TcpListener) {
                     .peer_addr()
                     .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
                 let shard = state.clone();
-                let slot = state.admit();
+                let slot = state.admit(peer.ip());
                 glommio::spawn_local(async move {
                     session::serve(shard, stream, peer, slot).await;
                     drop(pass);
@@ -164,28 +212,34 @@ async fn accept_loop(state: &Rc<ShardState>, listener: &TcpListener) {
                 .detach();
             }
             Some(Err(e)) => {
-                error!(shard = state.id, error = %e, "accept failed");
+                // One line per outage (e.g. out of file descriptors), not
+                // one per failed accept.
+                match &mut failing {
+                    Some((_, failures)) => *failures += 1,
+                    None => {
+                        error!(shard = state.id, error = %e, "accept failing; retrying every {} ms", ACCEPT_BACKOFF.as_millis());
+                        failing = Some((Instant::now(), 1));
+                    }
+                }
                 glommio::timer::sleep(ACCEPT_BACKOFF).await;
             }
         }
     }
 }
 
-/// Ring messages handled before the drain yields to other tasks.
-const RING_BATCH: usize = 64;
-
-async fn drain_ring(state: Rc<ShardState>, from: usize, mut ring: ConnectedReceiver<ShardMsg>) {
-    let mut handled = 0;
-    while let Some(msg) = ring.next().await {
-        state.on_ring_message(from, msg);
-        handled += 1;
-        if handled % RING_BATCH == 0 {
-            // A full ring never makes `next` wait: let writers run.
-            future::yield_now().await;
-        }
-    }
-    // The other shard is gone; a nexus missing a shard must not linger.
-    state.begin_shutdown(Arc::from(DEFAULT_STOP_REASON));
+/// The next connection on `listener`, or `None` once the nexus stops.
+pub async fn accept(
+    state: &ShardState,
+    listener: &TcpListener,
+) -> Option<std::io::Result<TcpStream>> {
+    future::or(
+        async { Some(listener.accept().await.map_err(std::io::Error::from)) },
+        async {
+            state.shutdown.wait().await;
+            None
+        },
+    )
+    .await
 }
 
 async fn keepalive_loop(state: Rc<ShardState>) {

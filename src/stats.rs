@@ -28,7 +28,7 @@ pub enum ProtocolErrorKind {
 
 impl ProtocolErrorKind {
     /// Every kind, in label order.
-    pub const ALL: [ProtocolErrorKind; 7] = [
+    pub const ALL: &'static [ProtocolErrorKind] = &[
         ProtocolErrorKind::Version,
         ProtocolErrorKind::Kind,
         ProtocolErrorKind::Malformed,
@@ -52,205 +52,145 @@ impl ProtocolErrorKind {
     }
 }
 
-/// Counters one shard keeps about its own traffic.
-#[derive(Debug, Default)]
+/// Declares every per-shard series once: its variant, Prometheus name, type
+/// and help. The counters, the snapshot, `/metrics`, the console's `stats`
+/// and the admin API all read this one table, so they cannot drift apart.
+macro_rules! metrics {
+    ($($variant:ident => $name:literal, $kind:ident, $help:literal;)*) => {
+        /// One per-shard series (a gauge or a counter).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum Metric {
+            $(#[doc = $help] $variant,)*
+        }
+
+        impl Metric {
+            /// Every series, in exposition order.
+            pub const ALL: &'static [Metric] = &[$(Metric::$variant,)*];
+
+            /// The Prometheus metric name.
+            pub fn name(self) -> &'static str {
+                match self { $(Metric::$variant => $name,)* }
+            }
+
+            /// The Prometheus `# HELP` text.
+            pub fn help(self) -> &'static str {
+                match self { $(Metric::$variant => $help,)* }
+            }
+
+            /// `gauge` or `counter`.
+            pub fn kind(self) -> &'static str {
+                match self { $(Metric::$variant => stringify!($kind),)* }
+            }
+        }
+    };
+}
+
+metrics! {
+    ConnectionsOpen => "easechat_connections_open", gauge, "Open WebSocket connections.";
+    ConnectionsIdentified => "easechat_connections_identified", gauge, "Open connections that sent 1h.";
+    Subscriptions => "easechat_subscriptions", gauge, "Live subscriptions.";
+    Channels => "easechat_channels", gauge, "Channels with subscribers on the shard.";
+    SubscriptionBytes => "easechat_subscription_bytes", gauge, "Budget bytes held by subscriptions (--max-subscription-bytes).";
+    PartialInputBytes => "easechat_partial_input_bytes", gauge, "Bytes of incomplete client messages held (--max-partial-bytes).";
+    RingBacklogBytes => "easechat_ring_backlog_bytes", gauge, "Bytes queued for other shards whose rings were full.";
+    RingInFlightBytes => "easechat_ring_in_flight_bytes", gauge, "Bytes handed to other shards and not yet handled (--max-ring-backlog-bytes per peer).";
+    OwedInterestUpdates => "easechat_owed_interest_updates", gauge, "Interest updates waiting for ring room.";
+    PausedConnections => "easechat_paused_connections", gauge, "Connections whose reading waits for room toward other shards.";
+    ConnectionsOpened => "easechat_connections_opened_total", counter, "WebSocket connections upgraded.";
+    MessagesIn => "easechat_messages_received_total", counter, "Text messages received from clients.";
+    Publishes => "easechat_publishes_total", counter, "Publishes started on the shard (1t and console push).";
+    Deliveries => "easechat_deliveries_total", counter, "1r frames queued to subscribers.";
+    BytesIn => "easechat_bytes_received_total", counter, "Bytes read from client sockets.";
+    BytesOut => "easechat_bytes_sent_total", counter, "Bytes written to client sockets.";
+    RingMessages => "easechat_ring_messages_total", counter, "Messages sent to other shards over the rings.";
+    RingFull => "easechat_ring_full_total", counter, "Messages that found their ring full and waited.";
+    Pauses => "easechat_pauses_total", counter, "Times a connection's reading paused for room toward other shards.";
+    SlowConsumers => "easechat_slow_consumer_closures_total", counter, "Connections closed as slow consumers.";
+    LimitClosures => "easechat_limit_closures_total", counter, "Connections closed for passing a size, count, time or budget limit.";
+    KeepaliveClosures => "easechat_keepalive_closures_total", counter, "Connections closed for not answering pings.";
+    RefusedConnections => "easechat_refused_connections_total", counter, "Connections refused with HTTP 503 (connection caps).";
+}
+
+/// Counters one shard keeps about its own traffic: one cell per [`Metric`]
+/// (gauges are filled in when a snapshot is taken).
+#[derive(Debug)]
 pub struct ShardStats {
-    /// WebSocket connections upgraded.
-    pub connections_opened: Cell<u64>,
-    /// Text messages received from clients.
-    pub messages_in: Cell<u64>,
-    /// Publishes (`1t` and console pushes) started on this shard.
-    pub publishes: Cell<u64>,
-    /// `1r` frames queued to subscribers on this shard.
-    pub deliveries: Cell<u64>,
-    /// Bytes read from client sockets.
-    pub bytes_in: Cell<u64>,
-    /// Bytes written to client sockets.
-    pub bytes_out: Cell<u64>,
-    /// Connections closed as slow consumers.
-    pub slow_consumers: Cell<u64>,
-    /// Connections closed for passing a size or count limit.
-    pub limit_closures: Cell<u64>,
-    /// Connections closed because they stopped answering pings.
-    pub keepalive_closures: Cell<u64>,
-    /// Connections refused with HTTP 503 (`--max-connections`).
-    pub refused_connections: Cell<u64>,
-    /// Connections closed for a protocol error, by kind.
-    protocol_errors: [Cell<u64>; 7],
+    values: [Cell<u64>; Metric::ALL.len()],
+    protocol_errors: [Cell<u64>; ProtocolErrorKind::ALL.len()],
+}
+
+impl Default for ShardStats {
+    fn default() -> Self {
+        ShardStats {
+            values: std::array::from_fn(|_| Cell::new(0)),
+            protocol_errors: std::array::from_fn(|_| Cell::new(0)),
+        }
+    }
 }
 
 impl ShardStats {
+    /// Adds `n` to a counter: one non-atomic add.
+    pub fn add(&self, metric: Metric, n: u64) {
+        let cell = &self.values[metric as usize];
+        cell.set(cell.get().wrapping_add(n));
+    }
+
+    /// Sets a gauge.
+    pub fn set(&self, metric: Metric, value: u64) {
+        self.values[metric as usize].set(value);
+    }
+
     /// Counts one protocol error of `kind`.
     pub fn protocol_error(&self, kind: ProtocolErrorKind) {
-        bump(&self.protocol_errors[kind as usize], 1);
+        let cell = &self.protocol_errors[kind as usize];
+        cell.set(cell.get() + 1);
     }
 
-    /// Protocol errors so far, in [`ProtocolErrorKind::ALL`] order.
-    pub fn protocol_errors(&self) -> [u64; 7] {
-        std::array::from_fn(|i| self.protocol_errors[i].get())
+    /// Every value now, for shard `shard` (set the gauges first).
+    pub fn snapshot(&self, shard: usize) -> StatsSnapshot {
+        StatsSnapshot {
+            shard,
+            values: std::array::from_fn(|i| self.values[i].get()),
+            protocol_errors: std::array::from_fn(|i| self.protocol_errors[i].get()),
+        }
     }
-}
-
-/// Adds `n` to a counter cell.
-pub fn bump(cell: &Cell<u64>, n: u64) {
-    cell.set(cell.get().wrapping_add(n));
 }
 
 /// One shard's figures at one moment: gauges and counters.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatsSnapshot {
     /// The shard.
     pub shard: usize,
-    /// Open WebSocket connections.
-    pub connections_open: u64,
-    /// Of those, identified with `1h`.
-    pub connections_identified: u64,
-    /// Live subscriptions.
-    pub subscriptions: u64,
-    /// Channels with subscribers on this shard.
-    pub channels: u64,
-    /// See [`ShardStats`].
-    pub connections_opened: u64,
-    /// See [`ShardStats`].
-    pub messages_in: u64,
-    /// See [`ShardStats`].
-    pub publishes: u64,
-    /// See [`ShardStats`].
-    pub deliveries: u64,
-    /// See [`ShardStats`].
-    pub bytes_in: u64,
-    /// See [`ShardStats`].
-    pub bytes_out: u64,
-    /// Messages handed to rings toward other shards.
-    pub ring_messages: u64,
-    /// Sends that found a ring full.
-    pub ring_full: u64,
-    /// See [`ShardStats`].
-    pub slow_consumers: u64,
-    /// See [`ShardStats`].
-    pub limit_closures: u64,
-    /// See [`ShardStats`].
-    pub keepalive_closures: u64,
-    /// See [`ShardStats`].
-    pub refused_connections: u64,
+    values: [u64; Metric::ALL.len()],
     /// By [`ProtocolErrorKind::ALL`] order.
-    pub protocol_errors: [u64; 7],
+    pub protocol_errors: [u64; ProtocolErrorKind::ALL.len()],
 }
 
-/// (metric name, help, type, value getter) for every per-shard series.
-type Series = (
-    &'static str,
-    &'static str,
-    &'static str,
-    fn(&StatsSnapshot) -> u64,
-);
+impl StatsSnapshot {
+    /// An all-zero snapshot of `shard`.
+    pub fn empty(shard: usize) -> Self {
+        ShardStats::default().snapshot(shard)
+    }
 
-const SERIES: [Series; 16] = [
-    (
-        "easechat_connections_open",
-        "Open WebSocket connections.",
-        "gauge",
-        |s| s.connections_open,
-    ),
-    (
-        "easechat_connections_identified",
-        "Open connections that sent 1h.",
-        "gauge",
-        |s| s.connections_identified,
-    ),
-    (
-        "easechat_subscriptions",
-        "Live subscriptions.",
-        "gauge",
-        |s| s.subscriptions,
-    ),
-    (
-        "easechat_channels",
-        "Channels with subscribers on the shard.",
-        "gauge",
-        |s| s.channels,
-    ),
-    (
-        "easechat_connections_opened_total",
-        "WebSocket connections upgraded.",
-        "counter",
-        |s| s.connections_opened,
-    ),
-    (
-        "easechat_messages_received_total",
-        "Text messages received from clients.",
-        "counter",
-        |s| s.messages_in,
-    ),
-    (
-        "easechat_publishes_total",
-        "Publishes started on the shard (1t and console push).",
-        "counter",
-        |s| s.publishes,
-    ),
-    (
-        "easechat_deliveries_total",
-        "1r frames queued to subscribers.",
-        "counter",
-        |s| s.deliveries,
-    ),
-    (
-        "easechat_bytes_received_total",
-        "Bytes read from client sockets.",
-        "counter",
-        |s| s.bytes_in,
-    ),
-    (
-        "easechat_bytes_sent_total",
-        "Bytes written to client sockets.",
-        "counter",
-        |s| s.bytes_out,
-    ),
-    (
-        "easechat_ring_messages_total",
-        "Messages sent to other shards over the rings.",
-        "counter",
-        |s| s.ring_messages,
-    ),
-    (
-        "easechat_ring_full_total",
-        "Ring sends that found the ring full and waited.",
-        "counter",
-        |s| s.ring_full,
-    ),
-    (
-        "easechat_slow_consumer_closures_total",
-        "Connections closed as slow consumers.",
-        "counter",
-        |s| s.slow_consumers,
-    ),
-    (
-        "easechat_limit_closures_total",
-        "Connections closed for passing a size or count limit.",
-        "counter",
-        |s| s.limit_closures,
-    ),
-    (
-        "easechat_keepalive_closures_total",
-        "Connections closed for not answering pings.",
-        "counter",
-        |s| s.keepalive_closures,
-    ),
-    (
-        "easechat_refused_connections_total",
-        "Connections refused with HTTP 503 (connection cap).",
-        "counter",
-        |s| s.refused_connections,
-    ),
-];
+    /// The value of `metric`.
+    pub fn get(&self, metric: Metric) -> u64 {
+        self.values[metric as usize]
+    }
+
+    /// Sets the value of `metric` (tests and gauges).
+    pub fn set(&mut self, metric: Metric, value: u64) {
+        self.values[metric as usize] = value;
+    }
+}
 
 /// The Prometheus text exposition of every shard's snapshot.
 pub fn render_prometheus(snapshots: &[StatsSnapshot]) -> String {
     let mut out = String::new();
-    for (name, help, kind, get) in SERIES {
+    for &metric in Metric::ALL {
+        let (name, help, kind) = (metric.name(), metric.help(), metric.kind());
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for s in snapshots {
-            let _ = writeln!(out, "{name}{{shard=\"{}\"}} {}", s.shard, get(s));
+            let _ = writeln!(out, "{name}{{shard=\"{}\"}} {}", s.shard, s.get(metric));
         }
     }
     let name = "easechat_protocol_errors_total";
@@ -275,13 +215,16 @@ pub fn render_prometheus(snapshots: &[StatsSnapshot]) -> String {
 /// The console's `stats`: totals, then one line per shard.
 pub fn render_console(snapshots: &[StatsSnapshot]) -> String {
     let mut out = String::from("stats (total over shards):");
-    for (name, _, _, get) in SERIES {
-        let total: u64 = snapshots.iter().map(get).sum();
-        let per_shard: Vec<String> = snapshots.iter().map(|s| get(s).to_string()).collect();
+    for &metric in Metric::ALL {
+        let total: u64 = snapshots.iter().map(|s| s.get(metric)).sum();
+        let per_shard: Vec<String> = snapshots
+            .iter()
+            .map(|s| s.get(metric).to_string())
+            .collect();
         let _ = write!(
             out,
             "\n  {:<36} {:>14}   per shard: {}",
-            name.trim_start_matches("easechat_"),
+            metric.name().trim_start_matches("easechat_"),
             total,
             per_shard.join(" / ")
         );
@@ -304,17 +247,11 @@ mod tests {
 
     #[test]
     fn exposition_has_a_series_per_shard_and_kind() {
-        let mut a = StatsSnapshot {
-            shard: 0,
-            deliveries: 7,
-            ..Default::default()
-        };
+        let mut a = StatsSnapshot::empty(0);
+        a.set(Metric::Deliveries, 7);
         a.protocol_errors[ProtocolErrorKind::Binary as usize] = 2;
-        let b = StatsSnapshot {
-            shard: 1,
-            deliveries: 5,
-            ..Default::default()
-        };
+        let mut b = StatsSnapshot::empty(1);
+        b.set(Metric::Deliveries, 5);
         let text = render_prometheus(&[a.clone(), b.clone()]);
         assert!(text.contains("# TYPE easechat_deliveries_total counter"));
         assert!(text.contains("easechat_deliveries_total{shard=\"0\"} 7\n"));
@@ -323,5 +260,21 @@ mod tests {
         let console = render_console(&[a, b]);
         assert!(console.contains("deliveries_total"));
         assert!(console.contains("12   per shard: 7 / 5"), "{console}");
+    }
+
+    #[test]
+    fn every_series_is_exposed_once_with_a_unique_name() {
+        let text = render_prometheus(&[StatsSnapshot::empty(0)]);
+        let mut names: Vec<&str> = Metric::ALL.iter().map(|m| m.name()).collect();
+        for name in &names {
+            assert_eq!(
+                text.matches(&format!("# TYPE {name} ")).count(),
+                1,
+                "{name}"
+            );
+        }
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), Metric::ALL.len());
     }
 }

@@ -96,6 +96,33 @@ fn check_memlock() -> Result<(), PreflightError> {
     Ok(())
 }
 
+/// Raises the soft limit on open files (`RLIMIT_NOFILE`) to the hard limit
+/// and returns the soft limit now in force. Every connection is one file;
+/// systemd's default soft limit of 1,024 would otherwise cap the shards long
+/// before any connection limit does. `None` when the limit cannot be read.
+pub fn raise_open_files_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one `rlimit` into the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return None;
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: setrlimit reads one `rlimit` we own; raising the soft
+        // limit up to the hard limit needs no privilege.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            limit = raised;
+        }
+    }
+    Some(limit.rlim_cur)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -3,6 +3,8 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::net::TcpListener;
@@ -10,11 +12,15 @@ use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 
 use crate::listener::{adopt, bind_reuseport};
 use crate::preflight::{self, PreflightError};
-use crate::rings::Rings;
+use crate::rings::{InFlight, Rings};
 
 /// glommio reserves this much DMA memory per executor for file I/O; the
 /// shards only do network I/O, so a small pool is plenty.
 const IO_MEMORY_BYTES: usize = 1 << 20;
+
+/// Most shards one runtime starts: applications keep per-peer sets as 64-bit
+/// masks, so this is the one place the limit lives.
+pub const MAX_SHARDS: usize = 64;
 
 /// What to start: where to listen, on which cores, with which ring size.
 #[derive(Debug, Clone)]
@@ -27,6 +33,20 @@ pub struct RuntimeConfig {
     pub ring_size: usize,
     /// Listen backlog of each shard's socket.
     pub backlog: u32,
+    /// How long a task queue runs before the executor reaps I/O completions
+    /// again (glommio's preemption timer). A task that always has input
+    /// never waits on I/O, so without preemption its neighbours' completed
+    /// reads sit unseen this long; applications should not rely on it and
+    /// instead make busy tasks wait for the reactor now and then.
+    pub preempt_timer: Duration,
+}
+
+impl RuntimeConfig {
+    /// glommio's own default. Shorter timers (1 ms) made executors miss
+    /// their timers and hang at start-up in about one run in three here
+    /// (glommio 0.9.0 shares one io_uring timeout between the preemption
+    /// timer and the sleep timer), so the runtime keeps the default.
+    pub const DEFAULT_PREEMPT_TIMER: Duration = Duration::from_millis(100);
 }
 
 /// Everything one shard owns when its body starts.
@@ -133,6 +153,9 @@ where
     if config.cores.is_empty() {
         return Err(LaunchError::Config("at least one core is needed"));
     }
+    if config.cores.len() > MAX_SHARDS {
+        return Err(LaunchError::Config("at most 64 shards"));
+    }
     if config.ring_size == 0 {
         return Err(LaunchError::Config("ring size must be at least 1"));
     }
@@ -150,16 +173,19 @@ where
         .and_then(|a| a.as_socket())
         .unwrap_or(config.listen);
     let mesh = MeshBuilder::full(config.cores.len(), config.ring_size);
+    let in_flight = Arc::new(InFlight::new(config.cores.len()));
     let mut handles = Vec::with_capacity(config.cores.len());
     for (index, (socket, &core)) in sockets.into_iter().zip(&config.cores).enumerate() {
         let mesh = mesh.clone();
+        let in_flight = in_flight.clone();
         let body = body.clone();
         let handle = LocalExecutorBuilder::new(Placement::Fixed(core))
             .name(&format!("shard-{index}"))
             .io_memory(IO_MEMORY_BYTES)
+            .preempt_timer(config.preempt_timer)
             .spawn(move || async move {
                 let listener = adopt(socket);
-                let rings = Rings::join(mesh)
+                let rings = Rings::join(mesh, in_flight)
                     .await
                     .expect("every shard joins the mesh exactly once");
                 body(Shard {

@@ -14,6 +14,7 @@ fn two_shards() -> RuntimeConfig {
         cores: vec![cores[0], cores[cores.len() - 1]],
         ring_size: 4,
         backlog: 256,
+        preempt_timer: RuntimeConfig::DEFAULT_PREEMPT_TIMER,
     }
 }
 
@@ -41,7 +42,7 @@ fn rings_deliver_everything_in_order_through_back_pressure() {
         });
         for peer in shard.rings.peers().collect::<Vec<_>>() {
             for seq in 0..COUNT {
-                shard.rings.send(peer, (me, seq)).await.unwrap();
+                shard.rings.send(peer, (me, seq), false).await.unwrap();
             }
         }
         let got = receiver.await;

@@ -11,8 +11,9 @@ use tracing::info;
 
 use super::command::{self, Command};
 use super::{Control, DEFAULT_STOP_REASON, POLL_INTERVAL};
-use crate::router::{Answer, KeywordReport, Query, ShardMsg, ShardSummary, SubscriptionView};
+use crate::router::ShardMsg;
 use crate::shard::ShardState;
+use crate::state::views::{Answer, KeywordReport, Query, ShardSummary, SubscriptionView};
 use crate::stats::render_console;
 
 /// How long shard 0 waits for the other shards' answers.
@@ -70,10 +71,13 @@ async fn run(shard: &Rc<ShardState>, cmd: Command) {
             sender,
             channel,
             message,
-        } => {
-            shard.publish(&sender, &channel, &message);
-            print(&format!("pushed to {channel} as {sender}"));
-        }
+        } => match shard.check_publish(&sender, &channel, &message) {
+            Ok(()) => {
+                shard.publish(&sender, &channel, &message);
+                print(&format!("pushed to {channel} as {sender}"));
+            }
+            Err(e) => print(&format!("error: not pushed: {e}")),
+        },
         Command::Stop(reason) => {
             let reason = reason.unwrap_or_else(|| DEFAULT_STOP_REASON.to_string());
             stop(shard, Arc::from(reason));
@@ -98,7 +102,7 @@ fn warn_if_incomplete(complete: bool) {
 fn stop(shard: &ShardState, reason: Arc<str>) {
     info!(reason = &*reason, "stopping: closing every connection");
     print(&format!("stopping: {reason}"));
-    for peer in shard.router.peers() {
+    for peer in shard.router.links().peers() {
         shard.router.send(peer, ShardMsg::Shutdown(reason.clone()));
     }
     shard.begin_shutdown(reason);

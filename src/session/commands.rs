@@ -3,9 +3,8 @@
 use std::rc::Rc;
 use std::time::Duration;
 
-use tracing::{debug, info};
+use tracing::{debug, info, Span};
 
-use crate::protocol::frame::receive_payload_len;
 use crate::shard::{Connection, ShardState};
 
 use super::{Cause, Verdict};
@@ -29,11 +28,10 @@ pub fn hello(shard: &ShardState, conn: &Connection, name: &str) -> Verdict {
         return verdict;
     }
     match conn.set_name(name) {
-        None => {
-            info!(conn = %shard.label(conn.id), peer = %conn.peer, name, "connection identified")
-        }
-        Some(old) => debug!(conn = %shard.label(conn.id), old = &*old, name, "connection renamed"),
+        None => info!(name, "connection identified"),
+        Some(old) => debug!(old = &*old, name, "connection renamed"),
     }
+    Span::current().record("name", name);
     Verdict::Continue
 }
 
@@ -50,7 +48,7 @@ pub fn subscribe(
     if let Some(verdict) = too_long(shard, "channel name", channel) {
         return verdict;
     }
-    debug!(conn = %shard.label(conn.id), channel, ?ttl, "subscribe");
+    debug!(channel, ?ttl, "subscribe");
     match shard.subscribe(conn, channel, ttl) {
         Ok(()) => Verdict::Continue,
         Err(e) => Verdict::Close(1008, e.to_string(), Cause::Limit),
@@ -66,15 +64,10 @@ pub fn transmit(shard: &ShardState, conn: &Connection, channel: &str, text: &str
         return verdict;
     }
     // The 1r built from this must fit the receivers' frame limit.
-    let limit = shard.config.max_message_bytes;
-    if receive_payload_len(&sender, channel, text) > limit {
-        return Verdict::Close(
-            1009,
-            format!("message too big: the 1r would exceed {limit} bytes"),
-            Cause::Limit,
-        );
+    if let Err(e) = shard.check_publish(&sender, channel, text) {
+        return Verdict::Close(1009, e.to_string(), Cause::Limit);
     }
-    debug!(conn = %shard.label(conn.id), channel, bytes = text.len(), "transmit");
+    debug!(channel, bytes = text.len(), "transmit");
     shard.publish(&sender, channel, text);
     Verdict::Continue
 }

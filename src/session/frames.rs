@@ -2,8 +2,15 @@
 //! whole messages and protocol replies (pongs, close answers) out.
 //!
 //! tungstenite does the framing, unmasking, fragmentation, control frames and
-//! UTF-8 checks; this module feeds it one read at a time through [`WsIo`] and
-//! reports how the batch ended. Pure, so the fuzz target drives it directly.
+//! UTF-8 checks; this module feeds it through [`WsIo`] and reports how the
+//! batch ended. Pure, so the fuzz target drives it directly.
+//!
+//! tungstenite reserves a frame's whole declared length as soon as it has
+//! read the header, so a 14-byte header declaring 64 KiB would cost 64 KiB at
+//! once. The decoder therefore reads frame headers itself and hands
+//! tungstenite only complete frames: a partial frame is kept here and grows
+//! only as its bytes arrive ([`FrameDecoder::buffered_bytes`] is what the
+//! connection holds, for the shard's budget and the message deadline).
 
 use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
 use tungstenite::{Error as WsError, Message as WsMessage};
@@ -16,9 +23,27 @@ use crate::stats::ProtocolErrorKind;
 /// grow it for as long as they are being read.
 const READ_BUFFER_BYTES: usize = 1024;
 
+/// A partial frame whose buffer grew past this is given a fresh one once it
+/// completes, so one large message does not pin memory on an idle connection.
+const KEEP_PARTIAL_BYTES: usize = 4 * 1024;
+
 /// A connection's WebSocket decoding state.
 #[derive(Debug)]
-pub struct FrameDecoder(WebSocketContext);
+pub struct FrameDecoder {
+    context: WebSocketContext,
+    /// Largest frame payload accepted (larger ones are handed to tungstenite
+    /// by their header alone, which it refuses with a capacity error).
+    max_frame_bytes: u64,
+    /// The start of a frame whose bytes have not all arrived.
+    partial: Vec<u8>,
+    /// Payload bytes of a fragmented message received so far (tungstenite
+    /// holds them until the last fragment).
+    fragment_bytes: usize,
+    /// True between a data frame without FIN and its final fragment.
+    in_fragmented_message: bool,
+    /// What came with the upgrade, decoded with the first batch.
+    leftover: Vec<u8>,
+}
 
 impl FrameDecoder {
     /// A decoder for a server connection that accepts messages and frames
@@ -29,12 +54,77 @@ impl FrameDecoder {
             .write_buffer_size(0)
             .max_message_size(Some(max_message_bytes))
             .max_frame_size(Some(max_message_bytes));
-        FrameDecoder(WebSocketContext::from_partially_read(
+        FrameDecoder {
+            context: WebSocketContext::new(Role::Server, Some(config)),
+            max_frame_bytes: max_message_bytes as u64,
+            partial: Vec::new(),
+            fragment_bytes: 0,
+            in_fragmented_message: false,
             leftover,
-            Role::Server,
-            Some(config),
-        ))
+        }
     }
+
+    /// Bytes of unfinished messages this connection holds: a partial frame
+    /// and the fragments of an unfinished message.
+    pub fn buffered_bytes(&self) -> usize {
+        self.partial.len() + self.fragment_bytes
+    }
+
+    /// True while a message has started and not yet completed.
+    pub fn mid_message(&self) -> bool {
+        !self.partial.is_empty() || self.in_fragmented_message
+    }
+
+    /// Notes a complete frame's header for fragment accounting.
+    fn saw_frame(&mut self, header: Header) {
+        if header.opcode >= 8 {
+            return; // control frames stand alone
+        }
+        if header.fin {
+            self.in_fragmented_message = false;
+            self.fragment_bytes = 0;
+        } else {
+            self.in_fragmented_message = true;
+            self.fragment_bytes = self
+                .fragment_bytes
+                .saturating_add(header.payload_len as usize);
+        }
+    }
+}
+
+/// What a frame header says.
+#[derive(Debug, Clone, Copy)]
+struct Header {
+    fin: bool,
+    opcode: u8,
+    header_len: usize,
+    payload_len: u64,
+}
+
+/// Reads the frame header at the start of `bytes`, if all of it is there.
+fn parse_header(bytes: &[u8]) -> Option<Header> {
+    let (&first, &second) = (bytes.first()?, bytes.get(1)?);
+    let extended = match second & 0x7f {
+        126 => 2,
+        127 => 8,
+        _ => 0,
+    };
+    let mask = if second & 0x80 != 0 { 4 } else { 0 };
+    let header_len = 2 + extended + mask;
+    if bytes.len() < header_len {
+        return None;
+    }
+    let payload_len = match extended {
+        0 => u64::from(second & 0x7f),
+        2 => u64::from(u16::from_be_bytes([bytes[2], bytes[3]])),
+        _ => u64::from_be_bytes(bytes[2..10].try_into().expect("8 bytes")),
+    };
+    Some(Header {
+        fin: first & 0x80 != 0,
+        opcode: first & 0x0f,
+        header_len,
+        payload_len,
+    })
 }
 
 /// How decoding one batch of input ended.
@@ -50,16 +140,113 @@ pub enum Decoded {
 
 /// Decodes everything in `input`: complete messages go to `inbox`, bytes the
 /// protocol requires the server to send (pongs, the close answer) to
-/// `replies`.
+/// `replies`; an incomplete frame at the end is kept for the next call.
 pub fn decode(
     decoder: &mut FrameDecoder,
     input: &[u8],
     replies: &mut Vec<u8>,
     inbox: &mut Vec<WsMessage>,
 ) -> Decoded {
-    let mut io = WsIo::new(input, replies);
+    if !decoder.leftover.is_empty() {
+        let leftover = std::mem::take(&mut decoder.leftover);
+        match decode_input(decoder, &leftover, replies, inbox) {
+            Decoded::NeedMore => {}
+            ended => return ended,
+        }
+    }
+    decode_input(decoder, input, replies, inbox)
+}
+
+fn decode_input(
+    decoder: &mut FrameDecoder,
+    mut input: &[u8],
+    replies: &mut Vec<u8>,
+    inbox: &mut Vec<WsMessage>,
+) -> Decoded {
+    // First finish the frame left over from earlier reads, a piece at a time
+    // so nothing past its end is taken.
+    while !decoder.partial.is_empty() && !input.is_empty() {
+        let wanted = match parse_header(&decoder.partial) {
+            None => {
+                let have = decoder.partial.len();
+                // Enough for the two fixed bytes, then for the whole header.
+                let needed = if have < 2 {
+                    2
+                } else {
+                    2 + match decoder.partial[1] & 0x7f {
+                        126 => 2,
+                        127 => 8,
+                        _ => 0,
+                    } + if decoder.partial[1] & 0x80 != 0 { 4 } else { 0 }
+                };
+                needed - have
+            }
+            Some(header) if header.payload_len > decoder.max_frame_bytes => {
+                // The header alone makes tungstenite refuse the frame.
+                let partial = std::mem::take(&mut decoder.partial);
+                return feed(decoder, &partial, replies, inbox);
+            }
+            Some(header) => {
+                (header.header_len as u64 + header.payload_len - decoder.partial.len() as u64)
+                    as usize
+            }
+        };
+        let take = wanted.min(input.len());
+        decoder.partial.extend_from_slice(&input[..take]);
+        input = &input[take..];
+        if let Some(header) = parse_header(&decoder.partial) {
+            if header.payload_len > decoder.max_frame_bytes {
+                let partial = std::mem::take(&mut decoder.partial);
+                return feed(decoder, &partial, replies, inbox);
+            }
+            let total = header.header_len as u64 + header.payload_len;
+            if decoder.partial.len() as u64 == total {
+                decoder.saw_frame(header);
+                let mut partial = std::mem::take(&mut decoder.partial);
+                let ended = feed(decoder, &partial, replies, inbox);
+                if partial.capacity() <= KEEP_PARTIAL_BYTES {
+                    partial.clear();
+                    decoder.partial = partial;
+                }
+                if !matches!(ended, Decoded::NeedMore) {
+                    return ended;
+                }
+            }
+        }
+    }
+    // Then every complete frame in the input, handed over without a copy.
+    let mut complete = 0;
+    while let Some(header) = parse_header(&input[complete..]) {
+        if header.payload_len > decoder.max_frame_bytes {
+            // Up to and including this header: tungstenite refuses it.
+            return feed(
+                decoder,
+                &input[..complete + header.header_len],
+                replies,
+                inbox,
+            );
+        }
+        let total = header.header_len + header.payload_len as usize;
+        if input.len() - complete < total {
+            break;
+        }
+        decoder.saw_frame(header);
+        complete += total;
+    }
+    decoder.partial.extend_from_slice(&input[complete..]);
+    feed(decoder, &input[..complete], replies, inbox)
+}
+
+/// Hands complete frames to tungstenite.
+fn feed(
+    decoder: &mut FrameDecoder,
+    frames: &[u8],
+    replies: &mut Vec<u8>,
+    inbox: &mut Vec<WsMessage>,
+) -> Decoded {
+    let mut io = WsIo::new(frames, replies);
     loop {
-        match decoder.0.read(&mut io) {
+        match decoder.context.read(&mut io) {
             Ok(message) => inbox.push(message),
             Err(WsError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 return Decoded::NeedMore
@@ -131,6 +318,67 @@ mod tests {
             Decoded::ClosedByClient
         ));
         assert_eq!(&replies[..2], &[0x88, 0x02], "the close is answered");
+    }
+
+    #[test]
+    fn a_partial_frame_holds_what_arrived_not_what_it_declares() {
+        let mut decoder = FrameDecoder::new(64 * 1024, Vec::new());
+        let (mut replies, mut inbox) = (Vec::new(), Vec::new());
+        // FIN + text, masked, 16-bit length 65,000, mask key.
+        let header = [0x81, 0xfe, 0xfd, 0xe8, 0, 0, 0, 0];
+        decode(&mut decoder, &header, &mut replies, &mut inbox);
+        assert_eq!(decoder.buffered_bytes(), header.len());
+        assert!(decoder.mid_message());
+        decode(&mut decoder, b"1h|", &mut replies, &mut inbox);
+        assert_eq!(decoder.buffered_bytes(), header.len() + 3);
+        assert!(
+            decoder.partial.capacity() < 1024,
+            "no reservation of 64 KiB"
+        );
+        let text = format!("1h|64991|{}", "x".repeat(64_991));
+        assert_eq!(text.len(), 65_000);
+        decode(
+            &mut decoder,
+            &text.as_bytes()[3..],
+            &mut replies,
+            &mut inbox,
+        );
+        assert_eq!(inbox.len(), 1);
+        assert_eq!(decoder.buffered_bytes(), 0);
+        assert!(!decoder.mid_message());
+    }
+
+    #[test]
+    fn fragments_count_until_the_last_one() {
+        let mut decoder = FrameDecoder::new(1024, Vec::new());
+        let (mut replies, mut inbox) = (Vec::new(), Vec::new());
+        let mut first = masked_text(b"1h|2|");
+        first[0] = 0x01; // text, no FIN
+        decode(&mut decoder, &first, &mut replies, &mut inbox);
+        assert!(decoder.mid_message());
+        assert_eq!(decoder.buffered_bytes(), 5);
+        let mut last = masked_text(b"ab");
+        last[0] = 0x80; // continuation, FIN
+        decode(&mut decoder, &last, &mut replies, &mut inbox);
+        assert_eq!(inbox, vec![WsMessage::text("1h|2|ab")]);
+        assert!(!decoder.mid_message());
+        assert_eq!(decoder.buffered_bytes(), 0);
+    }
+
+    #[test]
+    fn a_declared_length_over_the_limit_fails_at_its_header() {
+        let mut decoder = FrameDecoder::new(1024, Vec::new());
+        let (mut replies, mut inbox) = (Vec::new(), Vec::new());
+        let header = [
+            0x81, 0xff, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0,
+        ];
+        for piece in header.chunks(3) {
+            if let Decoded::Failed(e) = decode(&mut decoder, piece, &mut replies, &mut inbox) {
+                assert_eq!(close_code_for(&e).0, 1009);
+                return;
+            }
+        }
+        panic!("the header alone must fail");
     }
 
     #[test]

@@ -15,20 +15,21 @@ pub mod stream;
 mod writer;
 mod ws_io;
 
-use std::future::{poll_fn, Future};
+use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use futures_lite::future;
 use glommio::net::TcpStream;
-use tracing::{debug, info, warn};
+use shards::with_timeout;
+use tracing::{debug, field, info, info_span, warn, Instrument};
 use tungstenite::Message as WsMessage;
 
 use crate::outbox::Push;
 use crate::protocol::{self, Message, ParseError};
 use crate::shard::{Connection, ConnectionSlot, ShardState};
-use crate::stats::{bump, ProtocolErrorKind};
+use crate::stats::{Metric, ProtocolErrorKind};
 use frames::{close_code_for, Decoded, FrameDecoder};
 use stream::{ReadOutcome, SharedStream};
 
@@ -37,6 +38,15 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// After the nexus closed, how long it keeps reading (and discarding) so the
 /// client reads the close frame before the socket goes away.
 const LINGER: Duration = Duration::from_secs(2);
+/// Most bytes one connection reads per turn: a connection that always has
+/// input gets this share, then every other runnable task gets a turn.
+const READ_SHARE_BYTES: usize = 16 * 1024;
+/// How long a connection whose read filled its whole share waits before
+/// reading again. Any wait on a timer puts it behind the executor's next
+/// I/O poll, so the completed reads of every other connection are seen
+/// first; `yield_now` alone would not reap them (glommio polls I/O only
+/// when no task is runnable or its preemption timer fires).
+const FAIR_PAUSE: Duration = Duration::from_micros(50);
 
 /// What a handler decided.
 #[derive(Debug)]
@@ -76,14 +86,14 @@ pub async fn serve(
     shard: Rc<ShardState>,
     stream: TcpStream,
     peer: SocketAddr,
-    slot: Option<ConnectionSlot>,
+    slot: Result<ConnectionSlot, &'static str>,
 ) {
     let stream = SharedStream::new(stream);
-    if slot.is_none() {
-        warn!(%peer, limit = shard.config.max_connections, "refusing connection: too many connections (503)");
+    if let Err(why) = slot {
+        warn!(%peer, "refusing connection: {why} (503)");
         // Answer at once, without waiting for the request: a flood of
         // refused sockets must not hold descriptors for a handshake timeout.
-        let _ = handshake::reject(&stream, "503 Service Unavailable", "too many connections").await;
+        let _ = handshake::reject(&stream, "503 Service Unavailable", why).await;
         linger(&shard, &stream).await;
         return;
     }
@@ -101,151 +111,251 @@ pub async fn serve(
         }
     };
     let conn = shard.register(peer);
-    debug!(conn = %shard.label(conn.id), %peer, "websocket open");
-    let writer = glommio::spawn_local(writer::run(stream.clone(), conn.clone(), shard.clone()));
-    let end = read_loop(&shard, &conn, &stream, leftover).await;
-    shard.unregister(&conn);
-    if matches!(end, End::PeerGone(_)) {
-        conn.outbox.abort();
+    // Every log line of this connection carries its label, peer and name.
+    let span = info_span!("conn", id = %shard.label(conn.id), %peer, name = field::Empty);
+    async {
+        debug!("websocket open");
+        let writer = glommio::spawn_local(writer::run(stream.clone(), conn.clone(), shard.clone()));
+        let mut reader = Reader::new(&shard, &conn, leftover);
+        let end = reader.run(&stream).await;
+        drop(reader);
+        shard.unregister(&conn);
+        if matches!(end, End::PeerGone(_)) {
+            conn.outbox.abort();
+        }
+        log_end(&end);
+        let flushed = with_timeout(CLOSE_GRACE, writer).await.is_some();
+        if flushed && matches!(end, End::ClosedByNexus(..)) {
+            linger(&shard, &stream).await;
+        }
     }
-    log_end(&shard, &conn, &end);
-    let flushed = with_timeout(CLOSE_GRACE, writer).await.is_some();
-    if flushed && matches!(end, End::ClosedByNexus(..)) {
-        linger(&shard, &stream).await;
-    }
+    .instrument(span)
+    .await
 }
 
-fn log_end(shard: &ShardState, conn: &Connection, end: &End) {
-    let label = shard.label(conn.id);
-    let name = conn.name();
-    let name = name.as_deref().unwrap_or("");
+fn log_end(end: &End) {
     match end {
-        End::ClosedByNexus(code, reason) => {
-            info!(conn = %label, peer = %conn.peer, name, code, reason, "connection closed by nexus")
-        }
+        End::ClosedByNexus(code, reason) => info!(code, reason, "connection closed by nexus"),
         End::ClosedByClient(code) => {
-            info!(conn = %label, peer = %conn.peer, name, code = code.unwrap_or(1005), "connection closed by client")
+            info!(code = code.unwrap_or(1005), "connection closed by client")
         }
-        End::PeerGone(why) => {
-            info!(conn = %label, peer = %conn.peer, name, why, "connection lost")
-        }
+        End::PeerGone(why) => info!(why, "connection lost"),
     }
 }
 
-async fn read_loop(
-    shard: &ShardState,
-    conn: &Rc<Connection>,
-    stream: &SharedStream,
-    leftover: Vec<u8>,
-) -> End {
-    let mut decoder = FrameDecoder::new(shard.config.max_message_bytes, leftover);
-    let mut inbox: Vec<WsMessage> = Vec::new();
-    let mut replies: Vec<u8> = Vec::new();
-    let mut input_len = 0;
-    loop {
-        // Parse everything this read brought (the first pass parses what
-        // came with the handshake). No await until the scratch is consumed.
-        let decoded = {
-            let scratch = shard.scratch.borrow();
-            frames::decode(
-                &mut decoder,
-                &scratch[..input_len],
-                &mut replies,
-                &mut inbox,
-            )
-        };
-        let mut peer_close_code = None;
-        let mut published = false;
-        for message in inbox.drain(..) {
-            let verdict = match message {
-                WsMessage::Text(text) => {
-                    published |= text.starts_with("1t");
-                    on_text(shard, conn, &text)
-                }
-                WsMessage::Binary(_) => Verdict::Close(
-                    1003,
-                    "binary frames are not supported".into(),
-                    Cause::Protocol(ProtocolErrorKind::Binary),
-                ),
-                WsMessage::Close(frame) => {
-                    peer_close_code = Some(frame.map(|f| u16::from(f.code)));
-                    Verdict::Continue
-                }
-                WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_) => Verdict::Continue,
-            };
-            if let Some(end) = apply(shard, conn, verdict) {
-                return end;
-            }
+/// One connection's read side: WebSocket decoding, the shard's budgets for
+/// partial input, the message deadline, and waiting for room.
+struct Reader<'a> {
+    shard: &'a ShardState,
+    conn: &'a Rc<Connection>,
+    decoder: FrameDecoder,
+    /// Bytes of unfinished messages charged to the shard's budget.
+    charged: usize,
+    /// When the message being received started, while one is unfinished.
+    message_started: Option<Instant>,
+}
+
+impl Drop for Reader<'_> {
+    fn drop(&mut self) {
+        self.shard.charge_partial(self.charged, 0);
+    }
+}
+
+impl<'a> Reader<'a> {
+    fn new(shard: &'a ShardState, conn: &'a Rc<Connection>, leftover: Vec<u8>) -> Self {
+        Reader {
+            shard,
+            conn,
+            decoder: FrameDecoder::new(shard.config.max_message_bytes, leftover),
+            charged: 0,
+            message_started: None,
         }
-        match decoded {
-            Decoded::NeedMore => {
-                if !replies.is_empty()
-                    && conn.outbox.push_control(std::mem::take(&mut replies)) == Push::Overflow
-                {
-                    // Pings sent faster than the pongs are read.
-                    shard.close_slow_consumer(conn);
+    }
+
+    async fn run(&mut self, stream: &SharedStream) -> End {
+        let (shard, conn) = (self.shard, self.conn);
+        let mut inbox: Vec<WsMessage> = Vec::new();
+        let mut replies: Vec<u8> = Vec::new();
+        let mut input_len = 0;
+        loop {
+            // Parse everything this read brought (the first pass parses what
+            // came with the handshake). No await until the scratch is consumed.
+            let decoded = {
+                let scratch = shard.scratch.borrow();
+                frames::decode(
+                    &mut self.decoder,
+                    &scratch[..input_len],
+                    &mut replies,
+                    &mut inbox,
+                )
+            };
+            let mut peer_close_code = None;
+            for message in inbox.drain(..) {
+                let verdict = match message {
+                    WsMessage::Text(text) => on_text(shard, conn, &text).await,
+                    WsMessage::Binary(_) => Verdict::Close(
+                        1003,
+                        "binary frames are not supported".into(),
+                        Cause::Protocol(ProtocolErrorKind::Binary),
+                    ),
+                    WsMessage::Close(frame) => {
+                        peer_close_code = Some(frame.map(|f| u16::from(f.code)));
+                        Verdict::Continue
+                    }
+                    WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_) => {
+                        Verdict::Continue
+                    }
+                };
+                if let Some(end) = apply(shard, conn, verdict) {
+                    return end;
                 }
             }
-            Decoded::ClosedByClient => {
-                conn.outbox.close_raw(std::mem::take(&mut replies));
-                return End::ClosedByClient(peer_close_code.flatten());
+            match decoded {
+                Decoded::NeedMore => {
+                    if !replies.is_empty()
+                        && conn.outbox.push_control(std::mem::take(&mut replies)) == Push::Overflow
+                    {
+                        // Pings sent faster than the pongs are read.
+                        shard.close_slow_consumer(conn);
+                    }
+                }
+                Decoded::ClosedByClient => {
+                    conn.outbox.close_raw(std::mem::take(&mut replies));
+                    return End::ClosedByClient(peer_close_code.flatten());
+                }
+                Decoded::Failed(error) => {
+                    let (code, reason, cause) = close_code_for(&error);
+                    let verdict = Verdict::Close(code, reason, cause);
+                    return apply(shard, conn, verdict).expect("a close verdict ends the session");
+                }
             }
-            Decoded::Failed(error) => {
-                let (code, reason, cause) = close_code_for(&error);
-                let verdict = Verdict::Close(code, reason, cause);
+            if let Some(verdict) = self.account_partial_input() {
                 return apply(shard, conn, verdict).expect("a close verdict ends the session");
             }
-        }
-        // A full ring pushes back on the publisher: a connection that just
-        // published reads nothing more until the queued cross-shard
-        // messages are in the rings (or it is being closed).
-        if published && shard.router.is_backed_up() {
-            future::or(
-                shard.router.wait_for_room(),
-                poll_fn(|cx| conn.outbox.poll_closing(cx)),
-            )
-            .await;
-        }
-        // A busy publisher's socket always has more to read and a read that
-        // finds data never yields: give the writers (and everyone else) a
-        // turn before reading again.
-        future::yield_now().await;
-        input_len = match stream.read_scratch(&shard.scratch, &conn.outbox).await {
-            ReadOutcome::Data(n) => {
-                conn.heard(Instant::now());
-                bump(&shard.stats.bytes_in, n as u64);
-                n
+            // A connection that always has input never waits on a read:
+            // give every other task (readers, writers, rings) a turn first,
+            // and after a full share, everyone's I/O too.
+            if input_len == READ_SHARE_BYTES {
+                glommio::timer::sleep(FAIR_PAUSE).await;
+            } else {
+                future::yield_now().await;
             }
-            ReadOutcome::Eof => return End::PeerGone("end of stream".into()),
-            ReadOutcome::Failed(e) => return End::PeerGone(e.to_string()),
-            ReadOutcome::Closing => {
-                // Closed from outside the read loop: slow consumer,
-                // keepalive, shutdown, or the writer found the peer gone.
-                return match conn.outbox.close_reason() {
-                    Some((code, reason)) => End::ClosedByNexus(code, reason),
-                    None => End::PeerGone("write failed".into()),
-                };
-            }
-        };
+            let read = stream.read_scratch(&shard.scratch, READ_SHARE_BYTES, &conn.outbox);
+            let outcome = match self.message_deadline() {
+                None => read.await,
+                Some(left) => match with_timeout(left, read).await {
+                    Some(outcome) => outcome,
+                    None => return self.message_timed_out(),
+                },
+            };
+            input_len = match outcome {
+                ReadOutcome::Data(n) => {
+                    conn.heard(Instant::now());
+                    shard.stats.add(Metric::BytesIn, n as u64);
+                    n
+                }
+                ReadOutcome::Eof => return End::PeerGone("end of stream".into()),
+                ReadOutcome::Failed(e) => return End::PeerGone(e.to_string()),
+                ReadOutcome::Closing => {
+                    // Closed from outside the read loop: slow consumer,
+                    // keepalive, shutdown, or the writer found the peer gone.
+                    return match conn.outbox.close_reason() {
+                        Some((code, reason)) => End::ClosedByNexus(code, reason),
+                        None => End::PeerGone("write failed".into()),
+                    };
+                }
+            };
+        }
+    }
+
+    /// Charges what the decoder holds of unfinished messages to the shard's
+    /// budget and starts or stops the message deadline.
+    fn account_partial_input(&mut self) -> Option<Verdict> {
+        let held = self.decoder.buffered_bytes();
+        if !self.shard.charge_partial(self.charged, held) {
+            return Some(Verdict::Close(
+                1008,
+                "server busy: too much unfinished input, try again later".into(),
+                Cause::Limit,
+            ));
+        }
+        self.charged = held;
+        match (self.decoder.mid_message(), self.message_started) {
+            (true, None) => self.message_started = Some(Instant::now()),
+            (false, Some(_)) => self.message_started = None,
+            _ => {}
+        }
+        None
+    }
+
+    /// Time left to finish the message being received, if one is unfinished.
+    fn message_deadline(&self) -> Option<Duration> {
+        let started = self.message_started?;
+        Some(
+            (started + self.shard.config.message_timeout).saturating_duration_since(Instant::now()),
+        )
+    }
+
+    fn message_timed_out(&self) -> End {
+        let limit = self.shard.config.message_timeout.as_secs();
+        let verdict = Verdict::Close(
+            1008,
+            format!("message not completed within {limit} s"),
+            Cause::Limit,
+        );
+        apply(self.shard, self.conn, verdict).expect("a close verdict ends the session")
     }
 }
 
-fn on_text(shard: &ShardState, conn: &Rc<Connection>, text: &str) -> Verdict {
-    bump(&shard.stats.messages_in, 1);
-    match protocol::parse(text) {
-        Ok(Message::Hello { name }) => commands::hello(shard, conn, name),
-        Ok(Message::Subscribe { channel, ttl }) => commands::subscribe(shard, conn, channel, ttl),
-        Ok(Message::Transmit { channel, text }) => commands::transmit(shard, conn, channel, text),
-        Ok(Message::Disconnect { reason }) => commands::disconnect(reason),
-        Ok(Message::Receive { .. }) => Verdict::Continue,
+async fn on_text(shard: &ShardState, conn: &Rc<Connection>, text: &str) -> Verdict {
+    shard.stats.add(Metric::MessagesIn, 1);
+    let message = match protocol::parse(text) {
+        Ok(message) => message,
         Err(e) => {
             let kind = match e {
                 ParseError::UnsupportedVersion => ProtocolErrorKind::Version,
                 ParseError::UnknownKind => ProtocolErrorKind::Kind,
                 ParseError::Malformed(_) => ProtocolErrorKind::Malformed,
             };
-            Verdict::Close(e.close_code(), e.to_string(), Cause::Protocol(kind))
+            return Verdict::Close(e.close_code(), e.to_string(), Cause::Protocol(kind));
         }
+    };
+    wait_for_room(shard, conn, &message).await;
+    match message {
+        Message::Hello { name } => commands::hello(shard, conn, name),
+        Message::Subscribe { channel, ttl } => commands::subscribe(shard, conn, channel, ttl),
+        Message::Transmit { channel, text } => commands::transmit(shard, conn, channel, text),
+        Message::Disconnect { reason } => commands::disconnect(reason),
+        Message::Receive { .. } => Verdict::Continue,
+    }
+}
+
+/// Before a message that sends to other shards, waits until they can take
+/// more from this shard: a publish waits for the shards it goes to, a `1c`
+/// that changes this shard's interest for room in the interest updates.
+/// Only this connection waits (its reading pauses, TCP pushes back on it);
+/// it stops waiting if it is being closed.
+async fn wait_for_room(shard: &ShardState, conn: &Connection, message: &Message<'_>) {
+    let router = &shard.router;
+    let closing = poll_fn(|cx| conn.outbox.poll_closing(cx));
+    match *message {
+        Message::Transmit { channel, .. } => {
+            let targets = shard.publish_targets(channel);
+            if !router.has_room(targets) {
+                shard
+                    .paused(future::or(router.room(targets), closing))
+                    .await;
+            }
+        }
+        Message::Subscribe { channel, ttl }
+            if !router.has_interest_room()
+                && shard.subscribe_changes_interest(conn, channel, ttl) =>
+        {
+            shard
+                .paused(future::or(router.interest_room(), closing))
+                .await;
+        }
+        _ => {}
     }
 }
 
@@ -257,7 +367,7 @@ fn apply(shard: &ShardState, conn: &Connection, verdict: Verdict) -> Option<End>
     match cause {
         Cause::Requested => {}
         Cause::Protocol(kind) => shard.stats.protocol_error(kind),
-        Cause::Limit => bump(&shard.stats.limit_closures, 1),
+        Cause::Limit => shard.stats.add(Metric::LimitClosures, 1),
     }
     // The outbox keeps the reason as sent (cut to the close-frame limit);
     // if the connection was already closing, that earlier close stands.
@@ -282,13 +392,4 @@ async fn linger(shard: &ShardState, stream: &SharedStream) {
         }
     };
     with_timeout(LINGER, drain).await;
-}
-
-/// Runs `fut` for at most `limit`; `None` if time ran out (it is dropped).
-pub async fn with_timeout<T>(limit: Duration, fut: impl Future<Output = T>) -> Option<T> {
-    future::or(async { Some(fut.await) }, async {
-        glommio::timer::sleep(limit).await;
-        None
-    })
-    .await
 }

@@ -56,15 +56,21 @@ impl SharedStream {
         .await
     }
 
-    /// Like [`SharedStream::read_shared`], but stops as soon as `outbox`
-    /// starts closing (slow consumer, shutdown).
-    pub async fn read_scratch(&self, scratch: &RefCell<Vec<u8>>, outbox: &Outbox) -> ReadOutcome {
+    /// Like [`SharedStream::read_shared`], reading at most `limit` bytes,
+    /// but stops as soon as `outbox` starts closing (slow consumer, shutdown).
+    pub async fn read_scratch(
+        &self,
+        scratch: &RefCell<Vec<u8>>,
+        limit: usize,
+        outbox: &Outbox,
+    ) -> ReadOutcome {
         poll_fn(|cx| {
             if outbox.poll_closing(cx).is_ready() {
                 return Poll::Ready(ReadOutcome::Closing);
             }
             let mut buf = scratch.borrow_mut();
-            match Pin::new(&mut *self.0.borrow_mut()).poll_read(cx, &mut buf[..]) {
+            let end = limit.min(buf.len());
+            match Pin::new(&mut *self.0.borrow_mut()).poll_read(cx, &mut buf[..end]) {
                 Poll::Ready(Ok(0)) => Poll::Ready(ReadOutcome::Eof),
                 Poll::Ready(Ok(n)) => Poll::Ready(ReadOutcome::Data(n)),
                 Poll::Ready(Err(e)) => Poll::Ready(ReadOutcome::Failed(e)),

@@ -6,7 +6,7 @@ use std::rc::Rc;
 
 use crate::outbox::Batch;
 use crate::shard::{Connection, ShardState};
-use crate::stats::bump;
+use crate::stats::Metric;
 
 use super::stream::SharedStream;
 
@@ -20,14 +20,14 @@ pub async fn run(stream: SharedStream, conn: Rc<Connection>, shard: Rc<ShardStat
     let mut buf = Vec::new();
     loop {
         let batch = poll_fn(|cx| conn.outbox.poll_batch(cx, &mut buf)).await;
+        // Bytes count as sent once the kernel took them.
         let written = match batch {
             Batch::One(frame) => {
-                bump(&shard.stats.bytes_out, frame.len() as u64);
-                stream.write_all(&frame).await
+                let result = stream.write_all(&frame).await;
+                result.map(|()| frame.len())
             }
             Batch::Many => {
-                bump(&shard.stats.bytes_out, buf.len() as u64);
-                let result = stream.write_all(&buf).await;
+                let result = stream.write_all(&buf).await.map(|()| buf.len());
                 buf.clear();
                 if buf.capacity() > KEEP_BUFFER_BYTES {
                     buf = Vec::new();
@@ -39,9 +39,12 @@ pub async fn run(stream: SharedStream, conn: Rc<Connection>, shard: Rc<ShardStat
                 return;
             }
         };
-        if written.is_err() {
-            conn.outbox.abort();
-            return;
+        match written {
+            Ok(bytes) => shard.stats.add(Metric::BytesOut, bytes as u64),
+            Err(_) => {
+                conn.outbox.abort();
+                return;
+            }
         }
     }
 }

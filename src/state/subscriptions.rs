@@ -12,6 +12,15 @@ use std::time::Instant;
 /// A connection's id, unique within its shard.
 pub type ConnId = u64;
 
+/// What one subscription costs beside its channel name's bytes: its entries
+/// in the three maps below (measured order of magnitude, for budgets).
+pub const SUBSCRIPTION_OVERHEAD_BYTES: usize = 160;
+
+/// The budget charge of one subscription to `channel`.
+pub fn subscription_cost(channel: &str) -> usize {
+    channel.len() + SUBSCRIPTION_OVERHEAD_BYTES
+}
+
 /// One live subscription of a channel.
 #[derive(Debug)]
 struct Entry<S> {
@@ -28,6 +37,8 @@ pub struct SubscriptionIndex<S> {
     by_connection: HashMap<ConnId, Vec<Rc<str>>>,
     /// Every subscription ordered by expiry, for purging.
     expiries: BTreeSet<(Instant, ConnId, Rc<str>)>,
+    /// Sum of [`subscription_cost`] over every subscription held.
+    cost_bytes: usize,
 }
 
 /// What a subscribe call changed.
@@ -47,6 +58,7 @@ impl<S> Default for SubscriptionIndex<S> {
             channels: HashMap::new(),
             by_connection: HashMap::new(),
             expiries: BTreeSet::new(),
+            cost_bytes: 0,
         }
     }
 }
@@ -94,6 +106,7 @@ impl<S> SubscriptionIndex<S> {
             .entry(conn)
             .or_default()
             .push(channel.clone());
+        self.cost_bytes += subscription_cost(&channel);
         self.expiries.insert((expires, conn, channel));
     }
 
@@ -112,6 +125,7 @@ impl<S> SubscriptionIndex<S> {
             .map(|(k, _)| k.clone())
             .expect("channel present");
         self.expiries.remove(&(entry.expires, conn, key.clone()));
+        self.cost_bytes -= subscription_cost(channel);
         if let Some(list) = self.by_connection.get_mut(&conn) {
             list.retain(|c| **c != *channel);
             if list.is_empty() {
@@ -142,6 +156,7 @@ impl<S> SubscriptionIndex<S> {
             {
                 self.expiries
                     .remove(&(entry.expires, conn, channel.clone()));
+                self.cost_bytes -= subscription_cost(&channel);
             }
             if self.drop_if_empty(&channel) {
                 emptied.push(channel);
@@ -162,6 +177,7 @@ impl<S> SubscriptionIndex<S> {
             if let Some(subs) = self.channels.get_mut(&channel) {
                 subs.remove(&conn);
             }
+            self.cost_bytes -= subscription_cost(&channel);
             if let Some(list) = self.by_connection.get_mut(&conn) {
                 list.retain(|c| *c != channel);
                 if list.is_empty() {
@@ -225,6 +241,11 @@ impl<S> SubscriptionIndex<S> {
             .is_some_and(|subs| subs.contains_key(&conn))
     }
 
+    /// How many subscriptions `channel` has here (live or not yet purged).
+    pub fn subscriber_count(&self, channel: &str) -> usize {
+        self.channels.get(channel).map_or(0, HashMap::len)
+    }
+
     /// Whether `channel` has a subscriber here (used for remote interest).
     pub fn has_channel(&self, channel: &str) -> bool {
         self.channels.contains_key(channel)
@@ -243,6 +264,17 @@ impl<S> SubscriptionIndex<S> {
     /// Number of subscriptions here.
     pub fn subscription_count(&self) -> usize {
         self.expiries.len()
+    }
+
+    /// What every subscription held costs, in budget bytes
+    /// ([`subscription_cost`] each).
+    pub fn cost_bytes(&self) -> usize {
+        self.cost_bytes
+    }
+
+    /// The channel's key as stored, so others can share the allocation.
+    pub fn channel_key(&self, channel: &str) -> Option<Rc<str>> {
+        self.channels.get_key_value(channel).map(|(k, _)| k.clone())
     }
 }
 
@@ -331,5 +363,29 @@ mod tests {
             index.remove_connection(conn);
         }
         assert!(index.channels.is_empty() && index.expiries.is_empty());
+        assert_eq!(index.cost_bytes(), 0);
+    }
+
+    #[test]
+    fn cost_follows_every_way_a_subscription_ends() {
+        let t0 = Instant::now();
+        let mut index = SubscriptionIndex::new();
+        index.subscribe(1, "abc", t0 + secs(1), ());
+        index.subscribe(1, "abc", t0 + secs(2), ()); // renewal costs nothing
+        index.subscribe(2, "abc", t0 + secs(9), ());
+        index.subscribe(2, "de", t0 + secs(9), ());
+        index.subscribe(3, "f", t0 + secs(9), ());
+        assert_eq!(
+            index.cost_bytes(),
+            2 * subscription_cost("abc") + subscription_cost("de") + subscription_cost("f")
+        );
+        index.purge_expired(t0 + secs(3));
+        index.unsubscribe(3, "f");
+        assert_eq!(
+            index.cost_bytes(),
+            subscription_cost("abc") + subscription_cost("de")
+        );
+        index.remove_connection(2);
+        assert_eq!(index.cost_bytes(), 0);
     }
 }

@@ -1,0 +1,129 @@
+//! Messages from other shards, and questions about this shard: what the
+//! console, `/metrics` and the admin API ask, answered here and gathered
+//! from every shard over the rings.
+
+use std::time::{Duration, Instant};
+
+use super::ShardState;
+use crate::router::ShardMsg;
+use crate::state::views::{Answer, KeywordReport, Query, ShardSummary, SubscriptionView};
+use crate::stats::{Metric, StatsSnapshot};
+
+impl ShardState {
+    /// Handles one message from another shard's ring.
+    pub fn on_ring_message(&self, from: usize, msg: ShardMsg) {
+        match msg {
+            ShardMsg::Publish(publication) => self.deliver_remote(&publication),
+            ShardMsg::Interest {
+                channel,
+                interested,
+            } => self.router.on_interest(from, &channel, interested),
+            ShardMsg::Query { id, query } => {
+                let answer = Box::new(self.answer(&query));
+                self.router.send(from, ShardMsg::Answer { id, answer });
+            }
+            ShardMsg::Answer { id, answer } => self.asks.answered(id, *answer),
+            ShardMsg::Shutdown(reason) => self.begin_shutdown(reason),
+        }
+    }
+
+    /// This shard's answer to a question.
+    pub fn answer(&self, query: &Query) -> Answer {
+        let now = Instant::now();
+        match query {
+            Query::Summary => {
+                let connections = self.connections.borrow();
+                let index = self.index.borrow();
+                Answer::Summary(ShardSummary {
+                    shard: self.id,
+                    connections: connections.len(),
+                    identified: connections.values().filter(|c| c.name().is_some()).count(),
+                    subscriptions: index.subscription_count(),
+                    channels: index.channel_names().map(|c| c.to_string()).collect(),
+                })
+            }
+            Query::Stats => Answer::Stats(self.snapshot()),
+            Query::Keyword(keyword) => Answer::Keyword(self.keyword_report(keyword, now)),
+        }
+    }
+
+    fn keyword_report(&self, keyword: &str, now: Instant) -> KeywordReport {
+        let connections = self.connections.borrow();
+        let index = self.index.borrow();
+        let mut report = KeywordReport::default();
+        for conn in connections.values().filter(|c| c.is_named(keyword)) {
+            for (channel, expires) in index.channels_of(conn.id, now) {
+                report.endpoint_channels.push(SubscriptionView {
+                    connection: self.label(conn.id),
+                    name: keyword.to_string(),
+                    channel: channel.to_string(),
+                    expires_in: expires - now,
+                });
+            }
+        }
+        for (id, expires, conn) in index.subscribers_with_expiry(keyword, now) {
+            report.channel_subscribers.push(SubscriptionView {
+                connection: self.label(id),
+                name: conn.name().as_deref().unwrap_or("").to_string(),
+                channel: keyword.to_string(),
+                expires_in: expires - now,
+            });
+        }
+        report
+    }
+
+    /// This shard's counters and gauges now.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let connections = self.connections.borrow();
+        let index = self.index.borrow();
+        let rings = self.router.ring_stats();
+        let identified = connections.values().filter(|c| c.name().is_some()).count();
+        let gauges = [
+            (Metric::ConnectionsOpen, connections.len()),
+            (Metric::ConnectionsIdentified, identified),
+            (Metric::Subscriptions, index.subscription_count()),
+            (Metric::Channels, index.channel_count()),
+            (Metric::SubscriptionBytes, index.cost_bytes()),
+            (Metric::PartialInputBytes, self.partial_bytes.get()),
+            (Metric::RingBacklogBytes, self.router.backlog_bytes()),
+            (Metric::RingInFlightBytes, self.router.in_flight_bytes()),
+            (Metric::OwedInterestUpdates, self.router.owed_interest()),
+            (Metric::PausedConnections, self.paused.get()),
+        ];
+        for (metric, value) in gauges {
+            self.stats.set(metric, value as u64);
+        }
+        self.stats.set(Metric::RingMessages, rings.sent);
+        self.stats.set(Metric::RingFull, rings.full_waits);
+        self.stats.snapshot(self.id)
+    }
+
+    /// Asks every shard (this one directly, the others over the rings) and
+    /// collects the answers that arrive within `timeout`. The flag is false
+    /// when some shard did not answer in time.
+    pub async fn gather(&self, query: Query, timeout: Duration) -> (Vec<Answer>, bool) {
+        let local = self.answer(&query);
+        let question = |id| ShardMsg::Query {
+            id,
+            query: Box::new(query.clone()),
+        };
+        self.asks
+            .ask_all(self.router.links(), local, question, timeout)
+            .await
+    }
+
+    /// Every shard's [`StatsSnapshot`], in shard order, and whether all
+    /// answered within `timeout`.
+    pub async fn gather_stats(&self, timeout: Duration) -> (Vec<StatsSnapshot>, bool) {
+        let (answers, complete) = self.gather(Query::Stats, timeout).await;
+        let mut snapshots: Vec<StatsSnapshot> = answers
+            .into_iter()
+            .filter_map(|a| match a {
+                Answer::Stats(s) => Some(s),
+                _ => None,
+            })
+            .collect();
+        snapshots.sort_by_key(|s| s.shard);
+        (snapshots, complete)
+    }
+}

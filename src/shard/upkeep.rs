@@ -1,0 +1,70 @@
+//! Keeping a shard tidy: pinging silent connections, purging expired
+//! subscriptions, and stopping.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tracing::{debug, info};
+
+use super::ShardState;
+use crate::outbox::Push;
+use crate::protocol::frame::PING_FRAME;
+use crate::state::connection::Liveness;
+use crate::stats::Metric;
+
+impl ShardState {
+    /// Pings connections that have been silent for `--keepalive` and closes
+    /// (1001) those that then stay silent for `--keepalive-timeout`: a game
+    /// server that lost power must not hold its subscriptions forever.
+    pub fn sweep_keepalive(&self) {
+        let now = Instant::now();
+        let (idle, timeout) = (self.config.keepalive, self.config.keepalive_timeout);
+        for conn in self.connections.borrow().values() {
+            match conn.check_liveness(now, idle, timeout) {
+                Liveness::Alive => {}
+                Liveness::Ping => {
+                    if conn.outbox.push_control(PING_FRAME.to_vec()) == Push::Overflow {
+                        self.close_slow_consumer(conn);
+                    }
+                }
+                Liveness::Dead => {
+                    if conn.outbox.close_discarding(1001, "keepalive timeout") {
+                        self.stats.add(Metric::KeepaliveClosures, 1);
+                        info!(
+                            conn = %self.label(conn.id),
+                            peer = %conn.peer,
+                            name = conn.name().as_deref().unwrap_or(""),
+                            "closing silent connection: keepalive timeout (1001)"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Drops subscriptions whose time is up and tells other shards about
+    /// channels this shard no longer listens to.
+    pub fn purge_expired(&self) {
+        let emptied = self.index.borrow_mut().purge_expired(Instant::now());
+        for channel in emptied {
+            debug!(
+                shard = self.id,
+                channel = &*channel,
+                "last subscription expired"
+            );
+            self.router.set_local_interest(&channel, false);
+        }
+    }
+
+    /// Starts stopping this shard: no new connections, and every open one
+    /// is closed with 1000 and `reason` after what is already queued.
+    pub fn begin_shutdown(&self, reason: Arc<str>) {
+        if !self.shutdown.trigger(reason.clone()) {
+            return;
+        }
+        info!(shard = self.id, reason = &*reason, "shard stopping");
+        for conn in self.connections.borrow().values() {
+            conn.outbox.close(1000, &reason);
+        }
+    }
+}
