@@ -28,6 +28,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use argh::FromArgs;
+use easechat_protocol::Message;
 use payload::Stamp;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -191,21 +192,23 @@ impl Conn {
             stream,
             pending: response.split_off(used),
         };
-        conn.send(format!("1h|{}|{name}", name.len()).as_bytes())
-            .await?;
+        conn.send(Message::Hello { name }).await?;
         Ok(conn)
     }
 
-    async fn send(&mut self, text: &[u8]) -> std::io::Result<()> {
-        let mut frame = Vec::with_capacity(text.len() + 14);
-        ws::push_text_frame(&mut frame, text);
+    async fn send(&mut self, message: Message<'_>) -> std::io::Result<()> {
+        let mut frame = Vec::with_capacity(message.encoded_len() + 14);
+        ws::push_message(&mut frame, message);
         self.stream.write_all(&frame).await
     }
 
     async fn subscribe(&mut self, channel: usize, seconds: u64) -> std::io::Result<()> {
-        let name = format!("soak/{channel}");
-        self.send(format!("1c|{}|{name}|{seconds}|0", name.len()).as_bytes())
-            .await
+        let channel = format!("soak/{channel}");
+        self.send(Message::Subscribe {
+            channel: &channel,
+            ttl: Duration::from_secs(seconds),
+        })
+        .await
     }
 
     /// Reads once (with a timeout) and hands every complete frame to `each`;
@@ -323,7 +326,7 @@ async fn publisher(mut conn: Conn, id: u32, rate: u64, end: Instant, counts: Rc<
         }
         add(&counts.published, count);
     }
-    let _ = conn.send(b"1d|4|done").await;
+    let _ = conn.send(Message::Disconnect { reason: "done" }).await;
 }
 
 async fn churner(addr: SocketAddr, id: usize, end: Instant, counts: Rc<Counts>) {
@@ -358,7 +361,7 @@ async fn churner(addr: SocketAddr, id: usize, end: Instant, counts: Rc<Counts>) 
         add(&counts.churned, 1);
         match round % 3 {
             0 => {
-                let _ = conn.send(b"1d|5|churn").await;
+                let _ = conn.send(Message::Disconnect { reason: "churn" }).await;
                 let _ = conn.read_some(Duration::from_millis(500), |_| {}).await;
             }
             1 => {

@@ -1,15 +1,19 @@
 //! Test harness: a real nexus process on an ephemeral loopback port, driven
 //! through its standard input, and real WebSocket clients.
+//!
+//! The client crate's tests (`client/tests/`) include this file too.
 
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use easechat_protocol::Message as Wire;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::stream::MaybeTlsStream;
 use tungstenite::{Message, WebSocket};
@@ -43,6 +47,28 @@ fn lines_of(reader: impl std::io::Read + Send + 'static) -> Receiver<String> {
     rx
 }
 
+/// The nexus binary. Cargo names it to this package's tests; the client
+/// crate's tests find it where Cargo puts the workspace's binaries, the
+/// folder above the `deps` folder that holds the test executable
+/// (`cargo test --workspace` builds it before any test runs).
+fn nexus_binary() -> PathBuf {
+    if let Some(path) = option_env!("CARGO_BIN_EXE_ease_chat_nexus") {
+        return path.into();
+    }
+    let exe = std::env::current_exe().expect("path of the test executable");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executables live in <target>/<profile>/deps");
+    let path = dir.join("ease_chat_nexus");
+    assert!(
+        path.exists(),
+        "{} is not built: run `cargo test --workspace` or `cargo build -p ease_chat_nexus`",
+        path.display()
+    );
+    path
+}
+
 impl Nexus {
     /// Starts `ease_chat_nexus 127.0.0.1:0 --cores 2 <extra>` and waits
     /// until it listens.
@@ -52,7 +78,7 @@ impl Nexus {
 
     /// Like [`Nexus::start`] on a given address.
     pub fn start_at(listen: &str, extra: &[&str]) -> Nexus {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ease_chat_nexus"))
+        let mut child = Command::new(nexus_binary())
             .args([listen, "--cores", "2"])
             .args(extra)
             .env("RUST_LOG", "info")
@@ -303,14 +329,20 @@ impl Client {
         self.ws.send(Message::binary(bytes.to_vec())).expect("send");
     }
 
+    /// Sends one protocol message, encoded by the codec.
+    pub fn send_wire(&mut self, message: Wire<'_>) {
+        self.send(&message.encode());
+    }
+
     /// `1h`.
     pub fn hello(&mut self, name: &str) {
-        self.send(&format!("1h|{}|{name}", name.len()));
+        self.send_wire(Wire::Hello { name });
     }
 
     /// `1c` with a TTL in seconds and nanoseconds.
     pub fn subscribe_ttl(&mut self, channel: &str, seconds: u64, nanos: u64) {
-        self.send(&format!("1c|{}|{channel}|{seconds}|{nanos}", channel.len()));
+        let ttl = Duration::from_secs(seconds) + Duration::from_nanos(nanos);
+        self.send_wire(Wire::Subscribe { channel, ttl });
     }
 
     /// `1c` with a 600 s TTL, as the Java client does.
@@ -320,11 +352,7 @@ impl Client {
 
     /// `1t`.
     pub fn publish(&mut self, channel: &str, text: &str) {
-        self.send(&format!(
-            "1t|{}|{channel}|{}|{text}",
-            channel.len(),
-            text.len()
-        ));
+        self.send_wire(Wire::Transmit { channel, text });
     }
 
     /// The next text or close frame, within `wait`; None on timeout.
@@ -389,10 +417,10 @@ impl Client {
 
 /// The `1r` text a subscriber receives.
 pub fn receive(sender: &str, channel: &str, text: &str) -> String {
-    format!(
-        "1r|{}|{sender}|{}|{channel}|{}|{text}",
-        sender.len(),
-        channel.len(),
-        text.len()
-    )
+    Wire::Receive {
+        sender,
+        channel,
+        text,
+    }
+    .encode()
 }

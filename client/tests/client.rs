@@ -1,5 +1,6 @@
 //! The client library and the `easechat` binary against a real nexus.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
@@ -9,7 +10,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{Nexus, PATIENCE};
-use ease_chat_nexus::client::{Client, ClientError, Options, Received};
+use easechat::{Client, ClientError, Options, Received};
 
 fn easechat() -> Command {
     Command::new(env!("CARGO_BIN_EXE_easechat"))
