@@ -10,7 +10,7 @@ use crate::config::{self, Config, MAX_SHARDS};
 /// EaseChat Nexus: a thread-per-core WebSocket channel message exchange.
 ///
 /// Console commands on standard input: list [KEYWORD], push SENDER CHANNEL
-/// MESSAGE…, stop [REASON…], huaji. Log level: RUST_LOG (e.g. debug,
+/// MESSAGE…, stats, stop [REASON…], huaji. Log level: RUST_LOG (e.g. debug,
 /// ease_chat_nexus=debug) or --log.
 #[derive(FromArgs, Debug)]
 pub struct Args {
@@ -215,5 +215,13 @@ mod tests {
             .unwrap()
             .into_config(&[0])
             .is_err());
+    }
+
+    #[test]
+    fn help_lists_every_console_command() {
+        let (help, _) = args(&["--help"]).unwrap_err();
+        let words = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+        let commands = crate::console::command::COMMANDS;
+        assert!(words(&help).contains(commands), "{help}");
     }
 }

@@ -142,12 +142,7 @@ fn size_and_count_limits_close_with_clear_codes() {
     ]);
     let mut bystander = Bystander::new(&mut nexus);
     let big = "x".repeat(2_000);
-    assert_closed_with(
-        &nexus,
-        |c| c.hello(&big),
-        1009,
-        "too big",
-    );
+    assert_closed_with(&nexus, |c| c.hello(&big), 1009, "too big");
     bystander.still_served();
     // A 1t that fits but whose 1r (with the sender's name) would not.
     let text = "y".repeat(1_000);

@@ -206,12 +206,7 @@ fn record_keeps_a_burst_exactly_and_flushes_on_sigterm() {
 
 #[test]
 fn a_reconnecting_client_resubscribes_after_the_nexus_restarts() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let listen = format!("127.0.0.1:{port}");
+    let listen = common::free_loopback_addr();
     let mut nexus = Nexus::start_at(&listen, &[]);
     let url = nexus.url();
     let options = Options {

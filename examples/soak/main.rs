@@ -115,33 +115,16 @@ fn main() {
 async fn run(args: Args, addr: SocketAddr, counts: Rc<Counts>) -> bool {
     let end = Instant::now() + Duration::from_secs(args.duration);
     let stop = Rc::new(Cell::new(false));
-    let mut steady = Vec::new();
-    for i in 0..args.steady {
-        let conn = Conn::open(addr, &format!("steady-{i}"))
-            .await
-            .expect("steady connect");
-        steady.push(tokio::task::spawn_local(steady_subscriber(
-            conn,
-            i % CHANNELS,
-            counts.clone(),
-            stop.clone(),
-        )));
-    }
+    let steady = spawn_each(addr, "steady", args.steady, |i, conn| {
+        steady_subscriber(conn, i % CHANNELS, counts.clone(), stop.clone())
+    })
+    .await;
     // Let the subscriptions reach every shard before publishing.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let mut publishers = Vec::new();
-    for p in 0..args.publishers {
-        let conn = Conn::open(addr, &format!("pub-{p}"))
-            .await
-            .expect("publisher connect");
-        publishers.push(tokio::task::spawn_local(publisher(
-            conn,
-            p as u32,
-            args.rate,
-            end,
-            counts.clone(),
-        )));
-    }
+    let publishers = spawn_each(addr, "pub", args.publishers, |p, conn| {
+        publisher(conn, p as u32, args.rate, end, counts.clone())
+    })
+    .await;
     for c in 0..args.churners {
         tokio::task::spawn_local(churner(addr, c, end, counts.clone()));
     }
@@ -161,6 +144,27 @@ async fn run(args: Args, addr: SocketAddr, counts: Rc<Counts>) -> bool {
         let _ = s.await;
     }
     counts.lost.get() == 0 && counts.reordered.get() == 0 && counts.steady_closed.get() == 0
+}
+
+/// Opens `count` connections named `<role>-<i>` and runs `task(i, conn)`
+/// for each on this thread.
+async fn spawn_each<Task>(
+    addr: SocketAddr,
+    role: &str,
+    count: usize,
+    task: impl Fn(usize, Conn) -> Task,
+) -> Vec<tokio::task::JoinHandle<()>>
+where
+    Task: std::future::Future<Output = ()> + 'static,
+{
+    let mut handles = Vec::with_capacity(count);
+    for i in 0..count {
+        let conn = Conn::open(addr, &format!("{role}-{i}"))
+            .await
+            .unwrap_or_else(|e| panic!("{role} connect: {e}"));
+        handles.push(tokio::task::spawn_local(task(i, conn)));
+    }
+    handles
 }
 
 /// A client connection with its own small read buffer.

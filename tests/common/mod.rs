@@ -112,7 +112,7 @@ impl Nexus {
 
     /// The `ws://` URL of this nexus.
     pub fn url(&self) -> String {
-        format!("ws://{}/", self.addr)
+        url(self.addr)
     }
 
     /// Waits for a stderr line matching `pred` (earlier lines are searched too).
@@ -274,6 +274,21 @@ impl Drop for Nexus {
     }
 }
 
+/// A loopback `HOST:PORT` whose port was free a moment ago, for a test
+/// that must start a nexus (or two, one after the other) on a known port.
+pub fn free_loopback_addr() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("an ephemeral loopback port")
+        .port();
+    format!("127.0.0.1:{port}")
+}
+
+/// The `ws://` URL of a nexus listening at `addr`.
+pub fn url(addr: SocketAddr) -> String {
+    format!("ws://{addr}/")
+}
+
 fn count_in(line: &str, header: &str) -> usize {
     line[header.len()..]
         .split_whitespace()
@@ -299,10 +314,15 @@ pub enum Event {
 impl Client {
     /// Connects and upgrades.
     pub fn connect(nexus: &Nexus) -> Client {
-        let stream = TcpStream::connect(nexus.addr).expect("connect");
+        Client::connect_addr(nexus.addr)
+    }
+
+    /// Connects to any nexus listening at `addr` and upgrades.
+    pub fn connect_addr(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).expect("connect");
         stream.set_nodelay(true).unwrap();
         stream.set_read_timeout(Some(PATIENCE)).unwrap();
-        let (ws, _) = tungstenite::client(nexus.url(), MaybeTlsStream::Plain(stream))
+        let (ws, _) = tungstenite::client(url(addr), MaybeTlsStream::Plain(stream))
             .expect("websocket upgrade");
         Client { ws }
     }
