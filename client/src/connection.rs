@@ -12,6 +12,9 @@ use tungstenite::{Message as WsMessage, WebSocket};
 use crate::{ClientError, Received};
 use easechat_protocol::{self as protocol, Message};
 
+/// How long [`Connection::disconnect`] waits for the nexus's close after `1d`.
+pub const CLOSE_WAIT: Duration = Duration::from_secs(5);
+
 /// A connection to a nexus.
 #[derive(Debug)]
 pub struct Connection {
@@ -132,9 +135,14 @@ impl Connection {
     pub fn disconnect(&mut self, reason: &str) -> Result<(), ClientError> {
         self.send(Message::Disconnect { reason })?;
         loop {
-            match self.recv(Duration::from_secs(5)) {
+            match self.recv(CLOSE_WAIT) {
                 Ok(Some(_)) => continue,
-                Ok(None) => return Err(lost("no close from the nexus within 5 s")),
+                Ok(None) => {
+                    return Err(lost(format!(
+                        "no close from the nexus within {} s",
+                        CLOSE_WAIT.as_secs_f64()
+                    )))
+                }
                 Err(ClientError::Closed { code: 1000, .. }) => return Ok(()),
                 Err(e) => return Err(e),
             }
