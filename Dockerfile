@@ -14,14 +14,21 @@ RUN apt-get update && apt-get install -y --no-install-recommends git && rm -rf /
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY shards/Cargo.toml shards/Cargo.toml
+COPY protocol/Cargo.toml protocol/Cargo.toml
+# The client crate is a workspace member the nexus does not use (its
+# dependencies are not built): its manifest and a stub let cargo load the
+# workspace.
+COPY client/Cargo.toml client/Cargo.toml
 # Stub sources so `cargo build` compiles (and caches) only the dependencies.
-RUN mkdir -p src shards/src \
- && echo 'fn main() {}' > src/main.rs && touch src/lib.rs shards/src/lib.rs \
+RUN mkdir -p src shards/src protocol/src client/src \
+ && echo 'fn main() {}' > src/main.rs && echo 'fn main() {}' > client/src/main.rs \
+ && touch src/lib.rs shards/src/lib.rs protocol/src/lib.rs client/src/lib.rs \
  && cargo build --release --locked --bin ease_chat_nexus \
- && rm -rf src shards/src
+ && rm -rf src shards/src protocol/src
 COPY shards shards
+COPY protocol protocol
 COPY src src
-RUN touch src/main.rs src/lib.rs shards/src/lib.rs \
+RUN touch src/main.rs src/lib.rs shards/src/lib.rs protocol/src/lib.rs \
  && cargo build --release --locked --bin ease_chat_nexus
 
 # --- runtime stage: the binary, a non-root user, nothing else ---------------

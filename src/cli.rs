@@ -250,4 +250,12 @@ mod tests {
             .into_config(&[0])
             .is_err());
     }
+
+    #[test]
+    fn help_lists_every_console_command() {
+        let (help, _) = args(&["--help"]).unwrap_err();
+        let words = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+        let commands = crate::console::command::COMMANDS;
+        assert!(words(&help).contains(commands), "{help}");
+    }
 }

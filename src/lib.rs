@@ -14,7 +14,8 @@
 //! - [`session`] owns one connection: WebSocket upgrade and frames
 //!   (tungstenite), the read loop, and a writer task draining the
 //!   connection's [`outbox`] in batches.
-//! - [`protocol`] parses client messages and encodes `1r` frames: pure
+//! - [`protocol`] re-exports the codec (the `easechat_protocol` crate,
+//!   shared with the `easechat` client crate) and builds `1r` frames: pure
 //!   functions, no I/O.
 //! - [`state`] is a shard's exchange data as plain, clock-free structures:
 //!   connections, the subscription index, interest between shards, and the
@@ -24,15 +25,17 @@
 //!   publishing and local fan-out, queries, upkeep. No lock is taken per
 //!   message.
 //! - [`cli`] and [`config`] turn flags into limits; [`signals`] turns
-//!   SIGTERM and a double Ctrl-C into a graceful stop; [`client`] is a
-//!   blocking client library (used by `easechat` and the tests); [`metrics`] serves
+//!   SIGTERM and a double Ctrl-C into a graceful stop; [`metrics`] serves
 //!   `/metrics` and `/healthz`; [`stats`] keeps the per-shard counters.
+//!
+//! The blocking client library, the SQLite recorder and the `easechat`
+//! command live in the `easechat` crate (`client/`), so this crate and its
+//! binary do not link SQLite.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod cli;
-pub mod client;
 pub mod config;
 pub mod console;
 pub mod metrics;

@@ -2,7 +2,8 @@
 //! connections, draining its rings and purging expired subscriptions.
 //!
 //! [`run`] takes its configuration and its control channel as arguments, so
-//! tests and the binary start it the same way.
+//! the binary and an embedding program (`tests/embedded.rs`) start it the
+//! same way.
 
 use std::net::SocketAddr;
 use std::rc::Rc;

@@ -37,6 +37,15 @@ impl CtrlC {
     }
 }
 
+/// What a first Ctrl-C tells the operator, with the window from
+/// [`CTRL_C_WINDOW`].
+fn again_hint() -> String {
+    format!(
+        "press Ctrl-C again within {} s, or type stop",
+        CTRL_C_WINDOW.as_secs_f64()
+    )
+}
+
 /// Starts the thread that turns signals into [`Control::Stop`].
 pub fn spawn_handler(control: Sender<Control>) -> std::io::Result<()> {
     let mut signals = Signals::new([SIGINT, SIGTERM])?;
@@ -49,12 +58,10 @@ pub fn spawn_handler(control: Sender<Control>) -> std::io::Result<()> {
                     SIGTERM => true,
                     _ if ctrl_c.press(Instant::now()) => true,
                     _ => {
-                        warn!("Ctrl-C ignored: press Ctrl-C again within 5 s, or type stop");
+                        let hint = again_hint();
+                        warn!("Ctrl-C ignored: {hint}");
                         // Never eprintln!: it panics when standard error is gone.
-                        let _ = writeln!(
-                            std::io::stderr(),
-                            "press Ctrl-C again within 5 s, or type stop"
-                        );
+                        let _ = writeln!(std::io::stderr(), "{hint}");
                         false
                     }
                 };
@@ -84,5 +91,16 @@ mod tests {
             "too late: warns again"
         );
         assert!(ctrl_c.press(t0 + Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn the_hint_states_the_window() {
+        assert_eq!(
+            again_hint(),
+            format!(
+                "press Ctrl-C again within {} s, or type stop",
+                CTRL_C_WINDOW.as_secs()
+            )
+        );
     }
 }

@@ -66,18 +66,20 @@ fn huaji_list_push_and_errors() {
     }
 }
 
+/// Every client is closed with 1000 and `reason`, then the nexus exits 0.
+fn assert_graceful_stop(nexus: &mut Nexus, clients: &mut [Client], reason: &str) {
+    for client in clients {
+        assert_eq!(client.expect_close(), (1000, reason.to_string()));
+    }
+    assert_eq!(nexus.wait_exit().code(), Some(0));
+}
+
 #[test]
 fn stop_closes_everyone_with_the_reason_and_exits_0() {
     let mut nexus = Nexus::start(&[]);
     let mut clients = nexus.identified_clients(8);
     nexus.console("stop maintenance window");
-    for client in &mut clients {
-        assert_eq!(
-            client.expect_close(),
-            (1000, "maintenance window".to_string())
-        );
-    }
-    assert_eq!(nexus.wait_exit().code(), Some(0));
+    assert_graceful_stop(&mut nexus, &mut clients, "maintenance window");
 }
 
 #[test]
@@ -85,11 +87,7 @@ fn quit_alias_uses_the_default_reason() {
     let mut nexus = Nexus::start(&[]);
     let mut clients = nexus.identified_clients(1);
     nexus.console("q");
-    assert_eq!(
-        clients[0].expect_close(),
-        (1000, "server shutdown".to_string())
-    );
-    assert_eq!(nexus.wait_exit().code(), Some(0));
+    assert_graceful_stop(&mut nexus, &mut clients, "server shutdown");
 }
 
 #[test]
@@ -97,10 +95,7 @@ fn sigterm_stops_gracefully() {
     let mut nexus = Nexus::start(&[]);
     let mut clients = nexus.identified_clients(8);
     nexus.signal("TERM");
-    for client in &mut clients {
-        assert_eq!(client.expect_close(), (1000, "server shutdown".to_string()));
-    }
-    assert_eq!(nexus.wait_exit().code(), Some(0));
+    assert_graceful_stop(&mut nexus, &mut clients, "server shutdown");
 }
 
 #[test]

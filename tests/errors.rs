@@ -11,6 +11,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{receive, Client, Nexus};
+use ease_chat_nexus::protocol::Message as Wire;
 use tungstenite::protocol::frame::coding::{Data, OpCode};
 use tungstenite::protocol::frame::Frame;
 use tungstenite::Message;
@@ -123,7 +124,7 @@ fn disconnect_closes_with_1000_and_the_reason() {
     // The close-reason limit is 123 bytes, cut at a character boundary.
     let long = "é".repeat(100);
     let mut client = Client::connect(&nexus);
-    client.send(&format!("1d|{}|{long}", long.len()));
+    client.send_wire(Wire::Disconnect { reason: &long });
     let (code, reason) = client.expect_close();
     assert_eq!(code, 1000);
     assert_eq!(reason, "é".repeat(61));
@@ -141,12 +142,7 @@ fn size_and_count_limits_close_with_clear_codes() {
     ]);
     let mut bystander = Bystander::new(&mut nexus);
     let big = "x".repeat(2_000);
-    assert_closed_with(
-        &nexus,
-        |c| c.send(&format!("1h|{}|{big}", big.len())),
-        1009,
-        "too big",
-    );
+    assert_closed_with(&nexus, |c| c.hello(&big), 1009, "too big");
     bystander.still_served();
     // A 1t that fits but whose 1r (with the sender's name) would not.
     let text = "y".repeat(1_000);

@@ -1,6 +1,8 @@
 //! Start-up: flags, and hosts where glommio cannot run (io_uring blocked by
 //! seccomp as in Docker's default profile, locked-memory limit too low).
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Output};
@@ -227,12 +229,7 @@ fn assert_sigterm_exits_0(child: &mut std::process::Child) {
 /// must cost log lines only, never the process.
 #[test]
 fn a_closed_log_pipe_does_not_stop_the_nexus() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = common::free_loopback_addr();
     let mut child = nexus()
         .args([addr.as_str(), "--cores", "1", "--log", "debug"])
         .stderr(std::process::Stdio::piped())

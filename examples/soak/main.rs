@@ -28,6 +28,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use argh::FromArgs;
+use easechat_protocol::Message;
 use payload::Stamp;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -114,33 +115,16 @@ fn main() {
 async fn run(args: Args, addr: SocketAddr, counts: Rc<Counts>) -> bool {
     let end = Instant::now() + Duration::from_secs(args.duration);
     let stop = Rc::new(Cell::new(false));
-    let mut steady = Vec::new();
-    for i in 0..args.steady {
-        let conn = Conn::open(addr, &format!("steady-{i}"))
-            .await
-            .expect("steady connect");
-        steady.push(tokio::task::spawn_local(steady_subscriber(
-            conn,
-            i % CHANNELS,
-            counts.clone(),
-            stop.clone(),
-        )));
-    }
+    let steady = spawn_each(addr, "steady", args.steady, |i, conn| {
+        steady_subscriber(conn, i % CHANNELS, counts.clone(), stop.clone())
+    })
+    .await;
     // Let the subscriptions reach every shard before publishing.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let mut publishers = Vec::new();
-    for p in 0..args.publishers {
-        let conn = Conn::open(addr, &format!("pub-{p}"))
-            .await
-            .expect("publisher connect");
-        publishers.push(tokio::task::spawn_local(publisher(
-            conn,
-            p as u32,
-            args.rate,
-            end,
-            counts.clone(),
-        )));
-    }
+    let publishers = spawn_each(addr, "pub", args.publishers, |p, conn| {
+        publisher(conn, p as u32, args.rate, end, counts.clone())
+    })
+    .await;
     for c in 0..args.churners {
         tokio::task::spawn_local(churner(addr, c, end, counts.clone()));
     }
@@ -160,6 +144,27 @@ async fn run(args: Args, addr: SocketAddr, counts: Rc<Counts>) -> bool {
         let _ = s.await;
     }
     counts.lost.get() == 0 && counts.reordered.get() == 0 && counts.steady_closed.get() == 0
+}
+
+/// Opens `count` connections named `<role>-<i>` and runs `task(i, conn)`
+/// for each on this thread.
+async fn spawn_each<Task>(
+    addr: SocketAddr,
+    role: &str,
+    count: usize,
+    task: impl Fn(usize, Conn) -> Task,
+) -> Vec<tokio::task::JoinHandle<()>>
+where
+    Task: std::future::Future<Output = ()> + 'static,
+{
+    let mut handles = Vec::with_capacity(count);
+    for i in 0..count {
+        let conn = Conn::open(addr, &format!("{role}-{i}"))
+            .await
+            .unwrap_or_else(|e| panic!("{role} connect: {e}"));
+        handles.push(tokio::task::spawn_local(task(i, conn)));
+    }
+    handles
 }
 
 /// A client connection with its own small read buffer.
@@ -191,21 +196,23 @@ impl Conn {
             stream,
             pending: response.split_off(used),
         };
-        conn.send(format!("1h|{}|{name}", name.len()).as_bytes())
-            .await?;
+        conn.send(Message::Hello { name }).await?;
         Ok(conn)
     }
 
-    async fn send(&mut self, text: &[u8]) -> std::io::Result<()> {
-        let mut frame = Vec::with_capacity(text.len() + 14);
-        ws::push_text_frame(&mut frame, text);
+    async fn send(&mut self, message: Message<'_>) -> std::io::Result<()> {
+        let mut frame = Vec::with_capacity(message.encoded_len() + 14);
+        ws::push_message(&mut frame, message);
         self.stream.write_all(&frame).await
     }
 
     async fn subscribe(&mut self, channel: usize, seconds: u64) -> std::io::Result<()> {
-        let name = format!("soak/{channel}");
-        self.send(format!("1c|{}|{name}|{seconds}|0", name.len()).as_bytes())
-            .await
+        let channel = format!("soak/{channel}");
+        self.send(Message::Subscribe {
+            channel: &channel,
+            ttl: Duration::from_secs(seconds),
+        })
+        .await
     }
 
     /// Reads once (with a timeout) and hands every complete frame to `each`;
@@ -323,7 +330,7 @@ async fn publisher(mut conn: Conn, id: u32, rate: u64, end: Instant, counts: Rc<
         }
         add(&counts.published, count);
     }
-    let _ = conn.send(b"1d|4|done").await;
+    let _ = conn.send(Message::Disconnect { reason: "done" }).await;
 }
 
 async fn churner(addr: SocketAddr, id: usize, end: Instant, counts: Rc<Counts>) {
@@ -358,7 +365,7 @@ async fn churner(addr: SocketAddr, id: usize, end: Instant, counts: Rc<Counts>) 
         add(&counts.churned, 1);
         match round % 3 {
             0 => {
-                let _ = conn.send(b"1d|5|churn").await;
+                let _ = conn.send(Message::Disconnect { reason: "churn" }).await;
                 let _ = conn.read_some(Duration::from_millis(500), |_| {}).await;
             }
             1 => {

@@ -29,6 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use argh::FromArgs;
+use easechat_protocol::Message;
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
@@ -90,6 +91,8 @@ struct Args {
 const DRAIN: Duration = Duration::from_secs(5);
 /// How often idle readers look at the stop flag.
 const STOP_POLL: Duration = Duration::from_millis(100);
+/// Every client's subscription TTL (as the Java client's), longer than a run.
+const SUBSCRIPTION_TTL: Duration = Duration::from_secs(600);
 
 /// Everything a worker thread needs to know, fixed for the run.
 #[derive(Debug, Clone)]
@@ -396,7 +399,7 @@ type Writer = Rc<Mutex<OwnedWriteHalf>>;
 
 async fn say_goodbye(writer: &Writer) -> std::io::Result<()> {
     let mut bye = Vec::new();
-    ws::push_text_frame(&mut bye, b"1d|4|done");
+    ws::push_message(&mut bye, Message::Disconnect { reason: "done" });
     writer.lock().await.write_all(&bye).await
 }
 
@@ -430,10 +433,13 @@ async fn connect(
     let name = format!("{}-{index}", plan.prefix);
     let channel = format!("bench/{}", index % plan.args.channels);
     let mut hello = Vec::new();
-    ws::push_text_frame(&mut hello, format!("1h|{}|{name}", name.len()).as_bytes());
-    ws::push_text_frame(
+    ws::push_message(&mut hello, Message::Hello { name: &name });
+    ws::push_message(
         &mut hello,
-        format!("1c|{}|{channel}|600|0", channel.len()).as_bytes(),
+        Message::Subscribe {
+            channel: &channel,
+            ttl: SUBSCRIPTION_TTL,
+        },
     );
     tcp.write_all(&hello).await.map_err(|e| e.to_string())?;
     let (reader, writer) = tcp.into_split();

@@ -5,6 +5,8 @@
 
 use std::io;
 
+use easechat_protocol::Message;
+
 /// Builds the HTTP upgrade request for `host_port` and `path`.
 pub fn upgrade_request(host_port: &str, path: &str) -> Vec<u8> {
     format!(
@@ -36,6 +38,11 @@ pub fn push_pong_frame(out: &mut Vec<u8>, payload: &[u8]) {
     out.push(0x80 | payload.len().min(125) as u8);
     out.extend_from_slice(&[0, 0, 0, 0]);
     out.extend_from_slice(&payload[..payload.len().min(125)]);
+}
+
+/// Appends `message`, encoded by the protocol codec, as one text frame.
+pub fn push_message(out: &mut Vec<u8>, message: Message<'_>) {
+    push_text_frame(out, message.encode().as_bytes());
 }
 
 /// Appends a masked, final text frame carrying `payload`. The mask is zero:

@@ -25,6 +25,10 @@ pub enum Command {
 
 const PUSH_USAGE: &str = "usage: push SENDER CHANNEL MESSAGE…";
 
+/// Every command, as the console and `--help` list them.
+pub const COMMANDS: &str =
+    "list [KEYWORD], push SENDER CHANNEL MESSAGE…, stats, stop [REASON…], huaji";
+
 /// Parses a line; `Ok(None)` for a blank line, `Err` with the message to print.
 pub fn parse(line: &str) -> Result<Option<Command>, String> {
     let line = line.trim();
@@ -54,11 +58,7 @@ pub fn parse(line: &str) -> Result<Option<Command>, String> {
         }
         "huaji" => Command::Huaji,
         "stats" => Command::Stats,
-        other => {
-            return Err(format!(
-                "unknown command {other:?}; commands: list [KEYWORD], push SENDER CHANNEL MESSAGE…, stats, stop [REASON…], huaji"
-            ))
-        }
+        other => return Err(format!("unknown command {other:?}; commands: {COMMANDS}")),
     };
     Ok(Some(command))
 }

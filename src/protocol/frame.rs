@@ -4,41 +4,28 @@
 //! Server-to-client frames are not masked, so the bytes built here are the
 //! same for every receiver: they are built once per publish and shared.
 
-use std::io::Write;
-
 use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 use tungstenite::protocol::frame::FrameHeader;
 
+use super::Message;
+
 /// Byte length of `1r|<len>|<sender>|<len>|<channel>|<len>|<text>`.
 pub fn receive_payload_len(sender: &str, channel: &str, text: &str) -> usize {
-    fn field(s: &str) -> usize {
-        decimal_len(s.len()) + 2 + s.len()
-    }
-    2 + field(sender) + field(channel) + field(text)
+    receive(sender, channel, text).encoded_len()
 }
 
-fn decimal_len(mut n: usize) -> usize {
-    let mut digits = 1;
-    while n >= 10 {
-        n /= 10;
-        digits += 1;
-    }
-    digits
-}
-
-/// Appends the `1r` payload (no WebSocket header) to `out`.
-pub fn write_receive_payload(out: &mut Vec<u8>, sender: &str, channel: &str, text: &str) {
-    out.extend_from_slice(b"1r");
-    for field in [sender, channel, text] {
-        // Writing into a Vec cannot fail.
-        let _ = write!(out, "|{}|", field.len());
-        out.extend_from_slice(field.as_bytes());
+fn receive<'a>(sender: &'a str, channel: &'a str, text: &'a str) -> Message<'a> {
+    Message::Receive {
+        sender,
+        channel,
+        text,
     }
 }
 
 /// Builds the complete unmasked WebSocket text frame carrying a `1r`.
 pub fn encode_receive_frame(sender: &str, channel: &str, text: &str) -> Vec<u8> {
-    let payload_len = receive_payload_len(sender, channel, text);
+    let message = receive(sender, channel, text);
+    let payload_len = message.encoded_len();
     let header = FrameHeader {
         opcode: OpCode::Data(Data::Text),
         ..FrameHeader::default()
@@ -47,7 +34,7 @@ pub fn encode_receive_frame(sender: &str, channel: &str, text: &str) -> Vec<u8> 
     header
         .format(payload_len as u64, &mut out)
         .expect("writing a frame header into a Vec cannot fail");
-    write_receive_payload(&mut out, sender, channel, text);
+    message.write_to(&mut out);
     debug_assert_eq!(out.len(), header.len(payload_len as u64) + payload_len);
     out
 }
@@ -93,13 +80,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn payload_matches_the_spec_example() {
-        let mut out = Vec::new();
-        write_receive_payload(&mut out, "alice", "c/lobby", "helloworld");
-        assert_eq!(out, b"1r|5|alice|7|c/lobby|10|helloworld");
+    fn payload_len_matches_the_spec_example() {
         assert_eq!(
             receive_payload_len("alice", "c/lobby", "helloworld"),
-            out.len()
+            "1r|5|alice|7|c/lobby|10|helloworld".len()
         );
     }
 
@@ -131,9 +115,23 @@ mod tests {
 
     #[test]
     fn multi_byte_lengths_are_byte_counts() {
-        let mut out = Vec::new();
-        write_receive_payload(&mut out, "名", "c", "你好");
-        assert_eq!(out, "1r|3|名|1|c|6|你好".as_bytes());
+        let frame = encode_receive_frame("名", "c", "你好");
+        assert_eq!(&frame[2..], "1r|3|名|1|c|6|你好".as_bytes());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(500))]
+
+        /// Whatever the strings, the frame's payload is the codec's `1r`,
+        /// which parses back to the same three strings.
+        #[test]
+        fn frame_payload_is_the_codec_receive(sender in ".*", channel in ".*", text in ".*") {
+            let frame = encode_receive_frame(&sender, &channel, &text);
+            let message = receive(&sender, &channel, &text);
+            let payload = message.encode();
+            proptest::prop_assert!(frame.ends_with(payload.as_bytes()));
+            proptest::prop_assert_eq!(crate::protocol::parse(&payload), Ok(message));
+        }
     }
 
     #[test]

@@ -1,15 +1,19 @@
 //! Test harness: a real nexus process on an ephemeral loopback port, driven
 //! through its standard input, and real WebSocket clients.
+//!
+//! The client crate's tests (`client/tests/`) include this file too.
 
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use easechat_protocol::Message as Wire;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::stream::MaybeTlsStream;
 use tungstenite::{Message, WebSocket};
@@ -43,6 +47,28 @@ fn lines_of(reader: impl std::io::Read + Send + 'static) -> Receiver<String> {
     rx
 }
 
+/// The nexus binary. Cargo names it to this package's tests; the client
+/// crate's tests find it where Cargo puts the workspace's binaries, the
+/// folder above the `deps` folder that holds the test executable
+/// (`cargo test --workspace` builds it before any test runs).
+fn nexus_binary() -> PathBuf {
+    if let Some(path) = option_env!("CARGO_BIN_EXE_ease_chat_nexus") {
+        return path.into();
+    }
+    let exe = std::env::current_exe().expect("path of the test executable");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executables live in <target>/<profile>/deps");
+    let path = dir.join("ease_chat_nexus");
+    assert!(
+        path.exists(),
+        "{} is not built: run `cargo test --workspace` or `cargo build -p ease_chat_nexus`",
+        path.display()
+    );
+    path
+}
+
 impl Nexus {
     /// Starts `ease_chat_nexus 127.0.0.1:0 --cores 2 <extra>` and waits
     /// until it listens.
@@ -52,7 +78,7 @@ impl Nexus {
 
     /// Like [`Nexus::start`] on a given address.
     pub fn start_at(listen: &str, extra: &[&str]) -> Nexus {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ease_chat_nexus"))
+        let mut child = Command::new(nexus_binary())
             .args([listen, "--cores", "2"])
             .args(extra)
             .env("RUST_LOG", "info")
@@ -86,7 +112,7 @@ impl Nexus {
 
     /// The `ws://` URL of this nexus.
     pub fn url(&self) -> String {
-        format!("ws://{}/", self.addr)
+        url(self.addr)
     }
 
     /// Waits for a stderr line matching `pred` (earlier lines are searched too).
@@ -248,6 +274,21 @@ impl Drop for Nexus {
     }
 }
 
+/// A loopback `HOST:PORT` whose port was free a moment ago, for a test
+/// that must start a nexus (or two, one after the other) on a known port.
+pub fn free_loopback_addr() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("an ephemeral loopback port")
+        .port();
+    format!("127.0.0.1:{port}")
+}
+
+/// The `ws://` URL of a nexus listening at `addr`.
+pub fn url(addr: SocketAddr) -> String {
+    format!("ws://{addr}/")
+}
+
 fn count_in(line: &str, header: &str) -> usize {
     line[header.len()..]
         .split_whitespace()
@@ -273,10 +314,15 @@ pub enum Event {
 impl Client {
     /// Connects and upgrades.
     pub fn connect(nexus: &Nexus) -> Client {
-        let stream = TcpStream::connect(nexus.addr).expect("connect");
+        Client::connect_addr(nexus.addr)
+    }
+
+    /// Connects to any nexus listening at `addr` and upgrades.
+    pub fn connect_addr(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).expect("connect");
         stream.set_nodelay(true).unwrap();
         stream.set_read_timeout(Some(PATIENCE)).unwrap();
-        let (ws, _) = tungstenite::client(nexus.url(), MaybeTlsStream::Plain(stream))
+        let (ws, _) = tungstenite::client(url(addr), MaybeTlsStream::Plain(stream))
             .expect("websocket upgrade");
         Client { ws }
     }
@@ -303,14 +349,20 @@ impl Client {
         self.ws.send(Message::binary(bytes.to_vec())).expect("send");
     }
 
+    /// Sends one protocol message, encoded by the codec.
+    pub fn send_wire(&mut self, message: Wire<'_>) {
+        self.send(&message.encode());
+    }
+
     /// `1h`.
     pub fn hello(&mut self, name: &str) {
-        self.send(&format!("1h|{}|{name}", name.len()));
+        self.send_wire(Wire::Hello { name });
     }
 
     /// `1c` with a TTL in seconds and nanoseconds.
     pub fn subscribe_ttl(&mut self, channel: &str, seconds: u64, nanos: u64) {
-        self.send(&format!("1c|{}|{channel}|{seconds}|{nanos}", channel.len()));
+        let ttl = Duration::from_secs(seconds) + Duration::from_nanos(nanos);
+        self.send_wire(Wire::Subscribe { channel, ttl });
     }
 
     /// `1c` with a 600 s TTL, as the Java client does.
@@ -320,11 +372,7 @@ impl Client {
 
     /// `1t`.
     pub fn publish(&mut self, channel: &str, text: &str) {
-        self.send(&format!(
-            "1t|{}|{channel}|{}|{text}",
-            channel.len(),
-            text.len()
-        ));
+        self.send_wire(Wire::Transmit { channel, text });
     }
 
     /// The next text or close frame, within `wait`; None on timeout.
@@ -389,10 +437,10 @@ impl Client {
 
 /// The `1r` text a subscriber receives.
 pub fn receive(sender: &str, channel: &str, text: &str) -> String {
-    format!(
-        "1r|{}|{sender}|{}|{channel}|{}|{text}",
-        sender.len(),
-        channel.len(),
-        text.len()
-    )
+    Wire::Receive {
+        sender,
+        channel,
+        text,
+    }
+    .encode()
 }

@@ -4,7 +4,7 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use ease_chat_nexus::client::{Client, Options};
+//! use easechat::{Client, Options};
 //!
 //! let mut client = Client::connect("ws://127.0.0.1:6500", "tool", Options::default())?;
 //! client.subscribe("c/lobby", Duration::from_secs(600))?;
@@ -13,12 +13,20 @@
 //!     println!("{}: {}", message.sender, message.text);
 //! }
 //! client.disconnect("done")?;
-//! # Ok::<(), ease_chat_nexus::client::ClientError>(())
+//! # Ok::<(), easechat::ClientError>(())
 //! ```
 //!
 //! The client is single-threaded: `recv` must be called regularly (it also
 //! renews subscriptions and answers the nexus's pings). Publishing from one
 //! thread while another receives needs two clients.
+//!
+//! The crate also holds [`record`] (saving traffic to SQLite) and the
+//! `easechat` command (`sub`, `pub`, `record`). It speaks the protocol
+//! through the `easechat_protocol` codec and does not depend on the nexus,
+//! so the nexus does not link SQLite.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod connection;
 pub mod record;

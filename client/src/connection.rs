@@ -1,5 +1,5 @@
 //! One WebSocket connection speaking EaseChat, without renewal or
-//! reconnection: the building block of [`super::Client`].
+//! reconnection: the building block of [`crate::Client`].
 
 use std::net::TcpStream;
 use std::time::Duration;
@@ -9,8 +9,11 @@ use tungstenite::protocol::frame::CloseFrame;
 use tungstenite::stream::MaybeTlsStream;
 use tungstenite::{Message as WsMessage, WebSocket};
 
-use super::{ClientError, Received};
-use crate::protocol::{self, Message};
+use crate::{ClientError, Received};
+use easechat_protocol::{self as protocol, Message};
+
+/// How long [`Connection::disconnect`] waits for the nexus's close after `1d`.
+pub const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
 /// A connection to a nexus.
 #[derive(Debug)]
@@ -20,10 +23,6 @@ pub struct Connection {
 
 fn lost(e: impl std::fmt::Display) -> ClientError {
     ClientError::Lost(e.to_string())
-}
-
-fn field(s: &str) -> String {
-    format!("|{}|{s}", s.len())
 }
 
 impl Connection {
@@ -46,9 +45,9 @@ impl Connection {
         Ok(Connection { ws })
     }
 
-    fn send(&mut self, text: String) -> Result<(), ClientError> {
+    fn send(&mut self, message: Message<'_>) -> Result<(), ClientError> {
         self.ws
-            .send(WsMessage::text(text))
+            .send(WsMessage::text(message.encode()))
             .map_err(|e| self.closed_or(e))
     }
 
@@ -67,22 +66,17 @@ impl Connection {
 
     /// `1h`: names the connection.
     pub fn hello(&mut self, name: &str) -> Result<(), ClientError> {
-        self.send(format!("1h{}", field(name)))
+        self.send(Message::Hello { name })
     }
 
     /// `1c`: subscribes for `ttl` (zero unsubscribes).
     pub fn subscribe(&mut self, channel: &str, ttl: Duration) -> Result<(), ClientError> {
-        self.send(format!(
-            "1c{}|{}|{}",
-            field(channel),
-            ttl.as_secs(),
-            ttl.subsec_nanos()
-        ))
+        self.send(Message::Subscribe { channel, ttl })
     }
 
     /// `1t`: publishes `text` on `channel`.
     pub fn transmit(&mut self, channel: &str, text: &str) -> Result<(), ClientError> {
-        self.send(format!("1t{}{}", field(channel), field(text)))
+        self.send(Message::Transmit { channel, text })
     }
 
     /// Waits up to `wait` for a `1r`; `Ok(None)` on timeout.
@@ -139,11 +133,16 @@ impl Connection {
     /// `1d`: asks the nexus to close with `reason`, and waits until it has
     /// (messages still in flight are read and dropped).
     pub fn disconnect(&mut self, reason: &str) -> Result<(), ClientError> {
-        self.send(format!("1d{}", field(reason)))?;
+        self.send(Message::Disconnect { reason })?;
         loop {
-            match self.recv(Duration::from_secs(5)) {
+            match self.recv(CLOSE_WAIT) {
                 Ok(Some(_)) => continue,
-                Ok(None) => return Err(lost("no close from the nexus within 5 s")),
+                Ok(None) => {
+                    return Err(lost(format!(
+                        "no close from the nexus within {} s",
+                        CLOSE_WAIT.as_secs_f64()
+                    )))
+                }
                 Err(ClientError::Closed { code: 1000, .. }) => return Ok(()),
                 Err(e) => return Err(e),
             }

@@ -1,5 +1,6 @@
 //! The client library and the `easechat` binary against a real nexus.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
@@ -9,7 +10,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{Nexus, PATIENCE};
-use ease_chat_nexus::client::{Client, ClientError, Options, Received};
+use easechat::{Client, ClientError, Options, Received};
 
 fn easechat() -> Command {
     Command::new(env!("CARGO_BIN_EXE_easechat"))
@@ -205,12 +206,7 @@ fn record_keeps_a_burst_exactly_and_flushes_on_sigterm() {
 
 #[test]
 fn a_reconnecting_client_resubscribes_after_the_nexus_restarts() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let listen = format!("127.0.0.1:{port}");
+    let listen = common::free_loopback_addr();
     let mut nexus = Nexus::start_at(&listen, &[]);
     let url = nexus.url();
     let options = Options {

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection};
 
-use super::Received;
+use crate::Received;
 
 /// Rows are committed when this many are pending…
 pub const BATCH_ROWS: usize = 1_000;

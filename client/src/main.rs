@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use argh::FromArgs;
-use ease_chat_nexus::client::record::Recorder;
-use ease_chat_nexus::client::{Client, ClientError, Options};
+use easechat::record::Recorder;
+use easechat::{Client, ClientError, Options};
 
 /// EaseChat command-line client.
 #[derive(FromArgs, Debug)]
