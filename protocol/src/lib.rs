@@ -84,15 +84,6 @@ impl ParseError {
     pub fn close_code(&self) -> u16 {
         1002
     }
-
-    /// A short label for logs and metrics.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            ParseError::UnsupportedVersion => "version",
-            ParseError::UnknownKind => "kind",
-            ParseError::Malformed(_) => "malformed",
-        }
-    }
 }
 
 /// Parses one text frame into a [`Message`].
