@@ -39,6 +39,13 @@ pub const DEFAULT_MAX_NAME_BYTES: usize = 1024;
 /// How many shards the ring mesh can address (interest is a 64-bit mask).
 pub const MAX_SHARDS: usize = 64;
 
+/// Lame-duck drain: time over which connections are closed (`--lame-duck-duration`).
+pub const DEFAULT_LAME_DUCK_DURATION: Duration = Duration::from_secs(30);
+/// Lame-duck drain: pause before the first close (`--lame-duck-grace`).
+pub const DEFAULT_LAME_DUCK_GRACE: Duration = Duration::from_secs(5);
+/// Longest lame-duck duration or grace accepted.
+pub const MAX_LAME_DUCK: Duration = Duration::from_secs(3600);
+
 /// Everything a nexus needs to start.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -71,6 +78,12 @@ pub struct Config {
     /// Longest endpoint (`1h`) or channel (`1c`, `1t`) name: names are
     /// kept in tables and copied to every shard's interest map.
     pub max_name_bytes: usize,
+    /// A drain spreads its closes over this long, so clients reconnecting
+    /// elsewhere do not stampede.
+    pub lame_duck_duration: Duration,
+    /// A drain waits this long after leaving the listen group before its
+    /// first close (load balancers see `/healthz` 503 meanwhile).
+    pub lame_duck_grace: Duration,
 }
 
 impl Config {
@@ -91,6 +104,8 @@ impl Config {
             keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
             metrics: None,
             max_name_bytes: DEFAULT_MAX_NAME_BYTES,
+            lame_duck_duration: DEFAULT_LAME_DUCK_DURATION,
+            lame_duck_grace: DEFAULT_LAME_DUCK_GRACE,
         }
     }
 }

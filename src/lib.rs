@@ -22,7 +22,8 @@
 //! - [`cli`] and [`config`] turn flags into limits; [`signals`] turns
 //!   SIGTERM and a double Ctrl-C into a graceful stop; [`client`] is a
 //!   blocking client library (used by `easechat` and the tests); [`metrics`] serves
-//!   `/metrics` and `/healthz`; [`stats`] keeps the per-shard counters.
+//!   `/metrics` and `/healthz`; [`stats`] keeps the per-shard counters;
+//!   [`drain`] is the lame-duck drain (SIGUSR2, console `drain`).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -31,6 +32,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod console;
+pub mod drain;
 pub mod metrics;
 pub mod outbox;
 pub mod protocol;

@@ -117,6 +117,8 @@ pub enum ShardMsg {
     },
     /// Close every connection with 1000 and this reason, then stop.
     Shutdown(Arc<str>),
+    /// Start a lame-duck drain (see [`crate::drain`]).
+    Drain,
 }
 
 /// Messages for one peer that found its ring full, kept in order.

@@ -13,14 +13,15 @@ use std::time::Duration;
 use crossbeam_channel::Receiver;
 use futures_lite::{future, StreamExt};
 use glommio::channels::shared_channel::ConnectedReceiver;
-use glommio::net::TcpListener;
-use shards::listener::{adopt, bind_reuseport};
+use glommio::net::TcpStream;
+use shards::listener::{adopt, bind_reuseport, Accepted, Listener};
 use shards::{launch, LaunchError, RuntimeConfig, Shard};
 use socket2::Socket;
 use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::console::{self, Control, DEFAULT_STOP_REASON};
+use crate::drain;
 use crate::metrics;
 use crate::router::{Router, ShardMsg};
 use crate::session::{self, with_timeout};
@@ -115,15 +116,19 @@ async fn shard_main(
     }
     glommio::spawn_local(purge_loop(state.clone())).detach();
     glommio::spawn_local(keepalive_loop(state.clone())).detach();
+    glommio::spawn_local(drain::run(state.clone())).detach();
     if id == 0 {
         glommio::spawn_local(console::serve(state.clone(), control)).detach();
         let admin = admin.lock().ok().and_then(|mut socket| socket.take());
         if let Some(socket) = admin {
-            glommio::spawn_local(metrics::serve(state.clone(), adopt(socket))).detach();
+            glommio::spawn_local(metrics::serve(state.clone(), adopt(socket).into_inner()))
+                .detach();
         }
     }
     accept_loop(&state, &listener).await;
     drop(listener);
+    // A drain keeps serving until its last close; then shard 0 stops all.
+    state.shutdown.wait().await;
     // Shutdown messages to other shards may wait in a backlog: deliver
     // them before this executor (and its pump tasks) goes away.
     if with_timeout(DRAIN_TIMEOUT, state.router.wait_for_room())
@@ -144,31 +149,47 @@ async fn shard_main(
     info!(shard = id, "shard stopped");
 }
 
-async fn accept_loop(state: &Rc<ShardState>, listener: &TcpListener) {
+/// Accepts until the nexus stops or drains; then the listener leaves the
+/// listen group and the connections it had queued are served (and closed
+/// like the rest), never reset.
+async fn accept_loop(state: &Rc<ShardState>, listener: &Listener) {
     loop {
-        match state.accept(listener).await {
-            None => return,
-            Some(Ok(stream)) => {
-                let Ok(pass) = state.sessions.enter() else {
-                    return;
-                };
-                let peer = stream
-                    .peer_addr()
-                    .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-                let shard = state.clone();
-                let slot = state.admit();
-                glommio::spawn_local(async move {
-                    session::serve(shard, stream, peer, slot).await;
-                    drop(pass);
-                })
-                .detach();
+        let stop = future::or(state.shutdown.wait(), state.draining.wait());
+        match listener.accept_until(stop).await {
+            Accepted::Retired(queued) => {
+                info!(
+                    shard = state.id,
+                    queued = queued.len(),
+                    "listener left the listen group"
+                );
+                for stream in queued {
+                    serve(state, stream);
+                }
+                return;
             }
-            Some(Err(e)) => {
+            Accepted::Connection(Ok(stream)) => serve(state, stream),
+            Accepted::Connection(Err(e)) => {
                 error!(shard = state.id, error = %e, "accept failed");
                 glommio::timer::sleep(ACCEPT_BACKOFF).await;
             }
         }
     }
+}
+
+fn serve(state: &Rc<ShardState>, stream: TcpStream) {
+    let Ok(pass) = state.sessions.enter() else {
+        return;
+    };
+    let peer = stream
+        .peer_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let shard = state.clone();
+    let slot = state.admit();
+    glommio::spawn_local(async move {
+        session::serve(shard, stream, peer, slot).await;
+        drop(pass);
+    })
+    .detach();
 }
 
 /// Ring messages handled before the drain yields to other tasks.

@@ -5,10 +5,9 @@ use std::io;
 use std::net::SocketAddr;
 
 use glommio::channels::channel_mesh::MeshBuilder;
-use glommio::net::TcpListener;
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 
-use crate::listener::{adopt, bind_reuseport};
+use crate::listener::{adopt, bind_reuseport, Listener};
 use crate::preflight::{self, PreflightError};
 use crate::rings::Rings;
 
@@ -34,7 +33,7 @@ pub struct Shard<M: Send> {
     /// CPU this shard's thread is pinned to.
     pub core: usize,
     /// This shard's own `SO_REUSEPORT` listener.
-    pub listener: TcpListener,
+    pub listener: Listener,
     /// The address all shards listen on (port resolved).
     pub local_addr: SocketAddr,
     /// Rings to and from every other shard.

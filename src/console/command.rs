@@ -17,6 +17,9 @@ pub enum Command {
     },
     /// `stop [REASON…]` (`quit`, `exit`, `q`).
     Stop(Option<String>),
+    /// `drain`: lame-duck drain (leave the listen group, close every
+    /// connection with 1001 over `--lame-duck-duration`, exit).
+    Drain,
     /// `huaji`: prints `huaji`.
     Huaji,
     /// `stats`: traffic counters of every shard.
@@ -53,10 +56,12 @@ pub fn parse(line: &str) -> Result<Option<Command>, String> {
             Command::Stop((!rest.is_empty()).then(|| rest.to_string()))
         }
         "huaji" => Command::Huaji,
+        "drain" if rest.is_empty() => Command::Drain,
+        "drain" => return Err("usage: drain".into()),
         "stats" => Command::Stats,
         other => {
             return Err(format!(
-                "unknown command {other:?}; commands: list [KEYWORD], push SENDER CHANNEL MESSAGE…, stats, stop [REASON…], huaji"
+                "unknown command {other:?}; commands: list [KEYWORD], push SENDER CHANNEL MESSAGE…, stats, stop [REASON…], drain, huaji"
             ))
         }
     };

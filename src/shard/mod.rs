@@ -75,6 +75,8 @@ pub struct ShardState {
     pub stats: ShardStats,
     /// Fires when the nexus stops.
     pub shutdown: ShutdownSignal,
+    /// Fires when a lame-duck drain starts (see [`crate::drain`]).
+    pub draining: ShutdownSignal,
     /// Every session holds a pass; closing the gate waits for them.
     pub sessions: Gate,
     /// Connections open on every shard (the `--max-connections` count).
@@ -104,6 +106,7 @@ impl ShardState {
             scratch: RefCell::new(vec![0; SCRATCH_BYTES]),
             stats: ShardStats::default(),
             shutdown: ShutdownSignal::default(),
+            draining: ShutdownSignal::default(),
             sessions: Gate::new(),
             open_connections,
             connections: RefCell::new(HashMap::new()),
@@ -324,6 +327,7 @@ impl ShardState {
                 }
             }
             ShardMsg::Shutdown(reason) => self.begin_shutdown(reason),
+            ShardMsg::Drain => self.begin_drain(),
         }
     }
 
@@ -456,8 +460,26 @@ impl ShardState {
             return;
         }
         info!(shard = self.id, reason = &*reason, "shard stopping");
+        // The end of a drain closes stragglers like the drain does.
+        let code = if self.draining.reason().is_some() {
+            1001
+        } else {
+            1000
+        };
         for conn in self.connections.borrow().values() {
-            conn.outbox.close(1000, &reason);
+            conn.outbox.close(code, &reason);
         }
+    }
+
+    /// Starts a lame-duck drain on this shard; the drain task does the rest.
+    pub fn begin_drain(&self) {
+        if self.draining.trigger(Arc::from(crate::drain::DRAIN_REASON)) {
+            info!(shard = self.id, "shard draining");
+        }
+    }
+
+    /// The connections open now (the drain closes them one by one).
+    pub fn open_connections(&self) -> Vec<Rc<Connection>> {
+        self.connections.borrow().values().cloned().collect()
     }
 }
