@@ -331,3 +331,36 @@ fn java_client_limits() {
         .received_within("k", Duration::from_millis(100))
         .is_none());
 }
+
+#[test]
+fn java_client_on_a_drain() {
+    let Some(classpath) = java::available("java_client_on_a_drain") else {
+        return;
+    };
+    let mut old = Nexus::start(&["--lame-duck-duration", "0.5", "--lame-duck-grace", "0.2"]);
+    let mut driver = Driver::start(classpath);
+    let url = old.url();
+    driver.cmd(&["open", "j", "j", &url]);
+    driver.cmd(&["autosub", "j", "room", "2"]);
+    old.wait_subscribers("room", 1);
+    // The successor on the same port, then the old process drains.
+    let mut new = Nexus::start_at(&old.addr.to_string(), &[]);
+    old.console("drain");
+    let close = driver.event(|e| e[0] == "closeframe" && e[1] == "j", PATIENCE);
+    assert_eq!(
+        close[2..],
+        ["1001".to_string(), "server draining".to_string()]
+    );
+    driver.event(|e| e[0] == "closed" && e[1] == "j", PATIENCE);
+    assert!(old.wait_exit().success());
+    // It does not reconnect: past its renewal time the successor has never
+    // seen it, and the client says it is inactive.
+    thread::sleep(Duration::from_secs(2));
+    new.console("list");
+    let lines = new.output_until(|l| l.starts_with("  shard 1:"));
+    assert!(
+        lines[0].starts_with("0 clients identified (0 connected)"),
+        "{lines:?}"
+    );
+    assert!(!driver.active("j"));
+}
