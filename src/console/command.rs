@@ -112,6 +112,7 @@ mod tests {
         );
         assert_eq!(parse("huaji"), Ok(Some(Command::Huaji)));
         assert_eq!(parse("stats"), Ok(Some(Command::Stats)));
+        assert_eq!(parse("drain"), Ok(Some(Command::Drain)));
         assert_eq!(parse("   "), Ok(None));
     }
 
@@ -120,6 +121,7 @@ mod tests {
         assert!(parse("push ops c/lobby").is_err());
         assert!(parse("push ops").is_err());
         assert!(parse("list a b").is_err());
+        assert!(parse("drain now").is_err());
         assert!(parse("frobnicate").unwrap_err().contains("unknown command"));
     }
 }
