@@ -92,6 +92,16 @@ fn compile() -> Result<String, String> {
     let out =
         Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("java-interop-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
+    // Classes of earlier runs whose process is gone.
+    let tmp = std::fs::read_dir(env!("CARGO_TARGET_TMPDIR"));
+    for entry in tmp.into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(pid) = name.strip_prefix("java-interop-") {
+            if !Path::new("/proc").join(pid).exists() {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
     let jars: Vec<String> = jars.iter().map(|j| j.display().to_string()).collect();
     let jars = jars.join(":");
     let status = Command::new("javac")
