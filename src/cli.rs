@@ -10,7 +10,8 @@ use crate::config::{self, Config, MAX_SHARDS};
 /// EaseChat Nexus: a thread-per-core WebSocket channel message exchange.
 ///
 /// Console commands on standard input: list [KEYWORD], push SENDER CHANNEL
-/// MESSAGE…, stats, stop [REASON…], huaji. Log level: RUST_LOG (e.g. debug,
+/// MESSAGE…, stats, stop [REASON…], drain, huaji. SIGUSR2 drains too. Log
+/// level: RUST_LOG (e.g. debug,
 /// ease_chat_nexus=debug) or --log.
 #[derive(FromArgs, Debug)]
 pub struct Args {
@@ -99,6 +100,16 @@ pub struct Args {
     #[argh(option)]
     pub metrics: Option<String>,
 
+    /// seconds a drain (SIGUSR2, console drain) spreads its closes over
+    /// (default 30)
+    #[argh(option, default = "config::DEFAULT_LAME_DUCK_DURATION.as_secs_f64()")]
+    pub lame_duck_duration: f64,
+
+    /// seconds a drain waits after leaving the listen group before its
+    /// first close (default 5)
+    #[argh(option, default = "config::DEFAULT_LAME_DUCK_GRACE.as_secs_f64()")]
+    pub lame_duck_grace: f64,
+
     /// log filter, overriding RUST_LOG (error, warn, info, debug, trace)
     #[argh(option)]
     pub log: Option<String>,
@@ -161,7 +172,21 @@ impl Args {
             "--keepalive-timeout",
             self.keepalive_timeout as usize,
         )? as u64);
+        config.lame_duck_duration = seconds("--lame-duck-duration", self.lame_duck_duration)?;
+        config.lame_duck_grace = seconds("--lame-duck-grace", self.lame_duck_grace)?;
         Ok(config)
+    }
+}
+
+/// A duration flag in seconds (fractions allowed), 0 up to [`config::MAX_LAME_DUCK`].
+fn seconds(flag: &str, value: f64) -> Result<Duration, String> {
+    let max = config::MAX_LAME_DUCK.as_secs_f64();
+    if value.is_finite() && (0.0..=max).contains(&value) {
+        Ok(Duration::from_secs_f64(value))
+    } else {
+        Err(format!(
+            "{flag} must be between 0 and {max} seconds, got {value}"
+        ))
     }
 }
 
@@ -249,6 +274,27 @@ mod tests {
             .unwrap()
             .into_config(&[0])
             .is_err());
+        assert!(args(&["--lame-duck-duration", "-1"])
+            .unwrap()
+            .into_config(&[0])
+            .is_err());
+        assert!(args(&["--lame-duck-grace", "NaN"])
+            .unwrap()
+            .into_config(&[0])
+            .is_err());
+    }
+
+    #[test]
+    fn lame_duck_flags() {
+        let config = args(&[]).unwrap().into_config(&[0]).unwrap();
+        assert_eq!(config.lame_duck_duration, Duration::from_secs(30));
+        assert_eq!(config.lame_duck_grace, Duration::from_secs(5));
+        let config = args(&["--lame-duck-duration", "2.5", "--lame-duck-grace", "0"])
+            .unwrap()
+            .into_config(&[0])
+            .unwrap();
+        assert_eq!(config.lame_duck_duration, Duration::from_millis(2500));
+        assert_eq!(config.lame_duck_grace, Duration::ZERO);
     }
 
     #[test]

@@ -49,6 +49,13 @@ pub const DEFAULT_MAX_PARTIAL_BYTES: usize = 32 * 1024 * 1024;
 /// Default bytes of subscriptions (names plus bookkeeping) one shard holds.
 pub const DEFAULT_MAX_SUBSCRIPTION_BYTES: usize = 32 * 1024 * 1024;
 
+/// Lame-duck drain: time over which connections are closed (`--lame-duck-duration`).
+pub const DEFAULT_LAME_DUCK_DURATION: Duration = Duration::from_secs(30);
+/// Lame-duck drain: pause before the first close (`--lame-duck-grace`).
+pub const DEFAULT_LAME_DUCK_GRACE: Duration = Duration::from_secs(5);
+/// Longest lame-duck duration or grace accepted.
+pub const MAX_LAME_DUCK: Duration = Duration::from_secs(3600);
+
 /// Everything a nexus needs to start.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -91,6 +98,12 @@ pub struct Config {
     pub max_subscription_bytes: usize,
     /// Connections from one client address (0: no cap).
     pub max_connections_per_ip: usize,
+    /// A drain spreads its closes over this long, so clients reconnecting
+    /// elsewhere do not stampede.
+    pub lame_duck_duration: Duration,
+    /// A drain waits this long after leaving the listen group before its
+    /// first close (load balancers see `/healthz` 503 meanwhile).
+    pub lame_duck_grace: Duration,
 }
 
 impl Config {
@@ -116,6 +129,8 @@ impl Config {
             max_partial_bytes: DEFAULT_MAX_PARTIAL_BYTES,
             max_subscription_bytes: DEFAULT_MAX_SUBSCRIPTION_BYTES,
             max_connections_per_ip: 0,
+            lame_duck_duration: DEFAULT_LAME_DUCK_DURATION,
+            lame_duck_grace: DEFAULT_LAME_DUCK_GRACE,
         }
     }
 }

@@ -25,8 +25,9 @@
 //!   publishing and local fan-out, queries, upkeep. No lock is taken per
 //!   message.
 //! - [`cli`] and [`config`] turn flags into limits; [`signals`] turns
-//!   SIGTERM and a double Ctrl-C into a graceful stop; [`metrics`] serves
-//!   `/metrics` and `/healthz`; [`stats`] keeps the per-shard counters.
+//!   SIGTERM and a double Ctrl-C into a graceful stop, SIGUSR2 into a
+//!   [`drain`]; [`metrics`] serves `/metrics` and `/healthz`; [`stats`]
+//!   keeps the per-shard counters.
 //!
 //! The blocking client library, the SQLite recorder and the `easechat`
 //! command live in the `easechat` crate (`client/`), so this crate and its
@@ -38,6 +39,7 @@
 pub mod cli;
 pub mod config;
 pub mod console;
+pub mod drain;
 pub mod metrics;
 pub mod outbox;
 pub mod protocol;

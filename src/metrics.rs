@@ -57,7 +57,8 @@ async fn handle(shard: Rc<ShardState>, stream: TcpStream) {
         }
         "/healthz" => {
             let (snapshots, complete) = shard.gather_stats(HEALTH_TIMEOUT).await;
-            if complete && shard.shutdown.reason().is_none() {
+            let draining = shard.draining.reason().is_some();
+            if complete && shard.shutdown.reason().is_none() && !draining {
                 let body = format!("ok: {} shards\n", snapshots.len());
                 respond(&stream, "200 OK", "text/plain", &body).await;
             } else {
@@ -67,6 +68,8 @@ async fn handle(shard: Rc<ShardState>, stream: TcpStream) {
                     shard.router.nr_shards(),
                     if shard.shutdown.reason().is_some() {
                         ", stopping"
+                    } else if draining {
+                        ", draining"
                     } else {
                         ""
                     }

@@ -109,6 +109,8 @@ pub enum ShardMsg {
     },
     /// Close every connection with 1000 and this reason, then stop.
     Shutdown(Arc<str>),
+    /// Start a lame-duck drain (see [`crate::drain`]).
+    Drain,
 }
 
 /// Ring slots are allocated up front: keep them at four words.
@@ -120,7 +122,10 @@ impl Weighed for ShardMsg {
         match self {
             ShardMsg::Publish(p) => slot + std::mem::size_of::<Publication>() + p.frame.len(),
             ShardMsg::Interest { channel, .. } => slot + channel.len(),
-            ShardMsg::Query { .. } | ShardMsg::Answer { .. } | ShardMsg::Shutdown(_) => slot,
+            ShardMsg::Query { .. }
+            | ShardMsg::Answer { .. }
+            | ShardMsg::Shutdown(_)
+            | ShardMsg::Drain => slot,
         }
     }
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 use futures_lite::future;
 use glommio::net::{TcpListener, TcpStream};
-use shards::listener::{adopt, bind_reuseport};
+use shards::listener::{adopt, bind_reuseport, Accepted, Listener};
 use shards::preflight::raise_open_files_limit;
 use shards::{launch, with_timeout, LaunchError, RuntimeConfig, Shard};
 use socket2::Socket;
@@ -21,6 +21,7 @@ use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::console::{self, Control, DEFAULT_STOP_REASON};
+use crate::drain;
 use crate::metrics;
 use crate::router::{Router, ShardMsg};
 use crate::session;
@@ -155,15 +156,19 @@ async fn shard_main(
     }
     glommio::spawn_local(purge_loop(state.clone())).detach();
     glommio::spawn_local(keepalive_loop(state.clone())).detach();
+    glommio::spawn_local(drain::run(state.clone())).detach();
     if id == 0 {
         glommio::spawn_local(console::serve(state.clone(), control)).detach();
         let admin = admin.lock().ok().and_then(|mut socket| socket.take());
         if let Some(socket) = admin {
-            glommio::spawn_local(metrics::serve(state.clone(), adopt(socket))).detach();
+            glommio::spawn_local(metrics::serve(state.clone(), adopt(socket).into_inner()))
+                .detach();
         }
     }
     accept_loop(&state, &listener).await;
     drop(listener);
+    // A drain keeps serving until its last close; then shard 0 stops all.
+    state.shutdown.wait().await;
     // Shutdown messages to other shards may wait in a backlog: deliver
     // them before this executor (and its pump tasks) goes away.
     if with_timeout(DRAIN_TIMEOUT, state.router.links().flush())
@@ -184,12 +189,26 @@ async fn shard_main(
     info!(shard = id, "shard stopped");
 }
 
-async fn accept_loop(state: &Rc<ShardState>, listener: &TcpListener) {
+/// Accepts until the nexus stops or drains; then the listener leaves the
+/// listen group and the connections it had queued are served (and closed
+/// like the rest), never reset.
+async fn accept_loop(state: &Rc<ShardState>, listener: &Listener) {
     let mut failing: Option<(Instant, u64)> = None;
     loop {
-        match accept(state, listener).await {
-            None => return,
-            Some(Ok(stream)) => {
+        let stop = future::or(state.shutdown.wait(), state.draining.wait());
+        match listener.accept_until(stop).await {
+            Accepted::Retired(queued) => {
+                info!(
+                    shard = state.id,
+                    queued = queued.len(),
+                    "listener left the listen group"
+                );
+                for stream in queued {
+                    serve(state, stream);
+                }
+                return;
+            }
+            Accepted::Connection(Ok(stream)) => {
                 if let Some((since, failures)) = failing.take() {
                     info!(
                         shard = state.id,
@@ -198,21 +217,9 @@ async fn accept_loop(state: &Rc<ShardState>, listener: &TcpListener) {
                         "accepting again"
                     );
                 }
-                let Ok(pass) = state.sessions.enter() else {
-                    return;
-                };
-                let peer = stream
-                    .peer_addr()
-                    .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-                let shard = state.clone();
-                let slot = state.admit(peer.ip());
-                glommio::spawn_local(async move {
-                    session::serve(shard, stream, peer, slot).await;
-                    drop(pass);
-                })
-                .detach();
+                serve(state, stream);
             }
-            Some(Err(e)) => {
+            Accepted::Connection(Err(e)) => {
                 // One line per outage (e.g. out of file descriptors), not
                 // one per failed accept.
                 match &mut failing {
@@ -226,6 +233,22 @@ async fn accept_loop(state: &Rc<ShardState>, listener: &TcpListener) {
             }
         }
     }
+}
+
+fn serve(state: &Rc<ShardState>, stream: TcpStream) {
+    let Ok(pass) = state.sessions.enter() else {
+        return;
+    };
+    let peer = stream
+        .peer_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let shard = state.clone();
+    let slot = state.admit(peer.ip());
+    glommio::spawn_local(async move {
+        session::serve(shard, stream, peer, slot).await;
+        drop(pass);
+    })
+    .detach();
 }
 
 /// The next connection on `listener`, or `None` once the nexus stops.

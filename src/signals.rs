@@ -1,6 +1,7 @@
-//! SIGTERM and SIGINT, turned into console controls.
+//! SIGTERM, SIGINT and SIGUSR2, turned into console controls.
 //!
 //! SIGTERM stops gracefully at once (what `docker stop` and systemd send).
+//! SIGUSR2 starts a lame-duck drain (see [`crate::drain`]).
 //! The old nexus's 3,432-hour run was ended by one stray Ctrl-C, so the
 //! first SIGINT only warns; a second within [`CTRL_C_WINDOW`] stops.
 
@@ -9,7 +10,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR2};
 use signal_hook::iterator::Signals;
 use tracing::warn;
 
@@ -47,14 +48,22 @@ fn again_hint() -> String {
 }
 
 /// Starts the thread that turns signals into [`Control::Stop`].
+/// Starts the thread that turns signals into [`Control::Stop`] and
+/// [`Control::Drain`].
 pub fn spawn_handler(control: Sender<Control>) -> std::io::Result<()> {
-    let mut signals = Signals::new([SIGINT, SIGTERM])?;
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGUSR2])?;
     thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
             let mut ctrl_c = CtrlC::default();
             for signal in signals.forever() {
                 let stop = match signal {
+                    SIGUSR2 => {
+                        if control.send(Control::Drain).is_err() {
+                            return;
+                        }
+                        false
+                    }
                     SIGTERM => true,
                     _ if ctrl_c.press(Instant::now()) => true,
                     _ => {

@@ -205,14 +205,26 @@ impl Client {
         Ok(())
     }
 
-    /// Reconnects (when enabled) after `error`, or returns it.
+    /// Reconnects (when enabled) after `error`, or returns it. Every delay
+    /// is jittered (half to all of the back-off), so clients dropped
+    /// together do not come back together. A 1001 close (a nexus draining or
+    /// going away: its successor is already listening) is followed by a
+    /// first attempt after a random fraction of the initial back-off.
     fn recover(&mut self, error: ClientError) -> Result<(), ClientError> {
         if !self.options.reconnect {
             return Err(error);
         }
+        let going_away = matches!(error, ClientError::Closed { code: 1001, .. });
         let mut delay = self.options.backoff_initial;
+        let mut first = true;
         loop {
-            thread::sleep(delay);
+            let wait = if first && going_away {
+                delay.mul_f64(fastrand::f64())
+            } else {
+                delay.mul_f64(0.5 + fastrand::f64() / 2.0)
+            };
+            first = false;
+            thread::sleep(wait);
             match self.reopen() {
                 Ok(()) => return Ok(()),
                 Err(_) => delay = (delay * 2).min(self.options.backoff_max),

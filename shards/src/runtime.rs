@@ -7,10 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use glommio::channels::channel_mesh::MeshBuilder;
-use glommio::net::TcpListener;
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 
-use crate::listener::{adopt, bind_reuseport};
+use crate::listener::{adopt, bind_reuseport, Listener};
 use crate::preflight::{self, PreflightError};
 use crate::rings::{InFlight, Rings};
 
@@ -54,7 +53,7 @@ pub struct Shard<M: Send> {
     /// CPU this shard's thread is pinned to.
     pub core: usize,
     /// This shard's own `SO_REUSEPORT` listener.
-    pub listener: TcpListener,
+    pub listener: Listener,
     /// The address all shards listen on (port resolved).
     pub local_addr: SocketAddr,
     /// Rings to and from every other shard.

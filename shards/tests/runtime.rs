@@ -118,3 +118,60 @@ fn connections_are_spread_across_shards() {
     let accepted: usize = results.iter().map(|r| r.1).sum();
     assert_eq!(accepted, CONNECTIONS);
 }
+
+/// A retired listener hands over what it had queued and leaves the
+/// SO_REUSEPORT group at once, while the io_uring accept is still pending:
+/// every later connection goes to the group's other socket.
+#[test]
+fn a_retired_listener_keeps_its_queue_and_leaves_the_group() {
+    use shards::listener::{adopt, bind_reuseport, Accepted};
+    let mut sockets = bind_reuseport("127.0.0.1:0".parse().unwrap(), 2, 64).unwrap();
+    let addr = sockets[0].local_addr().unwrap().as_socket().unwrap();
+    let other = sockets.pop().unwrap();
+    let retiring = sockets.pop().unwrap();
+    let cores = available_cores();
+    let handle = glommio::LocalExecutorBuilder::new(glommio::Placement::Fixed(cores[0]))
+        .spawn(move || async move {
+            let listener = adopt(retiring);
+            // Connections queue up on both sockets before anything accepts.
+            let clients: Vec<TcpStream> =
+                (0..20).map(|_| TcpStream::connect(addr).unwrap()).collect();
+            // Stop at once: what is queued still comes out, as connections
+            // or with the retirement.
+            let mut taken = 0;
+            let queued = loop {
+                match listener.accept_until(async {}).await {
+                    Accepted::Connection(c) => {
+                        c.unwrap();
+                        taken += 1;
+                    }
+                    Accepted::Retired(q) => break q.len(),
+                }
+            };
+            // Still open (and its io_uring accept may linger), but out of
+            // the group: these all land on the other socket.
+            let later: Vec<TcpStream> =
+                (0..20).map(|_| TcpStream::connect(addr).unwrap()).collect();
+            let result = (taken + queued, clients, later);
+            drop(listener);
+            result
+        })
+        .unwrap();
+    let (on_retired, clients, later) = handle.join().unwrap();
+    other.set_nonblocking(true).unwrap();
+    let mut on_other = 0;
+    while other.accept().is_ok() {
+        on_other += 1;
+    }
+    assert!(
+        on_retired > 0,
+        "the kernel spread none to the retired socket"
+    );
+    // None lost (what the retired socket had, it handed over), and every
+    // later connection went to the other socket.
+    assert_eq!(
+        on_other,
+        clients.len() - on_retired + later.len(),
+        "retired socket took {on_retired}"
+    );
+}

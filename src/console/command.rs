@@ -17,6 +17,9 @@ pub enum Command {
     },
     /// `stop [REASON…]` (`quit`, `exit`, `q`).
     Stop(Option<String>),
+    /// `drain`: lame-duck drain (leave the listen group, close every
+    /// connection with 1001 over `--lame-duck-duration`, exit).
+    Drain,
     /// `huaji`: prints `huaji`.
     Huaji,
     /// `stats`: traffic counters of every shard.
@@ -27,7 +30,7 @@ const PUSH_USAGE: &str = "usage: push SENDER CHANNEL MESSAGE…";
 
 /// Every command, as the console and `--help` list them.
 pub const COMMANDS: &str =
-    "list [KEYWORD], push SENDER CHANNEL MESSAGE…, stats, stop [REASON…], huaji";
+    "list [KEYWORD], push SENDER CHANNEL MESSAGE…, stats, stop [REASON…], drain, huaji";
 
 /// Parses a line; `Ok(None)` for a blank line, `Err` with the message to print.
 pub fn parse(line: &str) -> Result<Option<Command>, String> {
@@ -57,6 +60,8 @@ pub fn parse(line: &str) -> Result<Option<Command>, String> {
             Command::Stop((!rest.is_empty()).then(|| rest.to_string()))
         }
         "huaji" => Command::Huaji,
+        "drain" if rest.is_empty() => Command::Drain,
+        "drain" => return Err("usage: drain".into()),
         "stats" => Command::Stats,
         other => return Err(format!("unknown command {other:?}; commands: {COMMANDS}")),
     };
@@ -107,6 +112,7 @@ mod tests {
         );
         assert_eq!(parse("huaji"), Ok(Some(Command::Huaji)));
         assert_eq!(parse("stats"), Ok(Some(Command::Stats)));
+        assert_eq!(parse("drain"), Ok(Some(Command::Drain)));
         assert_eq!(parse("   "), Ok(None));
     }
 
@@ -115,6 +121,7 @@ mod tests {
         assert!(parse("push ops c/lobby").is_err());
         assert!(parse("push ops").is_err());
         assert!(parse("list a b").is_err());
+        assert!(parse("drain now").is_err());
         assert!(parse("frobnicate").unwrap_err().contains("unknown command"));
     }
 }

@@ -29,6 +29,7 @@ pub async fn serve(shard: Rc<ShardState>, control: Receiver<Control>) {
                 Err(message) => print(&format!("error: {message}")),
             },
             Ok(Control::Stop(reason)) => stop(&shard, Arc::from(reason)),
+            Ok(Control::Drain) => drain(&shard),
             Err(TryRecvError::Empty | TryRecvError::Disconnected) => {
                 glommio::timer::sleep(POLL_INTERVAL).await;
             }
@@ -78,6 +79,7 @@ async fn run(shard: &Rc<ShardState>, cmd: Command) {
             }
             Err(e) => print(&format!("error: not pushed: {e}")),
         },
+        Command::Drain => drain(shard),
         Command::Stop(reason) => {
             let reason = reason.unwrap_or_else(|| DEFAULT_STOP_REASON.to_string());
             stop(shard, Arc::from(reason));
@@ -106,6 +108,15 @@ fn stop(shard: &ShardState, reason: Arc<str>) {
         shard.router.send(peer, ShardMsg::Shutdown(reason.clone()));
     }
     shard.begin_shutdown(reason);
+}
+
+/// Starts a lame-duck drain on every shard.
+fn drain(shard: &ShardState) {
+    print(&format!(
+        "draining: closing every connection over {:?} after {:?}, then exiting",
+        shard.config.lame_duck_duration, shard.config.lame_duck_grace
+    ));
+    crate::drain::start(shard);
 }
 
 fn format_summary(summaries: impl Iterator<Item = ShardSummary>) -> String {

@@ -35,6 +35,8 @@ pub enum Control {
     Line(String),
     /// Stop gracefully with this close reason (SIGTERM, second Ctrl-C).
     Stop(String),
+    /// Start a lame-duck drain (SIGUSR2).
+    Drain,
 }
 
 /// Starts the thread that reads standard input line by line.

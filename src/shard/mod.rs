@@ -53,6 +53,8 @@ pub struct ShardState {
     pub stats: ShardStats,
     /// Fires when the nexus stops.
     pub shutdown: ShutdownSignal,
+    /// Fires when a lame-duck drain starts (see [`crate::drain`]).
+    pub draining: ShutdownSignal,
     /// Every session holds a pass; closing the gate waits for them.
     pub sessions: Gate,
     /// Connection caps shared by every shard.
@@ -80,6 +82,7 @@ impl ShardState {
             scratch: RefCell::new(vec![0; SCRATCH_BYTES]),
             stats: ShardStats::default(),
             shutdown: ShutdownSignal::default(),
+            draining: ShutdownSignal::default(),
             sessions: Gate::new(),
             admission,
             connections: RefCell::new(HashMap::new()),
@@ -129,6 +132,11 @@ impl ShardState {
         }
         self.partial_bytes.set(others + new);
         true
+    }
+
+    /// The connections open now (the drain closes them one by one).
+    pub fn open_connections(&self) -> Vec<Rc<Connection>> {
+        self.connections.borrow().values().cloned().collect()
     }
 
     /// Runs `wait` counted as a paused connection (a gauge and a counter),

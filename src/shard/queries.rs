@@ -24,6 +24,7 @@ impl ShardState {
             }
             ShardMsg::Answer { id, answer } => self.asks.answered(id, *answer),
             ShardMsg::Shutdown(reason) => self.begin_shutdown(reason),
+            ShardMsg::Drain => self.begin_drain(),
         }
     }
 

@@ -63,8 +63,21 @@ impl ShardState {
             return;
         }
         info!(shard = self.id, reason = &*reason, "shard stopping");
+        // The end of a drain closes stragglers like the drain does.
+        let code = if self.draining.reason().is_some() {
+            crate::drain::DRAIN_CODE
+        } else {
+            1000
+        };
         for conn in self.connections.borrow().values() {
-            conn.outbox.close(1000, &reason);
+            conn.outbox.close(code, &reason);
+        }
+    }
+
+    /// Starts a lame-duck drain on this shard; the drain task does the rest.
+    pub fn begin_drain(&self) {
+        if self.draining.trigger(Arc::from(crate::drain::DRAIN_REASON)) {
+            info!(shard = self.id, "shard draining");
         }
     }
 }
