@@ -21,17 +21,18 @@
 //!   to the shards that want them. No lock is taken per message.
 //! - [`cli`] and [`config`] turn flags into limits; [`signals`] turns
 //!   SIGTERM and a double Ctrl-C into a graceful stop; [`client`] is a
-//!   blocking client library (used by `easechat` and the tests); [`metrics`] serves
-//!   `/metrics` and `/healthz`; [`stats`] keeps the per-shard counters.
+//!   blocking client library (used by `easechat` and the tests); [`admin`] serves
+//!   the browser console, its JSON API, `/metrics` and `/healthz` on its own
+//!   thread; [`stats`] keeps the per-shard counters.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod cli;
 pub mod client;
 pub mod config;
 pub mod console;
-pub mod metrics;
 pub mod outbox;
 pub mod protocol;
 pub mod router;

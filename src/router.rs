@@ -17,6 +17,7 @@ use std::time::Duration;
 use shards::{RingStats, Rings, TrySendError};
 
 use crate::shard::interest::{shard_ids, Interest};
+use crate::shard::queries::{ChannelList, ChannelQuery, ClientList, ClientQuery};
 use crate::stats::StatsSnapshot;
 
 /// A message published on one shard for the subscribers of another.
@@ -39,6 +40,10 @@ pub enum Query {
     Keyword(Arc<str>),
     /// Counters and gauges, for `stats`, `/metrics` and `/healthz`.
     Stats,
+    /// Top channels with subscriber counts, for the admin console.
+    Channels(ChannelQuery),
+    /// Connections, for the admin console.
+    Clients(ClientQuery),
 }
 
 /// One shard's answer to a [`Query`].
@@ -50,6 +55,10 @@ pub enum Answer {
     Keyword(KeywordReport),
     /// For [`Query::Stats`].
     Stats(StatsSnapshot),
+    /// For [`Query::Channels`].
+    Channels(ChannelList),
+    /// For [`Query::Clients`].
+    Clients(ClientList),
 }
 
 /// One shard's counts for `list`.

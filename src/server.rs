@@ -7,21 +7,19 @@
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::AtomicUsize;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{Receiver, Sender};
 use futures_lite::{future, StreamExt};
 use glommio::channels::shared_channel::ConnectedReceiver;
 use glommio::net::TcpListener;
-use shards::listener::{adopt, bind_reuseport};
 use shards::{launch, LaunchError, RuntimeConfig, Shard};
-use socket2::Socket;
 use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::console::{self, Control, DEFAULT_STOP_REASON};
-use crate::metrics;
+use crate::admin::{self, routes::App};
 use crate::router::{Router, ShardMsg};
 use crate::session::{self, with_timeout};
 use crate::shard::ShardState;
@@ -40,24 +38,28 @@ pub enum RunError {
     /// The shards could not start.
     #[error(transparent)]
     Launch(#[from] LaunchError),
-    /// The `--metrics` address could not be bound.
-    #[error("cannot listen for metrics on {addr}: {source}")]
+    /// The `--admin` (`--metrics`) address could not be bound.
+    #[error("cannot listen for the admin console on {addr}: {source}")]
     MetricsBind {
         /// The requested address.
         addr: SocketAddr,
         /// The OS error.
         source: std::io::Error,
     },
+    /// The admin console's thread could not start.
+    #[error("cannot start the admin console: {0}")]
+    AdminThread(std::io::Error),
     /// A shard thread panicked.
     #[error("shard {0} panicked; see the log above")]
     ShardPanicked(usize),
 }
 
 /// Starts the shards and blocks until they stop; `on_listening` is called
-/// with the bound address once every shard is running.
+/// with the bound address once every shard is running. `control` is the
+/// channel shard 0 polls (both ends: the admin console sends on it too).
 pub fn run(
     config: Config,
-    control: Receiver<Control>,
+    (control_tx, control): (Sender<Control>, Receiver<Control>),
     on_listening: impl FnOnce(SocketAddr),
 ) -> Result<(), RunError> {
     let runtime = RuntimeConfig {
@@ -66,26 +68,42 @@ pub fn run(
         ring_size: config.ring_size,
         backlog: config.backlog,
     };
-    let admin = match config.metrics {
+    // Bound before the shards start: a taken port refuses to start.
+    let admin_listener = match config.metrics {
         Some(addr) => {
-            let socket = bind_reuseport(addr, 1, 128)
-                .map_err(|source| RunError::MetricsBind { addr, source })?
-                .pop()
-                .expect("one socket");
-            let bound = socket.local_addr().ok().and_then(|a| a.as_socket());
-            info!(addr = %bound.unwrap_or(addr), "metrics listening (/metrics, /healthz)");
-            Some(socket)
+            let listener =
+                admin::bind(addr).map_err(|source| RunError::MetricsBind { addr, source })?;
+            let bound = listener.local_addr().unwrap_or(addr);
+            info!(addr = %bound, token = config.admin_token.is_some(), "admin console and metrics listening (/, /api, /metrics, /healthz)");
+            Some(listener)
         }
         None => None,
     };
-    // Handed to shard 0 once; the mutex is touched only at start-up.
-    let admin = Arc::new(Mutex::new(admin));
+    let admin_token = config.admin_token.clone();
+    let admin_max_connections = config.admin_max_connections;
     let open_connections = Arc::new(AtomicUsize::new(0));
     let running = launch(&runtime, move |shard: Shard<ShardMsg>| {
-        shard_main(shard, config, control, open_connections, admin)
+        shard_main(shard, config, control, open_connections)
     })?;
+    let admin_thread = match admin_listener {
+        Some(listener) => {
+            let app = App::new(control_tx, admin_token, running.local_addr());
+            match admin::spawn(listener, app, admin_max_connections) {
+                Ok(thread) => Some(thread),
+                Err(e) => {
+                    error!(error = %e, "cannot start the admin console");
+                    return Err(RunError::AdminThread(e));
+                }
+            }
+        }
+        None => None,
+    };
     on_listening(running.local_addr());
-    for result in running.join() {
+    let results = running.join();
+    if let Some(thread) = admin_thread {
+        thread.stop();
+    }
+    for result in results {
         if let Err(shard) = result {
             return Err(RunError::ShardPanicked(shard));
         }
@@ -98,7 +116,6 @@ async fn shard_main(
     config: Config,
     control: Receiver<Control>,
     open_connections: Arc<AtomicUsize>,
-    admin: Arc<Mutex<Option<Socket>>>,
 ) {
     let inbound = shard.rings.take_inbound();
     let id = shard.id();
@@ -117,10 +134,6 @@ async fn shard_main(
     glommio::spawn_local(keepalive_loop(state.clone())).detach();
     if id == 0 {
         glommio::spawn_local(console::serve(state.clone(), control)).detach();
-        let admin = admin.lock().ok().and_then(|mut socket| socket.take());
-        if let Some(socket) = admin {
-            glommio::spawn_local(metrics::serve(state.clone(), adopt(socket))).detach();
-        }
     }
     accept_loop(&state, &listener).await;
     drop(listener);

@@ -11,6 +11,7 @@ use tracing::info;
 
 use super::command::{self, Command};
 use super::{Control, DEFAULT_STOP_REASON, POLL_INTERVAL};
+use crate::admin::{self, requests::check_publish};
 use crate::router::{Answer, KeywordReport, Query, ShardMsg, ShardSummary, SubscriptionView};
 use crate::shard::ShardState;
 use crate::stats::render_console;
@@ -28,6 +29,9 @@ pub async fn serve(shard: Rc<ShardState>, control: Receiver<Control>) {
                 Err(message) => print(&format!("error: {message}")),
             },
             Ok(Control::Stop(reason)) => stop(&shard, Arc::from(reason)),
+            Ok(Control::Admin(request)) => {
+                glommio::spawn_local(admin::requests::answer(shard.clone(), request)).detach();
+            }
             Err(TryRecvError::Empty | TryRecvError::Disconnected) => {
                 glommio::timer::sleep(POLL_INTERVAL).await;
             }
@@ -70,10 +74,13 @@ async fn run(shard: &Rc<ShardState>, cmd: Command) {
             sender,
             channel,
             message,
-        } => {
-            shard.publish(&sender, &channel, &message);
-            print(&format!("pushed to {channel} as {sender}"));
-        }
+        } => match check_publish(&shard.config, &sender, &channel, &message) {
+            Ok(()) => {
+                shard.publish(&sender, &channel, &message);
+                print(&format!("pushed to {channel} as {sender}"));
+            }
+            Err(reason) => print(&format!("error: {reason}")),
+        },
         Command::Stop(reason) => {
             let reason = reason.unwrap_or_else(|| DEFAULT_STOP_REASON.to_string());
             stop(shard, Arc::from(reason));

@@ -8,6 +8,7 @@
 
 pub mod connection;
 pub mod interest;
+pub mod queries;
 pub mod subscriptions;
 
 use std::cell::{Cell, RefCell};
@@ -367,6 +368,8 @@ impl ShardState {
                 }
                 Answer::Keyword(report)
             }
+            Query::Channels(query) => Answer::Channels(self.answer_channels(query, now)),
+            Query::Clients(query) => Answer::Clients(self.answer_clients(query)),
         }
     }
 
