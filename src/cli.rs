@@ -261,15 +261,29 @@ mod tests {
 
     #[test]
     fn admin_binds_loopback_unless_given_a_token() {
-        let config = args(&["--admin", "9650"]).unwrap().into_config(&[0]).unwrap();
-        assert_eq!(config.metrics, Some("127.0.0.1:9650".parse().unwrap()));
-        let config = args(&["--metrics", "127.0.0.1:0"]).unwrap().into_config(&[0]).unwrap();
-        assert!(config.metrics.is_some());
-        let err = args(&["--admin", "0.0.0.0:9650", "--admin-token-file", "/nonexistent/token"])
+        let config = args(&["--admin", "9650"])
             .unwrap()
             .into_config(&[0])
-            .unwrap_err();
+            .unwrap();
+        assert_eq!(config.metrics, Some("127.0.0.1:9650".parse().unwrap()));
+        let config = args(&["--metrics", "127.0.0.1:0"])
+            .unwrap()
+            .into_config(&[0])
+            .unwrap();
+        assert!(config.metrics.is_some());
+        let err = args(&[
+            "--admin",
+            "0.0.0.0:9650",
+            "--admin-token-file",
+            "/nonexistent/token",
+        ])
+        .unwrap()
+        .into_config(&[0])
+        .unwrap_err();
         assert!(err.contains("/nonexistent/token"), "{err}");
-        assert!(args(&["--admin", "1", "--metrics", "2"]).unwrap().into_config(&[0]).is_err());
+        assert!(args(&["--admin", "1", "--metrics", "2"])
+            .unwrap()
+            .into_config(&[0])
+            .is_err());
     }
 }

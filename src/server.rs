@@ -17,9 +17,9 @@ use glommio::net::TcpListener;
 use shards::{launch, LaunchError, RuntimeConfig, Shard};
 use tracing::{error, info, warn};
 
+use crate::admin::{self, routes::App};
 use crate::config::Config;
 use crate::console::{self, Control, DEFAULT_STOP_REASON};
-use crate::admin::{self, routes::App};
 use crate::router::{Router, ShardMsg};
 use crate::session::{self, with_timeout};
 use crate::shard::ShardState;

@@ -22,8 +22,7 @@ struct Response {
 
 impl Response {
     fn json(&self) -> Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
     }
 }
 
@@ -90,7 +89,10 @@ fn wait_channel(admin: SocketAddr, channel: &str, count: u64) -> Value {
         {
             return row.clone();
         }
-        assert!(Instant::now() < deadline, "channel {channel} never had {count}: {json}");
+        assert!(
+            Instant::now() < deadline,
+            "channel {channel} never had {count}: {json}"
+        );
         thread::sleep(Duration::from_millis(20));
     }
 }
@@ -119,10 +121,16 @@ fn json_api_shapes_publish_and_tap() {
     assert_eq!(list.len(), 1, "{clients}");
     assert_eq!(list[0]["name"], "sub");
     assert_eq!(list[0]["subscriptions"], 1);
-    assert!(list[0]["address"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert!(list[0]["address"]
+        .as_str()
+        .unwrap()
+        .starts_with("127.0.0.1:"));
     assert!(list[0]["connection"].as_str().unwrap().starts_with('s'));
     assert!(list[0]["connected_at_ms"].as_u64().unwrap() > 0);
-    assert_eq!(get(admin, "/api/clients?filter=nobody").json()["matching"], 0);
+    assert_eq!(
+        get(admin, "/api/clients?filter=nobody").json()["matching"],
+        0
+    );
     assert_eq!(get(admin, "/api/channels?sort=sideways").status, 400);
 
     // Publish: like the console's push, with the 1r size limit.
@@ -131,16 +139,27 @@ fn json_api_shapes_publish_and_tap() {
     assert_eq!(sub.recv(), receive("ops", "c/api", "hello from the api"));
     let r = publish(admin, "", "ops", "c/api", &"x".repeat(70_000));
     assert_eq!(r.status, 400);
-    assert!(r.json()["error"].as_str().unwrap().contains("65536"), "{}", r.body);
+    assert!(
+        r.json()["error"].as_str().unwrap().contains("65536"),
+        "{}",
+        r.body
+    );
     assert_eq!(publish(admin, "", "", "c/api", "x").status, 400);
     let origin = format!("Origin: http://{admin}\r\n");
-    assert_eq!(publish(admin, &origin, "ops", "c/api", "same origin").status, 200);
+    assert_eq!(
+        publish(admin, &origin, "ops", "c/api", "same origin").status,
+        200
+    );
     assert_eq!(sub.recv(), receive("ops", "c/api", "same origin"));
 
     // The tap: an SSE stream of the channel's messages.
     let mut tap = TcpStream::connect(admin).unwrap();
     tap.set_read_timeout(Some(PATIENCE)).unwrap();
-    write!(tap, "GET /api/tap?channel=c/api HTTP/1.1\r\nHost: {admin}\r\n\r\n").unwrap();
+    write!(
+        tap,
+        "GET /api/tap?channel=c/api HTTP/1.1\r\nHost: {admin}\r\n\r\n"
+    )
+    .unwrap();
     let mut seen = String::new();
     let mut read_until = |needle: &str, seen: &mut String| {
         let mut chunk = [0u8; 4096];
@@ -173,7 +192,9 @@ fn json_api_shapes_publish_and_tap() {
     // Prometheus text and the page are still there.
     let metrics = get(admin, "/metrics");
     assert_eq!(metrics.status, 200);
-    assert!(metrics.body.contains("easechat_publishes_total{shard=\"0\"}"));
+    assert!(metrics
+        .body
+        .contains("easechat_publishes_total{shard=\"0\"}"));
     let page = get(admin, "/");
     assert_eq!(page.status, 200);
     assert!(page.body.contains("EaseChat Nexus") && page.head.contains("text/html"));
@@ -191,7 +212,12 @@ fn foreign_origin_and_rebinding_host_are_refused() {
     // A DNS-rebinding page reaches the port under its own name.
     let mut stream = TcpStream::connect(admin).unwrap();
     stream.set_read_timeout(Some(PATIENCE)).unwrap();
-    write!(stream, "GET /api/clients HTTP/1.1\r\nHost: rebind.evil.example:{}\r\n\r\n", admin.port()).unwrap();
+    write!(
+        stream,
+        "GET /api/clients HTTP/1.1\r\nHost: rebind.evil.example:{}\r\n\r\n",
+        admin.port()
+    )
+    .unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     assert!(response.starts_with("HTTP/1.1 403"), "{response}");
@@ -222,10 +248,16 @@ fn non_loopback_needs_a_token() {
         file.to_str().unwrap(),
     ]);
     let admin = admin_addr(&mut nexus);
-    assert!(nexus.log.iter().all(|l| !l.contains("t0ken")), "token logged");
+    assert!(
+        nexus.log.iter().all(|l| !l.contains("t0ken")),
+        "token logged"
+    );
     let r = get(admin, "/api/stats");
     assert_eq!(r.status, 401);
-    assert!(r.head.to_ascii_lowercase().contains("www-authenticate: bearer"));
+    assert!(r
+        .head
+        .to_ascii_lowercase()
+        .contains("www-authenticate: bearer"));
     assert_eq!(get(admin, "/metrics").status, 401);
     assert_eq!(get(admin, "/").status, 401);
     let wrong = "Authorization: Bearer t0ken-for-test\r\n";
@@ -241,9 +273,15 @@ fn non_loopback_needs_a_token() {
     let page = get(admin, "/?token=t0ken-for-tests&tap=c/x");
     assert_eq!(page.status, 200);
     let head = page.head.to_ascii_lowercase();
-    assert!(head.contains("set-cookie: easechat_admin=t0ken-for-tests; httponly; samesite=strict"), "{head}");
+    assert!(
+        head.contains("set-cookie: easechat_admin=t0ken-for-tests; httponly; samesite=strict"),
+        "{head}"
+    );
     let cookie = "Cookie: easechat_admin=t0ken-for-tests\r\n";
-    assert_eq!(request(admin, "GET", "/api/clients", cookie, "").status, 200);
+    assert_eq!(
+        request(admin, "GET", "/api/clients", cookie, "").status,
+        200
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -253,7 +291,7 @@ fn admin_connections_are_capped_and_timed_out() {
     let admin = admin_addr(&mut nexus);
     let idle: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(admin).unwrap()).collect();
     thread::sleep(Duration::from_millis(200)); // both accepted
-    // A third is closed at once, without an answer.
+                                               // A third is closed at once, without an answer.
     let mut third = TcpStream::connect(admin).unwrap();
     third.set_read_timeout(Some(PATIENCE)).unwrap();
     let started = Instant::now();

@@ -31,10 +31,14 @@ fn find_chromium() -> Option<PathBuf> {
     if let Ok(path) = std::env::var("CHROMIUM") {
         return Some(PathBuf::from(path));
     }
-    ["/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
+    [
+        "/usr/bin/chromium",
+        "/usr/bin/chromium-browser",
+        "/usr/bin/google-chrome",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.exists())
 }
 
 /// A headless Chromium, killed (and its profile removed) on drop.
@@ -46,7 +50,8 @@ struct Browser {
 
 impl Browser {
     fn start(binary: &Path) -> Browser {
-        let profile = std::env::temp_dir().join(format!("easechat-chromium-{}", std::process::id()));
+        let profile =
+            std::env::temp_dir().join(format!("easechat-chromium-{}", std::process::id()));
         let mut child = Command::new(binary)
             .args([
                 "--headless",
@@ -113,7 +118,9 @@ impl Cdp {
     fn connect(url: &str) -> Cdp {
         let host = url.trim_start_matches("ws://").split('/').next().unwrap();
         let stream = TcpStream::connect(host).expect("connect to DevTools");
-        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
         let (ws, _) = tungstenite::client(url, MaybeTlsStream::Plain(stream)).expect("CDP upgrade");
         Cdp { ws, next_id: 0 }
     }
@@ -123,7 +130,9 @@ impl Cdp {
         self.next_id += 1;
         let id = self.next_id;
         let request = json!({"id": id, "method": method, "params": params});
-        self.ws.send(Message::text(request.to_string())).expect("CDP send");
+        self.ws
+            .send(Message::text(request.to_string()))
+            .expect("CDP send");
         loop {
             let Message::Text(text) = self.ws.read().expect("CDP read") else {
                 continue;
@@ -186,7 +195,9 @@ fn console_in_a_real_browser() {
         if std::env::var("CI").as_deref() == Ok("true") {
             panic!("CI=true but no Chromium found: install Debian's chromium (.ci/run does)");
         }
-        eprintln!("SKIPPED console_in_a_real_browser: no Chromium (install `chromium` or set CHROMIUM)");
+        eprintln!(
+            "SKIPPED console_in_a_real_browser: no Chromium (install `chromium` or set CHROMIUM)"
+        );
         return;
     };
     let mut nexus = Nexus::start(&["--admin", "127.0.0.1:0"]);
@@ -258,7 +269,10 @@ fn console_in_a_real_browser() {
         "document.getElementById('pub-status').textContent.startsWith('published on c/test')",
         "the publish confirmation",
     );
-    page.wait_true(&tap_rows_contain("hello from the page"), "the page's own message");
+    page.wait_true(
+        &tap_rows_contain("hello from the page"),
+        "the page's own message",
+    );
 
     // A little traffic so the chart has a shape, then the screenshot.
     for i in 0..16 {

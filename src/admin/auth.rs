@@ -98,7 +98,7 @@ pub fn origin_matches_host(origin: &str, host: &str) -> bool {
     authority.is_some_and(|a| a.eq_ignore_ascii_case(host))
 }
 
-fn header_str<'a>(headers: &'a HeaderMap, name: header::HeaderName) -> Option<&'a str> {
+fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
@@ -111,7 +111,9 @@ fn offered_token<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> Vec<&'a 
         offered.push(bearer.trim());
     }
     for cookies in headers.get_all(header::COOKIE) {
-        let Ok(cookies) = cookies.to_str() else { continue };
+        let Ok(cookies) = cookies.to_str() else {
+            continue;
+        };
         for pair in cookies.split(';') {
             if let Some((name, value)) = pair.trim().split_once('=') {
                 if name == COOKIE {
@@ -204,8 +206,14 @@ mod tests {
 
     #[test]
     fn origin_and_host() {
-        assert!(origin_matches_host("http://127.0.0.1:9650", "127.0.0.1:9650"));
-        assert!(!origin_matches_host("http://evil.example", "127.0.0.1:9650"));
+        assert!(origin_matches_host(
+            "http://127.0.0.1:9650",
+            "127.0.0.1:9650"
+        ));
+        assert!(!origin_matches_host(
+            "http://evil.example",
+            "127.0.0.1:9650"
+        ));
         assert!(!origin_matches_host("null", "127.0.0.1:9650"));
         assert!(host_allowed_without_token("127.0.0.1:9650"));
         assert!(host_allowed_without_token("[::1]:9650"));

@@ -96,19 +96,29 @@ pub struct ClientsReply {
 /// The checks a console `push` or an API publish passes before it is
 /// published: names present and within `--max-name-bytes`, and a `1r`
 /// within `--max-message-bytes` (what a client's `1t` must also pass).
-pub fn check_publish(config: &Config, sender: &str, channel: &str, text: &str) -> Result<(), String> {
+pub fn check_publish(
+    config: &Config,
+    sender: &str,
+    channel: &str,
+    text: &str,
+) -> Result<(), String> {
     if sender.is_empty() || channel.is_empty() {
         return Err("sender and channel must not be empty".into());
     }
     let limit = config.max_name_bytes;
     for (what, name) in [("sender", sender), ("channel", channel)] {
         if name.len() > limit {
-            return Err(format!("{what} too long: {} bytes, limit {limit}", name.len()));
+            return Err(format!(
+                "{what} too long: {} bytes, limit {limit}",
+                name.len()
+            ));
         }
     }
     let limit = config.max_message_bytes;
     if receive_payload_len(sender, channel, text) > limit {
-        return Err(format!("message too big: the 1r would exceed {limit} bytes"));
+        return Err(format!(
+            "message too big: the 1r would exceed {limit} bytes"
+        ));
     }
     Ok(())
 }
@@ -144,9 +154,7 @@ pub async fn answer(shard: Rc<ShardState>, request: AdminRequest) {
             });
         }
         AdminRequest::Clients { query, reply } => {
-            let (answers, complete) = shard
-                .gather(Query::Clients(query), GATHER_TIMEOUT)
-                .await;
+            let (answers, complete) = shard.gather(Query::Clients(query), GATHER_TIMEOUT).await;
             let mut clients = Vec::new();
             let mut matching = 0;
             for answer in answers {
@@ -155,7 +163,7 @@ pub async fn answer(shard: Rc<ShardState>, request: AdminRequest) {
                     clients.extend(list.clients);
                 }
             }
-            clients.sort_by(|a, b| (a.shard, a.connected_at).cmp(&(b.shard, b.connected_at)));
+            clients.sort_by_key(|c| (c.shard, c.connected_at));
             let _ = reply.send(ClientsReply {
                 clients,
                 matching,

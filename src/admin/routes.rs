@@ -165,9 +165,11 @@ async fn metrics(State(app): State<App>) -> Response {
 
 async fn healthz(State(app): State<App>) -> Response {
     match app.stats(HEALTH_TIMEOUT).await {
-        Some(reply) if reply.complete && !reply.stopping => {
-            (StatusCode::OK, format!("ok: {} shards\n", reply.shards.len())).into_response()
-        }
+        Some(reply) if reply.complete && !reply.stopping => (
+            StatusCode::OK,
+            format!("ok: {} shards\n", reply.shards.len()),
+        )
+            .into_response(),
         Some(reply) => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!(
@@ -254,9 +256,7 @@ async fn channels(State(app): State<App>, Query(params): Query<ChannelParams>) -
         None | Some("") | Some("subscribers") => ChannelSort::Subscribers,
         Some("name") => ChannelSort::Name,
         Some(other) => {
-            return bad_request(format!(
-                "sort must be subscribers or name, got {other:?}"
-            ))
+            return bad_request(format!("sort must be subscribers or name, got {other:?}"))
         }
     };
     let query = ChannelQuery {
@@ -265,7 +265,10 @@ async fn channels(State(app): State<App>, Query(params): Query<ChannelParams>) -
         limit: limit(params.limit),
     };
     let Some(reply) = app
-        .ask(|reply| AdminRequest::Channels { query, reply }, SCRAPE_TIMEOUT)
+        .ask(
+            |reply| AdminRequest::Channels { query, reply },
+            SCRAPE_TIMEOUT,
+        )
         .await
     else {
         return unavailable();
@@ -309,7 +312,10 @@ async fn clients(State(app): State<App>, Query(params): Query<ClientParams>) -> 
         limit: limit(params.limit),
     };
     let Some(reply) = app
-        .ask(|reply| AdminRequest::Clients { query, reply }, SCRAPE_TIMEOUT)
+        .ask(
+            |reply| AdminRequest::Clients { query, reply },
+            SCRAPE_TIMEOUT,
+        )
         .await
     else {
         return unavailable();

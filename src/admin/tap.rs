@@ -99,7 +99,10 @@ pub async fn tap(State(app): State<App>, Query(params): Query<TapParams>) -> Res
         )
             .into_response();
     };
-    let name = format!("admin-tap-{}", app.tap_ids.fetch_add(1, Ordering::Relaxed) + 1);
+    let name = format!(
+        "admin-tap-{}",
+        app.tap_ids.fetch_add(1, Ordering::Relaxed) + 1
+    );
     let (sender, events) = broadcast::channel(TAP_BUFFER);
     let relay = tokio::spawn(relay(app.nexus, name, channel, sender));
     let viewer = Viewer {

@@ -215,7 +215,10 @@ mod tests {
             limit: 2,
         };
         let rows = merge_channels(
-            &[list(0, &[("x", 2), ("y", 1)]), list(1, &[("y", 4), ("z", 1)])],
+            &[
+                list(0, &[("x", 2), ("y", 1)]),
+                list(1, &[("y", 4), ("z", 1)]),
+            ],
             &query,
         );
         assert_eq!(rows.len(), 2);
