@@ -309,3 +309,64 @@ fn admin_connections_are_capped_and_timed_out() {
     // Slots are free again.
     assert_eq!(get(admin, "/healthz").status, 200);
 }
+
+#[test]
+fn a_tap_viewer_that_stops_reading_is_cut_by_the_write_timeout() {
+    // An outbox larger than all the test sends: the tap connection itself
+    // is never a slow consumer here, even on a loaded machine.
+    let mut nexus = Nexus::start(&["--admin", "127.0.0.1:0", "--max-outbox-bytes", "33554432"]);
+    let admin = admin_addr(&mut nexus);
+    // A viewer with a small receive buffer that stops reading after `ready`.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&admin.into()).unwrap();
+    let mut viewer: TcpStream = socket.into();
+    viewer.set_read_timeout(Some(PATIENCE)).unwrap();
+    write!(
+        viewer,
+        "GET /api/tap?channel=c/slow HTTP/1.1\r\nHost: {admin}\r\n\r\n"
+    )
+    .unwrap();
+    let mut seen = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !String::from_utf8_lossy(&seen).contains("event: ready") {
+        let n = viewer.read(&mut chunk).unwrap();
+        assert!(n > 0);
+        seen.extend_from_slice(&chunk[..n]);
+    }
+    wait_channel(admin, "c/slow", 1);
+    thread::sleep(Duration::from_millis(50));
+    // Far more than the socket buffers hold; the publisher is never slowed.
+    let mut publisher = Client::named(&nexus, "pub");
+    let text = "x".repeat(60_000);
+    for _ in 0..200 {
+        publisher.publish("c/slow", &text);
+        thread::sleep(Duration::from_millis(10));
+    }
+    // The stalled write is cut after 10 s: the tap's subscriber goes away.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let json = get(admin, "/api/channels?filter=c/slow").json();
+        if json["channels"].as_array().unwrap().is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stalled tap viewer was never cut: {json}"
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+    // Cut by the admin listener (the tap connection simply goes away),
+    // not by the nexus's slow-consumer rule.
+    let lost = nexus.wait_log(|l| l.contains("admin-tap-1") && l.contains("connection lost"));
+    eprintln!("{lost}");
+    assert!(
+        nexus.log.iter().all(|l| !l.contains("slow consumer")),
+        "{}",
+        nexus.log.join("\n")
+    );
+    // The publisher was not touched.
+    publisher.publish("c/other", "still here");
+    assert_eq!(get(admin, "/healthz").status, 200);
+    drop(viewer);
+}
