@@ -370,3 +370,50 @@ fn a_tap_viewer_that_stops_reading_is_cut_by_the_write_timeout() {
     assert_eq!(get(admin, "/healthz").status, 200);
     drop(viewer);
 }
+
+#[test]
+fn taps_are_capped() {
+    let mut nexus = Nexus::start(&["--admin", "127.0.0.1:0"]);
+    let admin = admin_addr(&mut nexus);
+    let taps: Vec<TcpStream> = (0..16)
+        .map(|i| {
+            let mut tap = TcpStream::connect(admin).unwrap();
+            tap.set_read_timeout(Some(PATIENCE)).unwrap();
+            write!(
+                tap,
+                "GET /api/tap?channel=c/{i} HTTP/1.1\r\nHost: {admin}\r\n\r\n"
+            )
+            .unwrap();
+            let mut seen = String::new();
+            let mut chunk = [0u8; 1024];
+            while !seen.contains("event: ready") {
+                let n = tap.read(&mut chunk).unwrap();
+                assert!(n > 0, "{seen}");
+                seen.push_str(&String::from_utf8_lossy(&chunk[..n]));
+            }
+            tap
+        })
+        .collect();
+    let r = get(admin, "/api/tap?channel=c/one-too-many");
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert_eq!(get(admin, "/api/tap").status, 400);
+    drop(taps);
+    // Slots come back when viewers leave.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let mut tap = TcpStream::connect(admin).unwrap();
+        tap.set_read_timeout(Some(PATIENCE)).unwrap();
+        write!(
+            tap,
+            "GET /api/tap?channel=c/again HTTP/1.1\r\nHost: {admin}\r\n\r\n"
+        )
+        .unwrap();
+        let mut head = [0u8; 12];
+        tap.read_exact(&mut head).unwrap();
+        if &head == b"HTTP/1.1 200" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "tap slots never came back");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
