@@ -1,10 +1,12 @@
 //! The command line: flags into a [`Config`], or one clear error line.
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
 use std::time::Duration;
 
 use argh::FromArgs;
 
+use crate::admin::auth::{load_token, TOKEN_ENV};
 use crate::config::{self, Config, MAX_SHARDS};
 
 /// EaseChat Nexus: a thread-per-core WebSocket channel message exchange.
@@ -95,11 +97,6 @@ pub struct Args {
     #[argh(option, default = "0")]
     pub max_connections_per_ip: usize,
 
-    /// serve Prometheus /metrics and /healthz on this address (off by
-    /// default), e.g. 127.0.0.1:9650
-    #[argh(option)]
-    pub metrics: Option<String>,
-
     /// seconds a drain (SIGUSR2, console drain) spreads its closes over
     /// (default 30)
     #[argh(option, default = "config::DEFAULT_LAME_DUCK_DURATION.as_secs_f64()")]
@@ -109,6 +106,24 @@ pub struct Args {
     /// first close (default 5)
     #[argh(option, default = "config::DEFAULT_LAME_DUCK_GRACE.as_secs_f64()")]
     pub lame_duck_grace: f64,
+    /// serve the browser console, its JSON API, /metrics and /healthz on
+    /// this address (off by default); a bare port means 127.0.0.1:PORT. A
+    /// non-loopback address needs a token (--admin-token-file or
+    /// EASECHAT_ADMIN_TOKEN)
+    #[argh(option)]
+    pub admin: Option<String>,
+
+    /// alias of --admin
+    #[argh(option)]
+    pub metrics: Option<String>,
+
+    /// file holding the admin console's token (or set EASECHAT_ADMIN_TOKEN)
+    #[argh(option)]
+    pub admin_token_file: Option<String>,
+
+    /// open admin connections allowed; more are closed at once (default 64)
+    #[argh(option, default = "crate::admin::DEFAULT_MAX_CONNECTIONS")]
+    pub admin_max_connections: usize,
 
     /// log filter, overriding RUST_LOG (error, warn, info, debug, trace)
     #[argh(option)]
@@ -155,7 +170,6 @@ impl Args {
         }
         config.max_name_bytes = positive("--max-name-bytes", self.max_name_bytes)?;
         config.max_connections = positive("--max-connections", self.max_connections)?;
-        config.metrics = self.metrics.as_deref().map(parse_addr).transpose()?;
         config.max_ring_backlog_bytes =
             positive("--max-ring-backlog-bytes", self.max_ring_backlog_bytes)?;
         config.message_timeout = Duration::from_secs(positive(
@@ -166,6 +180,25 @@ impl Args {
         config.max_subscription_bytes =
             positive("--max-subscription-bytes", self.max_subscription_bytes)?;
         config.max_connections_per_ip = self.max_connections_per_ip;
+        config.metrics = match (self.admin.as_deref(), self.metrics.as_deref()) {
+            (Some(_), Some(_)) => return Err("give --admin or --metrics, not both".into()),
+            (Some(text), None) | (None, Some(text)) => Some(parse_admin_addr(text)?),
+            (None, None) => None,
+        };
+        config.admin_max_connections =
+            positive("--admin-max-connections", self.admin_max_connections)?;
+        if let Some(addr) = config.metrics {
+            config.admin_token = load_token(
+                self.admin_token_file.as_deref().map(Path::new),
+                std::env::var(TOKEN_ENV).ok(),
+            )?;
+            if !addr.ip().is_loopback() && config.admin_token.is_none() {
+                return Err(format!(
+                    "--admin {addr} is not a loopback address: it needs a token \
+                     (--admin-token-file PATH or {TOKEN_ENV}), or bind 127.0.0.1"
+                ));
+            }
+        }
         config.keepalive =
             Duration::from_secs(positive("--keepalive", self.keepalive as usize)? as u64);
         config.keepalive_timeout = Duration::from_secs(positive(
@@ -195,6 +228,14 @@ fn positive(flag: &str, value: usize) -> Result<usize, String> {
         Err(format!("{flag} must be at least 1"))
     } else {
         Ok(value)
+    }
+}
+
+/// An admin address: `HOST:PORT`, or a bare port on loopback.
+fn parse_admin_addr(text: &str) -> Result<SocketAddr, String> {
+    match text.parse::<u16>() {
+        Ok(port) => Ok(SocketAddr::from(([127, 0, 0, 1], port))),
+        Err(_) => parse_addr(text),
     }
 }
 
@@ -303,5 +344,33 @@ mod tests {
         let words = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
         let commands = crate::console::command::COMMANDS;
         assert!(words(&help).contains(commands), "{help}");
+    }
+
+    #[test]
+    fn admin_binds_loopback_unless_given_a_token() {
+        let config = args(&["--admin", "9650"])
+            .unwrap()
+            .into_config(&[0])
+            .unwrap();
+        assert_eq!(config.metrics, Some("127.0.0.1:9650".parse().unwrap()));
+        let config = args(&["--metrics", "127.0.0.1:0"])
+            .unwrap()
+            .into_config(&[0])
+            .unwrap();
+        assert!(config.metrics.is_some());
+        let err = args(&[
+            "--admin",
+            "0.0.0.0:9650",
+            "--admin-token-file",
+            "/nonexistent/token",
+        ])
+        .unwrap()
+        .into_config(&[0])
+        .unwrap_err();
+        assert!(err.contains("/nonexistent/token"), "{err}");
+        assert!(args(&["--admin", "1", "--metrics", "2"])
+            .unwrap()
+            .into_config(&[0])
+            .is_err());
     }
 }

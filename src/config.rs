@@ -83,8 +83,13 @@ pub struct Config {
     pub keepalive: Duration,
     /// A pinged connection that sends nothing for this long is closed.
     pub keepalive_timeout: Duration,
-    /// Where to serve `/metrics` and `/healthz`, if anywhere.
+    /// Where to serve the admin console, its API, `/metrics` and
+    /// `/healthz`, if anywhere (`--admin`, alias `--metrics`).
     pub metrics: Option<SocketAddr>,
+    /// The admin token (required on a non-loopback admin address).
+    pub admin_token: Option<crate::admin::auth::AdminToken>,
+    /// Open admin connections allowed; more are closed at once.
+    pub admin_max_connections: usize,
     /// Longest endpoint (`1h`) or channel (`1c`, `1t`) name: names are
     /// kept in tables and copied to every shard's interest map.
     pub max_name_bytes: usize,
@@ -123,6 +128,8 @@ impl Config {
             keepalive: DEFAULT_KEEPALIVE,
             keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
             metrics: None,
+            admin_token: None,
+            admin_max_connections: crate::admin::DEFAULT_MAX_CONNECTIONS,
             max_name_bytes: DEFAULT_MAX_NAME_BYTES,
             max_ring_backlog_bytes: DEFAULT_MAX_RING_BACKLOG_BYTES,
             message_timeout: DEFAULT_MESSAGE_TIMEOUT,

@@ -26,8 +26,9 @@
 //!   message.
 //! - [`cli`] and [`config`] turn flags into limits; [`signals`] turns
 //!   SIGTERM and a double Ctrl-C into a graceful stop, SIGUSR2 into a
-//!   [`drain`]; [`metrics`] serves `/metrics` and `/healthz`; [`stats`]
-//!   keeps the per-shard counters.
+//!   [`drain`]; [`admin`] serves the browser console, its JSON API,
+//!   `/metrics` and `/healthz` on its own thread; [`stats`] keeps the
+//!   per-shard counters.
 //!
 //! The blocking client library, the SQLite recorder and the `easechat`
 //! command live in the `easechat` crate (`client/`), so this crate and its
@@ -36,11 +37,11 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod console;
 pub mod drain;
-pub mod metrics;
 pub mod outbox;
 pub mod protocol;
 pub mod router;

@@ -46,12 +46,12 @@ fn main() -> ExitCode {
         error!(error = %e, "cannot install signal handlers");
         return ExitCode::FAILURE;
     }
-    if let Err(e) = console::spawn_stdin_reader(control_tx) {
+    if let Err(e) = console::spawn_stdin_reader(control_tx.clone()) {
         error!(error = %e, "cannot start the console");
         return ExitCode::FAILURE;
     }
     let shards = config.cores.clone();
-    let result = server::run(config, control_rx, |addr| {
+    let result = server::run(config, (control_tx, control_rx), |addr| {
         info!(%addr, shards = shards.len(), cores = ?shards, "listening");
     });
     match result {

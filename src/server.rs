@@ -7,22 +7,21 @@
 
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{Receiver, Sender};
 use futures_lite::future;
-use glommio::net::{TcpListener, TcpStream};
-use shards::listener::{adopt, bind_reuseport, Accepted, Listener};
+use glommio::net::TcpStream;
+use shards::listener::{Accepted, Listener};
 use shards::preflight::raise_open_files_limit;
 use shards::{launch, with_timeout, LaunchError, RuntimeConfig, Shard};
-use socket2::Socket;
 use tracing::{error, info, warn};
 
+use crate::admin::{self, routes::App};
 use crate::config::Config;
 use crate::console::{self, Control, DEFAULT_STOP_REASON};
 use crate::drain;
-use crate::metrics;
 use crate::router::{Router, ShardMsg};
 use crate::session;
 use crate::shard::{Admission, ShardState};
@@ -45,24 +44,28 @@ pub enum RunError {
     /// The shards could not start.
     #[error(transparent)]
     Launch(#[from] LaunchError),
-    /// The `--metrics` address could not be bound.
-    #[error("cannot listen for metrics on {addr}: {source}")]
+    /// The `--admin` (`--metrics`) address could not be bound.
+    #[error("cannot listen for the admin console on {addr}: {source}")]
     MetricsBind {
         /// The requested address.
         addr: SocketAddr,
         /// The OS error.
         source: std::io::Error,
     },
+    /// The admin console's thread could not start.
+    #[error("cannot start the admin console: {0}")]
+    AdminThread(std::io::Error),
     /// A shard thread panicked.
     #[error("shard {0} panicked; see the log above")]
     ShardPanicked(usize),
 }
 
 /// Starts the shards and blocks until they stop; `on_listening` is called
-/// with the bound address once every shard is running.
+/// with the bound address once every shard is running. `control` is the
+/// channel shard 0 polls (both ends: the admin console sends on it too).
 pub fn run(
     config: Config,
-    control: Receiver<Control>,
+    (control_tx, control): (Sender<Control>, Receiver<Control>),
     on_listening: impl FnOnce(SocketAddr),
 ) -> Result<(), RunError> {
     let mut config = config;
@@ -74,26 +77,42 @@ pub fn run(
         backlog: config.backlog,
         preempt_timer: RuntimeConfig::DEFAULT_PREEMPT_TIMER,
     };
-    let admin = match config.metrics {
+    // Bound before the shards start: a taken port refuses to start.
+    let admin_listener = match config.metrics {
         Some(addr) => {
-            let socket = bind_reuseport(addr, 1, 128)
-                .map_err(|source| RunError::MetricsBind { addr, source })?
-                .pop()
-                .expect("one socket");
-            let bound = socket.local_addr().ok().and_then(|a| a.as_socket());
-            info!(addr = %bound.unwrap_or(addr), "metrics listening (/metrics, /healthz)");
-            Some(socket)
+            let listener =
+                admin::bind(addr).map_err(|source| RunError::MetricsBind { addr, source })?;
+            let bound = listener.local_addr().unwrap_or(addr);
+            info!(addr = %bound, token = config.admin_token.is_some(), "admin console and metrics listening (/, /api, /metrics, /healthz)");
+            Some(listener)
         }
         None => None,
     };
-    // Handed to shard 0 once; the mutex is touched only at start-up.
-    let admin = Arc::new(Mutex::new(admin));
+    let admin_token = config.admin_token.clone();
+    let admin_max_connections = config.admin_max_connections;
     let admission = Admission::new(config.max_connections, config.max_connections_per_ip);
     let running = launch(&runtime, move |shard: Shard<ShardMsg>| {
-        shard_main(shard, config, control, admission, admin)
+        shard_main(shard, config, control, admission)
     })?;
+    let admin_thread = match admin_listener {
+        Some(listener) => {
+            let app = App::new(control_tx, admin_token, running.local_addr());
+            match admin::spawn(listener, app, admin_max_connections) {
+                Ok(thread) => Some(thread),
+                Err(e) => {
+                    error!(error = %e, "cannot start the admin console");
+                    return Err(RunError::AdminThread(e));
+                }
+            }
+        }
+        None => None,
+    };
     on_listening(running.local_addr());
-    for result in running.join() {
+    let results = running.join();
+    if let Some(thread) = admin_thread {
+        thread.stop();
+    }
+    for result in results {
         if let Err(shard) = result {
             return Err(RunError::ShardPanicked(shard));
         }
@@ -128,7 +147,6 @@ async fn shard_main(
     config: Config,
     control: Receiver<Control>,
     admission: Admission,
-    admin: Arc<Mutex<Option<Socket>>>,
 ) {
     let inbound = shard.rings.take_inbound();
     let id = shard.id();
@@ -159,11 +177,6 @@ async fn shard_main(
     glommio::spawn_local(drain::run(state.clone())).detach();
     if id == 0 {
         glommio::spawn_local(console::serve(state.clone(), control)).detach();
-        let admin = admin.lock().ok().and_then(|mut socket| socket.take());
-        if let Some(socket) = admin {
-            glommio::spawn_local(metrics::serve(state.clone(), adopt(socket).into_inner()))
-                .detach();
-        }
     }
     accept_loop(&state, &listener).await;
     drop(listener);
@@ -249,21 +262,6 @@ fn serve(state: &Rc<ShardState>, stream: TcpStream) {
         drop(pass);
     })
     .detach();
-}
-
-/// The next connection on `listener`, or `None` once the nexus stops.
-pub async fn accept(
-    state: &ShardState,
-    listener: &TcpListener,
-) -> Option<std::io::Result<TcpStream>> {
-    future::or(
-        async { Some(listener.accept().await.map_err(std::io::Error::from)) },
-        async {
-            state.shutdown.wait().await;
-            None
-        },
-    )
-    .await
 }
 
 async fn keepalive_loop(state: Rc<ShardState>) {

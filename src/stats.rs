@@ -77,6 +77,14 @@ macro_rules! metrics {
                 match self { $(Metric::$variant => $help,)* }
             }
 
+            /// The name in JSON (`/api/stats`): the metric name without
+            /// `easechat_` and `_total`.
+            pub fn json_key(self) -> &'static str {
+                let name = self.name();
+                let name = name.strip_prefix("easechat_").unwrap_or(name);
+                name.strip_suffix("_total").unwrap_or(name)
+            }
+
             /// `gauge` or `counter`.
             pub fn kind(self) -> &'static str {
                 match self { $(Metric::$variant => stringify!($kind),)* }

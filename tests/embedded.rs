@@ -18,8 +18,9 @@ fn run_serves_then_returns_after_a_stop() {
     let config = Config::new("127.0.0.1:0".parse().unwrap(), cores);
     let (control, control_rx) = crossbeam_channel::unbounded();
     let (listening, addr) = mpsc::channel();
+    let control_tx = control.clone();
     let server = thread::spawn(move || {
-        run(config, control_rx, move |addr| {
+        run(config, (control_tx, control_rx), move |addr| {
             listening.send(addr).unwrap();
         })
     });

@@ -11,6 +11,7 @@ use tracing::info;
 
 use super::command::{self, Command};
 use super::{Control, DEFAULT_STOP_REASON, POLL_INTERVAL};
+use crate::admin::{self, requests::check_publish};
 use crate::router::ShardMsg;
 use crate::shard::ShardState;
 use crate::state::views::{Answer, KeywordReport, Query, ShardSummary, SubscriptionView};
@@ -30,6 +31,9 @@ pub async fn serve(shard: Rc<ShardState>, control: Receiver<Control>) {
             },
             Ok(Control::Stop(reason)) => stop(&shard, Arc::from(reason)),
             Ok(Control::Drain) => drain(&shard),
+            Ok(Control::Admin(request)) => {
+                glommio::spawn_local(admin::requests::answer(shard.clone(), request)).detach();
+            }
             Err(TryRecvError::Empty | TryRecvError::Disconnected) => {
                 glommio::timer::sleep(POLL_INTERVAL).await;
             }
@@ -72,12 +76,12 @@ async fn run(shard: &Rc<ShardState>, cmd: Command) {
             sender,
             channel,
             message,
-        } => match shard.check_publish(&sender, &channel, &message) {
+        } => match check_publish(shard, &sender, &channel, &message) {
             Ok(()) => {
                 shard.publish(&sender, &channel, &message);
                 print(&format!("pushed to {channel} as {sender}"));
             }
-            Err(e) => print(&format!("error: not pushed: {e}")),
+            Err(reason) => print(&format!("error: not pushed: {reason}")),
         },
         Command::Drain => drain(shard),
         Command::Stop(reason) => {

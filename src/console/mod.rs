@@ -7,7 +7,8 @@
 //! terminal, e.g. in a container) only ends the reader thread: the nexus
 //! keeps running and is stopped by `stop` or SIGTERM.
 //!
-//! Signals arrive on the same channel (see [`crate::signals`]).
+//! Signals and the admin console's requests arrive on the same channel
+//! (see [`crate::signals`], [`crate::admin`]).
 
 pub mod command;
 mod exec;
@@ -29,7 +30,7 @@ pub const DEFAULT_STOP_REASON: &str = "server shutdown";
 pub const POLL_INTERVAL: Duration = Duration::from_millis(10);
 
 /// What reaches shard 0 from outside the executors.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Control {
     /// A console line to parse and run.
     Line(String),
@@ -37,6 +38,8 @@ pub enum Control {
     Stop(String),
     /// Start a lame-duck drain (SIGUSR2).
     Drain,
+    /// A question or command from the admin console's thread.
+    Admin(crate::admin::AdminRequest),
 }
 
 /// Starts the thread that reads standard input line by line.

@@ -6,6 +6,9 @@ use std::time::{Duration, Instant};
 
 use super::ShardState;
 use crate::router::ShardMsg;
+use crate::state::listing::{
+    top, ChannelList, ChannelQuery, ClientList, ClientQuery, ClientView, MAX_LIMIT,
+};
 use crate::state::views::{Answer, KeywordReport, Query, ShardSummary, SubscriptionView};
 use crate::stats::{Metric, StatsSnapshot};
 
@@ -45,6 +48,8 @@ impl ShardState {
             }
             Query::Stats => Answer::Stats(self.snapshot()),
             Query::Keyword(keyword) => Answer::Keyword(self.keyword_report(keyword, now)),
+            Query::Channels(query) => Answer::Channels(self.answer_channels(query, now)),
+            Query::Clients(query) => Answer::Clients(self.answer_clients(query)),
         }
     }
 
@@ -71,6 +76,54 @@ impl ShardState {
             });
         }
         report
+    }
+
+    /// This shard's top channels matching `query`.
+    fn answer_channels(&self, query: &ChannelQuery, now: Instant) -> ChannelList {
+        let index = self.index.borrow();
+        let matching: Vec<(String, usize)> = index
+            .channel_names()
+            .filter(|name| name.contains(&*query.filter))
+            .map(|name| (name.to_string(), index.subscribers(name, now).count()))
+            .filter(|(_, count)| *count > 0)
+            .collect();
+        let total = matching.len();
+        ChannelList {
+            shard: self.id,
+            channels: top(matching, query.sort, query.limit.min(MAX_LIMIT)),
+            matching: total,
+        }
+    }
+
+    /// This shard's connections whose name or address contains the filter.
+    fn answer_clients(&self, query: &ClientQuery) -> ClientList {
+        let connections = self.connections.borrow();
+        let index = self.index.borrow();
+        let mut matching: Vec<_> = connections
+            .values()
+            .filter(|c| {
+                query.filter.is_empty()
+                    || c.name().is_some_and(|n| n.contains(&*query.filter))
+                    || c.peer.to_string().contains(&*query.filter)
+            })
+            .collect();
+        let total = matching.len();
+        matching.sort_by_key(|c| c.id);
+        matching.truncate(query.limit.min(MAX_LIMIT));
+        ClientList {
+            clients: matching
+                .into_iter()
+                .map(|c| ClientView {
+                    shard: self.id,
+                    connection: self.label(c.id),
+                    name: c.name().map(|n| n.to_string()),
+                    peer: c.peer,
+                    subscriptions: index.count_of(c.id),
+                    connected_at: c.connected_at,
+                })
+                .collect(),
+            matching: total,
+        }
     }
 
     /// This shard's counters and gauges now.

@@ -3,7 +3,7 @@
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::subscriptions::ConnId;
 use crate::outbox::Outbox;
@@ -15,6 +15,8 @@ pub struct Connection {
     pub id: ConnId,
     /// The client's address, for logs.
     pub peer: SocketAddr,
+    /// When it was registered (the admin console's clients list).
+    pub connected_at: SystemTime,
     /// Set by `1h`; `None` until the connection identifies itself.
     name: RefCell<Option<Rc<str>>>,
     /// Frames waiting to be written to this connection.
@@ -42,6 +44,7 @@ impl Connection {
         Connection {
             id,
             peer,
+            connected_at: SystemTime::now(),
             name: RefCell::new(None),
             outbox: Outbox::new(outbox_limit),
             last_heard: Cell::new(Instant::now()),

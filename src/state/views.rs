@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::state::listing::{ChannelList, ChannelQuery, ClientList, ClientQuery};
 use crate::stats::StatsSnapshot;
 
 /// A question a shard answers about itself.
@@ -16,6 +17,10 @@ pub enum Query {
     Keyword(Arc<str>),
     /// Counters and gauges, for `stats`, `/metrics` and `/healthz`.
     Stats,
+    /// Top channels with subscriber counts, for the admin console.
+    Channels(ChannelQuery),
+    /// Connections, for the admin console.
+    Clients(ClientQuery),
 }
 
 /// One shard's answer to a [`Query`].
@@ -27,6 +32,10 @@ pub enum Answer {
     Keyword(KeywordReport),
     /// For [`Query::Stats`].
     Stats(StatsSnapshot),
+    /// For [`Query::Channels`].
+    Channels(ChannelList),
+    /// For [`Query::Clients`].
+    Clients(ClientList),
 }
 
 /// One shard's counts for `list`.

@@ -1,0 +1,365 @@
+//! The admin router: the page, Prometheus text, health, and the JSON API.
+//! Every handler asks shard 0 through [`App::ask`] and renders the answer.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::{Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{middleware, Json, Router};
+use crossbeam_channel::Sender;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use tokio::sync::{oneshot, Semaphore};
+
+use super::auth::{self, AdminToken};
+use super::requests::{AdminRequest, StatsReply};
+use super::{tap, MAX_TAPS};
+use crate::console::Control;
+use crate::state::listing::{ChannelQuery, ChannelSort, ClientQuery, MAX_LIMIT};
+use crate::stats::{render_prometheus, Metric, StatsSnapshot};
+
+/// The page, embedded: no build step, no CDN, works offline.
+const PAGE: &str = include_str!("page.html");
+/// How long a scrape or API call waits for the other shards.
+const SCRAPE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long `/healthz` waits for every shard before answering 503.
+pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
+/// Extra time the admin thread gives shard 0 beyond its gather timeout
+/// (shard 0 looks at its control channel every 10 ms).
+const REPLY_SLACK: Duration = Duration::from_millis(500);
+/// Channels or clients listed when the request names no limit.
+const DEFAULT_LIMIT: usize = 100;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct App {
+    /// The channel shard 0 polls.
+    pub control: Sender<Control>,
+    /// Required on non-loopback binds.
+    pub token: Option<AdminToken>,
+    /// Where taps connect: the nexus's own listener.
+    pub nexus: SocketAddr,
+    /// Open taps, at most [`MAX_TAPS`].
+    pub taps: Arc<Semaphore>,
+    /// Numbers the taps' endpoint names.
+    pub tap_ids: Arc<AtomicU64>,
+}
+
+impl App {
+    /// The shared state; `nexus` is the client listener's address (an
+    /// unspecified address is reached over loopback).
+    pub fn new(control: Sender<Control>, token: Option<AdminToken>, nexus: SocketAddr) -> App {
+        let mut nexus = nexus;
+        if nexus.ip().is_unspecified() {
+            nexus.set_ip(match nexus {
+                SocketAddr::V4(_) => [127, 0, 0, 1].into(),
+                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        App {
+            control,
+            token,
+            nexus,
+            taps: Arc::new(Semaphore::new(MAX_TAPS)),
+            tap_ids: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Sends a request to shard 0 and waits up to `wait` for the answer;
+    /// `None` when the nexus did not answer (stopping or stuck).
+    pub async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> AdminRequest,
+        wait: Duration,
+    ) -> Option<T> {
+        let (reply, answer) = oneshot::channel();
+        self.control.send(Control::Admin(make(reply))).ok()?;
+        tokio::time::timeout(wait + REPLY_SLACK, answer)
+            .await
+            .ok()?
+            .ok()
+    }
+
+    async fn stats(&self, timeout: Duration) -> Option<StatsReply> {
+        self.ask(|reply| AdminRequest::Stats { timeout, reply }, timeout)
+            .await
+    }
+}
+
+/// Every route, behind the [`auth::guard`].
+pub fn router(app: App) -> Router {
+    Router::new()
+        .route("/", get(page))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/api/stats", get(stats))
+        .route("/api/channels", get(channels))
+        .route("/api/clients", get(clients))
+        .route("/api/publish", post(publish))
+        .route("/api/tap", get(tap::tap))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(app.clone(), auth::guard))
+        .with_state(app)
+}
+
+fn unavailable() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({"error": "the nexus did not answer in time"})),
+    )
+        .into_response()
+}
+
+fn bad_request(message: impl Into<String>) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(json!({"error": message.into()})),
+    )
+        .into_response()
+}
+
+fn now_ms() -> u64 {
+    millis(SystemTime::now())
+}
+
+fn millis(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+async fn not_found() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        "try /, /metrics, /healthz or /api/stats\n",
+    )
+        .into_response()
+}
+
+async fn page() -> Response {
+    (
+        [
+            (header::CACHE_CONTROL, "no-store"),
+            (header::X_FRAME_OPTIONS, "DENY"),
+        ],
+        Html(PAGE),
+    )
+        .into_response()
+}
+
+async fn metrics(State(app): State<App>) -> Response {
+    match app.stats(SCRAPE_TIMEOUT).await {
+        Some(reply) => (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            render_prometheus(&reply.shards),
+        )
+            .into_response(),
+        None => unavailable(),
+    }
+}
+
+async fn healthz(State(app): State<App>) -> Response {
+    match app.stats(HEALTH_TIMEOUT).await {
+        Some(reply) if reply.complete && !reply.stopping && !reply.draining => (
+            StatusCode::OK,
+            format!("ok: {} shards\n", reply.shards.len()),
+        )
+            .into_response(),
+        Some(reply) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "unhealthy: {} of {} shards answered{}\n",
+                reply.shards.len(),
+                reply.nr_shards,
+                if reply.stopping {
+                    ", stopping"
+                } else if reply.draining {
+                    ", draining"
+                } else {
+                    ""
+                }
+            ),
+        )
+            .into_response(),
+        None => (StatusCode::SERVICE_UNAVAILABLE, "unhealthy: no answer\n").into_response(),
+    }
+}
+
+/// One shard's figures as JSON: every series of the metric table, named
+/// like its Prometheus series without `easechat_` and `_total`.
+fn snapshot_json(s: &StatsSnapshot) -> Map<String, Value> {
+    Metric::ALL
+        .iter()
+        .map(|&m| (m.json_key().to_string(), Value::from(s.get(m))))
+        .collect()
+}
+
+async fn stats(State(app): State<App>) -> Response {
+    let Some(reply) = app.stats(SCRAPE_TIMEOUT).await else {
+        return unavailable();
+    };
+    let mut totals: BTreeMap<String, u64> = BTreeMap::new();
+    let shards: Vec<Value> = reply
+        .shards
+        .iter()
+        .map(|s| {
+            let mut fields = snapshot_json(s);
+            for (k, v) in &fields {
+                *totals.entry(k.clone()).or_default() += v.as_u64().unwrap_or(0);
+            }
+            fields.insert("shard".into(), Value::from(s.shard));
+            Value::Object(fields)
+        })
+        .collect();
+    // A channel with subscribers on two shards counts once per shard.
+    totals.remove("channels");
+    Json(json!({
+        "time_ms": now_ms(),
+        "complete": reply.complete,
+        "stopping": reply.stopping,
+        "draining": reply.draining,
+        "totals": totals,
+        "shards": shards,
+    }))
+    .into_response()
+}
+
+/// `/api/channels` parameters.
+#[derive(Debug, Deserialize)]
+pub struct ChannelParams {
+    filter: Option<String>,
+    sort: Option<String>,
+    limit: Option<usize>,
+}
+
+fn limit(requested: Option<usize>) -> usize {
+    requested.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT)
+}
+
+async fn channels(State(app): State<App>, Query(params): Query<ChannelParams>) -> Response {
+    let sort = match params.sort.as_deref() {
+        None | Some("") | Some("subscribers") => ChannelSort::Subscribers,
+        Some("name") => ChannelSort::Name,
+        Some(other) => {
+            return bad_request(format!("sort must be subscribers or name, got {other:?}"))
+        }
+    };
+    let query = ChannelQuery {
+        filter: params.filter.unwrap_or_default().into(),
+        sort,
+        limit: limit(params.limit),
+    };
+    let Some(reply) = app
+        .ask(
+            |reply| AdminRequest::Channels { query, reply },
+            SCRAPE_TIMEOUT,
+        )
+        .await
+    else {
+        return unavailable();
+    };
+    let channels: Vec<Value> = reply
+        .channels
+        .iter()
+        .map(|row| {
+            let per_shard: Map<String, Value> = row
+                .per_shard
+                .iter()
+                .map(|(shard, n)| (shard.to_string(), Value::from(*n)))
+                .collect();
+            json!({
+                "name": row.name,
+                "subscribers": row.subscribers,
+                "shards": per_shard,
+                // Subscribers on other nodes: filled in by a cluster bridge.
+                "cluster": Value::Null,
+            })
+        })
+        .collect();
+    Json(json!({
+        "complete": reply.complete,
+        "matching": reply.matching,
+        "channels": channels,
+    }))
+    .into_response()
+}
+
+/// `/api/clients` parameters.
+#[derive(Debug, Deserialize)]
+pub struct ClientParams {
+    filter: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn clients(State(app): State<App>, Query(params): Query<ClientParams>) -> Response {
+    let query = ClientQuery {
+        filter: params.filter.unwrap_or_default().into(),
+        limit: limit(params.limit),
+    };
+    let Some(reply) = app
+        .ask(
+            |reply| AdminRequest::Clients { query, reply },
+            SCRAPE_TIMEOUT,
+        )
+        .await
+    else {
+        return unavailable();
+    };
+    let clients: Vec<Value> = reply
+        .clients
+        .iter()
+        .map(|c| {
+            json!({
+                "connection": c.connection,
+                "shard": c.shard,
+                "name": c.name,
+                "address": c.peer.to_string(),
+                "subscriptions": c.subscriptions,
+                "connected_at_ms": millis(c.connected_at),
+            })
+        })
+        .collect();
+    Json(json!({
+        "complete": reply.complete,
+        "matching": reply.matching,
+        "clients": clients,
+    }))
+    .into_response()
+}
+
+/// `POST /api/publish` body.
+#[derive(Debug, Deserialize)]
+pub struct PublishBody {
+    sender: String,
+    channel: String,
+    text: String,
+}
+
+async fn publish(State(app): State<App>, Json(body): Json<PublishBody>) -> Response {
+    let PublishBody {
+        sender,
+        channel,
+        text,
+    } = body;
+    let answer = app
+        .ask(
+            |reply| AdminRequest::Publish {
+                sender,
+                channel,
+                text,
+                reply,
+            },
+            SCRAPE_TIMEOUT,
+        )
+        .await;
+    match answer {
+        Some(Ok(())) => Json(json!({"ok": true})).into_response(),
+        Some(Err(message)) => bad_request(message),
+        None => unavailable(),
+    }
+}

@@ -1,0 +1,182 @@
+//! The admin console's listings: a shard's channels with subscriber
+//! counts, and its clients. Capped on the shard side, so 100,000 channels
+//! never build a huge answer on a ring; merged across shards here.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// Largest `limit` a channel or client question may ask for.
+pub const MAX_LIMIT: usize = 1000;
+
+/// How the channel list is ordered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChannelSort {
+    /// Most subscribers first (ties by name).
+    Subscribers,
+    /// By name.
+    Name,
+}
+
+/// Which channels to list, for `/api/channels`.
+#[derive(Debug, Clone)]
+pub struct ChannelQuery {
+    /// Substring the name must contain (empty: every channel).
+    pub filter: Arc<str>,
+    /// The order, which also decides which `limit` channels are kept.
+    pub sort: ChannelSort,
+    /// At most this many channels (at most [`MAX_LIMIT`]).
+    pub limit: usize,
+}
+
+/// One shard's channels: its top `limit` matching ones.
+#[derive(Debug, Clone, Default)]
+pub struct ChannelList {
+    /// The answering shard.
+    pub shard: usize,
+    /// (channel, live subscribers on this shard), in the query's order.
+    pub channels: Vec<(String, usize)>,
+    /// Matching channels on this shard before the cap.
+    pub matching: usize,
+}
+
+/// Which clients to list, for `/api/clients`.
+#[derive(Debug, Clone)]
+pub struct ClientQuery {
+    /// Substring the name or address must contain (empty: every client).
+    pub filter: Arc<str>,
+    /// At most this many clients per shard (at most [`MAX_LIMIT`]).
+    pub limit: usize,
+}
+
+/// One connection, as the clients list shows it.
+#[derive(Debug, Clone)]
+pub struct ClientView {
+    /// The shard that owns it.
+    pub shard: usize,
+    /// `s<shard>#<id>`, as the console names it.
+    pub connection: String,
+    /// Its `1h` name, if it said one.
+    pub name: Option<String>,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// Channels it listens to.
+    pub subscriptions: usize,
+    /// When the WebSocket upgrade completed.
+    pub connected_at: SystemTime,
+}
+
+/// One shard's clients.
+#[derive(Debug, Clone, Default)]
+pub struct ClientList {
+    /// Up to `limit` matching connections, oldest first.
+    pub clients: Vec<ClientView>,
+    /// Matching connections before the cap.
+    pub matching: usize,
+}
+
+/// A channel across every shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelRow {
+    /// The channel.
+    pub name: String,
+    /// Subscribers on every shard together.
+    pub subscribers: usize,
+    /// shard → subscribers there.
+    pub per_shard: BTreeMap<usize, usize>,
+}
+
+fn order(sort: ChannelSort) -> impl Fn(&(String, usize), &(String, usize)) -> std::cmp::Ordering {
+    move |a, b| match sort {
+        ChannelSort::Subscribers => b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)),
+        ChannelSort::Name => a.0.cmp(&b.0),
+    }
+}
+
+/// Keeps the first `limit` of `items` in `sort` order, sorted: a partial
+/// selection, so a shard with 100,000 channels sorts only what it sends.
+pub fn top(
+    mut items: Vec<(String, usize)>,
+    sort: ChannelSort,
+    limit: usize,
+) -> Vec<(String, usize)> {
+    let cmp = order(sort);
+    if items.len() > limit && limit > 0 {
+        items.select_nth_unstable_by(limit - 1, &cmp);
+    }
+    items.truncate(limit);
+    items.sort_by(&cmp);
+    items
+}
+
+/// Adds the shards' lists up by channel and keeps the top `limit`. With
+/// [`ChannelSort::Subscribers`] the result is exact for the channels shown
+/// when every shard's top `limit` holds them (the usual case: a busy channel
+/// is busy everywhere); a channel just outside one shard's cut may show
+/// fewer subscribers than it has.
+pub fn merge_channels(lists: &[ChannelList], query: &ChannelQuery) -> Vec<ChannelRow> {
+    let mut rows: BTreeMap<&str, ChannelRow> = BTreeMap::new();
+    for list in lists {
+        for (name, count) in &list.channels {
+            let row = rows.entry(name).or_insert_with(|| ChannelRow {
+                name: name.clone(),
+                subscribers: 0,
+                per_shard: BTreeMap::new(),
+            });
+            row.subscribers += count;
+            row.per_shard.insert(list.shard, *count);
+        }
+    }
+    let totals: Vec<(String, usize)> = rows
+        .values()
+        .map(|r| (r.name.clone(), r.subscribers))
+        .collect();
+    top(totals, query.sort, query.limit.min(MAX_LIMIT))
+        .into_iter()
+        .filter_map(|(name, _)| rows.remove(name.as_str()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn list(shard: usize, channels: &[(&str, usize)]) -> ChannelList {
+        ChannelList {
+            shard,
+            channels: channels.iter().map(|(n, c)| (n.to_string(), *c)).collect(),
+            matching: channels.len(),
+        }
+    }
+
+    #[test]
+    fn top_keeps_the_first_in_order() {
+        let items = vec![("b".into(), 1), ("a".into(), 5), ("c".into(), 3)];
+        let kept = top(items.clone(), ChannelSort::Subscribers, 2);
+        assert_eq!(kept, vec![("a".to_string(), 5), ("c".to_string(), 3)]);
+        let kept = top(items, ChannelSort::Name, 2);
+        assert_eq!(kept, vec![("a".to_string(), 5), ("b".to_string(), 1)]);
+    }
+
+    #[test]
+    fn merge_adds_shards_up() {
+        let query = ChannelQuery {
+            filter: "".into(),
+            sort: ChannelSort::Subscribers,
+            limit: 2,
+        };
+        let rows = merge_channels(
+            &[
+                list(0, &[("x", 2), ("y", 1)]),
+                list(1, &[("y", 4), ("z", 1)]),
+            ],
+            &query,
+        );
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].name, "y");
+        assert_eq!(rows[0].subscribers, 5);
+        assert_eq!(rows[0].per_shard, BTreeMap::from([(0, 1), (1, 4)]));
+        assert_eq!(rows[1].name, "x");
+    }
+}

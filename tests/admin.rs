@@ -1,0 +1,419 @@
+//! The admin console's HTTP surface through the real binary: JSON shapes,
+//! publish, the tap stream, token, `Origin` and `Host` checks, and the
+//! listener's connection cap and header timeout.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{receive, Client, Nexus, PATIENCE};
+use serde_json::Value;
+
+/// A parsed HTTP response.
+struct Response {
+    status: u16,
+    head: String,
+    body: String,
+}
+
+impl Response {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+/// Sends one request (extra header lines end in `\r\n`) and reads the
+/// whole response: the admin listener closes after each one.
+fn request(addr: SocketAddr, method: &str, path: &str, headers: &str, body: &str) -> Response {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").expect("head and body");
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    Response {
+        status,
+        head: head.to_string(),
+        body: body.to_string(),
+    }
+}
+
+fn get(addr: SocketAddr, path: &str) -> Response {
+    request(addr, "GET", path, "", "")
+}
+
+fn publish(addr: SocketAddr, headers: &str, sender: &str, channel: &str, text: &str) -> Response {
+    let body = serde_json::json!({"sender": sender, "channel": channel, "text": text}).to_string();
+    let headers = format!("Content-Type: application/json\r\n{headers}");
+    request(addr, "POST", "/api/publish", &headers, &body)
+}
+
+/// The admin address from the log (an unspecified IP is reached on loopback).
+fn admin_addr(nexus: &mut Nexus) -> SocketAddr {
+    let line = nexus.wait_log(|l| l.contains("metrics listening"));
+    let mut addr: SocketAddr = line
+        .split("addr=")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    if addr.ip().is_unspecified() {
+        addr.set_ip([127, 0, 0, 1].into());
+    }
+    addr
+}
+
+/// Polls `/api/channels` until `channel` has `count` subscribers.
+fn wait_channel(admin: SocketAddr, channel: &str, count: u64) -> Value {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let r = get(admin, &format!("/api/channels?filter={channel}"));
+        assert_eq!(r.status, 200, "{}", r.body);
+        let json = r.json();
+        if let Some(row) = json["channels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == channel && c["subscribers"] == count)
+        {
+            return row.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "channel {channel} never had {count}: {json}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn json_api_shapes_publish_and_tap() {
+    let mut nexus = Nexus::start(&["--admin", "127.0.0.1:0"]);
+    let admin = admin_addr(&mut nexus);
+    let mut sub = Client::named(&nexus, "sub");
+    sub.subscribe("c/api");
+    let row = wait_channel(admin, "c/api", 1);
+    assert_eq!(row["shards"].as_object().unwrap().len(), 1, "{row}");
+    assert!(row["cluster"].is_null());
+
+    let stats = get(admin, "/api/stats").json();
+    assert_eq!(stats["complete"], true);
+    assert_eq!(stats["shards"].as_array().unwrap().len(), 2);
+    assert_eq!(stats["totals"]["connections_open"], 1);
+    assert_eq!(stats["totals"]["connections_identified"], 1);
+    assert_eq!(stats["totals"]["subscriptions"], 1);
+    assert!(stats["time_ms"].as_u64().unwrap() > 0);
+    assert!(stats["shards"][0]["publishes"].is_u64());
+
+    let clients = get(admin, "/api/clients?filter=sub").json();
+    let list = clients["clients"].as_array().unwrap();
+    assert_eq!(list.len(), 1, "{clients}");
+    assert_eq!(list[0]["name"], "sub");
+    assert_eq!(list[0]["subscriptions"], 1);
+    assert!(list[0]["address"]
+        .as_str()
+        .unwrap()
+        .starts_with("127.0.0.1:"));
+    assert!(list[0]["connection"].as_str().unwrap().starts_with('s'));
+    assert!(list[0]["connected_at_ms"].as_u64().unwrap() > 0);
+    assert_eq!(
+        get(admin, "/api/clients?filter=nobody").json()["matching"],
+        0
+    );
+    assert_eq!(get(admin, "/api/channels?sort=sideways").status, 400);
+
+    // Publish: like the console's push, with the 1r size limit.
+    let r = publish(admin, "", "ops", "c/api", "hello from the api");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(sub.recv(), receive("ops", "c/api", "hello from the api"));
+    let r = publish(admin, "", "ops", "c/api", &"x".repeat(70_000));
+    assert_eq!(r.status, 400);
+    assert!(
+        r.json()["error"].as_str().unwrap().contains("65536"),
+        "{}",
+        r.body
+    );
+    assert_eq!(publish(admin, "", "", "c/api", "x").status, 400);
+    let origin = format!("Origin: http://{admin}\r\n");
+    assert_eq!(
+        publish(admin, &origin, "ops", "c/api", "same origin").status,
+        200
+    );
+    assert_eq!(sub.recv(), receive("ops", "c/api", "same origin"));
+
+    // The tap: an SSE stream of the channel's messages.
+    let mut tap = TcpStream::connect(admin).unwrap();
+    tap.set_read_timeout(Some(PATIENCE)).unwrap();
+    write!(
+        tap,
+        "GET /api/tap?channel=c/api HTTP/1.1\r\nHost: {admin}\r\n\r\n"
+    )
+    .unwrap();
+    let mut seen = String::new();
+    let mut read_until = |needle: &str, seen: &mut String| {
+        let mut chunk = [0u8; 4096];
+        while !seen.contains(needle) {
+            let n = tap.read(&mut chunk).expect("tap stream");
+            assert!(n > 0, "tap ended early: {seen}");
+            seen.push_str(&String::from_utf8_lossy(&chunk[..n]));
+        }
+    };
+    read_until("event: ready", &mut seen);
+    assert!(seen.starts_with("HTTP/1.1 200"), "{seen}");
+    assert!(seen.contains("text/event-stream"), "{seen}");
+    wait_channel(admin, "c/api", 2);
+    thread::sleep(Duration::from_millis(50)); // interest reaches the other shard
+    let mut publisher = Client::named(&nexus, "pub");
+    publisher.publish("c/api", "seen by the tap");
+    read_until("seen by the tap", &mut seen);
+    let data = seen
+        .lines()
+        .find(|l| l.contains("seen by the tap"))
+        .unwrap()
+        .trim_start_matches("data: ");
+    let message: Value = serde_json::from_str(data).unwrap();
+    assert_eq!(message["sender"], "pub");
+    assert_eq!(message["channel"], "c/api");
+    assert!(message["time_ms"].as_u64().unwrap() > 0);
+    drop(tap);
+    wait_channel(admin, "c/api", 1); // the tap's subscriber is gone with it
+
+    // Prometheus text and the page are still there.
+    let metrics = get(admin, "/metrics");
+    assert_eq!(metrics.status, 200);
+    assert!(metrics
+        .body
+        .contains("easechat_publishes_total{shard=\"0\"}"));
+    let page = get(admin, "/");
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("EaseChat Nexus") && page.head.contains("text/html"));
+    assert_eq!(get(admin, "/nothing-here").status, 404);
+}
+
+#[test]
+fn foreign_origin_and_rebinding_host_are_refused() {
+    let mut nexus = Nexus::start(&["--admin", "127.0.0.1:0"]);
+    let admin = admin_addr(&mut nexus);
+    let r = publish(admin, "Origin: http://evil.example\r\n", "ops", "c/x", "hi");
+    assert_eq!(r.status, 403, "{}", r.body);
+    let r = request(admin, "GET", "/api/tap?channel=c/x", "Origin: null\r\n", "");
+    assert_eq!(r.status, 403);
+    // A DNS-rebinding page reaches the port under its own name.
+    let mut stream = TcpStream::connect(admin).unwrap();
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    write!(
+        stream,
+        "GET /api/clients HTTP/1.1\r\nHost: rebind.evil.example:{}\r\n\r\n",
+        admin.port()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 403"), "{response}");
+    assert_eq!(request(admin, "GET", "/api/stats", "", "").status, 200);
+}
+
+#[test]
+fn non_loopback_needs_a_token() {
+    // No token: refuses to start, with the remedy.
+    let output = Command::new(env!("CARGO_BIN_EXE_ease_chat_nexus"))
+        .args(["127.0.0.1:0", "--cores", "2", "--admin", "0.0.0.0:0"])
+        .env_remove("EASECHAT_ADMIN_TOKEN")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--admin-token-file"), "{stderr}");
+
+    let dir = std::env::temp_dir().join(format!("easechat-admin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("token");
+    std::fs::write(&file, "t0ken-for-tests\n").unwrap();
+    let mut nexus = Nexus::start(&[
+        "--admin",
+        "0.0.0.0:0",
+        "--admin-token-file",
+        file.to_str().unwrap(),
+    ]);
+    let admin = admin_addr(&mut nexus);
+    assert!(
+        nexus.log.iter().all(|l| !l.contains("t0ken")),
+        "token logged"
+    );
+    let r = get(admin, "/api/stats");
+    assert_eq!(r.status, 401);
+    assert!(r
+        .head
+        .to_ascii_lowercase()
+        .contains("www-authenticate: bearer"));
+    assert_eq!(get(admin, "/metrics").status, 401);
+    assert_eq!(get(admin, "/").status, 401);
+    let wrong = "Authorization: Bearer t0ken-for-test\r\n";
+    assert_eq!(request(admin, "GET", "/api/stats", wrong, "").status, 401);
+    let right = "Authorization: Bearer t0ken-for-tests\r\n";
+    assert_eq!(request(admin, "GET", "/api/stats", right, "").status, 200);
+    assert_eq!(request(admin, "GET", "/metrics", right, "").status, 200);
+    assert_eq!(publish(admin, right, "ops", "c/x", "hi").status, 200);
+    assert_eq!(publish(admin, "", "ops", "c/x", "hi").status, 401);
+    // Health probes need no token.
+    assert_eq!(get(admin, "/healthz").status, 200);
+    // The page with ?token= sets the cookie its own requests then carry.
+    let page = get(admin, "/?token=t0ken-for-tests&tap=c/x");
+    assert_eq!(page.status, 200);
+    let head = page.head.to_ascii_lowercase();
+    assert!(
+        head.contains("set-cookie: easechat_admin=t0ken-for-tests; httponly; samesite=strict"),
+        "{head}"
+    );
+    let cookie = "Cookie: easechat_admin=t0ken-for-tests\r\n";
+    assert_eq!(
+        request(admin, "GET", "/api/clients", cookie, "").status,
+        200
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn admin_connections_are_capped_and_timed_out() {
+    let mut nexus = Nexus::start(&["--admin", "127.0.0.1:0", "--admin-max-connections", "2"]);
+    let admin = admin_addr(&mut nexus);
+    let idle: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(admin).unwrap()).collect();
+    thread::sleep(Duration::from_millis(200)); // both accepted
+                                               // A third is closed at once, without an answer.
+    let mut third = TcpStream::connect(admin).unwrap();
+    third.set_read_timeout(Some(PATIENCE)).unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 64];
+    let n = third.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "the connection over the cap got an answer");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    // The idle ones are closed by the header read timeout (5 s).
+    for mut stream in idle {
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        let n = stream.read(&mut buf).unwrap_or(0);
+        assert_eq!(n, 0);
+    }
+    assert!(started.elapsed() < PATIENCE);
+    // Slots are free again.
+    assert_eq!(get(admin, "/healthz").status, 200);
+}
+
+#[test]
+fn a_tap_viewer_that_stops_reading_is_cut_by_the_write_timeout() {
+    // An outbox larger than all the test sends: the tap connection itself
+    // is never a slow consumer here, even on a loaded machine.
+    let mut nexus = Nexus::start(&["--admin", "127.0.0.1:0", "--max-outbox-bytes", "33554432"]);
+    let admin = admin_addr(&mut nexus);
+    // A viewer with a small receive buffer that stops reading after `ready`.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&admin.into()).unwrap();
+    let mut viewer: TcpStream = socket.into();
+    viewer.set_read_timeout(Some(PATIENCE)).unwrap();
+    write!(
+        viewer,
+        "GET /api/tap?channel=c/slow HTTP/1.1\r\nHost: {admin}\r\n\r\n"
+    )
+    .unwrap();
+    let mut seen = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !String::from_utf8_lossy(&seen).contains("event: ready") {
+        let n = viewer.read(&mut chunk).unwrap();
+        assert!(n > 0);
+        seen.extend_from_slice(&chunk[..n]);
+    }
+    wait_channel(admin, "c/slow", 1);
+    thread::sleep(Duration::from_millis(50));
+    // Far more than the socket buffers hold; the publisher is never slowed.
+    let mut publisher = Client::named(&nexus, "pub");
+    let text = "x".repeat(60_000);
+    for _ in 0..200 {
+        publisher.publish("c/slow", &text);
+        thread::sleep(Duration::from_millis(10));
+    }
+    // The stalled write is cut after 10 s: the tap's subscriber goes away.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let json = get(admin, "/api/channels?filter=c/slow").json();
+        if json["channels"].as_array().unwrap().is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stalled tap viewer was never cut: {json}"
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+    // Cut by the admin listener (the tap connection simply goes away),
+    // not by the nexus's slow-consumer rule.
+    let lost = nexus.wait_log(|l| l.contains("admin-tap-1") && l.contains("connection lost"));
+    eprintln!("{lost}");
+    assert!(
+        nexus.log.iter().all(|l| !l.contains("slow consumer")),
+        "{}",
+        nexus.log.join("\n")
+    );
+    // The publisher was not touched.
+    publisher.publish("c/other", "still here");
+    assert_eq!(get(admin, "/healthz").status, 200);
+    drop(viewer);
+}
+
+#[test]
+fn taps_are_capped() {
+    let mut nexus = Nexus::start(&["--admin", "127.0.0.1:0"]);
+    let admin = admin_addr(&mut nexus);
+    let taps: Vec<TcpStream> = (0..16)
+        .map(|i| {
+            let mut tap = TcpStream::connect(admin).unwrap();
+            tap.set_read_timeout(Some(PATIENCE)).unwrap();
+            write!(
+                tap,
+                "GET /api/tap?channel=c/{i} HTTP/1.1\r\nHost: {admin}\r\n\r\n"
+            )
+            .unwrap();
+            let mut seen = String::new();
+            let mut chunk = [0u8; 1024];
+            while !seen.contains("event: ready") {
+                let n = tap.read(&mut chunk).unwrap();
+                assert!(n > 0, "{seen}");
+                seen.push_str(&String::from_utf8_lossy(&chunk[..n]));
+            }
+            tap
+        })
+        .collect();
+    let r = get(admin, "/api/tap?channel=c/one-too-many");
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert_eq!(get(admin, "/api/tap").status, 400);
+    drop(taps);
+    // Slots come back when viewers leave.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let mut tap = TcpStream::connect(admin).unwrap();
+        tap.set_read_timeout(Some(PATIENCE)).unwrap();
+        write!(
+            tap,
+            "GET /api/tap?channel=c/again HTTP/1.1\r\nHost: {admin}\r\n\r\n"
+        )
+        .unwrap();
+        let mut head = [0u8; 12];
+        tap.read_exact(&mut head).unwrap();
+        if &head == b"HTTP/1.1 200" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "tap slots never came back");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
