@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use argh::FromArgs;
 
+use crate::cluster::ClusterConfig;
 use crate::config::{self, Config, MAX_SHARDS};
 
 /// EaseChat Nexus: a thread-per-core WebSocket channel message exchange.
@@ -75,6 +76,15 @@ pub struct Args {
     #[argh(option)]
     pub metrics: Option<String>,
 
+    /// join a cluster through this NATS server, e.g. nats://127.0.0.1:4222
+    /// (repeatable or comma-separated: any of them will do)
+    #[argh(option)]
+    pub nats: Vec<String>,
+
+    /// this node's id in the cluster (default: host, pid and start time)
+    #[argh(option)]
+    pub node_id: Option<String>,
+
     /// log filter, overriding RUST_LOG (error, warn, info, debug, trace)
     #[argh(option)]
     pub log: Option<String>,
@@ -127,6 +137,11 @@ impl Args {
             "--keepalive-timeout",
             self.keepalive_timeout as usize,
         )? as u64);
+        config.cluster = match (self.nats.is_empty(), self.node_id) {
+            (true, None) => None,
+            (true, Some(_)) => return Err("--node-id needs --nats".into()),
+            (false, node_id) => Some(ClusterConfig::from_flags(&self.nats, node_id)?),
+        };
         Ok(config)
     }
 }

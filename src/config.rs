@@ -71,6 +71,8 @@ pub struct Config {
     /// Longest endpoint (`1h`) or channel (`1c`, `1t`) name: names are
     /// kept in tables and copied to every shard's interest map.
     pub max_name_bytes: usize,
+    /// The cluster bridge (`--nats`), if this node joins a cluster.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 impl Config {
@@ -91,6 +93,7 @@ impl Config {
             keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
             metrics: None,
             max_name_bytes: DEFAULT_MAX_NAME_BYTES,
+            cluster: None,
         }
     }
 }

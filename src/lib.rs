@@ -23,12 +23,15 @@
 //!   SIGTERM and a double Ctrl-C into a graceful stop; [`client`] is a
 //!   blocking client library (used by `easechat` and the tests); [`metrics`] serves
 //!   `/metrics` and `/healthz`; [`stats`] keeps the per-shard counters.
+//! - [`cluster`] joins several nexus processes through NATS (`--nats`): a
+//!   bridge thread beside the shards carries publishes between nodes.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod cli;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod console;
 pub mod metrics;

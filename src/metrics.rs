@@ -52,7 +52,10 @@ async fn handle(shard: Rc<ShardState>, stream: TcpStream) {
     match path.as_str() {
         "/metrics" => {
             let (snapshots, _) = shard.gather_stats(SCRAPE_TIMEOUT).await;
-            let body = render_prometheus(&snapshots);
+            let mut body = render_prometheus(&snapshots);
+            if let Some(cluster) = &shard.cluster {
+                body.push_str(&cluster.stats().render_prometheus());
+            }
             respond(&stream, "200 OK", "text/plain; version=0.0.4", &body).await;
         }
         "/healthz" => {

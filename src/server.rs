@@ -19,6 +19,7 @@ use shards::{launch, LaunchError, RuntimeConfig, Shard};
 use socket2::Socket;
 use tracing::{error, info, warn};
 
+use crate::cluster::{self, ClusterLink, LinkParts};
 use crate::config::Config;
 use crate::console::{self, Control, DEFAULT_STOP_REASON};
 use crate::metrics;
@@ -48,6 +49,9 @@ pub enum RunError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The cluster bridge could not start.
+    #[error("cannot start the cluster bridge: {0}")]
+    Cluster(std::io::Error),
     /// A shard thread panicked.
     #[error("shard {0} panicked; see the log above")]
     ShardPanicked(usize),
@@ -80,9 +84,19 @@ pub fn run(
     };
     // Handed to shard 0 once; the mutex is touched only at start-up.
     let admin = Arc::new(Mutex::new(admin));
+    // One link per shard, taken by each shard at start-up (same pattern).
+    let cluster_links: Vec<Option<LinkParts>> = match config.cluster.clone() {
+        Some(cluster) => cluster::start(cluster, config.cores.len())
+            .map_err(RunError::Cluster)?
+            .into_iter()
+            .map(Some)
+            .collect(),
+        None => Vec::new(),
+    };
+    let cluster_links = Arc::new(Mutex::new(cluster_links));
     let open_connections = Arc::new(AtomicUsize::new(0));
     let running = launch(&runtime, move |shard: Shard<ShardMsg>| {
-        shard_main(shard, config, control, open_connections, admin)
+        shard_main(shard, config, control, open_connections, admin, cluster_links)
     })?;
     on_listening(running.local_addr());
     for result in running.join() {
@@ -99,21 +113,27 @@ async fn shard_main(
     control: Receiver<Control>,
     open_connections: Arc<AtomicUsize>,
     admin: Arc<Mutex<Option<Socket>>>,
+    cluster_links: Arc<Mutex<Vec<Option<LinkParts>>>>,
 ) {
     let inbound = shard.rings.take_inbound();
     let id = shard.id();
     let listener = shard.listener;
-    let state = Rc::new(ShardState::new(
+    let mut state = ShardState::new(
         shard.core,
         config,
         Router::new(shard.rings),
         open_connections,
-    ));
+    );
+    state.cluster = cluster_link(&cluster_links, id);
+    let state = Rc::new(state);
     info!(shard = id, core = shard.core, "shard started");
     for (from, ring) in inbound {
         glommio::spawn_local(drain_ring(state.clone(), from, ring)).detach();
     }
     glommio::spawn_local(purge_loop(state.clone())).detach();
+    if state.cluster.is_some() {
+        glommio::spawn_local(cluster::serve(state.clone())).detach();
+    }
     glommio::spawn_local(keepalive_loop(state.clone())).detach();
     if id == 0 {
         glommio::spawn_local(console::serve(state.clone(), control)).detach();
@@ -142,6 +162,12 @@ async fn shard_main(
         warn!(shard = id, "some connections did not close in time");
     }
     info!(shard = id, "shard stopped");
+}
+
+/// Shard `id`'s link to the cluster bridge, if `--nats` is on.
+fn cluster_link(links: &Mutex<Vec<Option<LinkParts>>>, id: usize) -> Option<ClusterLink> {
+    let parts = links.lock().ok()?.get_mut(id)?.take()?;
+    Some(ClusterLink::new(parts))
 }
 
 async fn accept_loop(state: &Rc<ShardState>, listener: &TcpListener) {

@@ -11,8 +11,10 @@
 //!   executor starts, so a blocked host gets a clear message, not a panic.
 //! - [`listener`] builds the per-shard `SO_REUSEPORT` sockets with socket2.
 //! - [`rings`] wraps glommio's channel mesh with ring-full accounting.
+//! - [`doorbell`] lets a foreign thread wake a task on a shard.
 //! - [`runtime`] ties them together: [`launch`] runs one future per shard.
 
+pub mod doorbell;
 pub mod listener;
 pub mod preflight;
 pub mod rings;

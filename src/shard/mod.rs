@@ -24,6 +24,7 @@ use glommio::net::{TcpListener, TcpStream};
 use glommio::sync::Gate;
 use tracing::{debug, info, warn};
 
+use crate::cluster::ClusterLink;
 use crate::config::{self, Config};
 use crate::outbox::{Frame, Push};
 use crate::protocol::frame::{encode_receive_frame, PING_FRAME};
@@ -86,6 +87,8 @@ pub struct ShardState {
     pending_answers: RefCell<HashMap<u64, LocalSender<Answer>>>,
     /// Id of the last question asked.
     next_query_id: Cell<u64>,
+    /// This shard's handle on the cluster bridge, when `--nats` is on.
+    pub cluster: Option<ClusterLink>,
 }
 
 impl ShardState {
@@ -111,6 +114,7 @@ impl ShardState {
             next_conn_id: Cell::new(1),
             pending_answers: RefCell::new(HashMap::new()),
             next_query_id: Cell::new(0),
+            cluster: None,
         }
     }
 
@@ -145,7 +149,16 @@ impl ShardState {
         self.connections.borrow_mut().remove(&conn.id);
         let emptied = self.index.borrow_mut().remove_connection(conn.id);
         for channel in emptied {
-            self.router.announce(&channel, false);
+            self.announce(&channel, false);
+        }
+    }
+
+    /// Tells the other shards, and the cluster bridge, that this shard
+    /// gained (true) or lost (false) its subscribers on `channel`.
+    fn announce(&self, channel: &str, interested: bool) {
+        self.router.announce(channel, interested);
+        if let Some(cluster) = &self.cluster {
+            cluster.interest(channel, interested);
         }
     }
 
@@ -164,7 +177,7 @@ impl ShardState {
         if ttl.is_zero() {
             let emptied = self.index.borrow_mut().unsubscribe(conn.id, channel);
             if emptied {
-                self.router.announce(channel, false);
+                self.announce(channel, false);
             }
             return Ok(());
         }
@@ -181,16 +194,20 @@ impl ShardState {
             index.subscribe(conn.id, channel, expires, conn.clone())
         };
         if outcome == Subscribed::FirstOnShard {
-            self.router.announce(channel, true);
+            self.announce(channel, true);
         }
         Ok(())
     }
 
     /// Publishes `text` on `channel` as `sender`: encodes the `1r` frame
     /// once, queues it to local subscribers and forwards it to the shards
-    /// that listen to the channel. Never waits; see [`Router::wait_for_room`].
+    /// that listen to the channel, and to the cluster bridge when `--nats`
+    /// is on. Never waits; see [`Router::wait_for_room`].
     pub fn publish(&self, sender: &str, channel: &str, text: &str) {
         bump(&self.stats.publishes, 1);
+        if let Some(cluster) = &self.cluster {
+            cluster.publish(sender, channel, text);
+        }
         let remote = self.router.interested_shards(channel);
         let local = self.index.borrow().has_channel(channel);
         if remote == 0 && !local {
@@ -297,7 +314,7 @@ impl ShardState {
                 channel = &*channel,
                 "last subscription expired"
             );
-            self.router.announce(&channel, false);
+            self.announce(&channel, false);
         }
     }
 

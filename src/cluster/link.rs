@@ -1,0 +1,180 @@
+//! A shard's handle on the bridge, and the shard task that delivers
+//! messages from other nodes.
+//!
+//! Everything here runs on the shard's thread and never waits on the
+//! bridge: a publish is one `try_send` on the bounded queue to the bridge
+//! (dropped and counted when it is full), and no lock is taken. Interest is
+//! state, not events: a shard keeps the latest bit per channel that it could
+//! not send yet and retries until the bridge has it, so an interest change
+//! is never lost, however full the queue was.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_lite::future;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::mpsc::Sender;
+use tracing::{info, warn};
+
+use super::bridge::ToBridge;
+use super::inbox::InboxReceiver;
+use super::wire::Remote;
+use super::ClusterStats;
+use crate::outbox::Frame;
+use crate::protocol::frame::encode_receive_frame;
+use crate::shard::ShardState;
+
+/// How often interest the bridge has not taken yet is offered again.
+const RETRY_INTERVAL: Duration = Duration::from_millis(50);
+/// Messages from other nodes delivered before the inbox task yields.
+const INBOX_BATCH: usize = 64;
+
+/// What one shard needs to join the bridge; crosses to the shard's thread.
+#[derive(Debug)]
+pub struct LinkParts {
+    pub(super) shard: usize,
+    pub(super) to_bridge: Sender<ToBridge>,
+    pub(super) inbox: InboxReceiver,
+    pub(super) stats: Arc<ClusterStats>,
+}
+
+/// A shard's side of the cluster bridge.
+#[derive(Debug)]
+pub struct ClusterLink {
+    shard: usize,
+    to_bridge: Sender<ToBridge>,
+    /// Interest changes the bridge has not taken yet: the latest per channel.
+    pending: RefCell<HashMap<Box<str>, bool>>,
+    /// True while publishes are being dropped, for one log line per episode.
+    dropping: Cell<bool>,
+    stats: Arc<ClusterStats>,
+    /// Taken once by [`serve_inbox`].
+    inbox: RefCell<Option<InboxReceiver>>,
+}
+
+impl ClusterLink {
+    /// The shard's link, from the parts [`super::start`] made for it.
+    pub fn new(parts: LinkParts) -> Self {
+        ClusterLink {
+            shard: parts.shard,
+            to_bridge: parts.to_bridge,
+            pending: RefCell::default(),
+            dropping: Cell::new(false),
+            stats: parts.stats,
+            inbox: RefCell::new(Some(parts.inbox)),
+        }
+    }
+
+    /// The bridge's counters, for `/metrics` and the console's `stats`.
+    pub fn stats(&self) -> &ClusterStats {
+        &self.stats
+    }
+
+    /// Hands a local publish to the bridge for the other nodes.
+    pub fn publish(&self, sender: &str, channel: &str, text: &str) {
+        let msg = ToBridge::Publish {
+            sender: sender.into(),
+            channel: channel.into(),
+            text: text.into(),
+        };
+        match self.to_bridge.try_send(msg) {
+            Ok(()) => {
+                if self.dropping.replace(false) {
+                    info!(shard = self.shard, "cluster bridge keeps up again");
+                }
+            }
+            Err(e) => {
+                self.stats.count_dropped(1);
+                if !self.dropping.replace(true) {
+                    let why = match e {
+                        TrySendError::Full(_) => "its queue is full",
+                        TrySendError::Closed(_) => "it stopped",
+                    };
+                    warn!(
+                        shard = self.shard,
+                        "cluster bridge cannot take publishes ({why}): dropping messages \
+                         for other nodes; local delivery goes on"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Records that this shard gained or lost its subscribers on `channel`.
+    pub fn interest(&self, channel: &str, interested: bool) {
+        self.pending.borrow_mut().insert(channel.into(), interested);
+        self.offer_pending();
+    }
+
+    /// Offers every pending interest change to the bridge; what does not
+    /// fit stays pending.
+    fn offer_pending(&self) {
+        let mut full = false;
+        self.pending.borrow_mut().retain(|channel, interested| {
+            if full {
+                return true;
+            }
+            let msg = ToBridge::Interest {
+                shard: self.shard,
+                channel: channel.clone(),
+                interested: *interested,
+            };
+            match self.to_bridge.try_send(msg) {
+                Ok(()) => false,
+                Err(TrySendError::Full(_)) => {
+                    full = true;
+                    true
+                }
+                Err(TrySendError::Closed(_)) => false,
+            }
+        });
+    }
+}
+
+/// The shard's cluster tasks: delivers messages from other nodes and
+/// retries pending interest, until the bridge goes away. Spawn it once
+/// per shard when the cluster is on.
+pub async fn serve(state: Rc<ShardState>) {
+    let Some(link) = state.cluster.as_ref() else {
+        return;
+    };
+    let Some(inbox) = link.inbox.borrow_mut().take() else {
+        return;
+    };
+    glommio::spawn_local(retry_pending(state.clone())).detach();
+    let mut bell = inbox.bell.adopt();
+    loop {
+        let mut handled = 0;
+        while let Ok(remote) = inbox.queue.try_recv() {
+            deliver(&state, &remote);
+            handled += 1;
+            if handled % INBOX_BATCH == 0 {
+                future::yield_now().await;
+            }
+        }
+        if !bell.wait().await {
+            return;
+        }
+    }
+}
+
+/// Delivers a message from another node to this shard's subscribers,
+/// encoding its `1r` once.
+fn deliver(state: &ShardState, remote: &Remote) {
+    let frame: Frame = Rc::from(&encode_receive_frame(&remote.sender, &remote.channel, &remote.text)[..]);
+    state.deliver(&remote.sender, &remote.channel, &frame);
+}
+
+async fn retry_pending(state: Rc<ShardState>) {
+    while state.shutdown.reason().is_none() {
+        glommio::timer::sleep(RETRY_INTERVAL).await;
+        if let Some(link) = &state.cluster {
+            if !link.pending.borrow().is_empty() {
+                link.offer_pending();
+            }
+        }
+    }
+}
