@@ -217,6 +217,31 @@ mod tests {
     }
 
     #[test]
+    fn nats_flags_make_a_cluster_config() {
+        let config = args(&["--nats", "nats://127.0.0.1:4222,nats://127.0.0.1:4223"])
+            .unwrap()
+            .into_config(&[0])
+            .unwrap();
+        let cluster = config.cluster.unwrap();
+        assert_eq!(cluster.servers.len(), 2);
+        assert!(!cluster.node_id.is_empty());
+        let none = args(&[]).unwrap().into_config(&[0]).unwrap();
+        assert!(none.cluster.is_none());
+        assert!(args(&["--node-id", "a"])
+            .unwrap()
+            .into_config(&[0])
+            .is_err());
+        assert!(args(&["--nats", "nats://h:1", "--node-id", "a b"])
+            .unwrap()
+            .into_config(&[0])
+            .is_err());
+        assert!(args(&["--nats", "nats://h:notaport"])
+            .unwrap()
+            .into_config(&[0])
+            .is_err());
+    }
+
+    #[test]
     fn bad_input_is_exit_code_2() {
         assert_eq!(args(&["--frobnicate"]).unwrap_err().1, 2);
         assert_eq!(args(&["--cores", "x"]).unwrap_err().1, 2);

@@ -96,7 +96,14 @@ pub fn run(
     let cluster_links = Arc::new(Mutex::new(cluster_links));
     let open_connections = Arc::new(AtomicUsize::new(0));
     let running = launch(&runtime, move |shard: Shard<ShardMsg>| {
-        shard_main(shard, config, control, open_connections, admin, cluster_links)
+        shard_main(
+            shard,
+            config,
+            control,
+            open_connections,
+            admin,
+            cluster_links,
+        )
     })?;
     on_listening(running.local_addr());
     for result in running.join() {

@@ -322,8 +322,9 @@ fn the_nats_subscription_follows_local_interest() {
     let subject = subject_for("room");
     assert_eq!(nats.subscriptions_of(&subject), 0);
     assert!(
-        nats.subjects().iter().all(|s| !s.contains('>')
-            || !s.starts_with("easechat")),
+        nats.subjects()
+            .iter()
+            .all(|s| !s.contains('>') || !s.starts_with("easechat")),
         "no wildcard firehose"
     );
 
@@ -361,7 +362,9 @@ fn the_nats_subscription_follows_local_interest() {
 /// 5 seconds.
 #[test]
 fn nats_outage_spares_local_delivery_and_recovers() {
-    let Some(mut nats) = Nats::start() else { return };
+    let Some(mut nats) = Nats::start() else {
+        return;
+    };
     let mut a = node(&nats, "a");
     let mut b = node(&nats, "b");
     let mut local = Client::named(&a, "local");
@@ -413,10 +416,17 @@ fn nats_outage_spares_local_delivery_and_recovers() {
 
     let stats_a = cluster_stats(&mut a);
     assert_eq!(stat(&stats_a, "cluster_connected"), 1, "{stats_a:?}");
-    assert!(stat(&stats_a, "cluster_reconnects_total") >= 1, "{stats_a:?}");
+    assert!(
+        stat(&stats_a, "cluster_reconnects_total") >= 1,
+        "{stats_a:?}"
+    );
     assert!(stat(&stats_a, "cluster_dropped_total") >= 1, "{stats_a:?}");
     // One log line per outage, not per message.
     a.wait_log(|l| l.contains("NATS connection back"));
-    let lost_lines = a.log.iter().filter(|l| l.contains("NATS connection lost")).count();
+    let lost_lines = a
+        .log
+        .iter()
+        .filter(|l| l.contains("NATS connection lost"))
+        .count();
     assert_eq!(lost_lines, 1);
 }

@@ -423,7 +423,11 @@ async fn connect(
     index: usize,
 ) -> Result<(OwnedReadHalf, OwnedWriteHalf, Vec<u8>), String> {
     let (addr, host_port, path) = if index < plan.args.publishers {
-        (plan.publish_target.0, &plan.publish_target.1, &plan.publish_target.2)
+        (
+            plan.publish_target.0,
+            &plan.publish_target.1,
+            &plan.publish_target.2,
+        )
     } else {
         (plan.addr, &plan.host_port, &plan.path)
     };

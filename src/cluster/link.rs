@@ -164,7 +164,8 @@ pub async fn serve(state: Rc<ShardState>) {
 /// Delivers a message from another node to this shard's subscribers,
 /// encoding its `1r` once.
 fn deliver(state: &ShardState, remote: &Remote) {
-    let frame: Frame = Rc::from(&encode_receive_frame(&remote.sender, &remote.channel, &remote.text)[..]);
+    let frame: Frame =
+        Rc::from(&encode_receive_frame(&remote.sender, &remote.channel, &remote.text)[..]);
     state.deliver(&remote.sender, &remote.channel, &frame);
 }
 
@@ -176,5 +177,66 @@ async fn retry_pending(state: Rc<ShardState>) {
                 link.offer_pending();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::inbox::inbox;
+
+    fn link(capacity: usize) -> (ClusterLink, tokio::sync::mpsc::Receiver<ToBridge>) {
+        let (to_bridge, queue) = tokio::sync::mpsc::channel(capacity);
+        let (_, receiver) = inbox(0).unwrap();
+        let parts = LinkParts {
+            shard: 3,
+            to_bridge,
+            inbox: receiver,
+            stats: Arc::default(),
+        };
+        (ClusterLink::new(parts), queue)
+    }
+
+    fn interest(msg: ToBridge) -> (String, bool) {
+        match msg {
+            ToBridge::Interest {
+                shard: 3,
+                channel,
+                interested,
+            } => (channel.into(), interested),
+            other => panic!("expected interest, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn interest_is_kept_while_the_queue_is_full_and_the_latest_state_wins() {
+        let (link, mut queue) = link(1);
+        link.publish("alice", "c", "fills the queue");
+        link.interest("a", true);
+        link.interest("b", true);
+        link.interest("a", false);
+        assert_eq!(link.pending.borrow().len(), 2);
+        assert!(matches!(queue.try_recv(), Ok(ToBridge::Publish { .. })));
+        let mut seen = Vec::new();
+        while !link.pending.borrow().is_empty() {
+            link.offer_pending();
+            seen.push(interest(queue.try_recv().unwrap()));
+        }
+        seen.sort();
+        assert_eq!(seen, [("a".into(), false), ("b".into(), true)]);
+    }
+
+    #[test]
+    fn publishes_that_do_not_fit_are_counted_as_dropped() {
+        let (link, _queue) = link(2);
+        for _ in 0..5 {
+            link.publish("alice", "c", "hi");
+        }
+        assert_eq!(
+            link.stats()
+                .dropped
+                .load(std::sync::atomic::Ordering::Relaxed),
+            3
+        );
     }
 }

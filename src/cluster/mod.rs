@@ -77,7 +77,11 @@ pub fn default_node_id() -> String {
         .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
         .take(64)
         .collect();
-    let host = if host.is_empty() { "nexus".into() } else { host };
+    let host = if host.is_empty() {
+        "nexus".into()
+    } else {
+        host
+    };
     let started = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -168,7 +172,10 @@ impl ClusterStats {
     pub fn render_prometheus(&self) -> String {
         let mut out = String::new();
         for ((name, help, kind), value) in SERIES.iter().zip(self.values()) {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
         }
         out
     }
@@ -233,7 +240,11 @@ mod tests {
         assert!(ClusterConfig::from_flags(&["nats://a:4222".into()], Some("a b".into())).is_err());
         assert!(ClusterConfig::from_flags(&["nats://a:4222".into()], Some(String::new())).is_err());
         let default = ClusterConfig::from_flags(&["nats://a:4222".into()], None).unwrap();
-        assert!(check_node_id(&default.node_id).is_ok(), "{}", default.node_id);
+        assert!(
+            check_node_id(&default.node_id).is_ok(),
+            "{}",
+            default.node_id
+        );
     }
 
     #[test]
@@ -242,7 +253,8 @@ mod tests {
         stats.connected.store(1, Ordering::Relaxed);
         stats.count_dropped(3);
         let text = stats.render_prometheus();
-        assert!(text.contains("# TYPE easechat_cluster_connected gauge\neasechat_cluster_connected 1\n"));
+        assert!(text
+            .contains("# TYPE easechat_cluster_connected gauge\neasechat_cluster_connected 1\n"));
         assert!(text.contains("easechat_cluster_dropped_total 3\n"));
         assert!(stats.render_console().contains("cluster_dropped_total"));
     }
