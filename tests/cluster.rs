@@ -153,9 +153,31 @@ impl Drop for Nats {
 
 /// A nexus joined to `nats` as `node`, connected to it.
 fn node(nats: &Nats, node: &str) -> Nexus {
-    let mut nexus = Nexus::start(&["--nats", &nats.url(), "--node-id", node]);
+    node_with(nats, node, &[])
+}
+
+/// [`node`] with more flags.
+fn node_with(nats: &Nats, node: &str, extra: &[&str]) -> Nexus {
+    let url = nats.url();
+    let mut args = vec!["--nats", &url, "--node-id", node];
+    args.extend_from_slice(extra);
+    let mut nexus = Nexus::start(&args);
     nexus.wait_log(|l| l.contains("connected to NATS"));
     nexus
+}
+
+/// `GET path` on `addr`: the body.
+fn http_get(addr: &str, path: &str) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+        .split_once("\r\n\r\n")
+        .expect("head and body")
+        .1
+        .to_string()
 }
 
 /// The console's cluster counters: (name, value) pairs.
@@ -186,7 +208,7 @@ fn stat(stats: &[(String, u64)], name: &str) -> u64 {
 #[test]
 fn publishes_cross_nodes_and_exclusion_holds_across_them() {
     let Some(nats) = Nats::start() else { return };
-    let mut a = node(&nats, "a");
+    let mut a = node_with(&nats, "a", &["--metrics", "127.0.0.1:0"]);
     let mut b = node(&nats, "b");
 
     let mut carol_a = Client::named(&a, "carol");
@@ -223,6 +245,24 @@ fn publishes_cross_nodes_and_exclusion_holds_across_them() {
     assert_eq!(stat(&stats_a, "cluster_published_total"), 1, "{stats_a:?}");
     assert_eq!(stat(&stats_a, "cluster_received_total"), 3, "{stats_a:?}");
     assert_eq!(stat(&stats_a, "cluster_dropped_total"), 0, "{stats_a:?}");
+    let line = a.wait_log(|l| l.contains("metrics listening"));
+    let metrics_addr = line
+        .split("addr=")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap();
+    let metrics = http_get(metrics_addr, "/metrics");
+    for series in [
+        "easechat_cluster_connected 1\n",
+        "easechat_cluster_reconnects_total 0\n",
+        "easechat_cluster_published_total 1\n",
+        "easechat_cluster_received_total 3\n",
+        "easechat_cluster_dropped_total 0\n",
+    ] {
+        assert!(metrics.contains(series), "{series} not in:\n{metrics}");
+    }
 }
 
 /// With three nodes, every subscriber on every node gets every message
@@ -371,9 +411,12 @@ fn nats_outage_spares_local_delivery_and_recovers() {
     local.subscribe("c");
     let mut remote = Client::named(&b, "remote");
     remote.subscribe("c");
+    let mut leaving = Client::named(&b, "leaving");
+    leaving.subscribe("e");
     a.wait_subscribers("c", 1);
     b.wait_subscribers("c", 1);
     nats.wait_subscriptions("c", 2);
+    nats.wait_subscriptions("e", 1);
     let mut publisher = Client::named(&a, "pub");
     publisher.publish("c", "before");
     assert_eq!(local.recv(), receive("pub", "c", "before"));
@@ -387,10 +430,14 @@ fn nats_outage_spares_local_delivery_and_recovers() {
     for i in 0..1000 {
         assert_eq!(local.recv(), receive("pub", "c", &format!("down {i}")));
     }
-    // Interest that appears while NATS is down.
+    // Interest that appears, and interest that goes (past the linger),
+    // while NATS is down.
     let mut late = Client::named(&b, "late");
     late.subscribe("d");
     b.wait_subscribers("d", 1);
+    leaving.subscribe_ttl("e", 0, 0);
+    b.wait_subscribers("e", 0);
+    thread::sleep(Duration::from_millis(3000));
 
     nats.restart();
     let restarted = Instant::now();
@@ -413,6 +460,7 @@ fn nats_outage_spares_local_delivery_and_recovers() {
     nats.wait_subscriptions("d", 1);
     publisher.publish("d", "after");
     assert_eq!(late.recv(), receive("pub", "d", "after"));
+    assert_eq!(nats.subscriptions_of(&subject_for("e")), 0);
 
     let stats_a = cluster_stats(&mut a);
     assert_eq!(stat(&stats_a, "cluster_connected"), 1, "{stats_a:?}");
@@ -429,4 +477,5 @@ fn nats_outage_spares_local_delivery_and_recovers() {
         .filter(|l| l.contains("NATS connection lost"))
         .count();
     assert_eq!(lost_lines, 1);
+    assert!(!a.log.iter().any(|l| l.contains("cannot reach NATS")));
 }

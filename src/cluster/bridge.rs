@@ -118,6 +118,9 @@ struct Bridge {
     ever_connected: bool,
     /// `dropped` when the current outage began, to report its losses.
     dropped_at_outage: u64,
+    /// Whether the current outage (or the wait for the first connection)
+    /// has had its log line: one per outage, not one per retry.
+    outage_logged: bool,
     /// One warning for channels too long to bridge.
     warned_long_subject: bool,
 }
@@ -161,6 +164,7 @@ async fn run(
         channels: HashMap::new(),
         ever_connected: false,
         dropped_at_outage: 0,
+        outage_logged: false,
         warned_long_subject: false,
     };
     let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
@@ -330,15 +334,26 @@ impl Bridge {
                     info!("connected to NATS");
                 }
                 self.ever_connected = true;
+                self.outage_logged = false;
             }
             Event::Disconnected => {
                 stats.connected.store(0, Ordering::Relaxed);
                 self.dropped_at_outage = stats.dropped.load(Ordering::Relaxed);
+                self.outage_logged = true;
                 warn!(
                     "NATS connection lost: local delivery goes on; cross-node messages \
                      are dropped until it is back"
                 );
             }
+            Event::ClientError(e) if !self.outage_logged => {
+                self.outage_logged = true;
+                warn!(
+                    error = %e,
+                    "cannot reach NATS; retrying every second at most; cross-node messages \
+                     are dropped until it is reached"
+                );
+            }
+            Event::ClientError(e) => debug!(error = %e, "NATS still unreachable"),
             Event::SlowConsumer(_) => {
                 warn!("NATS client overflowed: some messages from other nodes were dropped");
             }
