@@ -3,7 +3,10 @@
 //!
 //! Everything here runs on the shard's thread and never waits on the
 //! bridge: a publish is one `try_send` on the bounded queue to the bridge
-//! (dropped and counted when it is full), and no lock is taken. Interest is
+//! (dropped and counted when it is full). tokio's bounded channel takes a
+//! permit and queues with atomics; only when the bridge thread is idle does
+//! the send also wake it (tokio's remote wake: an uncontended lock and an
+//! eventfd write), so a busy bridge costs the shard no lock. Interest is
 //! state, not events: a shard keeps the latest bit per channel that it could
 //! not send yet and retries until the bridge has it, so an interest change
 //! is never lost, however full the queue was.
