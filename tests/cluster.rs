@@ -48,6 +48,13 @@ fn find_nats_server() -> Option<PathBuf> {
 impl Nats {
     /// Starts a server, or returns `None` (skip) when there is none to run.
     fn start() -> Option<Nats> {
+        let mut nats = Nats::stopped()?;
+        nats.restart();
+        Some(nats)
+    }
+
+    /// Picks the ports without starting the server (see [`Nats::start`]).
+    fn stopped() -> Option<Nats> {
         let Some(binary) = find_nats_server() else {
             if std::env::var("CI").as_deref() == Ok("true") {
                 panic!("nats-server is missing; CI must install it (apt-get install nats-server)");
@@ -58,14 +65,12 @@ impl Nats {
             );
             return None;
         };
-        let mut nats = Nats {
+        Some(Nats {
             binary,
             child: None,
             port: free_port(),
             monitor: free_port(),
-        };
-        nats.restart();
-        Some(nats)
+        })
     }
 
     /// (Re)starts the server on its ports and waits until it accepts.
@@ -478,4 +483,37 @@ fn nats_outage_spares_local_delivery_and_recovers() {
         .count();
     assert_eq!(lost_lines, 1);
     assert!(!a.log.iter().any(|l| l.contains("cannot reach NATS")));
+}
+
+/// A node started while NATS is not up yet serves local clients at once,
+/// says once that it cannot reach NATS, and joins when NATS comes up.
+#[test]
+fn a_node_started_before_nats_joins_when_it_comes_up() {
+    let Some(mut nats) = Nats::stopped() else {
+        return;
+    };
+    let mut a = Nexus::start(&["--nats", &nats.url(), "--node-id", "a"]);
+    a.wait_log(|l| l.contains("cannot reach NATS"));
+    let mut local = Client::named(&a, "local");
+    local.subscribe("c");
+    a.wait_subscribers("c", 1);
+    let mut publisher = Client::named(&a, "pub");
+    publisher.publish("c", "alone");
+    assert_eq!(local.recv(), receive("pub", "c", "alone"));
+
+    nats.restart();
+    a.wait_log(|l| l.contains("connected to NATS"));
+    let b = node(&nats, "b");
+    let mut remote = Client::named(&b, "remote");
+    remote.subscribe("c");
+    nats.wait_subscriptions("c", 2);
+    publisher.publish("c", "together");
+    assert_eq!(local.recv(), receive("pub", "c", "together"));
+    assert_eq!(remote.recv(), receive("pub", "c", "together"));
+    let lines = a
+        .log
+        .iter()
+        .filter(|l| l.contains("cannot reach NATS"))
+        .count();
+    assert_eq!(lines, 1, "one line for the wait, not one per retry");
 }
