@@ -71,8 +71,9 @@ impl ClusterLink {
         }
     }
 
-    /// The bridge's counters, for `/metrics` and the console's `stats`.
-    pub fn stats(&self) -> &ClusterStats {
+    /// The bridge's counters, for `/metrics` and the console's `stats`
+    /// (an `Arc`, so an admin server on another thread can keep a clone).
+    pub fn stats(&self) -> &Arc<ClusterStats> {
         &self.stats
     }
 
