@@ -56,10 +56,17 @@ pub struct AdoptedBell(glommio::net::UnixStream);
 
 impl AdoptedBell {
     /// Waits until the doorbell was rung at least once since the last call
-    /// (pending rings are consumed together). False once the ringer is gone.
+    /// (pending rings are consumed together). False once the ringer is gone
+    /// (or the socket fails, which a socket pair only does when closed).
     pub async fn wait(&mut self) -> bool {
         let mut buf = [0u8; 256];
-        matches!(self.0.read(&mut buf).await, Ok(n) if n > 0)
+        loop {
+            match self.0.read(&mut buf).await {
+                Ok(n) => return n > 0,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return false,
+            }
+        }
     }
 }
 

@@ -44,6 +44,8 @@ const SWEEP_INTERVAL: Duration = Duration::from_millis(250);
 const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(1);
 /// Commands the NATS client may have queued for its connection.
 const CLIENT_CAPACITY: usize = 8192;
+/// Queued messages handled in one go before events and the sweep get a turn.
+const BATCH: usize = 256;
 /// How long a stopping bridge waits to flush what it published.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -171,7 +173,14 @@ async fn run(
     loop {
         tokio::select! {
             msg = queue.recv() => match msg {
-                Some(msg) => bridge.handle(msg).await,
+                Some(msg) => {
+                    bridge.handle(msg).await;
+                    // Take what else is queued before looking at the rest.
+                    for _ in 0..BATCH {
+                        let Ok(msg) = queue.try_recv() else { break };
+                        bridge.handle(msg).await;
+                    }
+                }
                 None => break,
             },
             Some(event) = events.recv() => bridge.on_event(event),

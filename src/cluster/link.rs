@@ -160,6 +160,12 @@ pub async fn serve(state: Rc<ShardState>) {
             }
         }
         if !bell.wait().await {
+            if state.shutdown.reason().is_none() {
+                warn!(
+                    shard = state.id,
+                    "cluster bridge gone: messages from other nodes no longer reach this shard"
+                );
+            }
             return;
         }
     }
