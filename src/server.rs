@@ -32,6 +32,8 @@ use crate::shard::ShardState;
 const PURGE_INTERVAL: Duration = Duration::from_millis(250);
 /// How long a stopping shard waits for its sessions to close.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a stopped nexus waits for the cluster bridge to flush.
+const BRIDGE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 /// Pause after an accept error (e.g. out of file descriptors) before retrying.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
@@ -85,13 +87,13 @@ pub fn run(
     // Handed to shard 0 once; the mutex is touched only at start-up.
     let admin = Arc::new(Mutex::new(admin));
     // One link per shard, taken by each shard at start-up (same pattern).
-    let cluster_links: Vec<Option<LinkParts>> = match config.cluster.clone() {
-        Some(cluster) => cluster::start(cluster, config.cores.len())
-            .map_err(RunError::Cluster)?
-            .into_iter()
-            .map(Some)
-            .collect(),
-        None => Vec::new(),
+    let (bridge, cluster_links) = match config.cluster.clone() {
+        Some(cluster) => {
+            let (bridge, parts) =
+                cluster::start(cluster, config.cores.len()).map_err(RunError::Cluster)?;
+            (Some(bridge), parts.into_iter().map(Some).collect())
+        }
+        None => (None, Vec::new()),
     };
     let cluster_links = Arc::new(Mutex::new(cluster_links));
     let open_connections = Arc::new(AtomicUsize::new(0));
@@ -110,6 +112,9 @@ pub fn run(
         if let Err(shard) = result {
             return Err(RunError::ShardPanicked(shard));
         }
+    }
+    if let Some(bridge) = bridge {
+        bridge.wait_stopped(BRIDGE_FLUSH_TIMEOUT);
     }
     Ok(())
 }
@@ -167,6 +172,9 @@ async fn shard_main(
         .is_none()
     {
         warn!(shard = id, "some connections did not close in time");
+    }
+    if let Some(cluster) = &state.cluster {
+        cluster.close();
     }
     info!(shard = id, "shard stopped");
 }

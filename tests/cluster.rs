@@ -324,3 +324,23 @@ fn a_node_started_before_nats_joins_when_it_comes_up() {
         .count();
     assert_eq!(lines, 1, "one line for the wait, not one per retry");
 }
+
+/// What a node published just before it stopped still reaches the others:
+/// the bridge flushes to NATS before the process exits.
+#[test]
+fn publishes_just_before_a_stop_still_cross() {
+    let Some(nats) = Nats::start() else { return };
+    let mut a = node(&nats, "a");
+    let b = node(&nats, "b");
+    let mut remote = Client::named(&b, "remote");
+    remote.subscribe("c");
+    nats.wait_subscriptions("c", 1);
+    for i in 0..100 {
+        a.console(&format!("push alice c m{i}"));
+    }
+    a.console("stop");
+    assert!(a.wait_exit().success());
+    for i in 0..100 {
+        assert_eq!(remote.recv(), receive("alice", "c", &format!("m{i}")));
+    }
+}

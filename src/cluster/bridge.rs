@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 use async_nats::connection::State;
 use async_nats::{Client, ConnectOptions, Event, ServerAddr, Subscriber};
 use futures_lite::StreamExt;
+use std::thread::JoinHandle;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 
 use super::inbox::ShardInbox;
@@ -72,14 +72,15 @@ pub enum ToBridge {
     },
 }
 
-/// Starts the bridge thread.
+/// Starts the bridge thread; it ends once every shard's link is dropped
+/// and what was published is flushed.
 pub fn spawn(
     config: ClusterConfig,
     servers: Vec<ServerAddr>,
     queue: mpsc::Receiver<ToBridge>,
     inboxes: Vec<ShardInbox>,
     stats: Arc<ClusterStats>,
-) -> std::io::Result<()> {
+) -> std::io::Result<JoinHandle<()>> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -87,8 +88,7 @@ pub fn spawn(
         .name("cluster-bridge".into())
         .spawn(move || {
             runtime.block_on(run(config, servers, queue, inboxes.into(), stats));
-        })?;
-    Ok(())
+        })
 }
 
 /// One channel the bridge knows of.
@@ -96,7 +96,7 @@ struct Channel {
     /// The shards with subscribers there, read by the forwarder per message.
     shards: Arc<AtomicU64>,
     /// The task reading the channel's subscription, while subscribed.
-    forwarder: Option<JoinHandle<()>>,
+    forwarder: Option<tokio::task::JoinHandle<()>>,
     /// When the last shard lost interest, while lingering.
     idle_since: Option<Instant>,
 }
@@ -170,6 +170,7 @@ async fn run(
         warned_long_subject: false,
     };
     let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             msg = queue.recv() => match msg {
@@ -189,6 +190,7 @@ async fn run(
     }
     // Every shard is gone: send what was published before stopping.
     let _ = tokio::time::timeout(FLUSH_TIMEOUT, bridge.client.flush()).await;
+    info!("cluster bridge stopped");
 }
 
 impl Bridge {

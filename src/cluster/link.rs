@@ -48,7 +48,8 @@ pub struct LinkParts {
 #[derive(Debug)]
 pub struct ClusterLink {
     shard: usize,
-    to_bridge: Sender<ToBridge>,
+    /// The queue to the bridge; `None` once the shard stopped ([`Self::close`]).
+    to_bridge: RefCell<Option<Sender<ToBridge>>>,
     /// Interest changes the bridge has not taken yet: the latest per channel.
     pending: RefCell<HashMap<Box<str>, bool>>,
     /// True while publishes are being dropped, for one log line per episode.
@@ -63,7 +64,7 @@ impl ClusterLink {
     pub fn new(parts: LinkParts) -> Self {
         ClusterLink {
             shard: parts.shard,
-            to_bridge: parts.to_bridge,
+            to_bridge: RefCell::new(Some(parts.to_bridge)),
             pending: RefCell::default(),
             dropping: Cell::new(false),
             stats: parts.stats,
@@ -84,7 +85,7 @@ impl ClusterLink {
             channel: channel.into(),
             text: text.into(),
         };
-        match self.to_bridge.try_send(msg) {
+        match self.try_send(msg) {
             Ok(()) => {
                 if self.dropping.replace(false) {
                     info!(shard = self.shard, "cluster bridge keeps up again");
@@ -107,6 +108,20 @@ impl ClusterLink {
         }
     }
 
+    fn try_send(&self, msg: ToBridge) -> Result<(), TrySendError<ToBridge>> {
+        match &*self.to_bridge.borrow() {
+            Some(sender) => sender.try_send(msg),
+            None => Err(TrySendError::Closed(msg)),
+        }
+    }
+
+    /// Lets go of the bridge once the shard has stopped: when every shard
+    /// has, the bridge flushes what they published and ends.
+    pub fn close(&self) {
+        self.to_bridge.borrow_mut().take();
+        self.pending.borrow_mut().clear();
+    }
+
     /// Records that this shard gained or lost its subscribers on `channel`.
     pub fn interest(&self, channel: &str, interested: bool) {
         self.pending.borrow_mut().insert(channel.into(), interested);
@@ -126,7 +141,7 @@ impl ClusterLink {
                 channel: channel.clone(),
                 interested: *interested,
             };
-            match self.to_bridge.try_send(msg) {
+            match self.try_send(msg) {
                 Ok(()) => false,
                 Err(TrySendError::Full(_)) => {
                     full = true;

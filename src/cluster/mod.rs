@@ -23,7 +23,7 @@ use std::fmt::Write;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_nats::ServerAddr;
 
@@ -195,9 +195,25 @@ impl ClusterStats {
     }
 }
 
-/// Starts the bridge thread for `shards` shards; returns each shard's
-/// parts, in shard order, for [`ClusterLink::new`].
-pub fn start(config: ClusterConfig, shards: usize) -> std::io::Result<Vec<LinkParts>> {
+/// A running bridge thread.
+#[derive(Debug)]
+pub struct Bridge(std::thread::JoinHandle<()>);
+
+impl Bridge {
+    /// After the shards stopped (dropping their links), waits up to
+    /// `timeout` for the bridge to flush what they published to NATS, so
+    /// messages sent just before a stop still reach the other nodes.
+    pub fn wait_stopped(self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.0.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+/// Starts the bridge thread for `shards` shards; returns it and each
+/// shard's parts, in shard order, for [`ClusterLink::new`].
+pub fn start(config: ClusterConfig, shards: usize) -> std::io::Result<(Bridge, Vec<LinkParts>)> {
     let servers = config
         .servers
         .iter()
@@ -219,8 +235,8 @@ pub fn start(config: ClusterConfig, shards: usize) -> std::io::Result<Vec<LinkPa
         });
     }
     drop(to_bridge);
-    bridge::spawn(config, servers, queue, inboxes, stats)?;
-    Ok(parts)
+    let thread = bridge::spawn(config, servers, queue, inboxes, stats)?;
+    Ok((Bridge(thread), parts))
 }
 
 #[cfg(test)]
