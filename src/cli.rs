@@ -7,6 +7,7 @@ use std::time::Duration;
 use argh::FromArgs;
 
 use crate::admin::auth::{load_token, TOKEN_ENV};
+use crate::cluster::ClusterConfig;
 use crate::config::{self, Config, MAX_SHARDS};
 
 /// EaseChat Nexus: a thread-per-core WebSocket channel message exchange.
@@ -124,6 +125,14 @@ pub struct Args {
     /// open admin connections allowed; more are closed at once (default 64)
     #[argh(option, default = "crate::admin::DEFAULT_MAX_CONNECTIONS")]
     pub admin_max_connections: usize,
+    /// join a cluster through this NATS server, e.g. nats://127.0.0.1:4222
+    /// (repeatable or comma-separated: any of them will do)
+    #[argh(option)]
+    pub nats: Vec<String>,
+
+    /// this node's id in the cluster (default: host, pid and start time)
+    #[argh(option)]
+    pub node_id: Option<String>,
 
     /// log filter, overriding RUST_LOG (error, warn, info, debug, trace)
     #[argh(option)]
@@ -207,6 +216,11 @@ impl Args {
         )? as u64);
         config.lame_duck_duration = seconds("--lame-duck-duration", self.lame_duck_duration)?;
         config.lame_duck_grace = seconds("--lame-duck-grace", self.lame_duck_grace)?;
+        config.cluster = match (self.nats.is_empty(), self.node_id) {
+            (true, None) => None,
+            (true, Some(_)) => return Err("--node-id needs --nats".into()),
+            (false, node_id) => Some(ClusterConfig::from_flags(&self.nats, node_id)?),
+        };
         Ok(config)
     }
 }
@@ -299,6 +313,31 @@ mod tests {
             .unwrap();
         assert_eq!(config.listen.port(), 16500);
         assert_eq!(config.cores, vec![0]);
+    }
+
+    #[test]
+    fn nats_flags_make_a_cluster_config() {
+        let config = args(&["--nats", "nats://127.0.0.1:4222,nats://127.0.0.1:4223"])
+            .unwrap()
+            .into_config(&[0])
+            .unwrap();
+        let cluster = config.cluster.unwrap();
+        assert_eq!(cluster.servers.len(), 2);
+        assert!(!cluster.node_id.is_empty());
+        let none = args(&[]).unwrap().into_config(&[0]).unwrap();
+        assert!(none.cluster.is_none());
+        assert!(args(&["--node-id", "a"])
+            .unwrap()
+            .into_config(&[0])
+            .is_err());
+        assert!(args(&["--nats", "nats://h:1", "--node-id", "a b"])
+            .unwrap()
+            .into_config(&[0])
+            .is_err());
+        assert!(args(&["--nats", "nats://h:notaport"])
+            .unwrap()
+            .into_config(&[0])
+            .is_err());
     }
 
     #[test]

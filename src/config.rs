@@ -109,6 +109,8 @@ pub struct Config {
     /// A drain waits this long after leaving the listen group before its
     /// first close (load balancers see `/healthz` 503 meanwhile).
     pub lame_duck_grace: Duration,
+    /// The cluster bridge (`--nats`), if this node joins a cluster.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 impl Config {
@@ -138,6 +140,7 @@ impl Config {
             max_connections_per_ip: 0,
             lame_duck_duration: DEFAULT_LAME_DUCK_DURATION,
             lame_duck_grace: DEFAULT_LAME_DUCK_GRACE,
+            cluster: None,
         }
     }
 }

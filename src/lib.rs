@@ -33,12 +33,15 @@
 //! The blocking client library, the SQLite recorder and the `easechat`
 //! command live in the `easechat` crate (`client/`), so this crate and its
 //! binary do not link SQLite.
+//! - [`cluster`] joins several nexus processes through NATS (`--nats`): a
+//!   bridge thread beside the shards carries publishes between nodes.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod admin;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod console;
 pub mod drain;

@@ -92,7 +92,10 @@ fn install_panic_policy() {
 fn init_logging(flag: Option<&str>) {
     let filter = match flag {
         Some(directive) => EnvFilter::new(directive),
-        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        // The NATS client logs every reconnect attempt at info; the cluster
+        // bridge logs one line per outage instead.
+        None => EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| EnvFilter::new("info,async_nats=warn")),
     };
     // A log line that cannot be written (standard error closed or its
     // reader gone) is dropped: it must never take the nexus down.

@@ -7,7 +7,7 @@
 
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
@@ -19,6 +19,7 @@ use shards::{launch, with_timeout, LaunchError, RuntimeConfig, Shard};
 use tracing::{error, info, warn};
 
 use crate::admin::{self, routes::App};
+use crate::cluster::{self, ClusterLink, LinkParts};
 use crate::config::Config;
 use crate::console::{self, Control, DEFAULT_STOP_REASON};
 use crate::drain;
@@ -31,6 +32,8 @@ use crate::shard::{Admission, ShardState};
 const PURGE_INTERVAL: Duration = Duration::from_millis(250);
 /// How long a stopping shard waits for its sessions to close.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a stopped nexus waits for the cluster bridge to flush.
+const BRIDGE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 /// Pause after an accept error (e.g. out of file descriptors) before retrying.
 pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// Files the process needs beside its client connections: listeners, the
@@ -55,6 +58,9 @@ pub enum RunError {
     /// The admin console's thread could not start.
     #[error("cannot start the admin console: {0}")]
     AdminThread(std::io::Error),
+    /// The cluster bridge could not start.
+    #[error("cannot start the cluster bridge: {0}")]
+    Cluster(std::io::Error),
     /// A shard thread panicked.
     #[error("shard {0} panicked; see the log above")]
     ShardPanicked(usize),
@@ -91,8 +97,19 @@ pub fn run(
     let admin_token = config.admin_token.clone();
     let admin_max_connections = config.admin_max_connections;
     let admission = Admission::new(config.max_connections, config.max_connections_per_ip);
+    // One link per shard, taken by each shard at start-up; the mutex is
+    // touched only then.
+    let (bridge, cluster_links) = match config.cluster.clone() {
+        Some(cluster) => {
+            let (bridge, parts) =
+                cluster::start(cluster, config.cores.len()).map_err(RunError::Cluster)?;
+            (Some(bridge), parts.into_iter().map(Some).collect())
+        }
+        None => (None, Vec::new()),
+    };
+    let cluster_links = Arc::new(Mutex::new(cluster_links));
     let running = launch(&runtime, move |shard: Shard<ShardMsg>| {
-        shard_main(shard, config, control, admission)
+        shard_main(shard, config, control, admission, cluster_links)
     })?;
     let admin_thread = match admin_listener {
         Some(listener) => {
@@ -116,6 +133,9 @@ pub fn run(
         if let Err(shard) = result {
             return Err(RunError::ShardPanicked(shard));
         }
+    }
+    if let Some(bridge) = bridge {
+        bridge.wait_stopped(BRIDGE_FLUSH_TIMEOUT);
     }
     Ok(())
 }
@@ -147,17 +167,20 @@ async fn shard_main(
     config: Config,
     control: Receiver<Control>,
     admission: Admission,
+    cluster_links: Arc<Mutex<Vec<Option<LinkParts>>>>,
 ) {
     let inbound = shard.rings.take_inbound();
     let id = shard.id();
     let listener = shard.listener;
     let budget = config.max_ring_backlog_bytes;
-    let state = Rc::new(ShardState::new(
+    let mut state = ShardState::new(
         shard.core,
         config,
         Router::new(shard.rings, budget),
         admission,
-    ));
+    );
+    state.cluster = cluster_link(&cluster_links, id);
+    let state = Rc::new(state);
     info!(shard = id, core = shard.core, "shard started");
     for (from, ring) in inbound {
         let handler = state.clone();
@@ -173,6 +196,9 @@ async fn shard_main(
         .detach();
     }
     glommio::spawn_local(purge_loop(state.clone())).detach();
+    if state.cluster.is_some() {
+        glommio::spawn_local(cluster::serve(state.clone())).detach();
+    }
     glommio::spawn_local(keepalive_loop(state.clone())).detach();
     glommio::spawn_local(drain::run(state.clone())).detach();
     if id == 0 {
@@ -199,7 +225,16 @@ async fn shard_main(
     {
         warn!(shard = id, "some connections did not close in time");
     }
+    if let Some(cluster) = &state.cluster {
+        cluster.close();
+    }
     info!(shard = id, "shard stopped");
+}
+
+/// Shard `id`'s link to the cluster bridge, if `--nats` is on.
+fn cluster_link(links: &Mutex<Vec<Option<LinkParts>>>, id: usize) -> Option<ClusterLink> {
+    let parts = links.lock().ok()?.get_mut(id)?.take()?;
+    Some(ClusterLink::new(parts))
 }
 
 /// Accepts until the nexus stops or drains; then the listener leaves the

@@ -45,6 +45,10 @@ struct Args {
     /// nexus URL (default ws://127.0.0.1:6500)
     #[argh(option, default = "String::from(\"ws://127.0.0.1:6500\")")]
     url: String,
+    /// where the publishing clients connect instead of --url (a cluster
+    /// run: publish on one node, subscribe on another)
+    #[argh(option)]
+    publish_url: Option<String>,
     /// subscribing clients, publishers included (default 350)
     #[argh(option, default = "350")]
     clients: usize,
@@ -101,6 +105,8 @@ struct Plan {
     addr: SocketAddr,
     host_port: String,
     path: String,
+    /// Where publishers connect: `--publish-url`, else the same as above.
+    publish_target: (SocketAddr, String, String),
     prefix: String,
     /// Subscribers per channel.
     subscribers_on: Vec<u64>,
@@ -147,19 +153,11 @@ fn run(args: Args) -> Result<(), String> {
     {
         return Err("need clients >= 1, channels >= 1, threads >= 1, publishers <= clients".into());
     }
-    let rest = args
-        .url
-        .strip_prefix("ws://")
-        .ok_or("--url must start with ws://")?;
-    let (host_port, path) = match rest.find('/') {
-        Some(i) => (rest[..i].to_string(), rest[i..].to_string()),
-        None => (rest.to_string(), "/".to_string()),
+    let (addr, host_port, path) = parse_url(&args.url)?;
+    let publish_target = match &args.publish_url {
+        Some(url) => parse_url(url)?,
+        None => (addr, host_port.clone(), path.clone()),
     };
-    let addr = host_port
-        .to_socket_addrs()
-        .map_err(|e| format!("{host_port}: {e}"))?
-        .next()
-        .ok_or("no address")?;
     let mut subscribers_on = vec![0u64; args.channels];
     for i in 0..args.clients {
         subscribers_on[i % args.channels] += 1;
@@ -168,6 +166,7 @@ fn run(args: Args) -> Result<(), String> {
         addr,
         host_port,
         path,
+        publish_target,
         prefix: args
             .name_prefix
             .clone()
@@ -284,6 +283,23 @@ fn run(args: Args) -> Result<(), String> {
         std::process::exit(1);
     }
     Ok(())
+}
+
+/// `ws://host:port/path` into the address, `host:port` and path.
+fn parse_url(url: &str) -> Result<(SocketAddr, String, String), String> {
+    let rest = url
+        .strip_prefix("ws://")
+        .ok_or(format!("{url}: a URL must start with ws://"))?;
+    let (host_port, path) = match rest.find('/') {
+        Some(i) => (rest[..i].to_string(), rest[i..].to_string()),
+        None => (rest.to_string(), "/".to_string()),
+    };
+    let addr = host_port
+        .to_socket_addrs()
+        .map_err(|e| format!("{host_port}: {e}"))?
+        .next()
+        .ok_or("no address")?;
+    Ok((addr, host_port, path))
 }
 
 fn sleep_until(shared: &Shared, ns: u64) {
@@ -409,11 +425,18 @@ async fn connect(
     plan: &Plan,
     index: usize,
 ) -> Result<(OwnedReadHalf, OwnedWriteHalf, Vec<u8>), String> {
-    let mut tcp = TcpStream::connect(plan.addr)
-        .await
-        .map_err(|e| e.to_string())?;
+    let (addr, host_port, path) = if index < plan.args.publishers {
+        (
+            plan.publish_target.0,
+            &plan.publish_target.1,
+            &plan.publish_target.2,
+        )
+    } else {
+        (plan.addr, &plan.host_port, &plan.path)
+    };
+    let mut tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
     tcp.set_nodelay(true).map_err(|e| e.to_string())?;
-    tcp.write_all(&ws::upgrade_request(&plan.host_port, &plan.path))
+    tcp.write_all(&ws::upgrade_request(host_port, path))
         .await
         .map_err(|e| e.to_string())?;
     let mut response = Vec::new();

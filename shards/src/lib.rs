@@ -16,9 +16,11 @@
 //!   per-peer backlogs, a byte budget per peer, per-sender waiting, and the
 //!   drain loop.
 //! - [`asks`] asks every shard a question and gathers the answers.
+//! - [`doorbell`] lets a foreign thread wake a task on a shard.
 //! - [`runtime`] ties them together: [`launch`] runs one future per shard.
 
 pub mod asks;
+pub mod doorbell;
 pub mod links;
 pub mod listener;
 pub mod preflight;

@@ -66,6 +66,8 @@ pub struct StatsReply {
     pub stopping: bool,
     /// True once a lame-duck drain started (`/healthz` answers 503).
     pub draining: bool,
+    /// The cluster bridge's counters in Prometheus text, with `--nats`.
+    pub cluster: Option<String>,
     /// Shards in the nexus.
     pub nr_shards: usize,
 }
@@ -130,6 +132,10 @@ pub async fn answer(shard: Rc<ShardState>, request: AdminRequest) {
                 complete,
                 stopping: shard.shutdown.reason().is_some(),
                 draining: shard.draining.reason().is_some(),
+                cluster: shard
+                    .cluster
+                    .as_ref()
+                    .map(|c| c.stats().render_prometheus()),
                 nr_shards: shard.router.nr_shards(),
             });
         }

@@ -156,7 +156,7 @@ async fn metrics(State(app): State<App>) -> Response {
     match app.stats(SCRAPE_TIMEOUT).await {
         Some(reply) => (
             [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-            render_prometheus(&reply.shards),
+            render_prometheus(&reply.shards) + reply.cluster.as_deref().unwrap_or(""),
         )
             .into_response(),
         None => unavailable(),

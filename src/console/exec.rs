@@ -54,6 +54,9 @@ async fn run(shard: &Rc<ShardState>, cmd: Command) {
             let (snapshots, complete) = shard.gather_stats(ANSWER_TIMEOUT).await;
             warn_if_incomplete(complete);
             print(&render_console(&snapshots));
+            if let Some(cluster) = &shard.cluster {
+                print(&cluster.stats().render_console());
+            }
         }
         Command::List(None) => {
             let answers = gather(shard, Query::Summary).await;

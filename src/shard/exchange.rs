@@ -46,7 +46,7 @@ impl ShardState {
         if ttl.is_zero() {
             let emptied = self.index.borrow_mut().unsubscribe(conn.id, channel);
             if emptied {
-                self.router.set_local_interest(&Rc::from(channel), false);
+                self.set_local_interest(&Rc::from(channel), false);
             }
             return Ok(());
         }
@@ -67,11 +67,22 @@ impl ShardState {
             index.subscribe(conn.id, channel, expires, conn.clone())
         };
         if outcome == Subscribed::FirstOnShard {
-            if let Some(key) = self.index.borrow().channel_key(channel) {
-                self.router.set_local_interest(&key, true);
+            let key = self.index.borrow().channel_key(channel);
+            if let Some(key) = key {
+                self.set_local_interest(&key, true);
             }
         }
         Ok(())
+    }
+
+    /// Records that this shard gained (true) or lost (false) its
+    /// subscribers on `channel`: the other shards and the cluster bridge
+    /// are told.
+    pub fn set_local_interest(&self, channel: &Rc<str>, interested: bool) {
+        self.router.set_local_interest(channel, interested);
+        if let Some(cluster) = &self.cluster {
+            cluster.interest(channel, interested);
+        }
     }
 
     /// Whether a `1c` of `conn` on `channel` with this TTL would change
@@ -112,10 +123,14 @@ impl ShardState {
 
     /// Publishes `text` on `channel` as `sender`: encodes the `1r` frame
     /// once, queues it to local subscribers and forwards it to the shards
-    /// that listen to the channel. Never waits; callers that must respect
+    /// that listen to the channel, and to the cluster bridge when `--nats`
+    /// is on. Never waits; callers that must respect
     /// the other shards' budget wait for [`crate::router::Router::room`] first.
     pub fn publish(&self, sender: &str, channel: &str, text: &str) {
         self.stats.add(Metric::Publishes, 1);
+        if let Some(cluster) = &self.cluster {
+            cluster.publish(sender, channel, text);
+        }
         let remote = self.router.interested_shards(channel);
         let local = self.index.borrow().has_channel(channel);
         if remote == 0 && !local {

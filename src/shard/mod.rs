@@ -22,6 +22,7 @@ use std::rc::Rc;
 use glommio::sync::Gate;
 use shards::Asks;
 
+use crate::cluster::ClusterLink;
 use crate::config::Config;
 use crate::router::Router;
 use crate::shutdown::ShutdownSignal;
@@ -69,6 +70,8 @@ pub struct ShardState {
     partial_bytes: Cell<usize>,
     /// Connections whose reading waits for room toward other shards.
     paused: Cell<usize>,
+    /// This shard's handle on the cluster bridge, when `--nats` is on.
+    pub cluster: Option<ClusterLink>,
 }
 
 impl ShardState {
@@ -91,6 +94,7 @@ impl ShardState {
             asks: Asks::default(),
             partial_bytes: Cell::new(0),
             paused: Cell::new(0),
+            cluster: None,
         }
     }
 
@@ -118,7 +122,7 @@ impl ShardState {
         self.connections.borrow_mut().remove(&conn.id);
         let emptied = self.index.borrow_mut().remove_connection(conn.id);
         for channel in emptied {
-            self.router.set_local_interest(&channel, false);
+            self.set_local_interest(&channel, false);
         }
     }
 

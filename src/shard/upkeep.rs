@@ -52,7 +52,7 @@ impl ShardState {
                 channel = &*channel,
                 "last subscription expired"
             );
-            self.router.set_local_interest(&channel, false);
+            self.set_local_interest(&channel, false);
         }
     }
 

@@ -1,0 +1,85 @@
+//! The bridge's way into a shard: a bounded queue plus a doorbell.
+//!
+//! The bridge thread pushes [`Remote`] messages without waiting; a full
+//! queue (a shard far behind) drops the message and counts it. The
+//! doorbell is rung only when the push made the queue non-empty, so a
+//! busy shard is not woken once per message: the shard drains the whole
+//! queue each time it wakes and only then waits on the doorbell again.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use shards::doorbell::{doorbell, Bell, Ringer};
+use tracing::warn;
+
+use super::wire::Remote;
+use super::ClusterStats;
+
+/// Messages from NATS one shard may have waiting.
+pub const INBOX_CAPACITY: usize = 16 * 1024;
+
+/// The bridge's side of one shard's inbox.
+#[derive(Debug)]
+pub struct ShardInbox {
+    shard: usize,
+    queue: Sender<Arc<Remote>>,
+    ringer: Ringer,
+    /// Set while messages are being dropped, for one log line per episode.
+    overflowing: AtomicBool,
+}
+
+/// The shard's side of its inbox, sent to the shard's thread.
+#[derive(Debug)]
+pub struct InboxReceiver {
+    /// Messages from NATS, in arrival order.
+    pub queue: Receiver<Arc<Remote>>,
+    /// Rung when the queue became non-empty.
+    pub bell: Bell,
+}
+
+/// A new inbox for `shard`.
+pub fn inbox(shard: usize) -> std::io::Result<(ShardInbox, InboxReceiver)> {
+    let (ringer, bell) = doorbell()?;
+    let (tx, rx) = crossbeam_channel::bounded(INBOX_CAPACITY);
+    Ok((
+        ShardInbox {
+            shard,
+            queue: tx,
+            ringer,
+            overflowing: AtomicBool::new(false),
+        },
+        InboxReceiver { queue: rx, bell },
+    ))
+}
+
+impl ShardInbox {
+    /// Queues `msg` for the shard, or drops and counts it if the queue is full.
+    pub fn push(&self, msg: Arc<Remote>, stats: &ClusterStats) {
+        match self.queue.try_send(msg) {
+            Ok(()) => {
+                // Length 1 right after our push: the queue was empty, so the
+                // shard may be asleep on the doorbell. Longer: a message
+                // was already waiting and the shard drains us with it.
+                if self.queue.len() <= 1 {
+                    self.ringer.ring();
+                }
+                if self.overflowing.swap(false, Ordering::Relaxed) {
+                    warn!(shard = self.shard, "cluster inbox has room again");
+                }
+            }
+            Err(TrySendError::Full(_)) => {
+                stats.count_dropped(1);
+                if !self.overflowing.swap(true, Ordering::Relaxed) {
+                    warn!(
+                        shard = self.shard,
+                        capacity = INBOX_CAPACITY,
+                        "cluster inbox full: dropping messages from other nodes for this shard"
+                    );
+                }
+            }
+            // The shard stopped: nothing to deliver.
+            Err(TrySendError::Disconnected(_)) => {}
+        }
+    }
+}
