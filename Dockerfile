@@ -13,6 +13,8 @@ FROM rust:1-bookworm AS builder
 RUN apt-get update && apt-get install -y --no-install-recommends git && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
+# glommio 0.9.0 with one executor fix (vendor/README.md).
+COPY vendor vendor
 COPY shards/Cargo.toml shards/Cargo.toml
 COPY protocol/Cargo.toml protocol/Cargo.toml
 # The client crate is a workspace member the nexus does not use (its
