@@ -2,7 +2,8 @@
 # Issue 10, row 9: start the nexus with many shards, SIGTERM it a few seconds
 # later, repeat; a run that has not exited within --hang seconds is a hang.
 # For each hang the threads are captured (top -H, /proc/PID/task/*/stat and,
-# if gdb is installed, every thread's backtrace) before SIGKILL.
+# for the first three hangs if gdb is installed, every thread's backtrace)
+# before SIGKILL.
 #
 #   scripts/sigterm-cycles.sh                      # 100 cycles at --cores 16
 #   scripts/sigterm-cycles.sh --cycles 20 --cores 8 --wait 3 --hang 15
@@ -24,7 +25,7 @@ while [ $# -gt 0 ]; do
     --wait) wait_s="$2"; shift 2 ;;
     --hang) hang_s="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -71,7 +72,7 @@ for i in $(seq 1 "$cycles"); do
       echo "## shard lines in the log"; grep -E "shard (started|stopping|stopped)" "$log" || true
       echo "## top -H"; top -H -b -n 1 -p "$pid" 2>&1 | head -40 || true
       echo "## /proc/$pid/task/*/stat"; for t in /proc/"$pid"/task/*; do cat "$t/comm" "$t/stat" 2>/dev/null | tr '\n' ' '; echo; done
-      if command -v gdb > /dev/null; then
+      if [ "$hangs" -le 3 ] && command -v gdb > /dev/null; then
         echo "## gdb thread apply all bt"
         timeout 120 gdb -p "$pid" -batch -ex "thread apply all bt" 2>&1 | grep -v "^\[New LWP" | head -400 || true
       fi

@@ -105,7 +105,11 @@ fn read_close(stream: &mut TcpStream, wait: Duration) -> Option<u16> {
         match stream.read(&mut chunk) {
             Ok(0) => break,
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
             Err(_) => break,
         }
         // Server frames are unmasked; close frames here are short.
@@ -113,7 +117,9 @@ fn read_close(stream: &mut TcpStream, wait: Duration) -> Option<u16> {
         while at + 2 <= buf.len() {
             let len = (buf[at + 1] & 0x7f) as usize;
             let (len, head) = match len {
-                126 if at + 4 <= buf.len() => (u16::from_be_bytes([buf[at + 2], buf[at + 3]]) as usize, 4),
+                126 if at + 4 <= buf.len() => {
+                    (u16::from_be_bytes([buf[at + 2], buf[at + 3]]) as usize, 4)
+                }
                 126 | 127 => break,
                 n => (n, 2),
             };
@@ -201,7 +207,10 @@ impl HealthWatch {
     fn assert_always_ok(self) {
         self.stop.store(true, Ordering::Relaxed);
         let bad = self.handle.join().unwrap();
-        assert!(bad.is_empty(), "/healthz answers that were not 200: {bad:?}");
+        assert!(
+            bad.is_empty(),
+            "/healthz answers that were not 200: {bad:?}"
+        );
     }
 }
 
@@ -257,11 +266,15 @@ impl Bystander {
                     }
                     match sub.next_within(Duration::from_millis(100)) {
                         Some(Event::Text(t)) => {
-                            let Some(micros) = t.rsplit("m:").next().and_then(|m| m.parse::<u64>().ok()) else {
+                            let Some(micros) =
+                                t.rsplit("m:").next().and_then(|m| m.parse::<u64>().ok())
+                            else {
                                 continue;
                             };
                             received += 1;
-                            let latency = origin.elapsed().saturating_sub(Duration::from_micros(micros));
+                            let latency = origin
+                                .elapsed()
+                                .saturating_sub(Duration::from_micros(micros));
                             worst = worst.max(latency);
                         }
                         Some(Event::Closed(code, reason)) => {
@@ -310,7 +323,12 @@ impl Bench {
         let mut nexus = Nexus::start(&args);
         let metrics = nexus.metrics_addr();
         let bystanders = (0..2)
-            .map(|shard| (shard, Bystander::start(&mut nexus, shard, &format!("s{shard}"))))
+            .map(|shard| {
+                (
+                    shard,
+                    Bystander::start(&mut nexus, shard, &format!("s{shard}")),
+                )
+            })
             .collect();
         let rss_before = nexus.rss_kib() as f64 / 1024.0;
         Bench {
@@ -326,6 +344,7 @@ impl Bench {
     /// returns the RSS growth in MiB.
     fn finish(self) -> (Nexus, f64) {
         let peak = self.rss.finish();
+        eprintln!("nexus RSS {:.0} → peak {peak:.0} MiB", self.rss_before);
         for (shard, b) in self.bystanders {
             b.assert_served(&format!("shard {shard}"));
         }
@@ -336,7 +355,11 @@ impl Bench {
 
 /// Writes `batch` again and again for `how_long` (or until the nexus stops
 /// reading or closes); returns the socket.
-fn flood(mut stream: TcpStream, how_long: Duration, mut batch: impl FnMut(&mut Vec<u8>)) -> TcpStream {
+fn flood(
+    mut stream: TcpStream,
+    how_long: Duration,
+    mut batch: impl FnMut(&mut Vec<u8>),
+) -> TcpStream {
     stream
         .set_write_timeout(Some(Duration::from_millis(500)))
         .unwrap();
@@ -347,7 +370,11 @@ fn flood(mut stream: TcpStream, how_long: Duration, mut batch: impl FnMut(&mut V
         batch(&mut buf);
         match stream.write_all(&buf) {
             Ok(()) => {}
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
             Err(_) => break,
         }
     }
@@ -358,7 +385,8 @@ fn flood(mut stream: TcpStream, how_long: Duration, mut batch: impl FnMut(&mut V
 fn raw_on_shard(nexus: &mut Nexus, name: &str, shard: usize) -> TcpStream {
     for _ in 0..64 {
         let mut s = raw_client(nexus.addr);
-        s.write_all(&frame(&format!("1h|{}|{name}", name.len()))).unwrap();
+        s.write_all(&frame(&format!("1h|{}|{name}", name.len())))
+            .unwrap();
         if nexus.shard_of(s.local_addr().unwrap()) == shard {
             return s;
         }
@@ -373,18 +401,31 @@ fn subscribe_unsubscribe_churn_keeps_memory_and_neighbours_in_bounds() {
     let mut bench = Bench::start(&[]);
     let name = padded("churner-", 1024);
     let abuser = raw_on_shard(&mut bench.nexus, &name, 0);
+    // One subscribe + unsubscribe pair; a fixed-width counter in the
+    // channel name is patched in place so the test process is not the
+    // bottleneck (a debug build).
+    let channel = padded("churn-0000000000-", 1024);
+    let mut pair = frame(&format!("1c|1024|{channel}|600|0"));
+    let second = pair.len();
+    pair.extend(frame(&format!("1c|1024|{channel}|0|0")));
+    let digits = |frame_start: usize| frame_start + 4 + 4 + "1c|1024|churn-".len();
+    let (d1, d2) = (digits(0), digits(second));
     let mut i = 0u64;
     let abuser = flood(abuser, ABUSE, |b| {
-        for _ in 0..16 {
-            let channel = padded(&format!("churn-{i}-"), 1024);
-            b.extend(frame(&format!("1c|1024|{channel}|600|0")));
-            b.extend(frame(&format!("1c|1024|{channel}|0|0")));
+        for _ in 0..64 {
+            let n = format!("{i:010}");
+            pair[d1..d1 + 10].copy_from_slice(n.as_bytes());
+            pair[d2..d2 + 10].copy_from_slice(n.as_bytes());
+            b.extend_from_slice(&pair);
             i += 1;
         }
     });
     let (_nexus, growth) = bench.finish();
     drop(abuser);
-    assert!(growth < 64.0, "churn of {i} channels grew RSS by {growth:.0} MiB");
+    assert!(
+        growth < 64.0,
+        "churn of {i} channels grew RSS by {growth:.0} MiB"
+    );
 }
 
 // Row 2.
@@ -542,7 +583,10 @@ fn partial_input_has_a_shard_wide_budget() {
         .map(|s| read_close(s, Duration::from_secs(3)))
         .filter(Option::is_some)
         .count();
-    assert!(closed >= 4, "only {closed} of 8 connections over the budget were closed");
+    assert!(
+        closed >= 4,
+        "only {closed} of 8 connections over the budget were closed"
+    );
 }
 
 // Row 6.
@@ -567,7 +611,10 @@ fn subscription_names_have_a_shard_wide_budget() {
         .map(|s| read_close(s, Duration::from_secs(3)))
         .collect();
     let (_nexus, growth) = bench.finish();
-    assert!(codes.contains(&Some(1008)), "no connection over the budget closed: {codes:?}");
+    assert!(
+        codes.contains(&Some(1008)),
+        "no connection over the budget closed: {codes:?}"
+    );
     assert!(growth < 64.0, "RSS grew by {growth:.0} MiB");
 }
 
@@ -586,22 +633,36 @@ fn connections_per_address_are_capped_with_503() {
 #[test]
 #[ignore = "needs isolation fixes (issue 10)"]
 fn clients_past_the_file_limit_get_503_not_silence() {
-    let mut nexus = Nexus::start_wrapped(&["prlimit", "--nofile=128:", "--"], "127.0.0.1:0", &[
-        "--max-connections",
-        "20000",
-    ]);
+    let mut nexus = Nexus::start_wrapped(
+        &["prlimit", "--nofile=128:", "--"],
+        "127.0.0.1:0",
+        &["--max-connections", "20000"],
+    );
     let mut held = Vec::new();
     let mut silent = 0;
     for _ in 0..200 {
-        match raw_upgrade(nexus.addr, Duration::from_secs(3)) {
+        match raw_upgrade(nexus.addr, Duration::from_secs(2)) {
             (Some(101 | 503), Some(s)) => held.push(s),
             _ => silent += 1,
         }
+        // Fail fast: each silent attempt costs the whole wait.
+        if silent >= 3 {
+            break;
+        }
     }
-    assert_eq!(silent, 0, "{silent} of 200 connections got no answer");
+    assert_eq!(
+        silent,
+        0,
+        "{silent} connections got no answer after {} were answered",
+        held.len()
+    );
     // Collect the log so far, then count accept failures.
     let _ = nexus.wait_log(|l| l.contains("listening addr="));
-    let floods = nexus.log.iter().filter(|l| l.contains("accept failed")).count();
+    let floods = nexus
+        .log
+        .iter()
+        .filter(|l| l.contains("accept failed"))
+        .count();
     assert!(floods <= 10, "{floods} \"accept failed\" log lines");
 }
 
@@ -609,10 +670,11 @@ fn clients_past_the_file_limit_get_503_not_silence() {
 #[test]
 #[ignore = "needs isolation fixes (issue 10)"]
 fn idle_admin_sockets_do_not_lock_clients_out() {
-    let mut nexus = Nexus::start_wrapped(&["prlimit", "--nofile=256:", "--"], "127.0.0.1:0", &[
-        "--metrics",
+    let mut nexus = Nexus::start_wrapped(
+        &["prlimit", "--nofile=256:", "--"],
         "127.0.0.1:0",
-    ]);
+        &["--metrics", "127.0.0.1:0"],
+    );
     let metrics = nexus.metrics_addr();
     let idle: Vec<TcpStream> = (0..300)
         .filter_map(|_| TcpStream::connect_timeout(&metrics, Duration::from_secs(1)).ok())
@@ -620,7 +682,12 @@ fn idle_admin_sockets_do_not_lock_clients_out() {
     thread::sleep(Duration::from_millis(200));
     let started = Instant::now();
     let (status, _) = raw_upgrade(nexus.addr, Duration::from_secs(3));
-    assert_eq!(status, Some(101), "a client after {} idle admin sockets", idle.len());
+    assert_eq!(
+        status,
+        Some(101),
+        "a client after {} idle admin sockets",
+        idle.len()
+    );
     assert!(started.elapsed() < Duration::from_secs(3));
     let mut a = Client::named(&nexus, "a");
     a.subscribe("late");
@@ -634,7 +701,12 @@ fn idle_admin_sockets_do_not_lock_clients_out() {
 #[test]
 #[ignore = "needs isolation fixes (issue 10)"]
 fn ring_backlog_and_paused_connections_are_exported() {
-    let mut nexus = Nexus::start(&["--metrics", "127.0.0.1:0", "--max-ring-backlog-bytes", "1048576"]);
+    let mut nexus = Nexus::start(&[
+        "--metrics",
+        "127.0.0.1:0",
+        "--max-ring-backlog-bytes",
+        "1048576",
+    ]);
     let metrics = nexus.metrics_addr();
     let mut stream = TcpStream::connect(metrics).unwrap();
     stream.set_read_timeout(Some(PATIENCE)).unwrap();
@@ -644,11 +716,16 @@ fn ring_backlog_and_paused_connections_are_exported() {
     let mut body = String::new();
     let _ = stream.read_to_string(&mut body);
     for gauge in ["easechat_ring_backlog_bytes", "easechat_paused_connections"] {
-        assert!(body.contains(gauge), "{gauge} missing from /metrics:\n{body}");
+        assert!(
+            body.contains(gauge),
+            "{gauge} missing from /metrics:\n{body}"
+        );
     }
 }
 
 // Row 9, CI-sized: a few start → SIGTERM cycles with more shards than cores.
+// The hang is intermittent today (a few percent of runs), so this passes
+// most of the time before the fix too; ignored until the fix lands.
 #[test]
 #[ignore = "needs isolation fixes (issue 10)"]
 fn sigterm_soon_after_start_always_stops_with_many_shards() {

@@ -83,9 +83,10 @@ pub async fn flood(
 /// Sends `head` once, then one byte every 2 s until `until` or the end.
 pub async fn trickle(conn: Conn, until: Instant, head: Vec<u8>) -> Report {
     let local = conn.local;
-    let reader = tokio::task::spawn_local(async move {
-        client::drain(conn.read, conn.pending, until).await.0
-    });
+    let reader =
+        tokio::task::spawn_local(
+            async move { client::drain(conn.read, conn.pending, until).await.0 },
+        );
     let mut write = conn.write;
     let mut sent = 0u64;
     if write.write_all(&head).await.is_ok() {
@@ -144,7 +145,11 @@ pub fn summarise(target: &Target, reports: &[Report]) -> Summary {
             paused += 1;
         }
     }
-    let max_stall = reports.iter().map(|r| r.max_stall).max().unwrap_or_default();
+    let max_stall = reports
+        .iter()
+        .map(|r| r.max_stall)
+        .max()
+        .unwrap_or_default();
     let mut parts = Vec::new();
     for (code, k) in &codes {
         parts.push(format!("{k}/{n} closed {code}"));

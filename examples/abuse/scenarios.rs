@@ -59,7 +59,11 @@ impl Ctx {
     /// Starts the bystanders (on `shard` and the other one) and samplers.
     pub fn measure(&self, shard: usize) -> Result<Measuring, String> {
         let same = Probe::start(self.target.clone(), shard, &format!("same-{shard}"))?;
-        let other = Probe::start(self.target.clone(), 1 - shard, &format!("other-{}", 1 - shard))?;
+        let other = Probe::start(
+            self.target.clone(),
+            1 - shard,
+            &format!("other-{}", 1 - shard),
+        )?;
         Ok(Measuring {
             rss_base_kib: nexus::rss_kib(self.pid).unwrap_or(0),
             sampler: Sampler::start(self.pid),
@@ -377,7 +381,8 @@ async fn subscriptions(ctx: &Ctx) -> Result<(Measures, Outcome), String> {
         .enumerate()
         .map(|(i, conn)| {
             let mut batches = Vec::new();
-            let mut first = client::frame(&client::hello(&padded(&format!("abuser-subs-{i}-"), 1024)));
+            let mut first =
+                client::frame(&client::hello(&padded(&format!("abuser-subs-{i}-"), 1024)));
             for k in 0..1024 {
                 let channel = padded(&format!("subs-{i}-{k}-"), 1024);
                 first.extend_from_slice(&client::frame(&client::subscribe(&channel, 3600)));
@@ -539,7 +544,8 @@ async fn admin_idle(ctx: &Ctx) -> Result<(Measures, Outcome), String> {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let handled = worked > 0 && failed == 0;
-    let mut verdict = format!("new WebSocket clients: {worked} got a message through, {failed} failed");
+    let mut verdict =
+        format!("new WebSocket clients: {worked} got a message through, {failed} failed");
     if failed > 0 {
         verdict += &format!(" (last: {why})");
     }

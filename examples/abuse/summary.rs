@@ -69,8 +69,14 @@ impl Line<'_> {
         let probes_ok = |p: &ProbeResult| p.trouble.is_none() && p.sent > 0;
         vec![
             ("rss", mib(m.rss_peak_kib) < RSS_MIB),
-            ("same_p99", probes_ok(&m.same) && m.same.p99_ms <= SAME_P99_MS),
-            ("other_p99", probes_ok(&m.other) && m.other.p99_ms <= OTHER_P99_MS),
+            (
+                "same_p99",
+                probes_ok(&m.same) && m.same.p99_ms <= SAME_P99_MS,
+            ),
+            (
+                "other_p99",
+                probes_ok(&m.other) && m.other.p99_ms <= OTHER_P99_MS,
+            ),
             ("healthz", m.health.all_ok()),
             ("no_loss", m.same.lost() == 0 && m.other.lost() == 0),
             ("abuser", self.outcome.abuser.handled),
