@@ -229,7 +229,9 @@ impl Bystander {
         let mut publisher = nexus.client_on_shard(&format!("pub-{tag}"), shard);
         sub.subscribe(&channel);
         // Same shard: the subscription is in place once a warm-up arrives.
+        let deadline = Instant::now() + PATIENCE;
         loop {
+            assert!(Instant::now() < deadline, "bystander warm-up never arrived");
             publisher.publish(&channel, "warm");
             match sub.next_within(Duration::from_millis(100)) {
                 Some(Event::Text(_)) => break,
@@ -440,7 +442,9 @@ fn bursts_of_small_cross_shard_publishes_are_not_multiplied_in_memory() {
         .collect();
     bench.nexus.wait_log(|l| l.contains("name=\"sink\""));
     // Interest reaches shard 0 once a publish from there comes through.
+    let deadline = Instant::now() + PATIENCE;
     loop {
+        assert!(Instant::now() < deadline, "the sink never got the warm-up");
         abusers[0].write_all(&frame("1t|1|b|4|warm")).unwrap();
         if let Some(Event::Text(_)) = sink.next_within(Duration::from_millis(100)) {
             break;
@@ -481,7 +485,9 @@ fn a_heavy_cross_shard_publisher_leaves_its_neighbours_served() {
     let mut sink = bench.nexus.client_on_shard("sink", 1);
     sink.subscribe("heavy");
     let mut abuser = raw_on_shard(&mut bench.nexus, "heavy", 0);
+    let deadline = Instant::now() + PATIENCE;
     loop {
+        assert!(Instant::now() < deadline, "the sink never got the warm-up");
         abuser.write_all(&frame("1t|5|heavy|4|warm")).unwrap();
         if let Some(Event::Text(_)) = sink.next_within(Duration::from_millis(100)) {
             break;

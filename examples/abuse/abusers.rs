@@ -165,6 +165,12 @@ pub fn summarise(target: &Target, reports: &[Report]) -> Summary {
             "{paused}/{n} paused (writes blocked up to {:.1} s)",
             max_stall.as_secs_f64()
         ));
+    } else if max_stall >= Duration::from_millis(50) {
+        // Slowed but not paused by the 1 s definition: worth seeing.
+        parts.push(format!(
+            "longest write blocked {:.2} s",
+            max_stall.as_secs_f64()
+        ));
     }
     let mut text = parts.join(", ");
     if let Some(line) = logged {

@@ -49,6 +49,10 @@ struct Args {
     /// extra nexus flag (repeatable), e.g. --nexus-arg=--max-partial-bytes
     #[argh(option)]
     nexus_arg: Vec<String>,
+    /// flag that opens the admin listener (default --metrics; the fixes
+    /// may rename it --admin)
+    #[argh(option, default = "String::from(\"--metrics\")")]
+    admin_flag: String,
     /// nexus shards (default 2)
     #[argh(option, default = "2")]
     cores: usize,
@@ -134,6 +138,7 @@ fn run(args: &Args) -> Result<bool, String> {
     let nexus = nexus::Nexus::start(
         &args.nexus,
         args.cores,
+        &args.admin_flag,
         &extra,
         nofile,
         args.log_file.as_deref(),

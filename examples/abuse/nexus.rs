@@ -79,7 +79,7 @@ fn absorb(state: &mut LogState, line: &str) {
         state.accept_failed += 1;
     } else if line.contains("refusing connection") {
         state.refused += 1;
-    } else if line.contains("metrics listening") {
+    } else if line.contains("metrics listening") || line.contains("admin listening") {
         state.metrics = field(line, "addr=").and_then(|a| a.parse().ok());
     } else if line.contains(" listening addr=") {
         state.addr = field(line, "addr=").and_then(|a| a.parse().ok());
@@ -89,12 +89,13 @@ fn absorb(state: &mut LogState, line: &str) {
 }
 
 impl Nexus {
-    /// Starts `bin 127.0.0.1:0 --cores CORES --metrics 127.0.0.1:0 EXTRA…`,
-    /// under `prlimit --nofile=SOFT:` when `nofile` is given, with its log
-    /// copied to `log_file`.
+    /// Starts `bin 127.0.0.1:0 --cores CORES ADMIN_FLAG 127.0.0.1:0 EXTRA…`
+    /// (`admin_flag`: `--metrics` today), under `prlimit --nofile=SOFT:`
+    /// when `nofile` is given, with its log copied to `log_file`.
     pub fn start(
         bin: &str,
         cores: usize,
+        admin_flag: &str,
         extra: &[String],
         nofile: Option<u64>,
         log_file: Option<&str>,
@@ -109,7 +110,7 @@ impl Nexus {
         };
         command
             .args(["127.0.0.1:0", "--cores", &cores.to_string()])
-            .args(["--metrics", "127.0.0.1:0"])
+            .args([admin_flag, "127.0.0.1:0"])
             .args(extra)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
