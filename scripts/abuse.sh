@@ -11,7 +11,8 @@
 #   scripts/abuse.sh --label after            # with the fixes; merged table
 #   scripts/abuse.sh --only churn --only flood --duration 5
 #   scripts/abuse.sh --cycles 20              # fewer SIGTERM cycles (row 9)
-#   scripts/abuse.sh --nexus-arg=--max-partial-bytes=1048576   # extra flag, every scenario
+#   scripts/abuse.sh --nexus-arg --max-partial-bytes --nexus-arg 1048576  # extra nexus flag
+#   scripts/abuse.sh --admin-flag --admin     # if the admin listener's flag is renamed
 #   scripts/abuse.sh --date 2026-11-25        # merge into that day's file
 #
 # Figures taken while the machine is busy (other builds) are noisy: latency
@@ -26,7 +27,8 @@ while [ $# -gt 0 ]; do
     --duration) duration="$2"; shift 2 ;;
     --cycles) cycles="$2"; shift 2 ;;
     --only) only+=("$2"); shift 2 ;;
-    --nexus-arg=*) extra+=("$1"); shift ;;
+    --nexus-arg) extra+=(--nexus-arg "$2"); shift 2 ;;
+    --admin-flag) extra+=(--admin-flag "$2"); shift 2 ;;
     --date) date_tag="$2"; shift 2 ;;
     -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
