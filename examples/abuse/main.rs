@@ -67,7 +67,7 @@ struct Args {
     #[argh(option, default = "64")]
     parallel: usize,
     /// the nexus's soft RLIMIT_NOFILE (default fd-limit 256, admin-idle
-    /// 1024, else inherited)
+    /// 512, else inherited)
     #[argh(option)]
     nofile: Option<u64>,
     /// run label for the table: before or after (default before)
@@ -128,7 +128,7 @@ fn run(args: &Args) -> Result<bool, String> {
     });
     let nofile = args.nofile.or(match args.scenario.as_str() {
         "fd-limit" => Some(256),
-        "admin-idle" => Some(1024),
+        "admin-idle" => Some(512),
         _ => None,
     });
     let mut extra = args.nexus_arg.clone();

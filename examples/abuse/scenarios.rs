@@ -502,6 +502,31 @@ async fn fd_limit(ctx: &Ctx) -> Result<(Measures, Outcome), String> {
 /// must still connect and get a message through.
 async fn admin_idle(ctx: &Ctx) -> Result<(Measures, Outcome), String> {
     let measuring = ctx.measure(0)?;
+    let until = ctx.until();
+    // A fresh client tries to connect and get a message through, again and
+    // again while the idle sockets are being opened and held.
+    let checker = {
+        let target = ctx.target.clone();
+        tokio::task::spawn_local(async move {
+            let (mut worked, mut failed, mut why) = (0, 0, String::new());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            while Instant::now() < until {
+                match tokio::time::timeout(Duration::from_secs(3), round_trip(&target)).await {
+                    Ok(Ok(())) => worked += 1,
+                    Ok(Err(e)) => {
+                        failed += 1;
+                        why = e;
+                    }
+                    Err(_) => {
+                        failed += 1;
+                        why = "timed out (3 s)".into();
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            (worked, failed, why)
+        })
+    };
     let connected = Rc::new(AtomicU64::new(0));
     let permits = Rc::new(Semaphore::new(ctx.parallel.max(1)));
     let tasks: Vec<_> = (0..ctx.connections)
@@ -525,24 +550,7 @@ async fn admin_idle(ctx: &Ctx) -> Result<(Measures, Outcome), String> {
             idle.push(s);
         }
     }
-    // A fresh client tries to connect and get a message through, again and
-    // again while the idle sockets are held.
-    let (mut worked, mut failed, mut why) = (0, 0, String::new());
-    let until = ctx.until();
-    while Instant::now() < until {
-        match tokio::time::timeout(Duration::from_secs(3), round_trip(ctx)).await {
-            Ok(Ok(())) => worked += 1,
-            Ok(Err(e)) => {
-                failed += 1;
-                why = e;
-            }
-            Err(_) => {
-                failed += 1;
-                why = "timed out (3 s)".into();
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    let (worked, failed, why) = checker.await.unwrap_or((0, 1, "checker failed".into()));
     let handled = worked > 0 && failed == 0;
     let mut verdict =
         format!("new WebSocket clients: {worked} got a message through, {failed} failed");
@@ -569,14 +577,14 @@ async fn admin_idle(ctx: &Ctx) -> Result<(Measures, Outcome), String> {
 
 /// A fresh subscriber and publisher connect; the publisher repeats until
 /// the subscriber receives (interest may still be on its way across shards).
-async fn round_trip(ctx: &Ctx) -> Result<(), String> {
-    let mut sub = client::connect(ctx.target.addr).await?;
+async fn round_trip(target: &Target) -> Result<(), String> {
+    let mut sub = client::connect(target.addr).await?;
     abusers::say(
         &mut sub,
         &[client::hello("late-sub"), client::subscribe("late", 60)],
     )
     .await?;
-    let mut publisher = client::connect(ctx.target.addr).await?;
+    let mut publisher = client::connect(target.addr).await?;
     abusers::say(&mut publisher, &[client::hello("late-pub")]).await?;
     let mut chunk = [0u8; 1024];
     let mut pending = std::mem::take(&mut sub.pending);
