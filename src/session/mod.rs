@@ -112,7 +112,7 @@ pub async fn serve(
     };
     let conn = shard.register(peer);
     // Every log line of this connection carries its label, peer and name.
-    let span = info_span!("conn", id = %shard.label(conn.id), %peer, name = field::Empty);
+    let span = info_span!("session", conn = %shard.label(conn.id), %peer, name = field::Empty);
     async {
         debug!("websocket open");
         let writer = glommio::spawn_local(writer::run(stream.clone(), conn.clone(), shard.clone()));

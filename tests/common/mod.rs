@@ -78,7 +78,22 @@ impl Nexus {
 
     /// Like [`Nexus::start`] on a given address.
     pub fn start_at(listen: &str, extra: &[&str]) -> Nexus {
-        let mut child = Command::new(nexus_binary())
+        Nexus::start_wrapped(&[], listen, extra)
+    }
+
+    /// Like [`Nexus::start_at`], run through `wrapper` (e.g. `prlimit
+    /// --nofile=256: --`); an empty wrapper runs the binary directly.
+    pub fn start_wrapped(wrapper: &[&str], listen: &str, extra: &[&str]) -> Nexus {
+        let binary = nexus_binary();
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(binary);
+                c
+            }
+            None => Command::new(binary),
+        };
+        let mut child = command
             .args([listen, "--cores", "2"])
             .args(extra)
             .env("RUST_LOG", "info")
@@ -259,6 +274,53 @@ impl Nexus {
         fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
     }
 
+    /// Process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Resident set size in KiB (0 once the process is gone).
+    pub fn rss_kib(&self) -> u64 {
+        rss_kib(self.pid())
+    }
+
+    /// The admin address (the nexus must run with `--metrics 127.0.0.1:0`).
+    pub fn metrics_addr(&mut self) -> SocketAddr {
+        let line = self.wait_log(|l| l.contains("metrics listening"));
+        line.split("addr=")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .and_then(|s| s.parse().ok())
+            .expect("address in the metrics line")
+    }
+
+    /// The shard on which the connection from `peer` was identified (`1h`).
+    pub fn shard_of(&mut self, peer: SocketAddr) -> usize {
+        // The peer is a field of the connection's span: `peer=ADDR}` or
+        // `peer=ADDR name=…}`.
+        let keys = [format!("peer={peer} "), format!("peer={peer}}}")];
+        let line = self.wait_log(|l| {
+            l.contains("connection identified") && keys.iter().any(|k| l.contains(k.as_str()))
+        });
+        line.split("conn=s")
+            .nth(1)
+            .and_then(|s| s.split('#').next())
+            .and_then(|s| s.parse().ok())
+            .expect("shard in the identified line")
+    }
+
+    /// A client named `name` identified on `shard` (reconnects until the
+    /// kernel's spreading puts it there).
+    pub fn client_on_shard(&mut self, name: &str, shard: usize) -> Client {
+        for _ in 0..64 {
+            let client = Client::named(self, name);
+            if self.shard_of(client.local_addr()) == shard {
+                return client;
+            }
+        }
+        panic!("never landed on shard {shard}");
+    }
+
     /// True while the process runs.
     pub fn is_running(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
@@ -287,6 +349,19 @@ pub fn free_loopback_addr() -> String {
 /// The `ws://` URL of a nexus listening at `addr`.
 pub fn url(addr: SocketAddr) -> String {
     format!("ws://{addr}/")
+}
+
+/// Resident set size of `pid` in KiB (0 if it is gone).
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 fn count_in(line: &str, header: &str) -> usize {
@@ -332,6 +407,14 @@ impl Client {
         let mut client = Client::connect(nexus);
         client.hello(name);
         client
+    }
+
+    /// Our end's address (the nexus logs it as `peer=`).
+    pub fn local_addr(&self) -> SocketAddr {
+        if let MaybeTlsStream::Plain(s) = self.ws.get_ref() {
+            return s.local_addr().expect("local address");
+        }
+        unreachable!("plain TCP only")
     }
 
     /// Sends one text frame as is.
