@@ -1,0 +1,138 @@
+//! The shared state of the classic design: every connection and every
+//! channel in one structure, reached through one lock.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use ease_chat_nexus::protocol::frame::{truncate_close_reason, write_receive_payload};
+use ease_chat_nexus::protocol::{self, Message as Parsed};
+use tokio::sync::mpsc::UnboundedSender;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+
+/// What the read loop does after a text frame.
+#[derive(Debug)]
+pub enum Verdict {
+    /// Keep reading.
+    Continue,
+    /// Close with this code and reason.
+    Close(u16, String),
+}
+
+/// One connection's entry.
+#[derive(Debug)]
+struct Client {
+    name: Option<Arc<str>>,
+    tx: UnboundedSender<Message>,
+    channels: HashSet<String>,
+}
+
+/// Connections and channels (channel -> subscriber -> expiry).
+#[derive(Debug, Default)]
+pub struct Hub {
+    next_id: u64,
+    clients: HashMap<u64, Client>,
+    channels: HashMap<String, HashMap<u64, Instant>>,
+}
+
+impl Hub {
+    /// Adds a connection whose deliveries go to `tx`; returns its id.
+    pub fn register(&mut self, tx: UnboundedSender<Message>) -> u64 {
+        self.next_id += 1;
+        let client = Client { name: None, tx, channels: HashSet::new() };
+        self.clients.insert(self.next_id, client);
+        self.next_id
+    }
+
+    /// Removes a connection and its subscriptions (only its own).
+    pub fn unregister(&mut self, id: u64) {
+        let Some(client) = self.clients.remove(&id) else { return };
+        for channel in client.channels {
+            self.unsubscribe(id, &channel);
+        }
+    }
+
+    fn unsubscribe(&mut self, id: u64, channel: &str) {
+        if let Some(subscribers) = self.channels.get_mut(channel) {
+            subscribers.remove(&id);
+            if subscribers.is_empty() {
+                self.channels.remove(channel);
+            }
+        }
+    }
+
+    /// Drops every subscription whose time to live has passed.
+    pub fn purge_expired(&mut self) {
+        let now = Instant::now();
+        let mut ended = Vec::new();
+        for (channel, subscribers) in &mut self.channels {
+            subscribers.retain(|id, expiry| {
+                let live = *expiry > now;
+                if !live {
+                    ended.push((*id, channel.clone()));
+                }
+                live
+            });
+        }
+        self.channels.retain(|_, subscribers| !subscribers.is_empty());
+        for (id, channel) in ended {
+            if let Some(client) = self.clients.get_mut(&id) {
+                client.channels.remove(&channel);
+            }
+        }
+    }
+
+    /// Handles one client text frame.
+    pub fn on_text(&mut self, id: u64, text: &str) -> Verdict {
+        let message = match protocol::parse(text) {
+            Ok(message) => message,
+            Err(e) => return Verdict::Close(e.close_code(), e.to_string()),
+        };
+        let identified = self.clients.get(&id).is_some_and(|c| c.name.is_some());
+        match message {
+            Parsed::Hello { name } => {
+                if let Some(client) = self.clients.get_mut(&id) {
+                    client.name = Some(name.into());
+                }
+            }
+            Parsed::Subscribe { .. } | Parsed::Transmit { .. } if !identified => {
+                return Verdict::Close(1008, "connection unidentified".into());
+            }
+            Parsed::Subscribe { channel, ttl } => {
+                let client = self.clients.get_mut(&id).expect("registered");
+                if ttl.is_zero() {
+                    client.channels.remove(channel);
+                    self.unsubscribe(id, channel);
+                } else {
+                    client.channels.insert(channel.to_string());
+                    let expiry = Instant::now() + ttl;
+                    self.channels.entry(channel.to_string()).or_default().insert(id, expiry);
+                }
+            }
+            Parsed::Transmit { channel, text } => self.publish(id, channel, text),
+            Parsed::Disconnect { reason } => return Verdict::Close(1000, truncate_close_reason(reason).to_string()),
+            Parsed::Receive { .. } => {}
+        }
+        Verdict::Continue
+    }
+
+    /// Queues one `1r` for every live subscriber not named like the sender.
+    fn publish(&self, id: u64, channel: &str, text: &str) {
+        let Some(subscribers) = self.channels.get(channel) else { return };
+        let sender = self.clients[&id].name.clone().expect("identified");
+        let mut payload = Vec::new();
+        write_receive_payload(&mut payload, &sender, channel, text);
+        let payload = Utf8Bytes::try_from(payload).expect("built from str");
+        let now = Instant::now();
+        for (subscriber, expiry) in subscribers {
+            if *expiry <= now {
+                continue;
+            }
+            let Some(client) = self.clients.get(subscriber) else { continue };
+            if client.name.as_deref() == Some(&*sender) {
+                continue;
+            }
+            let _ = client.tx.send(Message::Text(payload.clone()));
+        }
+    }
+}
