@@ -39,14 +39,20 @@ impl Hub {
     /// Adds a connection whose deliveries go to `tx`; returns its id.
     pub fn register(&mut self, tx: UnboundedSender<Message>) -> u64 {
         self.next_id += 1;
-        let client = Client { name: None, tx, channels: HashSet::new() };
+        let client = Client {
+            name: None,
+            tx,
+            channels: HashSet::new(),
+        };
         self.clients.insert(self.next_id, client);
         self.next_id
     }
 
     /// Removes a connection and its subscriptions (only its own).
     pub fn unregister(&mut self, id: u64) {
-        let Some(client) = self.clients.remove(&id) else { return };
+        let Some(client) = self.clients.remove(&id) else {
+            return;
+        };
         for channel in client.channels {
             self.unsubscribe(id, &channel);
         }
@@ -74,7 +80,8 @@ impl Hub {
                 live
             });
         }
-        self.channels.retain(|_, subscribers| !subscribers.is_empty());
+        self.channels
+            .retain(|_, subscribers| !subscribers.is_empty());
         for (id, channel) in ended {
             if let Some(client) = self.clients.get_mut(&id) {
                 client.channels.remove(&channel);
@@ -106,11 +113,16 @@ impl Hub {
                 } else {
                     client.channels.insert(channel.to_string());
                     let expiry = Instant::now() + ttl;
-                    self.channels.entry(channel.to_string()).or_default().insert(id, expiry);
+                    self.channels
+                        .entry(channel.to_string())
+                        .or_default()
+                        .insert(id, expiry);
                 }
             }
             Parsed::Transmit { channel, text } => self.publish(id, channel, text),
-            Parsed::Disconnect { reason } => return Verdict::Close(1000, truncate_close_reason(reason).to_string()),
+            Parsed::Disconnect { reason } => {
+                return Verdict::Close(1000, truncate_close_reason(reason).to_string())
+            }
             Parsed::Receive { .. } => {}
         }
         Verdict::Continue
@@ -118,7 +130,9 @@ impl Hub {
 
     /// Queues one `1r` for every live subscriber not named like the sender.
     fn publish(&self, id: u64, channel: &str, text: &str) {
-        let Some(subscribers) = self.channels.get(channel) else { return };
+        let Some(subscribers) = self.channels.get(channel) else {
+            return;
+        };
         let sender = self.clients[&id].name.clone().expect("identified");
         let mut payload = Vec::new();
         write_receive_payload(&mut payload, &sender, channel, text);
@@ -128,7 +142,9 @@ impl Hub {
             if *expiry <= now {
                 continue;
             }
-            let Some(client) = self.clients.get(subscriber) else { continue };
+            let Some(client) = self.clients.get(subscriber) else {
+                continue;
+            };
             if client.name.as_deref() == Some(&*sender) {
                 continue;
             }

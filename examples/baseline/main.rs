@@ -114,12 +114,17 @@ async fn connection(hub: Shared, stream: TcpStream) {
     while let Some(frame) = source.next().await {
         let verdict = match frame {
             Ok(Message::Text(text)) => hub.lock().expect("hub lock").on_text(id, text.as_str()),
-            Ok(Message::Binary(_)) => Verdict::Close(1003, "binary frames are not supported".into()),
+            Ok(Message::Binary(_)) => {
+                Verdict::Close(1003, "binary frames are not supported".into())
+            }
             Ok(Message::Close(_)) | Err(_) => break,
             Ok(_) => Verdict::Continue,
         };
         if let Verdict::Close(code, reason) = verdict {
-            let frame = CloseFrame { code: CloseCode::from(code), reason: reason.into() };
+            let frame = CloseFrame {
+                code: CloseCode::from(code),
+                reason: reason.into(),
+            };
             let _ = tx.send(Message::Close(Some(frame)));
             break;
         }

@@ -115,10 +115,16 @@ fn run(args: Args) -> Result<(), String> {
         "uring" => Mode::Uring,
         other => return Err(format!("--mode must be send or uring, not {other:?}")),
     };
-    if args.sockets == 0 || args.message_size < 16 || !(args.rate >= 0.0) || args.duration <= 0.0 {
+    if args.sockets == 0
+        || args.message_size < 16
+        || args.rate.is_nan()
+        || args.rate < 0.0
+        || args.duration <= 0.0
+    {
         return Err("need --sockets > 0, --message-size >= 16, --rate >= 0, --duration > 0".into());
     }
-    let (senders, receivers) = reader::socket_pairs(args.sockets).map_err(|e| format!("sockets: {e}"))?;
+    let (senders, receivers) =
+        reader::socket_pairs(args.sockets).map_err(|e| format!("sockets: {e}"))?;
     let shared = Arc::new(Shared {
         origin: Instant::now(),
         measure_from_ns: AtomicU64::new(u64::MAX),
@@ -142,7 +148,9 @@ fn run(args: Args) -> Result<(), String> {
     let start = shared.now_ns() + 20_000_000;
     let measure_from = start + (args.warmup * 1e9) as u64;
     let end = measure_from + (args.duration * 1e9) as u64;
-    shared.measure_from_ns.store(measure_from, Ordering::Release);
+    shared
+        .measure_from_ns
+        .store(measure_from, Ordering::Release);
     shared.end_ns.store(end, Ordering::Release);
     let plan = sender::Plan {
         mode,
@@ -163,11 +171,15 @@ fn run(args: Args) -> Result<(), String> {
     };
     // Let the last fan-outs arrive, then stop the reader.
     let deadline = Instant::now() + Duration::from_secs(5);
-    while shared.fanouts_done.load(Ordering::Acquire) < sent.publishes_total && Instant::now() < deadline {
+    while shared.fanouts_done.load(Ordering::Acquire) < sent.publishes_total
+        && Instant::now() < deadline
+    {
         std::thread::sleep(Duration::from_millis(5));
     }
     shared.stop.store(true, Ordering::Release);
-    let seen = reader.join().map_err(|_| "the reader panicked".to_string())?;
+    let seen = reader
+        .join()
+        .map_err(|_| "the reader panicked".to_string())?;
 
     let window = args.duration;
     let sends = sent.publishes_measured * args.sockets as u64;
@@ -181,19 +193,34 @@ fn run(args: Args) -> Result<(), String> {
         ("rate", format!("{}", args.rate)),
         ("window_s", format!("{window:.3}")),
         ("publishes", sent.publishes_measured.to_string()),
-        ("publish_rate", format!("{:.1}", sent.publishes_measured as f64 / window)),
+        (
+            "publish_rate",
+            format!("{:.1}", sent.publishes_measured as f64 / window),
+        ),
         ("sends", sends.to_string()),
         ("sends_per_s", format!("{:.0}", sends as f64 / window)),
         ("per_send_us", format!("{per_send_us:.3}")),
         ("sender_cpu", format!("{:.3}", sent.cpu_seconds / window)),
-        ("reader_cpu", format!("{:.3}", seen.cpu_seconds / seen.wall_seconds.max(1e-9))),
+        (
+            "reader_cpu",
+            format!("{:.3}", seen.cpu_seconds / seen.wall_seconds.max(1e-9)),
+        ),
         ("lost", lost.to_string()),
         ("delivery_p50_ms", format!("{:.4}", ms(&seen.delivery, 0.5))),
-        ("delivery_p99_ms", format!("{:.4}", ms(&seen.delivery, 0.99))),
-        ("delivery_p99_9_ms", format!("{:.4}", ms(&seen.delivery, 0.999))),
+        (
+            "delivery_p99_ms",
+            format!("{:.4}", ms(&seen.delivery, 0.99)),
+        ),
+        (
+            "delivery_p99_9_ms",
+            format!("{:.4}", ms(&seen.delivery, 0.999)),
+        ),
         ("fanout_p50_ms", format!("{:.4}", ms(&seen.fanout, 0.5))),
         ("fanout_p99_ms", format!("{:.4}", ms(&seen.fanout, 0.99))),
-        ("fanout_max_ms", format!("{:.4}", seen.fanout.max() as f64 / 1e6)),
+        (
+            "fanout_max_ms",
+            format!("{:.4}", seen.fanout.max() as f64 / 1e6),
+        ),
     ];
     let line: Vec<String> = fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
     println!("FLOOR {}", line.join(" "));
@@ -205,7 +232,8 @@ fn run(args: Args) -> Result<(), String> {
                 Err(_) => format!("\"{k}\": \"{v}\""),
             })
             .collect();
-        std::fs::write(path, format!("{{{}}}\n", body.join(", "))).map_err(|e| format!("{path}: {e}"))?;
+        std::fs::write(path, format!("{{{}}}\n", body.join(", ")))
+            .map_err(|e| format!("{path}: {e}"))?;
     }
     if let Some(path) = &args.hgrm {
         std::fs::write(path, hgrm(&seen.delivery)).map_err(|e| format!("{path}: {e}"))?;
@@ -239,7 +267,11 @@ fn hgrm(histogram: &Histogram<u64>) -> String {
     let mut out = String::from("       Value     Percentile TotalCount 1/(1-Percentile)\n\n");
     for v in histogram.iter_quantiles(1) {
         let q = v.quantile_iterated_to();
-        let inverse = if q < 1.0 { format!("{:.2}", 1.0 / (1.0 - q)) } else { "inf".into() };
+        let inverse = if q < 1.0 {
+            format!("{:.2}", 1.0 / (1.0 - q))
+        } else {
+            "inf".into()
+        };
         let _ = writeln!(
             out,
             "{:12.3} {:14.12} {:10} {:>14}",

@@ -57,13 +57,23 @@ pub fn run(sockets: Vec<TcpStream>, size: usize, fanout: usize, shared: &Shared)
     let cpu_from = thread_cpu_seconds();
     let wall_from = std::time::Instant::now();
     let histogram = || Histogram::new_with_bounds(1_000, 60_000_000_000, 3).expect("bounds");
-    let mut seen = Seen { delivery: histogram(), fanout: histogram(), delivered: 0, cpu_seconds: 0.0, wall_seconds: 0.0 };
+    let mut seen = Seen {
+        delivery: histogram(),
+        fanout: histogram(),
+        delivered: 0,
+        cpu_seconds: 0.0,
+        wall_seconds: 0.0,
+    };
     // SAFETY: plain epoll calls on descriptors we own for the whole loop.
     let epoll = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
     assert!(epoll >= 0, "epoll_create1: {}", io::Error::last_os_error());
     for (i, socket) in sockets.iter().enumerate() {
-        let mut event = libc::epoll_event { events: libc::EPOLLIN as u32, u64: i as u64 };
-        let rc = unsafe { libc::epoll_ctl(epoll, libc::EPOLL_CTL_ADD, socket.as_raw_fd(), &mut event) };
+        let mut event = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: i as u64,
+        };
+        let rc =
+            unsafe { libc::epoll_ctl(epoll, libc::EPOLL_CTL_ADD, socket.as_raw_fd(), &mut event) };
         assert!(rc == 0, "epoll_ctl: {}", io::Error::last_os_error());
     }
     let mut carry: Vec<Vec<u8>> = vec![Vec::with_capacity(size); sockets.len()];
@@ -73,7 +83,8 @@ pub fn run(sockets: Vec<TcpStream>, size: usize, fanout: usize, shared: &Shared)
     let measure_from = shared.measure_from_ns.load(Ordering::Acquire);
     let end = shared.end_ns.load(Ordering::Acquire);
     while !shared.stop.load(Ordering::Acquire) {
-        let ready = unsafe { libc::epoll_wait(epoll, events.as_mut_ptr(), events.len() as i32, 50) };
+        let ready =
+            unsafe { libc::epoll_wait(epoll, events.as_mut_ptr(), events.len() as i32, 50) };
         for event in &events[..ready.max(0) as usize] {
             let i = event.u64 as usize;
             let mut socket = &sockets[i];
@@ -103,7 +114,11 @@ pub fn run(sockets: Vec<TcpStream>, size: usize, fanout: usize, shared: &Shared)
                     }
                     let slot = &mut slots[seq as usize % SLOTS];
                     if slot.seq != seq || slot.count == 0 {
-                        *slot = Slot { seq, count: 0, latest: 0 };
+                        *slot = Slot {
+                            seq,
+                            count: 0,
+                            latest: 0,
+                        };
                     }
                     slot.count += 1;
                     slot.latest = slot.latest.max(latency);

@@ -84,7 +84,11 @@ pub fn run(sockets: &[TcpStream], plan: &Plan, shared: &Shared) -> Result<Sent, 
         seq += 1;
     }
     let cpu_seconds = cpu_from.map_or(0.0, |from| thread_cpu_seconds() - from);
-    Ok(Sent { publishes_measured: measured, publishes_total: seq, cpu_seconds })
+    Ok(Sent {
+        publishes_measured: measured,
+        publishes_total: seq,
+        cpu_seconds,
+    })
 }
 
 /// Closed loop: waits while `in_flight` publishes are not fully received.
@@ -114,32 +118,43 @@ fn publish_uring(ring: &mut IoUring, sockets: &[TcpStream], buf: &[u8]) -> Resul
         {
             let mut sq = ring.submission();
             for (i, socket) in group.iter().enumerate() {
-                let entry = opcode::Send::new(types::Fd(socket.as_raw_fd()), buf.as_ptr(), buf.len() as u32)
-                    .build()
-                    .user_data((base * chunk + i) as u64);
+                let entry = opcode::Send::new(
+                    types::Fd(socket.as_raw_fd()),
+                    buf.as_ptr(),
+                    buf.len() as u32,
+                )
+                .build()
+                .user_data((base * chunk + i) as u64);
                 // SAFETY: `buf` outlives the operation: we wait for every
                 // completion below before returning.
                 unsafe { sq.push(&entry) }.map_err(|_| "submission queue full".to_string())?;
             }
         }
         let mut left = group.len();
-        ring.submit_and_wait(left).map_err(|e| format!("io_uring_enter: {e}"))?;
+        ring.submit_and_wait(left)
+            .map_err(|e| format!("io_uring_enter: {e}"))?;
         while left > 0 {
             let mut reaped = 0;
             for cqe in ring.completion() {
                 reaped += 1;
                 let n = cqe.result();
                 if n < 0 {
-                    return Err(format!("send SQE: {}", std::io::Error::from_raw_os_error(-n)));
+                    return Err(format!(
+                        "send SQE: {}",
+                        std::io::Error::from_raw_os_error(-n)
+                    ));
                 }
                 if (n as usize) < buf.len() {
                     let mut socket = &sockets[cqe.user_data() as usize];
-                    socket.write_all(&buf[n as usize..]).map_err(|e| format!("send: {e}"))?;
+                    socket
+                        .write_all(&buf[n as usize..])
+                        .map_err(|e| format!("send: {e}"))?;
                 }
             }
             left -= reaped;
             if left > 0 {
-                ring.submit_and_wait(left).map_err(|e| format!("io_uring_enter: {e}"))?;
+                ring.submit_and_wait(left)
+                    .map_err(|e| format!("io_uring_enter: {e}"))?;
             }
         }
     }
