@@ -70,6 +70,12 @@ pub struct Args {
     #[argh(option, default = "config::DEFAULT_MAX_NAME_BYTES")]
     pub max_name_bytes: usize,
 
+    /// longest adaptive write-coalescing delay in microseconds: a busy
+    /// shard waits up to this long before a round of writes so each send
+    /// carries more frames; 0 = never wait (default 1000, at most 100000)
+    #[argh(option, default = "config::DEFAULT_COALESCE_MAX.as_micros() as u64")]
+    pub coalesce_max_us: u64,
+
     /// serve Prometheus /metrics and /healthz on this address (off by
     /// default), e.g. 127.0.0.1:9650
     #[argh(option)]
@@ -120,6 +126,13 @@ impl Args {
         }
         config.max_name_bytes = positive("--max-name-bytes", self.max_name_bytes)?;
         config.max_connections = positive("--max-connections", self.max_connections)?;
+        config.coalesce_max = Duration::from_micros(self.coalesce_max_us);
+        if config.coalesce_max > config::COALESCE_MAX_CAP {
+            return Err(format!(
+                "--coalesce-max-us must be at most {}",
+                config::COALESCE_MAX_CAP.as_micros()
+            ));
+        }
         config.metrics = self.metrics.as_deref().map(parse_addr).transpose()?;
         config.keepalive =
             Duration::from_secs(positive("--keepalive", self.keepalive as usize)? as u64);

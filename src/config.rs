@@ -36,6 +36,13 @@ pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const MAX_TTL_CAP: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60);
 /// Default longest endpoint or channel name, in bytes.
 pub const DEFAULT_MAX_NAME_BYTES: usize = 1024;
+/// Default bound of the adaptive coalescing delay: when a shard is busy,
+/// its flusher waits at most this long before a round of writes so each
+/// `send` carries more frames. 0 turns the delay off (writes still leave
+/// once per executor round).
+pub const DEFAULT_COALESCE_MAX: Duration = Duration::from_micros(1000);
+/// The largest `--coalesce-max-us` accepted: 100 ms.
+pub const COALESCE_MAX_CAP: Duration = Duration::from_millis(100);
 /// How many shards the ring mesh can address (interest is a 64-bit mask).
 pub const MAX_SHARDS: usize = 64;
 
@@ -71,6 +78,8 @@ pub struct Config {
     /// Longest endpoint (`1h`) or channel (`1c`, `1t`) name: names are
     /// kept in tables and copied to every shard's interest map.
     pub max_name_bytes: usize,
+    /// Upper bound of the flusher's adaptive coalescing delay (0: none).
+    pub coalesce_max: Duration,
 }
 
 impl Config {
@@ -91,6 +100,7 @@ impl Config {
             keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
             metrics: None,
             max_name_bytes: DEFAULT_MAX_NAME_BYTES,
+            coalesce_max: DEFAULT_COALESCE_MAX,
         }
     }
 }

@@ -9,7 +9,7 @@ use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::task::Poll;
+use std::task::{Context, Poll};
 
 use futures_lite::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
@@ -72,6 +72,14 @@ impl SharedStream {
             }
         })
         .await
+    }
+
+    /// One non-blocking attempt to write `buf`: how much the kernel took,
+    /// or `Pending` with `cx`'s waker registered for when the socket has
+    /// room again. For the end-of-turn flusher, which writes many sockets
+    /// in one go and must never wait on one of them.
+    pub fn poll_write_some(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_write(cx, buf)
     }
 
     /// Writes all of `buf`.

@@ -1,47 +1,349 @@
-//! A connection's writer task: drains the outbox in batches, one `send` per
-//! batch, until the outbox is closed and empty.
+//! Writing, coalesced on purpose: the frames queued for a connection during
+//! one executor round leave in one `send` at the end of that round, and a
+//! busy shard waits a bounded, adaptive moment longer so each `send`
+//! carries more.
+//!
+//! Each shard (thread) has one [`Flusher`] task. A connection's outbox calls
+//! its ready hook when it stops being empty; the hook puts the connection on
+//! the flusher's dirty list (once per round, whatever the number of frames)
+//! and wakes the flusher. The flusher first yields once, so every task that
+//! is already runnable — readers parsing publishes, ring drains — runs
+//! before it and adds its frames; then it writes every dirty connection's
+//! whole outbox with one non-blocking `send` each. This is the pattern of
+//! uWebSockets' per-loop-iteration pub/sub drain and of Redis writing
+//! pending replies in `beforeSleep`: deliveries are queued while input is
+//! processed, and written once, just before the loop would wait again.
+//! Because the flusher sits in the same FIFO run queue as everyone else, a
+//! connection that floods input cannot starve the writes: the flusher runs
+//! after at most one round of the runnable tasks.
+//!
+//! The adaptive delay: after each round the flusher looks at how many
+//! frames each `send` carried (a moving average). Near one frame per `send`
+//! the shard is keeping up and the next round is written at once. When
+//! frames pile up (the sends of a round take longer than the gap between
+//! publishes), the next round waits as long as the last one took, capped
+//! at `--coalesce-max-us`: the shard then spends about half its time in
+//! `send`, each carrying about twice as many frames, and the wait a frame
+//! sees never exceeds the cap plus one round. The cap applies to every
+//! connection alike, so no subscriber waits longer than the bound because
+//! of another connection.
+//!
+//! A write the kernel cannot take whole (a full socket buffer) is handed to
+//! the connection's own writer task, which waits for room without holding
+//! up the flusher; the connection rejoins the flusher's rounds once its
+//! backlog is written. The writer task also sends FIN when the outbox is
+//! finished and stops everything on a write error.
 
+use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 
-use crate::outbox::Batch;
 use crate::shard::{Connection, ShardState};
 use crate::stats::bump;
 
 use super::stream::SharedStream;
 
-/// A batch buffer larger than this is released after use, so a burst does
+/// A send buffer larger than this is released after use, so a burst does
 /// not pin memory on a connection that goes idle.
 const KEEP_BUFFER_BYTES: usize = 16 * 1024;
+/// Frames per `send`, averaged over rounds, above which the shard counts as
+/// busy and the next round waits.
+const BUSY_FRAMES_PER_SEND: f64 = 1.5;
+/// Weight of the latest round in the moving average of frames per `send`.
+const AVERAGE_WEIGHT: f64 = 0.25;
+/// In a round over many connections, the flusher offers the executor a
+/// chance to preempt it after this many sends.
+const SENDS_BETWEEN_PREEMPT_CHECKS: usize = 256;
 
-/// Writes `conn`'s outbox to `stream` until it is finished, then sends FIN.
-/// A write error aborts the outbox, which also stops the reader.
-pub async fn run(stream: SharedStream, conn: Rc<Connection>, shard: Rc<ShardState>) {
-    let mut buf = Vec::new();
-    loop {
-        let batch = poll_fn(|cx| conn.outbox.poll_batch(cx, &mut buf)).await;
-        let written = match batch {
-            Batch::One(frame) => {
-                bump(&shard.stats.bytes_out, frame.len() as u64);
-                stream.write_all(&frame).await
+/// Where a connection's writing stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Nothing to write, or frames whose ready hook has not fired yet.
+    Idle,
+    /// On the flusher's dirty list.
+    Queued,
+    /// The kernel did not take a whole batch; the writer task finishes it.
+    Blocked,
+    /// A write failed: the peer is gone.
+    Failed,
+}
+
+/// One connection's side of the writing: shared by its writer task, the
+/// flusher's dirty list and (weakly) its outbox's ready hook.
+struct Link {
+    conn: Rc<Connection>,
+    stream: SharedStream,
+    shard: Rc<ShardState>,
+    state: Cell<State>,
+    /// Bytes taken from the outbox and not yet written.
+    pending: RefCell<Vec<u8>>,
+    /// The writer task, woken when it has to act (blocked, failed, done).
+    writer: Cell<Option<Waker>>,
+}
+
+impl Link {
+    /// Puts this connection on the flusher's list unless it is there or
+    /// its writer task owns the writing right now.
+    fn mark_dirty(self: &Rc<Self>) {
+        if self.state.get() == State::Idle {
+            self.state.set(State::Queued);
+            Flusher::current(&self.shard).enqueue(self.clone());
+        }
+    }
+
+    /// Writes everything queued with as few `send`s as the kernel allows,
+    /// without waiting; returns the number of frames sent.
+    fn flush(&self) -> usize {
+        let mut buf = self.pending.borrow_mut();
+        let frames = self.conn.outbox.take_all(&mut buf);
+        let waker = self.writer.take();
+        // A `Pending` registers this waker: the writer task then finishes.
+        let mut cx = Context::from_waker(waker.as_ref().unwrap_or(Waker::noop()));
+        let mut written = 0;
+        let state = loop {
+            if written == buf.len() {
+                break State::Idle;
             }
-            Batch::Many => {
-                bump(&shard.stats.bytes_out, buf.len() as u64);
-                let result = stream.write_all(&buf).await;
-                buf.clear();
-                if buf.capacity() > KEEP_BUFFER_BYTES {
-                    buf = Vec::new();
-                }
-                result
-            }
-            Batch::Finished => {
-                stream.close_write().await;
-                return;
+            match self.stream.poll_write_some(&mut cx, &buf[written..]) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => break State::Failed,
+                Poll::Ready(Ok(n)) => written += n,
+                Poll::Pending => break State::Blocked,
             }
         };
-        if written.is_err() {
-            conn.outbox.abort();
-            return;
+        bump(&self.shard.stats.bytes_out, written as u64);
+        self.state.set(state);
+        match state {
+            State::Idle => {
+                release(&mut buf);
+                if self.conn.outbox.is_closing() {
+                    wake(waker);
+                } else {
+                    self.writer.set(waker);
+                }
+            }
+            State::Blocked => {
+                buf.drain(..written);
+                self.writer.set(waker);
+            }
+            State::Failed | State::Queued => wake(waker),
         }
+        frames
+    }
+}
+
+fn wake(waker: Option<Waker>) {
+    if let Some(waker) = waker {
+        waker.wake();
+    }
+}
+
+fn release(buf: &mut Vec<u8>) {
+    buf.clear();
+    if buf.capacity() > KEEP_BUFFER_BYTES {
+        *buf = Vec::new();
+    }
+}
+
+/// What the writer task has to do.
+enum Next {
+    /// Write the rest of a batch the kernel did not take at once.
+    Blocked,
+    /// A write failed.
+    Failed,
+    /// The outbox is closed and written: send FIN.
+    Finished,
+}
+
+/// Hands `conn`'s writes to the shard's flusher, finishes the writes the
+/// kernel could not take at once, and sends FIN when the outbox is
+/// finished. A write error aborts the outbox, which also stops the reader.
+pub async fn run(stream: SharedStream, conn: Rc<Connection>, shard: Rc<ShardState>) {
+    let link = Rc::new(Link {
+        conn: conn.clone(),
+        stream,
+        shard,
+        state: Cell::new(State::Idle),
+        pending: RefCell::new(Vec::new()),
+        writer: Cell::new(None),
+    });
+    let weak: Weak<Link> = Rc::downgrade(&link);
+    conn.outbox.set_ready_hook(Box::new(move || {
+        if let Some(link) = weak.upgrade() {
+            link.mark_dirty();
+        }
+    }));
+    // Frames queued before the hook was set.
+    if conn.outbox.has_frames() || conn.outbox.is_closing() {
+        link.mark_dirty();
+    }
+    loop {
+        let next = poll_fn(|cx| {
+            link.writer.set(Some(cx.waker().clone()));
+            match link.state.get() {
+                State::Blocked => Poll::Ready(Next::Blocked),
+                State::Failed => Poll::Ready(Next::Failed),
+                State::Queued => Poll::Pending,
+                State::Idle => {
+                    if link.conn.outbox.has_frames() {
+                        link.mark_dirty();
+                        Poll::Pending
+                    } else {
+                        link.conn.outbox.poll_finished(cx).map(|()| Next::Finished)
+                    }
+                }
+            }
+        })
+        .await;
+        match next {
+            Next::Blocked => {
+                let rest = std::mem::take(&mut *link.pending.borrow_mut());
+                let written = link.stream.write_all(&rest).await;
+                bump(&link.shard.stats.bytes_out, rest.len() as u64);
+                let mut rest = rest;
+                release(&mut rest);
+                *link.pending.borrow_mut() = rest;
+                if written.is_err() {
+                    link.state.set(State::Failed);
+                    conn.outbox.abort();
+                    return;
+                }
+                link.state.set(State::Idle);
+            }
+            Next::Failed => {
+                conn.outbox.abort();
+                return;
+            }
+            Next::Finished => {
+                link.stream.close_write().await;
+                return;
+            }
+        }
+    }
+}
+
+/// One shard's end-of-round writer; see the module docs.
+struct Flusher {
+    /// The executor this flusher belongs to (a thread may run several
+    /// executors one after the other, e.g. in tests).
+    executor: usize,
+    dirty: RefCell<Vec<Rc<Link>>>,
+    waker: Cell<Option<Waker>>,
+    /// Upper bound of the coalescing delay.
+    max_delay: Duration,
+    /// The delay before the next round.
+    delay: Cell<Duration>,
+    /// Moving average of frames per `send`.
+    frames_per_send: Cell<f64>,
+}
+
+thread_local! {
+    static FLUSHER: RefCell<Option<Rc<Flusher>>> = const { RefCell::new(None) };
+}
+
+impl Flusher {
+    /// This executor's flusher, started on first use.
+    fn current(shard: &ShardState) -> Rc<Flusher> {
+        let executor = glommio::executor().id();
+        FLUSHER.with(|slot| {
+            let mut slot = slot.borrow_mut();
+            if let Some(flusher) = slot.as_ref().filter(|f| f.executor == executor) {
+                return flusher.clone();
+            }
+            let flusher = Rc::new(Flusher {
+                executor,
+                dirty: RefCell::new(Vec::new()),
+                waker: Cell::new(None),
+                max_delay: shard.config.coalesce_max,
+                delay: Cell::new(Duration::ZERO),
+                frames_per_send: Cell::new(1.0),
+            });
+            glommio::spawn_local(flusher.clone().run()).detach();
+            *slot = Some(flusher.clone());
+            flusher
+        })
+    }
+
+    fn enqueue(&self, link: Rc<Link>) {
+        let mut dirty = self.dirty.borrow_mut();
+        dirty.push(link);
+        if dirty.len() == 1 {
+            wake(self.waker.take());
+        }
+    }
+
+    async fn run(self: Rc<Self>) {
+        let mut round: Vec<Rc<Link>> = Vec::new();
+        loop {
+            poll_fn(|cx| {
+                if self.dirty.borrow().is_empty() {
+                    self.waker.set(Some(cx.waker().clone()));
+                    Poll::Pending
+                } else {
+                    Poll::Ready(())
+                }
+            })
+            .await;
+            // Let every task that is runnable now add its frames first.
+            futures_lite::future::yield_now().await;
+            let delay = self.delay.get();
+            if !delay.is_zero() {
+                glommio::timer::sleep(delay).await;
+            }
+            let started = Instant::now();
+            std::mem::swap(&mut round, &mut *self.dirty.borrow_mut());
+            let (mut frames, mut sends) = (0, 0);
+            for (i, link) in round.drain(..).enumerate() {
+                let sent = link.flush();
+                frames += sent;
+                sends += usize::from(sent > 0);
+                if i % SENDS_BETWEEN_PREEMPT_CHECKS == SENDS_BETWEEN_PREEMPT_CHECKS - 1 {
+                    glommio::yield_if_needed().await;
+                }
+            }
+            if sends > 0 {
+                let latest = frames as f64 / sends as f64;
+                let average =
+                    self.frames_per_send.get() * (1.0 - AVERAGE_WEIGHT) + latest * AVERAGE_WEIGHT;
+                self.frames_per_send.set(average);
+                self.delay
+                    .set(next_delay(average, started.elapsed(), self.max_delay));
+            }
+        }
+    }
+}
+
+/// The wait before the next round: none while sends carry about one frame
+/// each (the shard keeps up), otherwise as long as the last round took
+/// (about half the time in `send`), never more than `max`.
+fn next_delay(frames_per_send: f64, last_round: Duration, max: Duration) -> Duration {
+    if frames_per_send >= BUSY_FRAMES_PER_SEND {
+        last_round.min(max)
+    } else {
+        Duration::ZERO
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delay_only_when_frames_pile_up_and_never_past_the_bound() {
+        let max = Duration::from_micros(1000);
+        let round = Duration::from_micros(1400);
+        assert_eq!(next_delay(1.0, round, max), Duration::ZERO);
+        assert_eq!(next_delay(1.2, round, max), Duration::ZERO);
+        assert_eq!(next_delay(3.0, round, max), max, "capped");
+        assert_eq!(
+            next_delay(3.0, Duration::from_micros(300), max),
+            Duration::from_micros(300)
+        );
+        assert_eq!(
+            next_delay(50.0, round, Duration::ZERO),
+            Duration::ZERO,
+            "0 turns it off"
+        );
     }
 }
