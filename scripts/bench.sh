@@ -17,7 +17,8 @@
 # NEXUS_CPUS (default 0), the load generator on LOAD_CPUS (default the last
 # CPU); the floor's sender is pinned like the server and its reader like the
 # load. BENCH_PORT (default 16500) is the servers' port, BENCH_OUT the output
-# directory (the report goes beside it as <dir>.md). Server CPU is read from /proc/PID/stat (utime + stime) every 0.2 s
+# directory (the report goes beside it as <dir>.md), BASELINE_ARGS extra
+# flags for the baseline (e.g. --feed-queued). Server CPU is read from /proc/PID/stat (utime + stime) every 0.2 s
 # and taken over the load generator's measured window.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,7 +34,7 @@ while [ $# -gt 0 ]; do
     --quick) quick=1; duration=3; shift ;;
     --only) only+=("$2"); shift 2 ;;
     --servers) IFS=, read -r -a servers <<< "$2"; shift 2 ;;
-    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -82,7 +83,8 @@ start_server() { # kind cpus cores ring
   case "$kind" in
     nexus) taskset -c "$cpus" "$nexus_bin" "127.0.0.1:$port" --cores "$cores" --ring-size "$ring" --log warn \
              < /dev/null > /dev/null 2>> "$log" & ;;
-    baseline) taskset -c "$cpus" "$baseline_bin" "127.0.0.1:$port" --threads "$cores" \
+    # shellcheck disable=SC2086 # BASELINE_ARGS is a list of flags
+    baseline) taskset -c "$cpus" "$baseline_bin" "127.0.0.1:$port" --threads "$cores" ${BASELINE_ARGS:-} \
              < /dev/null > /dev/null 2>> "$log" & ;;
   esac
   server_pid=$!
@@ -158,7 +160,7 @@ if [ "$quick" = 0 ]; then
 fi
 
 python3 scripts/bench_report.py --dir "$out_dir" --report "$report" --plot "$plot_bin" \
-  --clk-tck "$clk_tck" --command "scripts/bench.sh${orig_args:+ $orig_args}" \
+  --clk-tck "$clk_tck" --command "${BASELINE_ARGS:+BASELINE_ARGS='$BASELINE_ARGS' }scripts/bench.sh${orig_args:+ $orig_args}" \
   --commit "$(git rev-parse --short HEAD)$(git diff --quiet || echo '+dirty')" \
   --nexus-cpus "$NEXUS_CPUS" --load-cpus "$LOAD_CPUS" --rates "${rates[*]}"
 echo; cat "$report"

@@ -40,6 +40,11 @@ struct Args {
     /// tokio worker threads (default 1)
     #[argh(option, default = "1")]
     threads: usize,
+    /// write every message already queued for a connection before one
+    /// flush (`feed` + `flush`) instead of one write and flush per message:
+    /// a variant to compare, not the classic design (off by default)
+    #[argh(switch)]
+    feed_queued: bool,
 }
 
 /// The one lock every connection shares.
@@ -59,13 +64,13 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    if let Err(e) = runtime.block_on(serve(addr)) {
+    if let Err(e) = runtime.block_on(serve(addr, args.feed_queued)) {
         eprintln!("baseline: {e}");
         std::process::exit(1);
     }
 }
 
-async fn serve(addr: SocketAddr) -> std::io::Result<()> {
+async fn serve(addr: SocketAddr, feed_queued: bool) -> std::io::Result<()> {
     let listener = TcpListener::bind(addr).await?;
     let hub: Shared = Arc::new(Mutex::new(Hub::default()));
     {
@@ -81,7 +86,7 @@ async fn serve(addr: SocketAddr) -> std::io::Result<()> {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
-                tokio::spawn(connection(hub.clone(), stream));
+                tokio::spawn(connection(hub.clone(), stream, feed_queued));
             }
             Err(e) => {
                 // Out of descriptors or similar: back off instead of spinning.
@@ -93,7 +98,7 @@ async fn serve(addr: SocketAddr) -> std::io::Result<()> {
 }
 
 /// One connection: upgrade, a writer task, then the read loop.
-async fn connection(hub: Shared, stream: TcpStream) {
+async fn connection(hub: Shared, stream: TcpStream, feed_queued: bool) {
     let _ = stream.set_nodelay(true);
     let Ok(ws) = tokio_tungstenite::accept_async(stream).await else {
         return;
@@ -104,8 +109,21 @@ async fn connection(hub: Shared, stream: TcpStream) {
     let writer = tokio::spawn(async move {
         // One write (and flush) per delivery: the classic path.
         while let Some(message) = rx.recv().await {
-            let last = matches!(message, Message::Close(_));
-            if sink.send(message).await.is_err() || last {
+            let mut last = matches!(message, Message::Close(_));
+            let sent = if feed_queued {
+                let mut fed = sink.feed(message).await;
+                while let (false, Ok(next)) = (last || fed.is_err(), rx.try_recv()) {
+                    last = matches!(next, Message::Close(_));
+                    fed = sink.feed(next).await;
+                }
+                match fed {
+                    Ok(()) => sink.flush().await,
+                    Err(e) => Err(e),
+                }
+            } else {
+                sink.send(message).await
+            };
+            if sent.is_err() || last {
                 break;
             }
         }

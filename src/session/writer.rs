@@ -76,6 +76,8 @@ struct Link {
     conn: Rc<Connection>,
     stream: SharedStream,
     shard: Rc<ShardState>,
+    /// This shard's flusher.
+    flusher: Rc<Flusher>,
     state: Cell<State>,
     /// Bytes taken from the outbox and not yet written.
     pending: RefCell<Vec<u8>>,
@@ -89,7 +91,7 @@ impl Link {
     fn mark_dirty(self: &Rc<Self>) {
         if self.state.get() == State::Idle {
             self.state.set(State::Queued);
-            Flusher::current(&self.shard).enqueue(self.clone());
+            self.flusher.enqueue(self.clone());
         }
     }
 
@@ -163,6 +165,7 @@ pub async fn run(stream: SharedStream, conn: Rc<Connection>, shard: Rc<ShardStat
     let link = Rc::new(Link {
         conn: conn.clone(),
         stream,
+        flusher: Flusher::current(&shard),
         shard,
         state: Cell::new(State::Idle),
         pending: RefCell::new(Vec::new()),
@@ -274,6 +277,9 @@ impl Flusher {
     }
 
     async fn run(self: Rc<Self>) {
+        // When the executor drops this task (shutdown), forget the flusher
+        // and whatever it still holds while the executor is still there.
+        let _forget = Forget(self.executor);
         let mut round: Vec<Rc<Link>> = Vec::new();
         loop {
             poll_fn(|cx| {
@@ -311,6 +317,23 @@ impl Flusher {
                     .set(next_delay(average, started.elapsed(), self.max_delay));
             }
         }
+    }
+}
+
+/// Clears this thread's flusher slot when the flusher task is dropped.
+struct Forget(usize);
+
+impl Drop for Forget {
+    fn drop(&mut self) {
+        let _ = FLUSHER.try_with(|slot| {
+            let mut slot = slot.borrow_mut();
+            if slot.as_ref().is_some_and(|f| f.executor == self.0) {
+                if let Some(flusher) = slot.take() {
+                    flusher.dirty.borrow_mut().clear();
+                    flusher.waker.take();
+                }
+            }
+        });
     }
 }
 
