@@ -76,6 +76,11 @@ pub struct Args {
     #[argh(option, default = "config::DEFAULT_COALESCE_MAX.as_micros() as u64")]
     pub coalesce_max_us: u64,
 
+    /// write each connection with its own send() instead of one io_uring
+    /// submission per round of writes (for comparison; off by default)
+    #[argh(switch)]
+    pub plain_sends: bool,
+
     /// serve Prometheus /metrics and /healthz on this address (off by
     /// default), e.g. 127.0.0.1:9650
     #[argh(option)]
@@ -127,6 +132,7 @@ impl Args {
         config.max_name_bytes = positive("--max-name-bytes", self.max_name_bytes)?;
         config.max_connections = positive("--max-connections", self.max_connections)?;
         config.coalesce_max = Duration::from_micros(self.coalesce_max_us);
+        config.plain_sends = self.plain_sends;
         if config.coalesce_max > config::COALESCE_MAX_CAP {
             return Err(format!(
                 "--coalesce-max-us must be at most {}",

@@ -80,6 +80,9 @@ pub struct Config {
     pub max_name_bytes: usize,
     /// Upper bound of the flusher's adaptive coalescing delay (0: none).
     pub coalesce_max: Duration,
+    /// Write each connection with its own `send()` instead of one io_uring
+    /// submission per group of connections.
+    pub plain_sends: bool,
 }
 
 impl Config {
@@ -101,6 +104,7 @@ impl Config {
             metrics: None,
             max_name_bytes: DEFAULT_MAX_NAME_BYTES,
             coalesce_max: DEFAULT_COALESCE_MAX,
+            plain_sends: false,
         }
     }
 }

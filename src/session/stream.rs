@@ -7,6 +7,7 @@
 use std::cell::RefCell;
 use std::future::poll_fn;
 use std::io;
+use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
@@ -80,6 +81,12 @@ impl SharedStream {
     /// in one go and must never wait on one of them.
     pub fn poll_write_some(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         Pin::new(&mut *self.0.borrow_mut()).poll_write(cx, buf)
+    }
+
+    /// The socket's descriptor, for the flusher's batched sends (which
+    /// bypass glommio: only one writer uses a socket at a time).
+    pub fn raw_fd(&self) -> RawFd {
+        self.0.borrow().as_raw_fd()
     }
 
     /// Writes all of `buf`.

@@ -9,7 +9,10 @@
 //! and wakes the flusher. The flusher first yields once, so every task that
 //! is already runnable — readers parsing publishes, ring drains — runs
 //! before it and adds its frames; then it writes every dirty connection's
-//! whole outbox with one non-blocking `send` each. This is the pattern of
+//! whole outbox with one non-blocking send each, all of them in one
+//! io_uring submission (`uring_batch`, the shard's own ring; groups of
+//! 1,024 connections) — or one `send()` system call each with
+//! `--plain-sends` or where io_uring cannot be set up. This is the pattern of
 //! uWebSockets' per-loop-iteration pub/sub drain and of Redis writing
 //! pending replies in `beforeSleep`: deliveries are queued while input is
 //! processed, and written once, just before the loop would wait again.
@@ -34,13 +37,17 @@
 //! backlog is written. The writer task also sends FIN when the outbox is
 //! finished and stops everything on a write error.
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, Ref, RefCell};
 use std::future::poll_fn;
+use std::io;
 use std::rc::{Rc, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crate::shard::{Connection, ShardState};
+use tracing::warn;
+use uring_batch::{BatchSender, Send};
+
 use crate::stats::bump;
 
 use super::stream::SharedStream;
@@ -53,9 +60,10 @@ const KEEP_BUFFER_BYTES: usize = 16 * 1024;
 const BUSY_FRAMES_PER_SEND: f64 = 1.5;
 /// Weight of the latest round in the moving average of frames per `send`.
 const AVERAGE_WEIGHT: f64 = 0.25;
-/// In a round over many connections, the flusher offers the executor a
-/// chance to preempt it after this many sends.
-const SENDS_BETWEEN_PREEMPT_CHECKS: usize = 256;
+/// Sends per io_uring submission; in a round over more connections than
+/// this, the flusher also offers the executor a chance to preempt it
+/// between groups.
+const SENDS_PER_GROUP: usize = 1024;
 
 /// Where a connection's writing stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,17 +103,22 @@ impl Link {
         }
     }
 
-    /// Writes everything queued with as few `send`s as the kernel allows,
-    /// without waiting; returns the number of frames sent.
-    fn flush(&self) -> usize {
+    /// Moves everything queued into the pending buffer; returns the number
+    /// of frames.
+    fn take(&self) -> usize {
+        self.conn.outbox.take_all(&mut self.pending.borrow_mut())
+    }
+
+    /// Writes the pending buffer from byte `written` on (the bytes before
+    /// it are already sent) without waiting, and settles the state: done,
+    /// blocked (the writer task finishes) or failed.
+    fn write_from(&self, mut written: usize) {
         let mut buf = self.pending.borrow_mut();
-        let frames = self.conn.outbox.take_all(&mut buf);
         let waker = self.writer.take();
         // A `Pending` registers this waker: the writer task then finishes.
         let mut cx = Context::from_waker(waker.as_ref().unwrap_or(Waker::noop()));
-        let mut written = 0;
         let state = loop {
-            if written == buf.len() {
+            if written >= buf.len() {
                 break State::Idle;
             }
             match self.stream.poll_write_some(&mut cx, &buf[written..]) {
@@ -114,7 +127,7 @@ impl Link {
                 Poll::Pending => break State::Blocked,
             }
         };
-        bump(&self.shard.stats.bytes_out, written as u64);
+        bump(&self.shard.stats.bytes_out, written.min(buf.len()) as u64);
         self.state.set(state);
         match state {
             State::Idle => {
@@ -131,7 +144,19 @@ impl Link {
             }
             State::Failed | State::Queued => wake(waker),
         }
-        frames
+    }
+
+    /// Settles a batched send's result: the kernel took `result` bytes, or
+    /// refused; what is left goes through [`Link::write_from`].
+    fn settle(&self, result: &io::Result<usize>) {
+        match result {
+            Ok(n) => self.write_from(*n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.write_from(0),
+            Err(_) => {
+                self.state.set(State::Failed);
+                wake(self.writer.take());
+            }
+        }
     }
 }
 
@@ -239,6 +264,11 @@ struct Flusher {
     delay: Cell<Duration>,
     /// Moving average of frames per `send`.
     frames_per_send: Cell<f64>,
+    /// The shard's own io_uring for one submission per group of sends;
+    /// `None` with `--plain-sends` or if it could not be set up.
+    sender: RefCell<Option<BatchSender>>,
+    /// Scratch for the batch results.
+    results: RefCell<Vec<io::Result<usize>>>,
 }
 
 thread_local! {
@@ -261,6 +291,8 @@ impl Flusher {
                 max_delay: shard.config.coalesce_max,
                 delay: Cell::new(Duration::ZERO),
                 frames_per_send: Cell::new(1.0),
+                sender: RefCell::new(batch_sender(&shard.config)),
+                results: RefCell::new(Vec::new()),
             });
             glommio::spawn_local(flusher.clone().run()).detach();
             *slot = Some(flusher.clone());
@@ -300,14 +332,13 @@ impl Flusher {
             let started = Instant::now();
             std::mem::swap(&mut round, &mut *self.dirty.borrow_mut());
             let (mut frames, mut sends) = (0, 0);
-            for (i, link) in round.drain(..).enumerate() {
-                let sent = link.flush();
-                frames += sent;
-                sends += usize::from(sent > 0);
-                if i % SENDS_BETWEEN_PREEMPT_CHECKS == SENDS_BETWEEN_PREEMPT_CHECKS - 1 {
-                    glommio::yield_if_needed().await;
-                }
+            for group in round.chunks(SENDS_PER_GROUP) {
+                let (f, n) = self.write_group(group);
+                frames += f;
+                sends += n;
+                glommio::yield_if_needed().await;
             }
+            round.clear();
             if sends > 0 {
                 let latest = frames as f64 / sends as f64;
                 let average =
@@ -316,6 +347,59 @@ impl Flusher {
                 self.delay
                     .set(next_delay(average, started.elapsed(), self.max_delay));
             }
+        }
+    }
+}
+
+impl Flusher {
+    /// Writes one group of dirty connections: every batch in one io_uring
+    /// submission when the shard has its ring, else one `send` each.
+    /// Returns the frames written and the connections that had any.
+    fn write_group(&self, group: &[Rc<Link>]) -> (usize, usize) {
+        let mut frames = 0;
+        let mut sends = 0;
+        for link in group {
+            let taken = link.take();
+            frames += taken;
+            sends += usize::from(taken > 0);
+        }
+        let mut sender = self.sender.borrow_mut();
+        let Some(sender) = sender.as_mut() else {
+            for link in group {
+                link.write_from(0);
+            }
+            return (frames, sends);
+        };
+        let mut results = self.results.borrow_mut();
+        {
+            let bufs: Vec<Ref<'_, Vec<u8>>> = group.iter().map(|l| l.pending.borrow()).collect();
+            let batch: Vec<Send<'_>> = group
+                .iter()
+                .zip(&bufs)
+                .map(|(link, buf)| Send {
+                    fd: link.stream.raw_fd(),
+                    buf,
+                })
+                .collect();
+            sender.send_all(&batch, &mut results);
+        }
+        for (link, result) in group.iter().zip(results.iter()) {
+            link.settle(result);
+        }
+        (frames, sends)
+    }
+}
+
+/// The shard's batch sender, unless `--plain-sends` or io_uring refuses.
+fn batch_sender(config: &crate::Config) -> Option<BatchSender> {
+    if config.plain_sends {
+        return None;
+    }
+    match BatchSender::new(SENDS_PER_GROUP as u32) {
+        Ok(sender) => Some(sender),
+        Err(e) => {
+            warn!(error = %e, "no io_uring for batched sends; writing with one send() per connection");
+            None
         }
     }
 }
