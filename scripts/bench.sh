@@ -17,9 +17,11 @@
 # NEXUS_CPUS (default 0), the load generator on LOAD_CPUS (default the last
 # CPU); the floor's sender is pinned like the server and its reader like the
 # load. BENCH_PORT (default 16500) is the servers' port, BENCH_OUT the output
-# directory (the report goes beside it as <dir>.md), BASELINE_ARGS extra
-# flags for the baseline (e.g. --feed-queued). Server CPU is read from /proc/PID/stat (utime + stime) every 0.2 s
-# and taken over the load generator's measured window.
+# directory (the report goes beside it as <dir>.md); NEXUS_ARGS and
+# BASELINE_ARGS add flags to the servers (e.g. --plain-sends,
+# --coalesce-max-us 0; --feed-queued). Server CPU is read from
+# /proc/PID/stat (utime + stime) every 0.2 s and taken over the load
+# generator's measured window.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,7 +36,7 @@ while [ $# -gt 0 ]; do
     --quick) quick=1; duration=3; shift ;;
     --only) only+=("$2"); shift 2 ;;
     --servers) IFS=, read -r -a servers <<< "$2"; shift 2 ;;
-    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -81,7 +83,8 @@ rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 start_server() { # kind cpus cores ring
   local kind=$1 cpus=$2 cores=$3 ring=$4 log="$out_dir/$1.log"
   case "$kind" in
-    nexus) taskset -c "$cpus" "$nexus_bin" "127.0.0.1:$port" --cores "$cores" --ring-size "$ring" --log warn \
+    # shellcheck disable=SC2086 # NEXUS_ARGS is a list of flags
+    nexus) taskset -c "$cpus" "$nexus_bin" "127.0.0.1:$port" --cores "$cores" --ring-size "$ring" --log warn ${NEXUS_ARGS:-} \
              < /dev/null > /dev/null 2>> "$log" & ;;
     # shellcheck disable=SC2086 # BASELINE_ARGS is a list of flags
     baseline) taskset -c "$cpus" "$baseline_bin" "127.0.0.1:$port" --threads "$cores" ${BASELINE_ARGS:-} \
@@ -160,7 +163,7 @@ if [ "$quick" = 0 ]; then
 fi
 
 python3 scripts/bench_report.py --dir "$out_dir" --report "$report" --plot "$plot_bin" \
-  --clk-tck "$clk_tck" --command "${BASELINE_ARGS:+BASELINE_ARGS='$BASELINE_ARGS' }scripts/bench.sh${orig_args:+ $orig_args}" \
+  --clk-tck "$clk_tck" --command "${NEXUS_ARGS:+NEXUS_ARGS='$NEXUS_ARGS' }${BASELINE_ARGS:+BASELINE_ARGS='$BASELINE_ARGS' }scripts/bench.sh${orig_args:+ $orig_args}" \
   --commit "$(git rev-parse --short HEAD)$(git diff --quiet || echo '+dirty')" \
   --nexus-cpus "$NEXUS_CPUS" --load-cpus "$LOAD_CPUS" --rates "${rates[*]}"
 echo; cat "$report"

@@ -155,35 +155,36 @@ def main():
         w("")
 
     # The sweep.
-    w("## Paced sweep: 350 clients, 1 channel, 349 subscribers, 10 publishers, 64-byte texts")
-    w("")
-    w("Ratios: nexus ÷ baseline (same load), and nexus ÷ the io_uring floor at the same publish rate "
-      "(p99 against the floor's fan-out p99, CPU against its sender CPU); `—` where the floor could not keep the rate.")
-    w("")
-    w("| msg/s | server | deliveries/s | p50 ms | p99 ms | p99.9 ms | lost / reordered | CPU | p99 ÷ baseline | CPU ÷ baseline | p99 ÷ floor | CPU ÷ floor |")
-    w("|---|---|---|---|---|---|---|---|---|---|---|---|")
     sweep_names = [f"sweep-{r}" for r in rates] + ["closed-loop"]
-    for name in sweep_names:
-        rate = 0 if name == "closed-loop" else int(name.split("-")[1])
-        fl = floor.get(("uring", rate))
-        fl_ok = fl is not None and fl["sustained"] and rate > 0
-        for kind in ("baseline", "nexus"):
-            r = run_of(name, kind)
-            if not r:
-                continue
-            label = "closed loop" if rate == 0 else f"{rate:,}"
-            if not r.get("json"):
-                w(f"| {label} | {kind} | FAILED (no results) | | | | | | | | | |")
-                continue
-            p99_b = ratio(r["p99"], get(name, "baseline", "p99")) if kind == "nexus" else None
-            cpu_b = ratio(r["cpu"], get(name, "baseline", "cpu")) if kind == "nexus" else None
-            p99_f = ratio(r["p99"], fl["fanout_p99_ms"]) if fl_ok else None
-            cpu_f = ratio(r["cpu"], fl["sender_cpu"]) if fl_ok else None
-            failed = "" if r["status"] == 0 else " (stress exit %d)" % r["status"]
-            w(f"| {label} | {kind}{failed} | {r['dps']:,.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {r['p999']:.2f} | "
-              f"{r['lost']} / {r['reordered']} | {fmt(r['cpu'])} | {fmt(p99_b, '{:.2f}×')} | {fmt(cpu_b, '{:.2f}×')} | "
-              f"{fmt(p99_f, '{:.2f}×')} | {fmt(cpu_f, '{:.2f}×')} |")
-    w("")
+    if any(n == name for (n, _) in runs for name in sweep_names):
+        w("## Paced sweep: 350 clients, 1 channel, 349 subscribers, 10 publishers, 64-byte texts")
+        w("")
+        w("Ratios: nexus ÷ baseline (same load), and nexus ÷ the io_uring floor at the same publish rate "
+          "(p99 against the floor's fan-out p99, CPU against its sender CPU); `—` where the floor could not keep the rate.")
+        w("")
+        w("| msg/s | server | deliveries/s | p50 ms | p99 ms | p99.9 ms | lost / reordered | CPU | p99 ÷ baseline | CPU ÷ baseline | p99 ÷ floor | CPU ÷ floor |")
+        w("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for name in sweep_names:
+            rate = 0 if name == "closed-loop" else int(name.split("-")[1])
+            fl = floor.get(("uring", rate))
+            fl_ok = fl is not None and fl["sustained"] and rate > 0
+            for kind in ("baseline", "nexus"):
+                r = run_of(name, kind)
+                if not r:
+                    continue
+                label = "closed loop" if rate == 0 else f"{rate:,}"
+                if not r.get("json"):
+                    w(f"| {label} | {kind} | FAILED (no results) | | | | | | | | | |")
+                    continue
+                p99_b = ratio(r["p99"], get(name, "baseline", "p99")) if kind == "nexus" else None
+                cpu_b = ratio(r["cpu"], get(name, "baseline", "cpu")) if kind == "nexus" else None
+                p99_f = ratio(r["p99"], fl["fanout_p99_ms"]) if fl_ok else None
+                cpu_f = ratio(r["cpu"], fl["sender_cpu"]) if fl_ok else None
+                failed = "" if r["status"] == 0 else " (stress exit %d)" % r["status"]
+                w(f"| {label} | {kind}{failed} | {r['dps']:,.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {r['p999']:.2f} | "
+                  f"{r['lost']} / {r['reordered']} | {fmt(r['cpu'])} | {fmt(p99_b, '{:.2f}×')} | {fmt(cpu_b, '{:.2f}×')} | "
+                  f"{fmt(p99_f, '{:.2f}×')} | {fmt(cpu_f, '{:.2f}×')} |")
+        w("")
 
     # Everything else.
     others = [n for n in order if n not in sweep_names]
