@@ -14,14 +14,16 @@ RUN apt-get update && apt-get install -y --no-install-recommends git && rm -rf /
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY shards/Cargo.toml shards/Cargo.toml
+COPY uring_batch/Cargo.toml uring_batch/Cargo.toml
 # Stub sources so `cargo build` compiles (and caches) only the dependencies.
-RUN mkdir -p src shards/src \
- && echo 'fn main() {}' > src/main.rs && touch src/lib.rs shards/src/lib.rs \
+RUN mkdir -p src shards/src uring_batch/src \
+ && echo 'fn main() {}' > src/main.rs && touch src/lib.rs shards/src/lib.rs uring_batch/src/lib.rs \
  && cargo build --release --locked --bin ease_chat_nexus \
- && rm -rf src shards/src
+ && rm -rf src shards/src uring_batch/src
 COPY shards shards
+COPY uring_batch uring_batch
 COPY src src
-RUN touch src/main.rs src/lib.rs shards/src/lib.rs \
+RUN touch src/main.rs src/lib.rs shards/src/lib.rs uring_batch/src/lib.rs \
  && cargo build --release --locked --bin ease_chat_nexus
 
 # --- runtime stage: the binary, a non-root user, nothing else ---------------
