@@ -20,16 +20,15 @@
 //! connection that floods input cannot starve the writes: the flusher runs
 //! after at most one round of the runnable tasks.
 //!
-//! The adaptive delay: after each round the flusher looks at how many
-//! frames each `send` carried (a moving average). Near one frame per `send`
-//! the shard is keeping up and the next round is written at once. When
-//! frames pile up (the sends of a round take longer than the gap between
-//! publishes), the next round waits as long as the last one took, capped
-//! at `--coalesce-max-us`: the shard then spends about half its time in
+//! The adaptive delay ([`coalesce`]): when frames pile up (sends carry
+//! more than about 1.5 frames on average) while the flusher is busy most of
+//! the time, the next round waits as long as the last one took, capped at
+//! `--coalesce-max-us`: the shard then spends about half its time in
 //! `send`, each carrying about twice as many frames, and the wait a frame
-//! sees never exceeds the cap plus one round. The cap applies to every
-//! connection alike, so no subscriber waits longer than the bound because
-//! of another connection.
+//! sees never exceeds the cap plus one round. At low load, or once sends
+//! carry about one frame again, rounds are written at once. The cap applies
+//! to every connection alike, so no subscriber waits longer than the bound
+//! because of another connection.
 //!
 //! A write the kernel cannot take whole (a full socket buffer) is handed to
 //! the connection's own writer task, which waits for room without holding
@@ -42,7 +41,7 @@ use std::future::poll_fn;
 use std::io;
 use std::rc::{Rc, Weak};
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::shard::{Connection, ShardState};
 use tracing::warn;
@@ -52,14 +51,13 @@ use crate::stats::bump;
 
 use super::stream::SharedStream;
 
+mod coalesce;
+
+use coalesce::Coalescer;
+
 /// A send buffer larger than this is released after use, so a burst does
 /// not pin memory on a connection that goes idle.
 const KEEP_BUFFER_BYTES: usize = 16 * 1024;
-/// Frames per `send`, averaged over rounds, above which the shard counts as
-/// busy and the next round waits.
-const BUSY_FRAMES_PER_SEND: f64 = 1.5;
-/// Weight of the latest round in the moving average of frames per `send`.
-const AVERAGE_WEIGHT: f64 = 0.25;
 /// Sends per io_uring submission; in a round over more connections than
 /// this, the flusher also offers the executor a chance to preempt it
 /// between groups.
@@ -258,12 +256,10 @@ struct Flusher {
     executor: usize,
     dirty: RefCell<Vec<Rc<Link>>>,
     waker: Cell<Option<Waker>>,
-    /// Upper bound of the coalescing delay.
-    max_delay: Duration,
-    /// The delay before the next round.
-    delay: Cell<Duration>,
-    /// Moving average of frames per `send`.
-    frames_per_send: Cell<f64>,
+    /// Picks the wait before each round.
+    coalescer: RefCell<Coalescer>,
+    /// When the previous round ended.
+    last_round_end: Cell<Instant>,
     /// The shard's own io_uring for one submission per group of sends;
     /// `None` with `--plain-sends` or if it could not be set up.
     sender: RefCell<Option<BatchSender>>,
@@ -288,9 +284,8 @@ impl Flusher {
                 executor,
                 dirty: RefCell::new(Vec::new()),
                 waker: Cell::new(None),
-                max_delay: shard.config.coalesce_max,
-                delay: Cell::new(Duration::ZERO),
-                frames_per_send: Cell::new(1.0),
+                coalescer: RefCell::new(Coalescer::new(shard.config.coalesce_max)),
+                last_round_end: Cell::new(Instant::now()),
                 sender: RefCell::new(batch_sender(&shard.config)),
                 results: RefCell::new(Vec::new()),
             });
@@ -325,7 +320,7 @@ impl Flusher {
             .await;
             // Let every task that is runnable now add its frames first.
             futures_lite::future::yield_now().await;
-            let delay = self.delay.get();
+            let delay = self.coalescer.borrow().delay();
             if !delay.is_zero() {
                 glommio::timer::sleep(delay).await;
             }
@@ -339,14 +334,12 @@ impl Flusher {
                 glommio::yield_if_needed().await;
             }
             round.clear();
-            if sends > 0 {
-                let latest = frames as f64 / sends as f64;
-                let average =
-                    self.frames_per_send.get() * (1.0 - AVERAGE_WEIGHT) + latest * AVERAGE_WEIGHT;
-                self.frames_per_send.set(average);
-                self.delay
-                    .set(next_delay(average, started.elapsed(), self.max_delay));
-            }
+            let ended = Instant::now();
+            let idle = started.saturating_duration_since(self.last_round_end.get());
+            self.last_round_end.set(ended);
+            self.coalescer
+                .borrow_mut()
+                .observe(frames, sends, ended - started, idle);
         }
     }
 }
@@ -418,39 +411,5 @@ impl Drop for Forget {
                 }
             }
         });
-    }
-}
-
-/// The wait before the next round: none while sends carry about one frame
-/// each (the shard keeps up), otherwise as long as the last round took
-/// (about half the time in `send`), never more than `max`.
-fn next_delay(frames_per_send: f64, last_round: Duration, max: Duration) -> Duration {
-    if frames_per_send >= BUSY_FRAMES_PER_SEND {
-        last_round.min(max)
-    } else {
-        Duration::ZERO
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn delay_only_when_frames_pile_up_and_never_past_the_bound() {
-        let max = Duration::from_micros(1000);
-        let round = Duration::from_micros(1400);
-        assert_eq!(next_delay(1.0, round, max), Duration::ZERO);
-        assert_eq!(next_delay(1.2, round, max), Duration::ZERO);
-        assert_eq!(next_delay(3.0, round, max), max, "capped");
-        assert_eq!(
-            next_delay(3.0, Duration::from_micros(300), max),
-            Duration::from_micros(300)
-        );
-        assert_eq!(
-            next_delay(50.0, round, Duration::ZERO),
-            Duration::ZERO,
-            "0 turns it off"
-        );
     }
 }
