@@ -152,3 +152,79 @@ impl Hub {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+
+    fn client(hub: &mut Hub) -> (u64, UnboundedReceiver<Message>) {
+        let (tx, rx) = unbounded_channel();
+        (hub.register(tx), rx)
+    }
+
+    fn texts(rx: &mut UnboundedReceiver<Message>) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Ok(Message::Text(t)) = rx.try_recv() {
+            out.push(t.to_string());
+        }
+        out
+    }
+
+    #[test]
+    fn publish_reaches_live_subscribers_except_the_senders_name() {
+        let mut hub = Hub::default();
+        let (alice, mut alice_rx) = client(&mut hub);
+        let (twin, mut twin_rx) = client(&mut hub);
+        let (bob, mut bob_rx) = client(&mut hub);
+        for (id, name) in [(alice, "alice"), (twin, "alice"), (bob, "bob")] {
+            assert!(matches!(
+                hub.on_text(id, &format!("1h|{}|{name}", name.len())),
+                Verdict::Continue
+            ));
+            assert!(matches!(hub.on_text(id, "1c|1|c|300|0"), Verdict::Continue));
+        }
+        hub.on_text(alice, "1t|1|c|2|hi");
+        assert_eq!(texts(&mut bob_rx), vec!["1r|5|alice|1|c|2|hi"]);
+        assert!(texts(&mut alice_rx).is_empty());
+        assert!(texts(&mut twin_rx).is_empty(), "same name as the sender");
+    }
+
+    #[test]
+    fn unsubscribe_expiry_and_unregister_end_deliveries() {
+        let mut hub = Hub::default();
+        let (publisher, _) = client(&mut hub);
+        let (sub, mut sub_rx) = client(&mut hub);
+        hub.on_text(publisher, "1h|1|p");
+        hub.on_text(sub, "1h|1|s");
+        hub.on_text(sub, "1c|1|c|300|0");
+        hub.on_text(sub, "1c|1|c|0|0");
+        hub.on_text(publisher, "1t|1|c|1|x");
+        assert!(texts(&mut sub_rx).is_empty(), "0|0 unsubscribes");
+        hub.on_text(sub, "1c|1|c|0|1");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        hub.on_text(publisher, "1t|1|c|1|x");
+        assert!(texts(&mut sub_rx).is_empty(), "expired");
+        hub.purge_expired();
+        assert!(hub.channels.is_empty(), "expired subscriptions are freed");
+        hub.on_text(sub, "1c|1|c|300|0");
+        hub.unregister(sub);
+        assert!(hub.channels.is_empty(), "closing removes its subscriptions");
+    }
+
+    #[test]
+    fn errors_close_with_the_protocol_codes() {
+        let mut hub = Hub::default();
+        let (id, _) = client(&mut hub);
+        assert!(matches!(
+            hub.on_text(id, "1c|1|c|300|0"),
+            Verdict::Close(1008, _)
+        ));
+        assert!(matches!(hub.on_text(id, "2h|1|a"), Verdict::Close(1002, _)));
+        assert!(matches!(hub.on_text(id, "1h|9|a"), Verdict::Close(1002, _)));
+        match hub.on_text(id, "1d|3|bye") {
+            Verdict::Close(1000, reason) => assert_eq!(reason, "bye"),
+            other => panic!("{other:?}"),
+        }
+    }
+}
