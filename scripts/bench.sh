@@ -1,25 +1,42 @@
 #!/usr/bin/env bash
-# EaseChat Nexus benchmark: builds release, runs each scenario against a
-# fresh nexus, prints the histograms and writes bench-results/<date>-<host>.md
-# with raw .json / .hgrm files beside it. Stops everything it started.
+# EaseChat Nexus benchmark, side by side in one run: this machine's physical
+# floor (examples/floor), the classic Tokio design the nexus replaces
+# (examples/baseline) and the nexus, under the same loads. Writes
+# bench-results/<date>-<host>.md (tables and ratios), the raw .json / .hgrm /
+# .cpu files in bench-results/<date>-<host>/ and SVG latency plots there.
+# Stops everything it started.
 #
-#   scripts/bench.sh                    # every scenario, 30 s each
-#   scripts/bench.sh --duration 5       # shorter windows
-#   scripts/bench.sh --only baseline    # one scenario (repeatable)
+#   scripts/bench.sh                    # everything, 10 s windows (~10 min)
+#   scripts/bench.sh --duration 30      # longer windows
+#   scripts/bench.sh --quick            # 3 s windows, 400 and 4,000 msg/s only, no scaling runs
+#   scripts/bench.sh --only sweep       # one scenario family (repeatable):
+#                                       # floor, sweep, closed, tenchan, saturation, connections, scaling
+#   scripts/bench.sh --servers nexus    # only one server (nexus or baseline; default both)
 #
-# On a machine with few cores the nexus and the load generator are pinned to
-# different CPUs: NEXUS_CPUS (default 0) and LOAD_CPUS (default the last CPU).
-# The scaling runs with --cores 2 give the nexus every CPU.
+# The server (one nexus shard, or the baseline's one Tokio worker) runs on
+# NEXUS_CPUS (default 0), the load generator on LOAD_CPUS (default the last
+# CPU); the floor's sender is pinned like the server and its reader like the
+# load. BENCH_PORT (default 16500) is the servers' port, BENCH_OUT the output
+# directory (the report goes beside it as <dir>.md); NEXUS_ARGS and
+# BASELINE_ARGS add flags to the servers (e.g. --plain-sends,
+# --coalesce-max-us 0; --feed-queued). Server CPU is read from
+# /proc/PID/stat (utime + stime) every 0.2 s and taken over the load
+# generator's measured window.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-duration=30
+orig_args="$*"
+duration=10
+quick=0
 only=()
+servers=(nexus baseline)
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) duration="$2"; shift 2 ;;
+    --quick) quick=1; duration=3; shift ;;
     --only) only+=("$2"); shift 2 ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    --servers) IFS=, read -r -a servers <<< "$2"; shift 2 ;;
+    -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -30,104 +47,123 @@ LOAD_CPUS=${LOAD_CPUS:-$((ncpu - 1))}
 port=${BENCH_PORT:-16500}
 date_tag=$(date -u +%Y-%m-%d)
 host=$(hostname -s 2>/dev/null || echo host)
-out_dir="bench-results/${date_tag}-${host}"
-report="bench-results/${date_tag}-${host}.md"
+out_dir=${BENCH_OUT:-"bench-results/${date_tag}-${host}"}
+report="${out_dir}.md"
 mkdir -p "$out_dir"
+runs="$out_dir/runs.tsv"
+: > "$runs"
+
+if [ "$quick" = 1 ]; then rates=(400 4000); else rates=(400 1000 2000 4000 8000); fi
+warmup=2
 
 # The connections scenario holds 10,000 sockets open on each side.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
 ulimit -l unlimited 2>/dev/null || true
 
-cargo build --release --bin ease_chat_nexus --example stress
+cargo build --release --bin ease_chat_nexus --example stress --example floor --example baseline --example plot
 nexus_bin=target/release/ease_chat_nexus
+baseline_bin=target/release/examples/baseline
 stress_bin=target/release/examples/stress
+floor_bin=target/release/examples/floor
+plot_bin=target/release/examples/plot
+clk_tck=$(getconf CLK_TCK)
 
-nexus_pid=""
-cleanup() { if [ -n "$nexus_pid" ] && kill -0 "$nexus_pid" 2>/dev/null; then kill -TERM "$nexus_pid"; wait "$nexus_pid" 2>/dev/null || true; fi; }
+server_pid=""
+cleanup() { if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then kill -TERM "$server_pid"; wait "$server_pid" 2>/dev/null || true; fi; }
 trap cleanup EXIT
+
+wanted() { # family
+  [ ${#only[@]} -eq 0 ] && return 0
+  [[ " ${only[*]} " =~ " $1 " ]]
+}
+has_server() { [[ " ${servers[*]} " =~ " $1 " ]]; }
 
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 
-start_nexus() { # cpus cores ring_size
-  local cpus=$1 cores=$2 ring=$3 log="$out_dir/nexus.log"
-  taskset -c "$cpus" "$nexus_bin" "127.0.0.1:$port" --cores "$cores" --ring-size "$ring" --log warn \
-    < /dev/null > /dev/null 2> "$log" &
-  nexus_pid=$!
+start_server() { # kind cpus cores ring
+  local kind=$1 cpus=$2 cores=$3 ring=$4 log="$out_dir/$1.log"
+  case "$kind" in
+    # shellcheck disable=SC2086 # NEXUS_ARGS is a list of flags
+    nexus) taskset -c "$cpus" "$nexus_bin" "127.0.0.1:$port" --cores "$cores" --ring-size "$ring" --log warn ${NEXUS_ARGS:-} \
+             < /dev/null > /dev/null 2>> "$log" & ;;
+    # shellcheck disable=SC2086 # BASELINE_ARGS is a list of flags
+    baseline) taskset -c "$cpus" "$baseline_bin" "127.0.0.1:$port" --threads "$cores" ${BASELINE_ARGS:-} \
+             < /dev/null > /dev/null 2>> "$log" & ;;
+  esac
+  server_pid=$!
   for _ in $(seq 1 100); do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
     sleep 0.05
   done
-  echo "nexus did not start:" >&2; cat "$log" >&2; exit 1
+  echo "$kind did not start:" >&2; cat "$log" >&2; exit 1
 }
 
-stop_nexus() { kill -TERM "$nexus_pid"; wait "$nexus_pid" || true; nexus_pid=""; }
+stop_server() { kill -TERM "$server_pid"; wait "$server_pid" || true; server_pid=""; }
 
-rows=()
-# run NAME NEXUS_CPUS CORES RING LOAD_CPUS STRESS_ARGS...
+# run FAMILY NAME SERVER CPUS CORES RING LOAD_CPUS STRESS_ARGS...
 run() {
-  local name=$1 ncpus=$2 cores=$3 ring=$4 lcpus=$5; shift 5
-  if [ ${#only[@]} -gt 0 ] && [[ ! " ${only[*]} " =~ " ${name%%-*} " ]] && [[ ! " ${only[*]} " =~ " ${name} " ]]; then return 0; fi
-  echo; echo "=== $name: nexus on CPU $ncpus (--cores $cores --ring-size $ring), load on CPU $lcpus: $*"
-  start_nexus "$ncpus" "$cores" "$ring"
-  local rss_before; rss_before=$(rss_kib "$nexus_pid")
-  local cpu_before; cpu_before=$(awk '{print $14+$15}' "/proc/$nexus_pid/stat")
-  local rss_peak=$rss_before
-  local status=0 started; started=$(date +%s.%N)
+  local family=$1 name=$2 kind=$3 scpus=$4 cores=$5 ring=$6 lcpus=$7; shift 7
+  wanted "$family" && has_server "$kind" || return 0
+  local tag="$name.$kind"
+  echo; echo "=== $name on $kind (CPU $scpus, cores $cores, ring $ring), load on CPU $lcpus: $*"
+  start_server "$kind" "$scpus" "$cores" "$ring"
+  local rss_before; rss_before=$(rss_kib "$server_pid")
+  local rss_peak=$rss_before status=0 cpu_file="$out_dir/$tag.cpu"
+  : > "$cpu_file"
   taskset -c "$lcpus" "$stress_bin" --url "ws://127.0.0.1:$port" "$@" \
-    --json "$out_dir/$name.json" --hgrm "$out_dir/$name.hgrm" --name-prefix "$name" \
-    > "$out_dir/$name.txt" 2>&1 &
+    --json "$out_dir/$tag.json" --hgrm "$out_dir/$tag.hgrm" --name-prefix "$name" \
+    > "$out_dir/$tag.txt" 2>&1 &
   local stress_pid=$!
   while kill -0 "$stress_pid" 2>/dev/null; do
-    local r; r=$(rss_kib "$nexus_pid"); [ "$r" -gt "$rss_peak" ] && rss_peak=$r
-    sleep 0.5
+    echo "$(date +%s.%N) $(awk '{print $14+$15}' "/proc/$server_pid/stat")" >> "$cpu_file"
+    local r; r=$(rss_kib "$server_pid"); [ "$r" -gt "$rss_peak" ] && rss_peak=$r
+    sleep 0.2
   done
+  echo "$(date +%s.%N) $(awk '{print $14+$15}' "/proc/$server_pid/stat")" >> "$cpu_file"
   wait "$stress_pid" || status=$?
-  local cpu_after; cpu_after=$(awk '{print $14+$15}' "/proc/$nexus_pid/stat")
-  local wall; wall=$(python3 -c "import sys; print(round(float(sys.argv[1]) - float(sys.argv[2]), 2))" "$(date +%s.%N)" "$started")
-  stop_nexus
-  cat "$out_dir/$name.txt"
-  echo "--- latency distribution (ms)"; cat "$out_dir/$name.hgrm" | head -40
-  echo "nexus: RSS ${rss_before} KiB before, ${rss_peak} KiB peak; CPU $((cpu_after - cpu_before))/100 s in ${wall} s"
-  local verdict=ok; [ $status -ne 0 ] && verdict="FAILED (exit $status)"
-  rows+=("$name|$*|$ncpus/$cores/$ring|$(python3 - "$out_dir/$name.json" "$rss_before" "$rss_peak" "$((cpu_after - cpu_before))" "$wall" <<'PY'
-import json, sys
-d = json.load(open(sys.argv[1]))
-rss0, rss1, ticks, wall = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
-clients = int(d["settings"]["clients"])
-per_conn = (rss1 - rss0) * 1024 / clients
-l = d["latency_ms"]
-print(f'{d["publish_rate"]:.0f}|{d["deliveries_per_second"]:.0f}|{l["p50"]:.3f}|{l["p99"]:.3f}|{l["p99_9"]:.3f}|{l["max"]:.3f}|'
-      f'{d["lost"]}|{d["out_of_order"]}|{d["client_cpu_percent"]:.0f}%|{ticks / 100 / wall:.0%}|{rss0}→{rss1} KiB ({per_conn:.0f} B/conn)')
-PY
-)|$verdict")
+  stop_server
+  cat "$out_dir/$tag.txt"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$family" "$name" "$kind" "$scpus/$cores/$ring" \
+    "$rss_before" "$rss_peak" "$status" "$*" >> "$runs"
 }
 
-d=$duration
-base=(--clients 350 --publishers 10 --message-size 64 --duration "$d" --warmup 2)
-run baseline        "$NEXUS_CPUS" 1 1024 "$LOAD_CPUS" "${base[@]}" --channels 10 --target-rate 3500
-run fanout          "$NEXUS_CPUS" 1 1024 "$LOAD_CPUS" "${base[@]}" --channels 1 --target-rate 400
-run saturation-base "$NEXUS_CPUS" 1 1024 "$LOAD_CPUS" "${base[@]}" --channels 10 --target-rate 0
-run saturation-fan  "$NEXUS_CPUS" 1 1024 "$LOAD_CPUS" "${base[@]}" --channels 1 --target-rate 0
-run connections     "$NEXUS_CPUS" 1 1024 "$LOAD_CPUS" --clients 10000 --publishers 10 --channels 100 \
-                    --target-rate 100 --duration "$d" --warmup 2 --connect-parallel 256
-all="0-$((ncpu - 1))"
-run scaling-cores1      "$NEXUS_CPUS" 1 1024 "$LOAD_CPUS" "${base[@]}" --channels 10 --target-rate 0
-run scaling-cores2      "$all" 2 1024 "$all" "${base[@]}" --channels 10 --target-rate 0
-run scaling-cores2-ring16 "$all" 2 16 "$all" "${base[@]}" --channels 10 --target-rate 0
+# floor MODE RATE
+floor() {
+  wanted floor || return 0
+  local mode=$1 rate=$2 tag="floor-$2.$1"
+  echo; echo "=== floor: $mode, $rate publishes/s (0 = closed loop), sender on CPU $NEXUS_CPUS, reader on CPU $LOAD_CPUS"
+  "$floor_bin" --mode "$mode" --rate "$rate" --duration "$duration" --warmup 1 \
+    --sender-cpu "$NEXUS_CPUS" --reader-cpu "$LOAD_CPUS" \
+    --json "$out_dir/$tag.json" --hgrm "$out_dir/$tag.hgrm" --fanout-hgrm "$out_dir/$tag.fanout.hgrm" \
+    | tee "$out_dir/$tag.txt"
+}
 
-{
-  echo "# Benchmark run $date_tag on $host"
-  echo
-  echo "Machine: $ncpu CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(free -g | awk '/Mem:/ {print $2}') GiB, kernel $(uname -r)."
-  echo "Command: \`scripts/bench.sh --duration $duration\` (commit $(git rev-parse --short HEAD))."
-  echo "Nexus CPUs / --cores / --ring-size per row; the load generator (examples/stress, tokio on epoll) ran on CPU $LOAD_CPUS unless the row gives the nexus every CPU."
-  echo "Nexus CPU is its CPU time over the whole stress run (connect, warm-up, window, drain), as a share of one core; load-gen CPU is over the measured window."
-  echo "Nexus RSS is before the run and the peak during it; the per-connection figure divides the growth by the client count."
-  echo
-  echo "| scenario | load | nexus cpus/cores/ring | publish/s | deliveries/s | p50 ms | p99 ms | p99.9 ms | max ms | lost | reordered | load-gen CPU | nexus CPU | nexus RSS | result |"
-  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
-  for r in "${rows[@]}"; do echo "| ${r} |"; done
-  echo
-  echo "Raw results: \`$out_dir/\` (.txt summary, .json, .hgrm percentile distribution per scenario)."
-} > "$report"
+for rate in "${rates[@]}" 0; do
+  floor send "$rate"
+  floor uring "$rate"
+done
+
+d=$duration
+fan=(--clients 350 --publishers 10 --message-size 64 --duration "$d" --warmup "$warmup" --channels 1)
+ten=(--clients 350 --publishers 10 --message-size 64 --duration "$d" --warmup "$warmup" --channels 10)
+for kind in baseline nexus; do
+  for rate in "${rates[@]}"; do
+    run sweep "sweep-$rate" "$kind" "$NEXUS_CPUS" 1 1024 "$LOAD_CPUS" "${fan[@]}" --target-rate "$rate"
+  done
+  run closed closed-loop "$kind" "$NEXUS_CPUS" 1 1024 "$LOAD_CPUS" "${fan[@]}" --target-rate 0
+  run tenchan ten-channels "$kind" "$NEXUS_CPUS" 1 1024 "$LOAD_CPUS" "${ten[@]}" --target-rate 3500
+  run saturation saturation-ten-channels "$kind" "$NEXUS_CPUS" 1 1024 "$LOAD_CPUS" "${ten[@]}" --target-rate 0
+  run connections connections "$kind" "$NEXUS_CPUS" 1 1024 "$LOAD_CPUS" --clients 10000 --publishers 10 \
+    --channels 100 --target-rate 100 --duration "$d" --warmup "$warmup" --connect-parallel 256
+done
+if [ "$quick" = 0 ]; then
+  all="0-$((ncpu - 1))"
+  run scaling scaling-cores2 nexus "$all" 2 1024 "$all" "${ten[@]}" --target-rate 0
+  run scaling scaling-cores2-ring16 nexus "$all" 2 16 "$all" "${ten[@]}" --target-rate 0
+fi
+
+python3 scripts/bench_report.py --dir "$out_dir" --report "$report" --plot "$plot_bin" \
+  --clk-tck "$clk_tck" --command "${NEXUS_ARGS:+NEXUS_ARGS='$NEXUS_ARGS' }${BASELINE_ARGS:+BASELINE_ARGS='$BASELINE_ARGS' }scripts/bench.sh${orig_args:+ $orig_args}" \
+  --commit "$(git rev-parse --short HEAD)$(git diff --quiet || echo '+dirty')" \
+  --nexus-cpus "$NEXUS_CPUS" --load-cpus "$LOAD_CPUS" --rates "${rates[*]}"
 echo; cat "$report"

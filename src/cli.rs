@@ -107,6 +107,17 @@ pub struct Args {
     /// first close (default 5)
     #[argh(option, default = "config::DEFAULT_LAME_DUCK_GRACE.as_secs_f64()")]
     pub lame_duck_grace: f64,
+    /// longest adaptive write-coalescing delay in microseconds: a busy
+    /// shard waits up to this long before a round of writes so each send
+    /// carries more frames; 0 = never wait (default 1000, at most 100000)
+    #[argh(option, default = "config::DEFAULT_COALESCE_MAX.as_micros() as u64")]
+    pub coalesce_max_us: u64,
+
+    /// write each connection with its own send() instead of one io_uring
+    /// submission per round of writes (for comparison; off by default)
+    #[argh(switch)]
+    pub plain_sends: bool,
+
     /// serve the browser console, its JSON API, /metrics and /healthz on
     /// this address (off by default); a bare port means 127.0.0.1:PORT. A
     /// non-loopback address needs a token (--admin-token-file or
@@ -207,6 +218,14 @@ impl Args {
                      (--admin-token-file PATH or {TOKEN_ENV}), or bind 127.0.0.1"
                 ));
             }
+        }
+        config.coalesce_max = Duration::from_micros(self.coalesce_max_us);
+        config.plain_sends = self.plain_sends;
+        if config.coalesce_max > config::COALESCE_MAX_CAP {
+            return Err(format!(
+                "--coalesce-max-us must be at most {}",
+                config::COALESCE_MAX_CAP.as_micros()
+            ));
         }
         config.keepalive =
             Duration::from_secs(positive("--keepalive", self.keepalive as usize)? as u64);

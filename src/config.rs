@@ -36,6 +36,13 @@ pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const MAX_TTL_CAP: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60);
 /// Default longest endpoint or channel name, in bytes.
 pub const DEFAULT_MAX_NAME_BYTES: usize = 1024;
+/// Default bound of the adaptive coalescing delay: when a shard is busy,
+/// its flusher waits at most this long before a round of writes so each
+/// `send` carries more frames. 0 turns the delay off (writes still leave
+/// once per executor round).
+pub const DEFAULT_COALESCE_MAX: Duration = Duration::from_micros(1000);
+/// The largest `--coalesce-max-us` accepted: 100 ms.
+pub const COALESCE_MAX_CAP: Duration = Duration::from_millis(100);
 /// How many shards the ring mesh can address (interest is a 64-bit mask).
 pub const MAX_SHARDS: usize = shards::MAX_SHARDS;
 /// Default bytes one shard may have in flight toward one other shard (in
@@ -111,6 +118,11 @@ pub struct Config {
     pub lame_duck_grace: Duration,
     /// The cluster bridge (`--nats`), if this node joins a cluster.
     pub cluster: Option<crate::cluster::ClusterConfig>,
+    /// Upper bound of the flusher's adaptive coalescing delay (0: none).
+    pub coalesce_max: Duration,
+    /// Write each connection with its own `send()` instead of one io_uring
+    /// submission per group of connections.
+    pub plain_sends: bool,
 }
 
 impl Config {
@@ -141,6 +153,8 @@ impl Config {
             lame_duck_duration: DEFAULT_LAME_DUCK_DURATION,
             lame_duck_grace: DEFAULT_LAME_DUCK_GRACE,
             cluster: None,
+            coalesce_max: DEFAULT_COALESCE_MAX,
+            plain_sends: false,
         }
     }
 }

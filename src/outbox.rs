@@ -1,8 +1,12 @@
 //! A connection's bounded outbound queue.
 //!
 //! Publishers push shared, reference-counted frames here (a clone of an
-//! `Rc`, no copy); the connection's writer task drains everything queued in
-//! one batch and writes it with one `send`. The queue is bounded in bytes: a
+//! `Rc`, no copy); everything queued leaves in one batch with one `send`.
+//! Who drains it is the writer's choice: a [ready hook](Outbox::set_ready_hook)
+//! hands the connection to the shard's end-of-turn flusher
+//! (`session::writer`) the moment the queue stops being empty, and
+//! [`Outbox::poll_batch`] serves a writer task that drains on its own. The
+//! queue is bounded in bytes: a
 //! push that would pass the bound is refused, and the caller closes the
 //! connection as a slow consumer instead of letting memory grow or stalling
 //! the shard.
@@ -56,6 +60,9 @@ pub struct Outbox {
     close_reason: RefCell<Option<(u16, String)>>,
     writer: Cell<Option<Waker>>,
     reader: Cell<Option<Waker>>,
+    /// Called when the queue stops being empty or starts closing, instead
+    /// of waking a writer blocked in [`Outbox::poll_batch`].
+    ready_hook: RefCell<Option<Box<dyn Fn()>>>,
 }
 
 impl std::fmt::Debug for Outbox {
@@ -65,6 +72,7 @@ impl std::fmt::Debug for Outbox {
             .field("queued_bytes", &self.queued_bytes.get())
             .field("limit", &self.limit)
             .field("closing", &self.closing.get())
+            .field("ready_hook", &self.ready_hook.borrow().is_some())
             .finish()
     }
 }
@@ -80,6 +88,21 @@ impl Outbox {
             close_reason: RefCell::new(None),
             writer: Cell::new(None),
             reader: Cell::new(None),
+            ready_hook: RefCell::new(None),
+        }
+    }
+
+    /// From now on, a push onto an empty queue and a close call `hook`
+    /// (once per transition, not per frame) so the caller can schedule the
+    /// write itself; the writer waker is still woken on close so it can
+    /// finish. The hook must not push to this outbox.
+    pub fn set_ready_hook(&self, hook: Box<dyn Fn()>) {
+        *self.ready_hook.borrow_mut() = Some(hook);
+    }
+
+    fn ready(&self) {
+        if let Some(hook) = self.ready_hook.borrow().as_ref() {
+            hook();
         }
     }
 
@@ -111,10 +134,17 @@ impl Outbox {
 
     fn enqueue(&self, frame: Frame, bytes: usize) {
         self.queued_bytes.set(bytes);
-        let mut queue = self.queue.borrow_mut();
-        queue.push_back(frame);
-        if queue.len() == 1 {
-            wake(&self.writer);
+        let first = {
+            let mut queue = self.queue.borrow_mut();
+            queue.push_back(frame);
+            queue.len() == 1
+        };
+        if first {
+            if self.ready_hook.borrow().is_some() {
+                self.ready();
+            } else {
+                wake(&self.writer);
+            }
         }
     }
 
@@ -148,6 +178,7 @@ impl Outbox {
         self.queued_bytes
             .set(self.queued_bytes.get() + close_frame.len());
         self.queue.borrow_mut().push_back(close_frame.into());
+        self.ready();
         wake(&self.writer);
         wake(&self.reader);
         true
@@ -161,6 +192,7 @@ impl Outbox {
     /// Ends the queue without a close frame (the peer is gone).
     pub fn abort(&self) {
         if !self.closing.replace(true) {
+            self.ready();
             wake(&self.writer);
             wake(&self.reader);
         }
@@ -183,6 +215,36 @@ impl Outbox {
             Poll::Ready(())
         } else {
             self.reader.set(Some(cx.waker().clone()));
+            Poll::Pending
+        }
+    }
+
+    /// For a flusher: appends every queued frame to `buf`, in order, and
+    /// returns how many there were.
+    pub fn take_all(&self, buf: &mut Vec<u8>) -> usize {
+        let mut queue = self.queue.borrow_mut();
+        buf.reserve(self.queued_bytes.get());
+        let frames = queue.len();
+        for frame in queue.drain(..) {
+            buf.extend_from_slice(&frame);
+        }
+        self.queued_bytes.set(0);
+        frames
+    }
+
+    /// True if frames are waiting.
+    pub fn has_frames(&self) -> bool {
+        !self.queue.borrow().is_empty()
+    }
+
+    /// For a writer whose frames a flusher sends: ready once the outbox is
+    /// closed and empty (time to send FIN); otherwise remembers the waker,
+    /// which a close wakes.
+    pub fn poll_finished(&self, cx: &Context<'_>) -> Poll<()> {
+        if self.closing.get() && self.queue.borrow().is_empty() {
+            Poll::Ready(())
+        } else {
+            self.writer.set(Some(cx.waker().clone()));
             Poll::Pending
         }
     }
@@ -267,6 +329,38 @@ mod tests {
         assert_eq!(outbox.push_control(vec![0x8a, 0x00, 1, 2]), Push::Queued);
         assert_eq!(outbox.push_control(vec![0x8a, 0x00, 1, 2]), Push::Queued);
         assert_eq!(outbox.push_control(vec![0x8a, 0x00]), Push::Overflow);
+    }
+
+    #[test]
+    fn ready_hook_fires_once_per_empty_to_queued_and_on_close() {
+        let fired = Rc::new(Cell::new(0));
+        let outbox = Outbox::new(100);
+        let seen = fired.clone();
+        outbox.set_ready_hook(Box::new(move || seen.set(seen.get() + 1)));
+        outbox.push(&frame(b"a"));
+        outbox.push(&frame(b"b"));
+        assert_eq!(
+            fired.get(),
+            1,
+            "only the first frame of a batch schedules a flush"
+        );
+        let mut buf = Vec::new();
+        assert_eq!(outbox.take_all(&mut buf), 2);
+        assert_eq!(buf, b"ab");
+        assert!(!outbox.has_frames());
+        outbox.push(&frame(b"c"));
+        assert_eq!(fired.get(), 2, "an emptied queue schedules again");
+        let cx = Context::from_waker(Waker::noop());
+        assert!(outbox.poll_finished(&cx).is_pending());
+        assert!(outbox.close(1000, "bye"));
+        assert_eq!(fired.get(), 3, "a close schedules its frame");
+        assert!(
+            outbox.poll_finished(&cx).is_pending(),
+            "frames still queued"
+        );
+        buf.clear();
+        assert_eq!(outbox.take_all(&mut buf), 2);
+        assert!(outbox.poll_finished(&cx).is_ready());
     }
 
     #[test]

@@ -230,8 +230,10 @@ fn run(args: Args) -> Result<(), String> {
     shared.start_ns.store(start, Ordering::Release);
     sleep_until(&shared, measure_from);
     let cpu_before = cpu_seconds();
+    let window_start_unix = unix_seconds();
     sleep_until(&shared, end);
     let cpu_used = cpu_seconds() - cpu_before;
+    let window_end_unix = unix_seconds();
     let deadline = Instant::now() + DRAIN;
     while Instant::now() < deadline
         && shared.delivered_all.load(Ordering::Acquire)
@@ -262,6 +264,7 @@ fn run(args: Args) -> Result<(), String> {
         ],
         connect_seconds,
         window_seconds: args.duration,
+        window_unix: (window_start_unix, window_end_unix),
         cpu_seconds: cpu_used,
     };
     print!("{}", report::summary(&total, &info));
@@ -307,6 +310,14 @@ fn sleep_until(shared: &Shared, ns: u64) {
     if ns > now {
         std::thread::sleep(Duration::from_nanos(ns - now));
     }
+}
+
+/// Wall-clock seconds since the Unix epoch, so scripts can line the
+/// measured window up with their own samples of the server's CPU time.
+fn unix_seconds() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// User + system CPU seconds this process has used.

@@ -69,6 +69,8 @@ pub struct RunInfo {
     pub connect_seconds: f64,
     /// Measured window, seconds.
     pub window_seconds: f64,
+    /// The window's start and end, seconds since the Unix epoch.
+    pub window_unix: (f64, f64),
     /// CPU seconds (user + system) this process used in the window.
     pub cpu_seconds: f64,
 }
@@ -174,7 +176,7 @@ pub fn json(tally: &Tally, info: &RunInfo) -> String {
         .collect();
     format!(
         "{{\"settings\": {{{}}}, \"connect_seconds\": {:.3}, \"connect_p99_ms\": {:.3}, \"connect_errors\": {}, \
-         \"window_seconds\": {:.3}, \"published\": {}, \"publish_rate\": {:.1}, \"expected\": {}, \"delivered\": {}, \
+         \"window_seconds\": {:.3}, \"window_start_unix\": {:.3}, \"window_end_unix\": {:.3}, \"published\": {}, \"publish_rate\": {:.1}, \"expected\": {}, \"delivered\": {}, \
          \"deliveries_per_second\": {:.1}, \"lost\": {}, \"out_of_order\": {}, \"connections_closed\": {}, \
          \"latency_ms\": {{\"p50\": {:.4}, \"p90\": {:.4}, \"p99\": {:.4}, \"p99_9\": {:.4}, \"max\": {:.4}, \"count\": {}}}, \
          \"client_cpu_seconds\": {:.3}, \"client_cpu_percent\": {:.1}}}\n",
@@ -183,6 +185,8 @@ pub fn json(tally: &Tally, info: &RunInfo) -> String {
         ms(tally.connect.value_at_quantile(0.99)),
         tally.connect_errors,
         info.window_seconds,
+        info.window_unix.0,
+        info.window_unix.1,
         tally.published,
         tally.published as f64 / w,
         tally.expected,

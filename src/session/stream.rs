@@ -7,9 +7,10 @@
 use std::cell::RefCell;
 use std::future::poll_fn;
 use std::io;
+use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::rc::Rc;
-use std::task::Poll;
+use std::task::{Context, Poll};
 
 use futures_lite::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
@@ -78,6 +79,20 @@ impl SharedStream {
             }
         })
         .await
+    }
+
+    /// One non-blocking attempt to write `buf`: how much the kernel took,
+    /// or `Pending` with `cx`'s waker registered for when the socket has
+    /// room again. For the end-of-turn flusher, which writes many sockets
+    /// in one go and must never wait on one of them.
+    pub fn poll_write_some(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_write(cx, buf)
+    }
+
+    /// The socket's descriptor, for the flusher's batched sends (which
+    /// bypass glommio: only one writer uses a socket at a time).
+    pub fn raw_fd(&self) -> RawFd {
+        self.0.borrow().as_raw_fd()
     }
 
     /// Writes all of `buf`.

@@ -1,50 +1,419 @@
-//! A connection's writer task: drains the outbox in batches, one `send` per
-//! batch, until the outbox is closed and empty.
+//! Writing, coalesced on purpose: the frames queued for a connection during
+//! one executor round leave in one `send` at the end of that round, and a
+//! busy shard waits a bounded, adaptive moment longer so each `send`
+//! carries more.
+//!
+//! Each shard (thread) has one [`Flusher`] task. A connection's outbox calls
+//! its ready hook when it stops being empty; the hook puts the connection on
+//! the flusher's dirty list (once per round, whatever the number of frames)
+//! and wakes the flusher. The flusher first yields once, so every task that
+//! is already runnable — readers parsing publishes, ring drains — runs
+//! before it and adds its frames; then it writes every dirty connection's
+//! whole outbox with one non-blocking send each, all of them in one
+//! io_uring submission (`uring_batch`, the shard's own ring; groups of
+//! 1,024 connections) — or one `send()` system call each with
+//! `--plain-sends` or where io_uring cannot be set up. This is the pattern of
+//! uWebSockets' per-loop-iteration pub/sub drain and of Redis writing
+//! pending replies in `beforeSleep`: deliveries are queued while input is
+//! processed, and written once, just before the loop would wait again.
+//! Because the flusher sits in the same FIFO run queue as everyone else, a
+//! connection that floods input cannot starve the writes: the flusher runs
+//! after at most one round of the runnable tasks.
+//!
+//! The adaptive delay ([`coalesce`]): when frames pile up (sends carry
+//! more than about 1.5 frames on average) while the flusher is busy most of
+//! the time, the next round waits as long as the last one took, capped at
+//! `--coalesce-max-us`: the shard then spends about half its time in
+//! `send`, each carrying about twice as many frames, and the wait a frame
+//! sees never exceeds the cap plus one round. At low load, or once sends
+//! carry about one frame again, rounds are written at once. The cap applies
+//! to every connection alike, so no subscriber waits longer than the bound
+//! because of another connection.
+//!
+//! A write the kernel cannot take whole (a full socket buffer) is handed to
+//! the connection's own writer task, which waits for room without holding
+//! up the flusher; the connection rejoins the flusher's rounds once its
+//! backlog is written. The writer task also sends FIN when the outbox is
+//! finished and stops everything on a write error.
 
+use std::cell::{Cell, Ref, RefCell};
 use std::future::poll_fn;
-use std::rc::Rc;
+use std::io;
+use std::rc::{Rc, Weak};
+use std::task::{Context, Poll, Waker};
+use std::time::Instant;
 
-use crate::outbox::Batch;
 use crate::shard::{Connection, ShardState};
+use tracing::warn;
+use uring_batch::{BatchSender, Send};
+
 use crate::stats::Metric;
 
 use super::stream::SharedStream;
 
-/// A batch buffer larger than this is released after use, so a burst does
+mod coalesce;
+
+use coalesce::Coalescer;
+
+/// A send buffer larger than this is released after use, so a burst does
 /// not pin memory on a connection that goes idle.
 const KEEP_BUFFER_BYTES: usize = 16 * 1024;
+/// Sends per io_uring submission; in a round over more connections than
+/// this, the flusher also offers the executor a chance to preempt it
+/// between groups.
+const SENDS_PER_GROUP: usize = 1024;
 
-/// Writes `conn`'s outbox to `stream` until it is finished, then sends FIN.
-/// A write error aborts the outbox, which also stops the reader.
-pub async fn run(stream: SharedStream, conn: Rc<Connection>, shard: Rc<ShardState>) {
-    let mut buf = Vec::new();
-    loop {
-        let batch = poll_fn(|cx| conn.outbox.poll_batch(cx, &mut buf)).await;
-        // Bytes count as sent once the kernel took them.
-        let written = match batch {
-            Batch::One(frame) => {
-                let result = stream.write_all(&frame).await;
-                result.map(|()| frame.len())
+/// Where a connection's writing stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Nothing to write, or frames whose ready hook has not fired yet.
+    Idle,
+    /// On the flusher's dirty list.
+    Queued,
+    /// The kernel did not take a whole batch; the writer task finishes it.
+    Blocked,
+    /// A write failed: the peer is gone.
+    Failed,
+}
+
+/// One connection's side of the writing: shared by its writer task, the
+/// flusher's dirty list and (weakly) its outbox's ready hook.
+struct Link {
+    conn: Rc<Connection>,
+    stream: SharedStream,
+    shard: Rc<ShardState>,
+    /// This shard's flusher.
+    flusher: Rc<Flusher>,
+    state: Cell<State>,
+    /// Bytes taken from the outbox and not yet written.
+    pending: RefCell<Vec<u8>>,
+    /// The writer task, woken when it has to act (blocked, failed, done).
+    writer: Cell<Option<Waker>>,
+}
+
+impl Link {
+    /// Puts this connection on the flusher's list unless it is there or
+    /// its writer task owns the writing right now.
+    fn mark_dirty(self: &Rc<Self>) {
+        if self.state.get() == State::Idle {
+            self.state.set(State::Queued);
+            self.flusher.enqueue(self.clone());
+        }
+    }
+
+    /// Moves everything queued into the pending buffer; returns the number
+    /// of frames.
+    fn take(&self) -> usize {
+        self.conn.outbox.take_all(&mut self.pending.borrow_mut())
+    }
+
+    /// Writes the pending buffer from byte `written` on (the bytes before
+    /// it are already sent) without waiting, and settles the state: done,
+    /// blocked (the writer task finishes) or failed.
+    fn write_from(&self, mut written: usize) {
+        let mut buf = self.pending.borrow_mut();
+        let waker = self.writer.take();
+        // A `Pending` registers this waker: the writer task then finishes.
+        let mut cx = Context::from_waker(waker.as_ref().unwrap_or(Waker::noop()));
+        let state = loop {
+            if written >= buf.len() {
+                break State::Idle;
             }
-            Batch::Many => {
-                let result = stream.write_all(&buf).await.map(|()| buf.len());
-                buf.clear();
-                if buf.capacity() > KEEP_BUFFER_BYTES {
-                    buf = Vec::new();
-                }
-                result
-            }
-            Batch::Finished => {
-                stream.close_write().await;
-                return;
+            match self.stream.poll_write_some(&mut cx, &buf[written..]) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => break State::Failed,
+                Poll::Ready(Ok(n)) => written += n,
+                Poll::Pending => break State::Blocked,
             }
         };
-        match written {
-            Ok(bytes) => shard.stats.add(Metric::BytesOut, bytes as u64),
+        self.shard
+            .stats
+            .add(Metric::BytesOut, written.min(buf.len()) as u64);
+        self.state.set(state);
+        match state {
+            State::Idle => {
+                release(&mut buf);
+                if self.conn.outbox.is_closing() {
+                    wake(waker);
+                } else {
+                    self.writer.set(waker);
+                }
+            }
+            State::Blocked => {
+                buf.drain(..written);
+                self.writer.set(waker);
+            }
+            State::Failed | State::Queued => wake(waker),
+        }
+    }
+
+    /// Settles a batched send's result: the kernel took `result` bytes, or
+    /// refused; what is left goes through [`Link::write_from`].
+    fn settle(&self, result: &io::Result<usize>) {
+        match result {
+            Ok(n) => self.write_from(*n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.write_from(0),
             Err(_) => {
+                self.state.set(State::Failed);
+                wake(self.writer.take());
+            }
+        }
+    }
+}
+
+fn wake(waker: Option<Waker>) {
+    if let Some(waker) = waker {
+        waker.wake();
+    }
+}
+
+fn release(buf: &mut Vec<u8>) {
+    buf.clear();
+    if buf.capacity() > KEEP_BUFFER_BYTES {
+        *buf = Vec::new();
+    }
+}
+
+/// What the writer task has to do.
+enum Next {
+    /// Write the rest of a batch the kernel did not take at once.
+    Blocked,
+    /// A write failed.
+    Failed,
+    /// The outbox is closed and written: send FIN.
+    Finished,
+}
+
+/// Hands `conn`'s writes to the shard's flusher, finishes the writes the
+/// kernel could not take at once, and sends FIN when the outbox is
+/// finished. A write error aborts the outbox, which also stops the reader.
+pub async fn run(stream: SharedStream, conn: Rc<Connection>, shard: Rc<ShardState>) {
+    let link = Rc::new(Link {
+        conn: conn.clone(),
+        stream,
+        flusher: Flusher::current(&shard),
+        shard,
+        state: Cell::new(State::Idle),
+        pending: RefCell::new(Vec::new()),
+        writer: Cell::new(None),
+    });
+    let weak: Weak<Link> = Rc::downgrade(&link);
+    conn.outbox.set_ready_hook(Box::new(move || {
+        if let Some(link) = weak.upgrade() {
+            link.mark_dirty();
+        }
+    }));
+    // Frames queued before the hook was set.
+    if conn.outbox.has_frames() || conn.outbox.is_closing() {
+        link.mark_dirty();
+    }
+    loop {
+        let next = poll_fn(|cx| {
+            link.writer.set(Some(cx.waker().clone()));
+            match link.state.get() {
+                State::Blocked => Poll::Ready(Next::Blocked),
+                State::Failed => Poll::Ready(Next::Failed),
+                State::Queued => Poll::Pending,
+                State::Idle => {
+                    if link.conn.outbox.has_frames() {
+                        link.mark_dirty();
+                        Poll::Pending
+                    } else {
+                        link.conn.outbox.poll_finished(cx).map(|()| Next::Finished)
+                    }
+                }
+            }
+        })
+        .await;
+        match next {
+            Next::Blocked => {
+                let rest = std::mem::take(&mut *link.pending.borrow_mut());
+                let written = link.stream.write_all(&rest).await;
+                if written.is_ok() {
+                    link.shard.stats.add(Metric::BytesOut, rest.len() as u64);
+                }
+                let mut rest = rest;
+                release(&mut rest);
+                *link.pending.borrow_mut() = rest;
+                if written.is_err() {
+                    link.state.set(State::Failed);
+                    conn.outbox.abort();
+                    return;
+                }
+                link.state.set(State::Idle);
+            }
+            Next::Failed => {
                 conn.outbox.abort();
                 return;
             }
+            Next::Finished => {
+                link.stream.close_write().await;
+                return;
+            }
         }
+    }
+}
+
+/// One shard's end-of-round writer; see the module docs.
+struct Flusher {
+    /// The executor this flusher belongs to (a thread may run several
+    /// executors one after the other, e.g. in tests).
+    executor: usize,
+    dirty: RefCell<Vec<Rc<Link>>>,
+    waker: Cell<Option<Waker>>,
+    /// Picks the wait before each round.
+    coalescer: RefCell<Coalescer>,
+    /// When the previous round ended.
+    last_round_end: Cell<Instant>,
+    /// The shard's own io_uring for one submission per group of sends;
+    /// `None` with `--plain-sends` or if it could not be set up.
+    sender: RefCell<Option<BatchSender>>,
+    /// Scratch for the batch results.
+    results: RefCell<Vec<io::Result<usize>>>,
+}
+
+thread_local! {
+    static FLUSHER: RefCell<Option<Rc<Flusher>>> = const { RefCell::new(None) };
+}
+
+impl Flusher {
+    /// This executor's flusher, started on first use.
+    fn current(shard: &ShardState) -> Rc<Flusher> {
+        let executor = glommio::executor().id();
+        FLUSHER.with(|slot| {
+            let mut slot = slot.borrow_mut();
+            if let Some(flusher) = slot.as_ref().filter(|f| f.executor == executor) {
+                return flusher.clone();
+            }
+            let flusher = Rc::new(Flusher {
+                executor,
+                dirty: RefCell::new(Vec::new()),
+                waker: Cell::new(None),
+                coalescer: RefCell::new(Coalescer::new(shard.config.coalesce_max)),
+                last_round_end: Cell::new(Instant::now()),
+                sender: RefCell::new(batch_sender(&shard.config)),
+                results: RefCell::new(Vec::new()),
+            });
+            glommio::spawn_local(flusher.clone().run()).detach();
+            *slot = Some(flusher.clone());
+            flusher
+        })
+    }
+
+    fn enqueue(&self, link: Rc<Link>) {
+        let mut dirty = self.dirty.borrow_mut();
+        dirty.push(link);
+        if dirty.len() == 1 {
+            wake(self.waker.take());
+        }
+    }
+
+    async fn run(self: Rc<Self>) {
+        // When the executor drops this task (shutdown), forget the flusher
+        // and whatever it still holds while the executor is still there.
+        let _forget = Forget(self.executor);
+        let mut round: Vec<Rc<Link>> = Vec::new();
+        loop {
+            poll_fn(|cx| {
+                if self.dirty.borrow().is_empty() {
+                    self.waker.set(Some(cx.waker().clone()));
+                    Poll::Pending
+                } else {
+                    Poll::Ready(())
+                }
+            })
+            .await;
+            // Let every task that is runnable now add its frames first.
+            futures_lite::future::yield_now().await;
+            let delay = self.coalescer.borrow().delay();
+            if !delay.is_zero() {
+                glommio::timer::sleep(delay).await;
+            }
+            let started = Instant::now();
+            std::mem::swap(&mut round, &mut *self.dirty.borrow_mut());
+            let (mut frames, mut sends) = (0, 0);
+            for group in round.chunks(SENDS_PER_GROUP) {
+                let (f, n) = self.write_group(group);
+                frames += f;
+                sends += n;
+                glommio::yield_if_needed().await;
+            }
+            round.clear();
+            let ended = Instant::now();
+            let idle = started.saturating_duration_since(self.last_round_end.get());
+            self.last_round_end.set(ended);
+            self.coalescer
+                .borrow_mut()
+                .observe(frames, sends, ended - started, idle);
+        }
+    }
+}
+
+impl Flusher {
+    /// Writes one group of dirty connections: every batch in one io_uring
+    /// submission when the shard has its ring, else one `send` each.
+    /// Returns the frames written and the connections that had any.
+    fn write_group(&self, group: &[Rc<Link>]) -> (usize, usize) {
+        let mut frames = 0;
+        let mut sends = 0;
+        for link in group {
+            let taken = link.take();
+            frames += taken;
+            sends += usize::from(taken > 0);
+        }
+        let mut sender = self.sender.borrow_mut();
+        let Some(sender) = sender.as_mut() else {
+            for link in group {
+                link.write_from(0);
+            }
+            return (frames, sends);
+        };
+        let mut results = self.results.borrow_mut();
+        {
+            let bufs: Vec<Ref<'_, Vec<u8>>> = group.iter().map(|l| l.pending.borrow()).collect();
+            let batch: Vec<Send<'_>> = group
+                .iter()
+                .zip(&bufs)
+                .map(|(link, buf)| Send {
+                    fd: link.stream.raw_fd(),
+                    buf,
+                })
+                .collect();
+            sender.send_all(&batch, &mut results);
+        }
+        for (link, result) in group.iter().zip(results.iter()) {
+            link.settle(result);
+        }
+        (frames, sends)
+    }
+}
+
+/// The shard's batch sender, unless `--plain-sends` or io_uring refuses.
+fn batch_sender(config: &crate::Config) -> Option<BatchSender> {
+    if config.plain_sends {
+        return None;
+    }
+    match BatchSender::new(SENDS_PER_GROUP as u32) {
+        Ok(sender) => Some(sender),
+        Err(e) => {
+            warn!(error = %e, "no io_uring for batched sends; writing with one send() per connection");
+            None
+        }
+    }
+}
+
+/// Clears this thread's flusher slot when the flusher task is dropped.
+struct Forget(usize);
+
+impl Drop for Forget {
+    fn drop(&mut self) {
+        let _ = FLUSHER.try_with(|slot| {
+            let mut slot = slot.borrow_mut();
+            if slot.as_ref().is_some_and(|f| f.executor == self.0) {
+                if let Some(flusher) = slot.take() {
+                    flusher.dirty.borrow_mut().clear();
+                    flusher.waker.take();
+                }
+            }
+        });
     }
 }

@@ -1,0 +1,140 @@
+//! Write coalescing through a real two-shard nexus: however the flusher
+//! groups frames into sends (at once, or after its adaptive delay), every
+//! subscriber gets every message, once, in each publisher's order, and a
+//! subscriber that stops reading holds up nobody else.
+
+mod common;
+
+use std::process::Command;
+use std::thread;
+use std::time::Duration;
+
+use common::{receive, Client, Nexus};
+
+const PUBLISHERS: usize = 4;
+const MESSAGES: usize = 400;
+const SUBSCRIBERS: usize = 40;
+
+/// Concurrent publishers, so frames pile up and sends carry many of them.
+#[test]
+fn concurrent_publishers_keep_order_with_the_default_delay() {
+    fan_in(&[]);
+}
+
+/// The same with the delay at its largest bound.
+#[test]
+fn concurrent_publishers_keep_order_with_the_largest_delay() {
+    fan_in(&["--coalesce-max-us", "100000"]);
+}
+
+/// The same with the delay off: rounds are still written once each.
+#[test]
+fn concurrent_publishers_keep_order_without_delay() {
+    fan_in(&["--coalesce-max-us", "0"]);
+}
+
+fn fan_in(args: &[&str]) {
+    let mut nexus = Nexus::start(args);
+    let subscribers: Vec<Client> = (0..SUBSCRIBERS)
+        .map(|i| {
+            let mut c = Client::named(&nexus, &format!("s{i}"));
+            c.subscribe("fan");
+            c
+        })
+        .collect();
+    nexus.wait_subscribers("fan", SUBSCRIBERS);
+    let readers: Vec<_> = subscribers
+        .into_iter()
+        .map(|mut c| {
+            thread::spawn(move || {
+                let mut next = [0usize; PUBLISHERS];
+                for _ in 0..PUBLISHERS * MESSAGES {
+                    let text = c.recv();
+                    let (p, seq) = parse(&text);
+                    assert_eq!(seq, next[p], "publisher {p} out of order: {text}");
+                    next[p] += 1;
+                }
+                c.expect_silence(Duration::from_millis(100));
+            })
+        })
+        .collect();
+    let publishers: Vec<_> = (0..PUBLISHERS)
+        .map(|p| {
+            let mut publisher = Client::named(&nexus, &format!("p{p}"));
+            thread::spawn(move || {
+                for seq in 0..MESSAGES {
+                    publisher.publish("fan", &format!("{p}:{seq}"));
+                }
+                // Keep the connection until the readers are done.
+                publisher
+            })
+        })
+        .collect();
+    let _publishers: Vec<Client> = publishers.into_iter().map(|p| p.join().unwrap()).collect();
+    for reader in readers {
+        reader
+            .join()
+            .expect("every subscriber got every message, once, in order");
+    }
+}
+
+/// `1r|2|p0|3|fan|<len>|<p>:<seq>` → (p, seq).
+fn parse(text: &str) -> (usize, usize) {
+    let body = text.rsplit('|').next().expect("a text field");
+    let (p, seq) = body.split_once(':').expect("p:seq");
+    (p.parse().unwrap(), seq.parse().unwrap())
+}
+
+/// A subscriber that stops reading fills its socket: its writes wait on
+/// their own (the flusher moves on) while the other subscriber gets every
+/// message in order; once it reads again it gets everything, in order.
+#[test]
+fn a_subscriber_that_stops_reading_delays_nobody() {
+    const COUNT: usize = 6_000;
+    // A large outbox bound: the paused subscriber is not closed as slow.
+    let mut nexus = Nexus::start(&["--max-outbox-bytes", "67108864"]);
+    let mut paused = Client::named(&nexus, "paused");
+    paused.subscribe("big");
+    let mut reader = Client::named(&nexus, "reader");
+    reader.subscribe("big");
+    nexus.wait_subscribers("big", 2);
+    let text = "x".repeat(1000);
+    let expected = move |seq: usize| receive("p", "big", &format!("{seq}:{}", "x".repeat(1000)));
+    let mut publisher = Client::named(&nexus, "p");
+    let reading = thread::spawn(move || {
+        for seq in 0..COUNT {
+            assert_eq!(reader.recv(), expected(seq), "message {seq}");
+        }
+    });
+    for seq in 0..COUNT {
+        publisher.publish("big", &format!("{seq}:{text}"));
+    }
+    reading
+        .join()
+        .expect("the reading subscriber got everything in order");
+    // 6 MB is more than loopback socket buffers hold: the paused
+    // subscriber's writes had to wait for room.
+    for seq in 0..COUNT {
+        assert_eq!(
+            paused.recv(),
+            expected(seq),
+            "paused subscriber, message {seq}"
+        );
+    }
+    paused.expect_silence(Duration::from_millis(50));
+}
+
+/// A delay bound past the cap is refused with a clear error.
+#[test]
+fn a_delay_bound_past_the_cap_is_refused() {
+    let out = Command::new(env!("CARGO_BIN_EXE_ease_chat_nexus"))
+        .args(["127.0.0.1:0", "--coalesce-max-us", "100001"])
+        .output()
+        .expect("run the nexus");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--coalesce-max-us must be at most 100000"),
+        "{stderr}"
+    );
+}
