@@ -200,7 +200,11 @@ impl Bridge {
                 sender,
                 channel,
                 text,
-            } => self.publish(&sender, &channel, text).await,
+            } => {
+                let weight = super::wire::publish_weight(&sender, &channel, &text);
+                self.stats.queued_bytes.fetch_sub(weight, Ordering::Relaxed);
+                self.publish(&sender, &channel, text).await
+            }
             ToBridge::Interest {
                 shard,
                 channel,

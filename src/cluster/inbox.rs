@@ -6,7 +6,7 @@
 //! busy shard is not woken once per message: the shard drains the whole
 //! queue each time it wakes and only then waits on the doorbell again.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
@@ -18,6 +18,9 @@ use super::ClusterStats;
 
 /// Messages from NATS one shard may have waiting.
 pub const INBOX_CAPACITY: usize = 16 * 1024;
+/// Bytes of messages from NATS one shard may have waiting: with
+/// [`INBOX_CAPACITY`], what bounds a shard's inbox memory.
+pub const INBOX_MAX_BYTES: usize = 16 * 1024 * 1024;
 
 /// The bridge's side of one shard's inbox.
 #[derive(Debug)]
@@ -25,6 +28,8 @@ pub struct ShardInbox {
     shard: usize,
     queue: Sender<Arc<Remote>>,
     ringer: Ringer,
+    /// Bytes waiting (shared with the shard, which takes them off).
+    bytes: Arc<AtomicUsize>,
     /// Set while messages are being dropped, for one log line per episode.
     overflowing: AtomicBool,
 }
@@ -36,27 +41,45 @@ pub struct InboxReceiver {
     pub queue: Receiver<Arc<Remote>>,
     /// Rung when the queue became non-empty.
     pub bell: Bell,
+    /// Bytes waiting: the shard subtracts each message's weight once
+    /// delivered.
+    pub bytes: Arc<AtomicUsize>,
 }
 
 /// A new inbox for `shard`.
 pub fn inbox(shard: usize) -> std::io::Result<(ShardInbox, InboxReceiver)> {
     let (ringer, bell) = doorbell()?;
     let (tx, rx) = crossbeam_channel::bounded(INBOX_CAPACITY);
+    let bytes = Arc::new(AtomicUsize::new(0));
     Ok((
         ShardInbox {
             shard,
             queue: tx,
             ringer,
+            bytes: bytes.clone(),
             overflowing: AtomicBool::new(false),
         },
-        InboxReceiver { queue: rx, bell },
+        InboxReceiver {
+            queue: rx,
+            bell,
+            bytes,
+        },
     ))
 }
 
 impl ShardInbox {
     /// Queues `msg` for the shard, or drops and counts it if the queue is full.
     pub fn push(&self, msg: Arc<Remote>, stats: &ClusterStats) {
-        match self.queue.try_send(msg) {
+        let weight = msg.weight();
+        let sent = if self.bytes.load(Ordering::Relaxed) + weight > INBOX_MAX_BYTES {
+            Err(TrySendError::Full(msg))
+        } else {
+            self.bytes.fetch_add(weight, Ordering::Relaxed);
+            self.queue.try_send(msg).inspect_err(|_| {
+                self.bytes.fetch_sub(weight, Ordering::Relaxed);
+            })
+        };
+        match sent {
             Ok(()) => {
                 // Length 1 right after our push: the queue was empty, so the
                 // shard may be asleep on the doorbell. Longer: a message

@@ -14,6 +14,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,7 +25,7 @@ use tracing::{info, warn};
 
 use super::bridge::ToBridge;
 use super::inbox::InboxReceiver;
-use super::wire::Remote;
+use super::wire::{publish_weight, Remote};
 use super::ClusterStats;
 use crate::outbox::Frame;
 use crate::protocol::frame::encode_receive_frame;
@@ -32,6 +33,11 @@ use crate::shard::ShardState;
 
 /// How often interest the bridge has not taken yet is offered again.
 const RETRY_INTERVAL: Duration = Duration::from_millis(50);
+/// Bytes of publishes all shards together may have queued for the bridge
+/// (beside the queue's message count): past it, publishes for other nodes
+/// are counted as dropped.
+pub const MAX_QUEUED_BYTES: usize = 64 * 1024 * 1024;
+
 /// Messages from other nodes delivered before the inbox task yields.
 const INBOX_BATCH: usize = 64;
 
@@ -80,12 +86,26 @@ impl ClusterLink {
 
     /// Hands a local publish to the bridge for the other nodes.
     pub fn publish(&self, sender: &str, channel: &str, text: &str) {
-        let msg = ToBridge::Publish {
-            sender: sender.into(),
-            channel: channel.into(),
-            text: text.into(),
+        let weight = publish_weight(sender, channel, text);
+        let queued = &self.stats.queued_bytes;
+        let sent = if queued.load(Ordering::Relaxed) + weight > MAX_QUEUED_BYTES {
+            Err(TrySendError::Full(()))
+        } else {
+            queued.fetch_add(weight, Ordering::Relaxed);
+            let msg = ToBridge::Publish {
+                sender: sender.into(),
+                channel: channel.into(),
+                text: text.into(),
+            };
+            self.try_send(msg).map_err(|e| {
+                queued.fetch_sub(weight, Ordering::Relaxed);
+                match e {
+                    TrySendError::Full(_) => TrySendError::Full(()),
+                    TrySendError::Closed(_) => TrySendError::Closed(()),
+                }
+            })
         };
-        match self.try_send(msg) {
+        match sent {
             Ok(()) => {
                 if self.dropping.replace(false) {
                     info!(shard = self.shard, "cluster bridge keeps up again");
@@ -169,6 +189,7 @@ pub async fn serve(state: Rc<ShardState>) {
         let mut handled = 0;
         while let Ok(remote) = inbox.queue.try_recv() {
             deliver(&state, &remote);
+            inbox.bytes.fetch_sub(remote.weight(), Ordering::Relaxed);
             handled += 1;
             if handled % INBOX_BATCH == 0 {
                 future::yield_now().await;

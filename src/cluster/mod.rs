@@ -120,6 +120,9 @@ pub struct ClusterStats {
     /// Cross-node messages dropped: bridge queue full, NATS down, a
     /// shard's inbox full, or a channel name too long for a subject.
     pub dropped: AtomicU64,
+    /// Bytes of publishes queued for the bridge by every shard (a budget,
+    /// not exported).
+    pub queued_bytes: std::sync::atomic::AtomicUsize,
 }
 
 /// The counters' names, help and kinds, in output order.

@@ -34,6 +34,19 @@ pub struct Remote {
     pub text: Box<str>,
 }
 
+impl Remote {
+    /// What this message holds, for the inboxes' byte budget.
+    pub fn weight(&self) -> usize {
+        publish_weight(&self.sender, &self.channel, &self.text)
+    }
+}
+
+/// What a cross-node message of these parts holds while queued (its
+/// strings plus bookkeeping), for the bridge's byte budgets.
+pub fn publish_weight(sender: &str, channel: &str, text: &str) -> usize {
+    sender.len() + channel.len() + text.len() + 64
+}
+
 /// The headers of a message published by node `origin` for `sender`.
 pub fn headers(origin: &str, sender: &str) -> HeaderMap {
     let mut headers = HeaderMap::new();
