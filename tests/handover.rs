@@ -109,7 +109,7 @@ fn handover_to_a_successor_loses_only_within_each_clients_gap() {
                     .recv(next.saturating_duration_since(Instant::now()))
                     .unwrap();
             }
-            seq
+            (seq, start.elapsed())
         })
     };
 
@@ -167,7 +167,7 @@ fn handover_to_a_successor_loses_only_within_each_clients_gap() {
     new.wait_subscribers(CHANNEL, CLIENTS);
     thread::sleep(Duration::from_secs(1));
     stop_publishing.store(true, Ordering::Relaxed);
-    let total = publisher.join().unwrap();
+    let (total, publishing) = publisher.join().unwrap();
     *last_seq.lock().unwrap() = Some(total - 1);
     let published = published.lock().unwrap().clone();
     assert_eq!(published.len() as u64, total);
@@ -233,7 +233,7 @@ fn handover_to_a_successor_loses_only_within_each_clients_gap() {
     gaps.sort();
     let p = |q: f64| gaps[((gaps.len() - 1) as f64 * q).round() as usize];
     eprintln!(
-        "handover: {CLIENTS} clients, {total} messages (every 5 ms), {lost_total} losses \
+        "handover: {CLIENTS} clients, {total} messages in {publishing:?} (due every 5 ms), {lost_total} losses \
          in all, each within its client's gap (of them within the {SLACK:?} transit \
          allowance: {} before the close was seen, {} after the re-subscription); reconnect gap p50 {:?} p99 {:?} max {:?}",
         lost_in_slack.0,
