@@ -104,6 +104,19 @@ impl Default for Options {
     }
 }
 
+/// One reconnect, kept so a caller can see how long it was away and whether
+/// any attempt failed (refused, reset, upgrade not answered): the
+/// handover test measures its gap and counts failed attempts from this.
+#[derive(Debug, Clone, Copy)]
+pub struct Outage {
+    /// When the lost connection was noticed.
+    pub lost: Instant,
+    /// When the new connection had said `1h` and re-sent every `1c`.
+    pub resubscribed: Instant,
+    /// Attempts that failed before the one that worked.
+    pub failed_attempts: u32,
+}
+
 /// A subscription the client keeps alive.
 #[derive(Debug, Clone, Copy)]
 struct Subscription {
@@ -119,6 +132,8 @@ pub struct Client {
     options: Options,
     connection: Connection,
     subscriptions: BTreeMap<String, Subscription>,
+    reconnects: u64,
+    last_outage: Option<Outage>,
 }
 
 impl Client {
@@ -132,12 +147,25 @@ impl Client {
             options,
             connection,
             subscriptions: BTreeMap::new(),
+            reconnects: 0,
+            last_outage: None,
         })
     }
 
     /// The name this client says `1h` with.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// How many times the connection was re-established (with
+    /// [`Options::reconnect`]).
+    pub fn reconnects(&self) -> u64 {
+        self.reconnects
+    }
+
+    /// The latest reconnect, if any.
+    pub fn last_outage(&self) -> Option<Outage> {
+        self.last_outage
     }
 
     /// Subscribes to `channel` for `ttl`, renewed automatically by [`recv`].
@@ -214,9 +242,11 @@ impl Client {
         if !self.options.reconnect {
             return Err(error);
         }
+        let lost = Instant::now();
         let going_away = matches!(error, ClientError::Closed { code: 1001, .. });
         let mut delay = self.options.backoff_initial;
         let mut first = true;
+        let mut failed_attempts = 0;
         loop {
             let wait = if first && going_away {
                 delay.mul_f64(fastrand::f64())
@@ -226,8 +256,19 @@ impl Client {
             first = false;
             thread::sleep(wait);
             match self.reopen() {
-                Ok(()) => return Ok(()),
-                Err(_) => delay = (delay * 2).min(self.options.backoff_max),
+                Ok(()) => {
+                    self.reconnects += 1;
+                    self.last_outage = Some(Outage {
+                        lost,
+                        resubscribed: Instant::now(),
+                        failed_attempts,
+                    });
+                    return Ok(());
+                }
+                Err(_) => {
+                    failed_attempts += 1;
+                    delay = (delay * 2).min(self.options.backoff_max);
+                }
             }
         }
     }
