@@ -64,6 +64,15 @@ fn huaji_list_push_and_errors() {
             receive("console", "c/ops", &format!("via {alias}"))
         );
     }
+    // A push whose 1r would pass --max-message-bytes is refused like a 1t.
+    let huge = "x".repeat(70_000);
+    nexus.console(&format!("push ops c/ops {huge}"));
+    let line = nexus.output_line();
+    assert!(
+        line.starts_with("error: not pushed: message too big"),
+        "{line}"
+    );
+    sub.expect_silence(Duration::from_millis(200));
 }
 
 /// Every client is closed with 1000 and `reason`, then the nexus exits 0.

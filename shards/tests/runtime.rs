@@ -175,3 +175,81 @@ fn a_retired_listener_keeps_its_queue_and_leaves_the_group() {
         "retired socket took {on_retired}"
     );
 }
+
+/// The mesh addresses at most `MAX_SHARDS` shards (peer sets are 64-bit
+/// masks): more is a configuration error, before anything starts.
+#[test]
+fn more_shards_than_the_mesh_addresses_are_refused() {
+    let config = RuntimeConfig {
+        cores: vec![0; shards::MAX_SHARDS + 1],
+        ..two_shards()
+    };
+    let result = launch(&config, |_shard: Shard<u8>| async {});
+    assert!(
+        matches!(result, Err(shards::LaunchError::Config(_))),
+        "{:?}",
+        result.err()
+    );
+}
+
+/// A message that finds its ring full is counted once, however many times
+/// the pump then finds the ring still full; nothing is lost or reordered.
+#[test]
+fn a_full_ring_is_counted_once_per_message() {
+    const COUNT: u64 = 50;
+    #[derive(Debug)]
+    struct Seq(u64);
+    impl shards::Weighed for Seq {
+        fn weight(&self) -> usize {
+            8
+        }
+    }
+    let config = RuntimeConfig {
+        ring_size: 1,
+        ..two_shards()
+    };
+    let running = launch(&config, |mut shard: Shard<Seq>| async move {
+        let inbound = shard.rings.take_inbound();
+        let me = shard.id();
+        let links = shards::Links::new(
+            shard.rings,
+            usize::MAX,
+            std::rc::Rc::new(shards::NothingDeferred),
+        );
+        if me == 1 {
+            // The receiver starts late, so the sender's backlog fills.
+            glommio::timer::sleep(Duration::from_millis(100)).await;
+            let (from, ring) = inbound.into_iter().next().unwrap();
+            let got = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+            let sink = got.clone();
+            let drain = links.drain(from, ring, move |_, Seq(n)| sink.borrow_mut().push(n));
+            futures_lite::future::or(drain, async {
+                while got.borrow().len() < COUNT as usize {
+                    glommio::timer::sleep(Duration::from_millis(5)).await;
+                }
+            })
+            .await;
+            let got = got.borrow().clone();
+            assert_eq!(got, (0..COUNT).collect::<Vec<_>>());
+            return None;
+        }
+        for n in 0..COUNT {
+            links.send(1, Seq(n));
+        }
+        links.flush().await;
+        drop(inbound);
+        Some(links.stats())
+    })
+    .unwrap();
+    let results: Vec<_> = running.join().into_iter().map(Result::unwrap).collect();
+    let stats = results
+        .into_iter()
+        .flatten()
+        .next()
+        .expect("the sender's stats");
+    assert_eq!(stats.sent, COUNT);
+    assert!(
+        stats.full_waits > 0 && stats.full_waits < COUNT,
+        "each queued message counted once: {stats:?}"
+    );
+}
