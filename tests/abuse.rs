@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use common::{Client, Event, Nexus, PATIENCE};
+use common::{healthz, http_get, Client, Event, Nexus, PATIENCE};
 
 /// Latency ceiling for a bystander: generous, this is not a benchmark.
 const MAX_LATENCY: Duration = Duration::from_secs(2);
@@ -164,21 +164,6 @@ impl RssPeak {
         self.handle.join().unwrap();
         self.peak.load(Ordering::Relaxed) as f64 / 1024.0
     }
-}
-
-/// One `GET /healthz`: the status, or None without an answer in 3 s.
-fn healthz(addr: SocketAddr) -> Option<u16> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(3)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
-    stream
-        .write_all(
-            format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
-                .as_bytes(),
-        )
-        .ok()?;
-    let mut head = [0u8; 12];
-    stream.read_exact(&mut head).ok()?;
-    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
 }
 
 /// Polls `/healthz` every 200 ms; returns every answer that was not 200.
@@ -725,16 +710,7 @@ fn ring_backlog_and_paused_connections_are_exported() {
         "1048576",
     ]);
     let metrics = nexus.metrics_addr();
-    let mut stream = TcpStream::connect(metrics).unwrap();
-    stream.set_read_timeout(Some(PATIENCE)).unwrap();
-    stream
-        .write_all(
-            format!("GET /metrics HTTP/1.1\r\nHost: {metrics}\r\nConnection: close\r\n\r\n")
-                .as_bytes(),
-        )
-        .unwrap();
-    let mut body = String::new();
-    let _ = stream.read_to_string(&mut body);
+    let (_, body) = http_get(metrics, "/metrics");
     for gauge in ["easechat_ring_backlog_bytes", "easechat_paused_connections"] {
         assert!(
             body.contains(gauge),
