@@ -58,7 +58,6 @@ fn publish(addr: SocketAddr, headers: &str, sender: &str, channel: &str, text: &
     request(addr, "POST", "/api/publish", &headers, &body)
 }
 
-
 /// Polls `/api/channels` until `channel` has `count` subscribers.
 fn wait_channel(admin: SocketAddr, channel: &str, count: u64) -> Value {
     let deadline = Instant::now() + PATIENCE;

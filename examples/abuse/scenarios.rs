@@ -214,15 +214,7 @@ async fn burst(ctx: &Ctx) -> Result<(Measures, Outcome), String> {
     let tasks: Vec<_> = conns
         .into_iter()
         .map(|conn| {
-            let burst = burst.clone();
-            let mut once = Some(burst);
-            tokio::task::spawn_local(abusers::flood(conn, until, move |b| match once.take() {
-                Some(bytes) => {
-                    b.extend_from_slice(&bytes);
-                    true
-                }
-                None => false,
-            }))
+            tokio::task::spawn_local(abusers::flood_batches(conn, until, vec![burst.clone()]))
         })
         .collect();
     let reports = join_reports(tasks).await;
@@ -261,15 +253,7 @@ async fn cross_shard(ctx: &Ctx) -> Result<(Measures, Outcome), String> {
     let until = ctx.until();
     let sink = drain_sink(sink, until + Duration::from_secs(2));
     let one = client::frame(&client::publish("heavy", &"h".repeat(64)));
-    let mut n = 0u64;
-    let report = abusers::flood(conn, until, |b| {
-        for _ in 0..256 {
-            b.extend_from_slice(&one);
-        }
-        n += 256;
-        true
-    })
-    .await;
+    let (report, n) = abusers::flood_repeated(conn, until, &one, 256).await;
     let (sink_fate, got) = sink.await.unwrap_or((Fate::Dropped, 0));
     let measures = measuring.finish();
     let rate = n as f64 / ctx.duration.as_secs_f64();
@@ -289,15 +273,7 @@ async fn flood(ctx: &Ctx) -> Result<(Measures, Outcome), String> {
     let (conn, shard) = client::identified(&ctx.target, "abuser-flood").await?;
     let measuring = ctx.measure(shard)?;
     let one = client::frame(&client::publish("z", "y"));
-    let mut n = 0u64;
-    let report = abusers::flood(conn, ctx.until(), |b| {
-        for _ in 0..4096 {
-            b.extend_from_slice(&one);
-        }
-        n += 4096;
-        true
-    })
-    .await;
+    let (report, _) = abusers::flood_repeated(conn, ctx.until(), &one, 4096).await;
     let measures = measuring.finish();
     Ok((
         measures,
@@ -380,21 +356,13 @@ async fn subscriptions(ctx: &Ctx) -> Result<(Measures, Outcome), String> {
         .into_iter()
         .enumerate()
         .map(|(i, conn)| {
-            let mut batches = Vec::new();
             let mut first =
                 client::frame(&client::hello(&padded(&format!("abuser-subs-{i}-"), 1024)));
             for k in 0..1024 {
                 let channel = padded(&format!("subs-{i}-{k}-"), 1024);
                 first.extend_from_slice(&client::frame(&client::subscribe(&channel, 3600)));
             }
-            batches.push(first);
-            tokio::task::spawn_local(abusers::flood(conn, until, move |b| match batches.pop() {
-                Some(bytes) => {
-                    b.extend_from_slice(&bytes);
-                    true
-                }
-                None => false,
-            }))
+            tokio::task::spawn_local(abusers::flood_batches(conn, until, vec![first]))
         })
         .collect();
     let reports = join_reports(tasks).await;

@@ -26,7 +26,10 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
         .read_to_string(&mut response)
         .expect("read the answer");
     let (head, body) = response.split_once("\r\n\r\n").expect("head and body");
-    (head.lines().next().unwrap_or("").to_string(), body.to_string())
+    (
+        head.lines().next().unwrap_or("").to_string(),
+        body.to_string(),
+    )
 }
 
 /// One `GET /healthz`: the status, or None without an answer in 3 s.
