@@ -16,6 +16,8 @@
 //!     --publishers 10 --channels 10 --target-rate 3500 --duration 30
 //! ```
 
+mod exit;
+mod hgrm;
 mod payload;
 mod report;
 mod ws;
@@ -139,10 +141,7 @@ impl Shared {
 
 fn main() {
     let args: Args = argh::from_env();
-    if let Err(e) = run(args) {
-        eprintln!("stress: {e}");
-        std::process::exit(2);
-    }
+    exit::exit_on_error("stress", run(args));
 }
 
 fn run(args: Args) -> Result<(), String> {
@@ -271,7 +270,7 @@ fn run(args: Args) -> Result<(), String> {
     if let Some(path) = &args.json {
         std::fs::write(path, report::json(&total, &info)).map_err(|e| format!("{path}: {e}"))?;
     }
-    let distribution = report::hgrm(&total.latency);
+    let distribution = hgrm::hgrm(&total.latency);
     if let Some(path) = &args.hgrm {
         std::fs::write(path, &distribution).map_err(|e| format!("{path}: {e}"))?;
     }
