@@ -103,6 +103,21 @@ pub struct Outcome {
     pub notes: String,
 }
 
+/// RSS growth over the run in KiB per item (connection, subscription).
+fn growth_per(measures: &Measures, items: usize) -> f64 {
+    measures.rss_peak_kib.saturating_sub(measures.rss_base_kib) as f64 / items.max(1) as f64
+}
+
+impl Outcome {
+    /// The abusers' summary from their reports, with `notes`.
+    fn of(target: &Target, reports: &[Report], notes: String) -> Outcome {
+        Outcome {
+            abuser: abusers::summarise(target, reports),
+            notes,
+        }
+    }
+}
+
 /// Every scenario's name, in table order, with its row in issue 10.
 pub const ALL: &[(&str, u32)] = &[
     ("churn", 1),
@@ -333,18 +348,12 @@ async fn partial(ctx: &Ctx, fragment: bool) -> Result<(Measures, Outcome), Strin
         .collect();
     let reports = join_reports(tasks).await;
     let measures = measuring.finish();
-    let growth = measures.rss_peak_kib.saturating_sub(measures.rss_base_kib);
-    Ok((
-        measures,
-        Outcome {
-            abuser: abusers::summarise(&ctx.target, &reports),
-            notes: format!(
-                "{} connections open in {open_secs:.1} s ({failed} failed); RSS growth {:.1} KiB per connection",
-                reports.len(),
-                growth as f64 / reports.len().max(1) as f64
-            ),
-        },
-    ))
+    let per_conn = growth_per(&measures, reports.len());
+    let notes = format!(
+        "{} connections open in {open_secs:.1} s ({failed} failed); RSS growth {per_conn:.1} KiB per connection",
+        reports.len(),
+    );
+    Ok((measures, Outcome::of(&ctx.target, &reports, notes)))
 }
 
 /// Row 6: connections each holding 1,024 subscriptions with 1 KiB names.
@@ -368,18 +377,12 @@ async fn subscriptions(ctx: &Ctx) -> Result<(Measures, Outcome), String> {
     let reports = join_reports(tasks).await;
     tokio::time::sleep_until(until.into()).await;
     let measures = measuring.finish();
-    let growth = measures.rss_peak_kib.saturating_sub(measures.rss_base_kib);
-    Ok((
-        measures,
-        Outcome {
-            abuser: abusers::summarise(&ctx.target, &reports),
-            notes: format!(
-                "{} connections × 1,024 subscriptions × 1 KiB names ({failed} failed to open); RSS growth {:.2} KiB per subscription",
-                reports.len(),
-                growth as f64 / (reports.len().max(1) * 1024) as f64
-            ),
-        },
-    ))
+    let per_sub = growth_per(&measures, reports.len().max(1) * 1024);
+    let notes = format!(
+        "{} connections × 1,024 subscriptions × 1 KiB names ({failed} failed to open); RSS growth {per_sub:.2} KiB per subscription",
+        reports.len(),
+    );
+    Ok((measures, Outcome::of(&ctx.target, &reports, notes)))
 }
 
 /// How a raw upgrade attempt was answered.
