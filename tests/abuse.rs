@@ -371,6 +371,30 @@ fn flood(
     stream
 }
 
+/// [`flood`] with `per_write` copies of `one` in each write.
+fn flood_repeated(
+    stream: TcpStream,
+    how_long: Duration,
+    one: &[u8],
+    per_write: usize,
+) -> TcpStream {
+    flood(stream, how_long, |b| {
+        for _ in 0..per_write {
+            b.extend_from_slice(one);
+        }
+    })
+}
+
+/// Reads `sink` for `how_long` or until the nexus closes it.
+fn read_until_closed(sink: &mut Client, how_long: Duration) {
+    let started = Instant::now();
+    while started.elapsed() < how_long {
+        if let Some(Event::Closed(..)) = sink.next_within(Duration::from_millis(50)) {
+            break;
+        }
+    }
+}
+
 /// An upgraded raw socket that said `1h` and sits on `shard`.
 fn raw_on_shard(nexus: &mut Nexus, name: &str, shard: usize) -> TcpStream {
     for _ in 0..64 {
@@ -463,12 +487,7 @@ fn bursts_of_small_cross_shard_publishes_are_not_multiplied_in_memory() {
         })
         .collect();
     // The sink reads as fast as it can (it may be cut as a slow consumer).
-    let started = Instant::now();
-    while started.elapsed() < ABUSE {
-        if let Some(Event::Closed(..)) = sink.next_within(Duration::from_millis(50)) {
-            break;
-        }
-    }
+    read_until_closed(&mut sink, ABUSE);
     let _held: Vec<TcpStream> = writers.into_iter().map(|w| w.join().unwrap()).collect();
     let (_nexus, growth) = bench.finish();
     // Before the fix this grew ~160× the bytes sent (each queued publish
@@ -497,20 +516,10 @@ fn a_heavy_cross_shard_publisher_leaves_its_neighbours_served() {
             break;
         }
     }
-    let reader = thread::spawn(move || {
-        let started = Instant::now();
-        while started.elapsed() < ABUSE + Duration::from_secs(1) {
-            if let Some(Event::Closed(..)) = sink.next_within(Duration::from_millis(50)) {
-                break;
-            }
-        }
-    });
+    let reader =
+        thread::spawn(move || read_until_closed(&mut sink, ABUSE + Duration::from_secs(1)));
     let one = frame(&format!("1t|5|heavy|64|{}", "h".repeat(64)));
-    let abuser = flood(abuser, ABUSE, |b| {
-        for _ in 0..256 {
-            b.extend_from_slice(&one);
-        }
-    });
+    let abuser = flood_repeated(abuser, ABUSE, &one, 256);
     reader.join().unwrap();
     let (_nexus, growth) = bench.finish();
     drop(abuser);
@@ -523,11 +532,7 @@ fn a_flooder_does_not_starve_its_neighbours() {
     let mut bench = Bench::start(&[]);
     let abuser = raw_on_shard(&mut bench.nexus, "flooder", 0);
     let one = frame("1t|1|z|1|y");
-    let abuser = flood(abuser, ABUSE, |b| {
-        for _ in 0..1024 {
-            b.extend_from_slice(&one);
-        }
-    });
+    let abuser = flood_repeated(abuser, ABUSE, &one, 1024);
     let (_nexus, growth) = bench.finish();
     drop(abuser);
     assert!(growth < 64.0, "RSS grew by {growth:.0} MiB");
