@@ -428,13 +428,7 @@ fn subscribe_unsubscribe_churn_keeps_memory_and_neighbours_in_bounds() {
     let busy = raw_on_shard(&mut bench.nexus, "busy", 1);
     let one = frame("1t|1|z|1|y");
     let churn_for = Duration::from_secs(5);
-    let busy = thread::spawn(move || {
-        flood(busy, churn_for, |b| {
-            for _ in 0..1024 {
-                b.extend_from_slice(&one);
-            }
-        })
-    });
+    let busy = thread::spawn(move || flood_repeated(busy, churn_for, &one, 1024));
     let mut i = 0u64;
     let abuser = flood(abuser, churn_for, |b| {
         for _ in 0..64 {
