@@ -24,6 +24,8 @@ mod exit;
 mod hgrm;
 mod reader;
 mod sender;
+#[path = "../stress/window.rs"]
+mod window;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -32,6 +34,7 @@ use std::time::{Duration, Instant};
 use argh::FromArgs;
 use hdrhistogram::Histogram;
 use hgrm::hgrm;
+use window::Window;
 
 /// Measures this machine's cost per loopback delivery (see the module docs).
 #[derive(FromArgs, Debug, Clone)]
@@ -147,9 +150,11 @@ fn run(args: Args) -> Result<(), String> {
             .map_err(|e| e.to_string())?
     };
 
-    let start = shared.now_ns() + 20_000_000;
-    let measure_from = start + (args.warmup * 1e9) as u64;
-    let end = measure_from + (args.duration * 1e9) as u64;
+    let Window {
+        start,
+        measure_from,
+        end,
+    } = Window::new(shared.now_ns(), 20_000_000, args.warmup, args.duration);
     shared
         .measure_from_ns
         .store(measure_from, Ordering::Release);

@@ -20,6 +20,7 @@ mod exit;
 mod hgrm;
 mod payload;
 mod report;
+mod window;
 mod ws;
 
 use std::cell::RefCell;
@@ -39,6 +40,7 @@ use tokio::sync::{Mutex, Semaphore};
 
 use payload::Stamp;
 use report::{RunInfo, Tally};
+use window::Window;
 use ws::Incoming;
 
 /// Load generator for EaseChat Nexus (see the module docs).
@@ -219,9 +221,11 @@ fn run(args: Args) -> Result<(), String> {
     );
 
     // Timeline, then the measured window.
-    let start = shared.now_ns() + 50_000_000;
-    let measure_from = start + (args.warmup * 1e9) as u64;
-    let end = measure_from + (args.duration * 1e9) as u64;
+    let Window {
+        start,
+        measure_from,
+        end,
+    } = Window::new(shared.now_ns(), 50_000_000, args.warmup, args.duration);
     shared
         .measure_from_ns
         .store(measure_from, Ordering::Release);
