@@ -341,6 +341,17 @@ impl Bench {
         self.health.assert_always_ok();
         (self.nexus, peak - self.rss_before)
     }
+
+    /// [`Bench::finish`], then asserts that `what` grew RSS by less than
+    /// `limit_mib`; returns the nexus (to keep it running to the end).
+    fn finish_within(self, limit_mib: f64, what: &str) -> Nexus {
+        let (nexus, growth) = self.finish();
+        assert!(
+            growth < limit_mib,
+            "{what} grew RSS by {growth:.1} MiB (limit {limit_mib} MiB)"
+        );
+        nexus
+    }
 }
 
 /// Writes `batch` again and again for `how_long` (or until the nexus stops
@@ -440,12 +451,8 @@ fn subscribe_unsubscribe_churn_keeps_memory_and_neighbours_in_bounds() {
         }
     });
     let busy = busy.join().unwrap();
-    let (_nexus, growth) = bench.finish();
+    let _nexus = bench.finish_within(64.0, &format!("churn of {i} channels"));
     drop((abuser, busy));
-    assert!(
-        growth < 64.0,
-        "churn of {i} channels grew RSS by {growth:.0} MiB"
-    );
 }
 
 // Row 2.
@@ -483,16 +490,12 @@ fn bursts_of_small_cross_shard_publishes_are_not_multiplied_in_memory() {
     // The sink reads as fast as it can (it may be cut as a slow consumer).
     read_until_closed(&mut sink, ABUSE);
     let _held: Vec<TcpStream> = writers.into_iter().map(|w| w.join().unwrap()).collect();
-    let (_nexus, growth) = bench.finish();
     // Before the fix this grew ~160× the bytes sent (each queued publish
     // copied sender, channel and frame). Now what one shard holds for
     // another is capped by --max-ring-backlog-bytes (4 MiB by default) and
     // the sink's outbox by --max-outbox-bytes (1 MiB): 32 MiB leaves room for
     // the allocator's slack and the debug build.
-    assert!(
-        growth < 32.0,
-        "{sent_mib:.1} MiB of publishes grew RSS by {growth:.0} MiB"
-    );
+    let _nexus = bench.finish_within(32.0, &format!("{sent_mib:.1} MiB of publishes"));
 }
 
 // Row 3 (runs today: back-pressure is shard-wide, but not unbounded).
@@ -515,9 +518,8 @@ fn a_heavy_cross_shard_publisher_leaves_its_neighbours_served() {
     let one = frame(&format!("1t|5|heavy|64|{}", "h".repeat(64)));
     let abuser = flood_repeated(abuser, ABUSE, &one, 256);
     reader.join().unwrap();
-    let (_nexus, growth) = bench.finish();
+    let _nexus = bench.finish_within(128.0, "the heavy publisher");
     drop(abuser);
-    assert!(growth < 128.0, "RSS grew by {growth:.0} MiB");
 }
 
 // Row 4 (runs today: the flooder's neighbours wait tens of ms, not seconds).
@@ -527,9 +529,8 @@ fn a_flooder_does_not_starve_its_neighbours() {
     let abuser = raw_on_shard(&mut bench.nexus, "flooder", 0);
     let one = frame("1t|1|z|1|y");
     let abuser = flood_repeated(abuser, ABUSE, &one, 1024);
-    let (_nexus, growth) = bench.finish();
+    let _nexus = bench.finish_within(64.0, "the flooder");
     drop(abuser);
-    assert!(growth < 64.0, "RSS grew by {growth:.0} MiB");
 }
 
 /// Opens `n` upgraded raw sockets, each having sent `head`.
@@ -554,12 +555,8 @@ fn partial_frames_do_not_reserve_their_declared_length() {
         let _ = s.write_all(b"a");
     }
     thread::sleep(Duration::from_secs(1));
-    let (_nexus, growth) = bench.finish();
     // 1,000 × 64 KiB declared would be 62.5 MiB.
-    assert!(
-        growth < 16.0,
-        "{n} partial frames declaring 64 KiB grew RSS by {growth:.1} MiB"
-    );
+    let _nexus = bench.finish_within(16.0, &format!("{n} partial frames declaring 64 KiB"));
 }
 
 // Row 5, with a fragment first.
@@ -615,12 +612,11 @@ fn subscription_names_have_a_shard_wide_budget() {
         .iter_mut()
         .map(|s| read_close(s, Duration::from_secs(3)))
         .collect();
-    let (_nexus, growth) = bench.finish();
+    let _nexus = bench.finish_within(64.0, "subscriptions over the budget");
     assert!(
         codes.contains(&Some(1008)),
         "no connection over the budget closed: {codes:?}"
     );
-    assert!(growth < 64.0, "RSS grew by {growth:.0} MiB");
 }
 
 // Row 6: one address cannot take every slot.
