@@ -105,11 +105,7 @@ fn read_close(stream: &mut TcpStream, wait: Duration) -> Option<u16> {
         match stream.read(&mut chunk) {
             Ok(0) => break,
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
+            Err(e) if timed_out(&e) => {}
             Err(_) => break,
         }
         // Server frames are unmasked; close frames here are short.
@@ -371,15 +367,19 @@ fn flood(
         batch(&mut buf);
         match stream.write_all(&buf) {
             Ok(()) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
+            Err(e) if timed_out(&e) => {}
             Err(_) => break,
         }
     }
     stream
+}
+
+/// A read or write timeout (the socket is alive, just not ready).
+fn timed_out(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    )
 }
 
 /// [`flood`] with `per_write` copies of `one` in each write.
