@@ -17,6 +17,7 @@ use std::task::{Poll, Waker};
 use glommio::channels::shared_channel::ConnectedReceiver;
 use shards::{Deferred, Links, RingStats, Weighed};
 
+use crate::protocol::decimal_len;
 use crate::protocol::frame::{encode_receive_frame, receive_payload_len};
 use crate::state::interest::{shard_ids, Interest, InterestOwed};
 use crate::state::views::{Answer, Query};
@@ -41,9 +42,9 @@ impl Publication {
         let frame = encode_receive_frame(sender, channel, text).into_boxed_slice();
         let payload = frame.len() - receive_payload_len(sender, channel, text);
         // `1r|<len>|<sender>|<len>|<channel>|…`
-        let sender_start = payload + "1r|".len() + decimal_len(sender.len()) + 1;
+        let sender_start = payload + "1r|".len() + decimal_len(sender.len() as u64) + 1;
         let sender_range = sender_start..sender_start + sender.len();
-        let channel_start = sender_range.end + 1 + decimal_len(channel.len()) + 1;
+        let channel_start = sender_range.end + 1 + decimal_len(channel.len() as u64) + 1;
         let channel_range = channel_start..channel_start + channel.len();
         debug_assert_eq!(&frame[sender_range.clone()], sender.as_bytes());
         debug_assert_eq!(&frame[channel_range.clone()], channel.as_bytes());
@@ -68,15 +69,6 @@ impl Publication {
     pub fn channel(&self) -> &str {
         std::str::from_utf8(&self.frame[self.channel.clone()]).unwrap_or_default()
     }
-}
-
-fn decimal_len(mut n: usize) -> usize {
-    let mut digits = 1;
-    while n >= 10 {
-        n /= 10;
-        digits += 1;
-    }
-    digits
 }
 
 /// Everything that crosses a ring. Rare, large payloads are boxed so every

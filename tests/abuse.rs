@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use common::{Client, Event, Nexus, PATIENCE};
+use common::{healthz, http_get, Client, Event, Nexus, PATIENCE};
 
 /// Latency ceiling for a bystander: generous, this is not a benchmark.
 const MAX_LATENCY: Duration = Duration::from_secs(2);
@@ -105,11 +105,7 @@ fn read_close(stream: &mut TcpStream, wait: Duration) -> Option<u16> {
         match stream.read(&mut chunk) {
             Ok(0) => break,
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
+            Err(e) if timed_out(&e) => {}
             Err(_) => break,
         }
         // Server frames are unmasked; close frames here are short.
@@ -164,21 +160,6 @@ impl RssPeak {
         self.handle.join().unwrap();
         self.peak.load(Ordering::Relaxed) as f64 / 1024.0
     }
-}
-
-/// One `GET /healthz`: the status, or None without an answer in 3 s.
-fn healthz(addr: SocketAddr) -> Option<u16> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(3)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
-    stream
-        .write_all(
-            format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
-                .as_bytes(),
-        )
-        .ok()?;
-    let mut head = [0u8; 12];
-    stream.read_exact(&mut head).ok()?;
-    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
 }
 
 /// Polls `/healthz` every 200 ms; returns every answer that was not 200.
@@ -356,6 +337,17 @@ impl Bench {
         self.health.assert_always_ok();
         (self.nexus, peak - self.rss_before)
     }
+
+    /// [`Bench::finish`], then asserts that `what` grew RSS by less than
+    /// `limit_mib`; returns the nexus (to keep it running to the end).
+    fn finish_within(self, limit_mib: f64, what: &str) -> Nexus {
+        let (nexus, growth) = self.finish();
+        assert!(
+            growth < limit_mib,
+            "{what} grew RSS by {growth:.1} MiB (limit {limit_mib} MiB)"
+        );
+        nexus
+    }
 }
 
 /// Writes `batch` again and again for `how_long` (or until the nexus stops
@@ -375,15 +367,43 @@ fn flood(
         batch(&mut buf);
         match stream.write_all(&buf) {
             Ok(()) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
+            Err(e) if timed_out(&e) => {}
             Err(_) => break,
         }
     }
     stream
+}
+
+/// A read or write timeout (the socket is alive, just not ready).
+fn timed_out(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    )
+}
+
+/// [`flood`] with `per_write` copies of `one` in each write.
+fn flood_repeated(
+    stream: TcpStream,
+    how_long: Duration,
+    one: &[u8],
+    per_write: usize,
+) -> TcpStream {
+    flood(stream, how_long, |b| {
+        for _ in 0..per_write {
+            b.extend_from_slice(one);
+        }
+    })
+}
+
+/// Reads `sink` for `how_long` or until the nexus closes it.
+fn read_until_closed(sink: &mut Client, how_long: Duration) {
+    let started = Instant::now();
+    while started.elapsed() < how_long {
+        if let Some(Event::Closed(..)) = sink.next_within(Duration::from_millis(50)) {
+            break;
+        }
+    }
 }
 
 /// An upgraded raw socket that said `1h` and sits on `shard`.
@@ -419,13 +439,7 @@ fn subscribe_unsubscribe_churn_keeps_memory_and_neighbours_in_bounds() {
     let busy = raw_on_shard(&mut bench.nexus, "busy", 1);
     let one = frame("1t|1|z|1|y");
     let churn_for = Duration::from_secs(5);
-    let busy = thread::spawn(move || {
-        flood(busy, churn_for, |b| {
-            for _ in 0..1024 {
-                b.extend_from_slice(&one);
-            }
-        })
-    });
+    let busy = thread::spawn(move || flood_repeated(busy, churn_for, &one, 1024));
     let mut i = 0u64;
     let abuser = flood(abuser, churn_for, |b| {
         for _ in 0..64 {
@@ -437,12 +451,8 @@ fn subscribe_unsubscribe_churn_keeps_memory_and_neighbours_in_bounds() {
         }
     });
     let busy = busy.join().unwrap();
-    let (_nexus, growth) = bench.finish();
+    let _nexus = bench.finish_within(64.0, &format!("churn of {i} channels"));
     drop((abuser, busy));
-    assert!(
-        growth < 64.0,
-        "churn of {i} channels grew RSS by {growth:.0} MiB"
-    );
 }
 
 // Row 2.
@@ -478,23 +488,14 @@ fn bursts_of_small_cross_shard_publishes_are_not_multiplied_in_memory() {
         })
         .collect();
     // The sink reads as fast as it can (it may be cut as a slow consumer).
-    let started = Instant::now();
-    while started.elapsed() < ABUSE {
-        if let Some(Event::Closed(..)) = sink.next_within(Duration::from_millis(50)) {
-            break;
-        }
-    }
+    read_until_closed(&mut sink, ABUSE);
     let _held: Vec<TcpStream> = writers.into_iter().map(|w| w.join().unwrap()).collect();
-    let (_nexus, growth) = bench.finish();
     // Before the fix this grew ~160× the bytes sent (each queued publish
     // copied sender, channel and frame). Now what one shard holds for
     // another is capped by --max-ring-backlog-bytes (4 MiB by default) and
     // the sink's outbox by --max-outbox-bytes (1 MiB): 32 MiB leaves room for
     // the allocator's slack and the debug build.
-    assert!(
-        growth < 32.0,
-        "{sent_mib:.1} MiB of publishes grew RSS by {growth:.0} MiB"
-    );
+    let _nexus = bench.finish_within(32.0, &format!("{sent_mib:.1} MiB of publishes"));
 }
 
 // Row 3 (runs today: back-pressure is shard-wide, but not unbounded).
@@ -512,24 +513,13 @@ fn a_heavy_cross_shard_publisher_leaves_its_neighbours_served() {
             break;
         }
     }
-    let reader = thread::spawn(move || {
-        let started = Instant::now();
-        while started.elapsed() < ABUSE + Duration::from_secs(1) {
-            if let Some(Event::Closed(..)) = sink.next_within(Duration::from_millis(50)) {
-                break;
-            }
-        }
-    });
+    let reader =
+        thread::spawn(move || read_until_closed(&mut sink, ABUSE + Duration::from_secs(1)));
     let one = frame(&format!("1t|5|heavy|64|{}", "h".repeat(64)));
-    let abuser = flood(abuser, ABUSE, |b| {
-        for _ in 0..256 {
-            b.extend_from_slice(&one);
-        }
-    });
+    let abuser = flood_repeated(abuser, ABUSE, &one, 256);
     reader.join().unwrap();
-    let (_nexus, growth) = bench.finish();
+    let _nexus = bench.finish_within(128.0, "the heavy publisher");
     drop(abuser);
-    assert!(growth < 128.0, "RSS grew by {growth:.0} MiB");
 }
 
 // Row 4 (runs today: the flooder's neighbours wait tens of ms, not seconds).
@@ -538,14 +528,9 @@ fn a_flooder_does_not_starve_its_neighbours() {
     let mut bench = Bench::start(&[]);
     let abuser = raw_on_shard(&mut bench.nexus, "flooder", 0);
     let one = frame("1t|1|z|1|y");
-    let abuser = flood(abuser, ABUSE, |b| {
-        for _ in 0..1024 {
-            b.extend_from_slice(&one);
-        }
-    });
-    let (_nexus, growth) = bench.finish();
+    let abuser = flood_repeated(abuser, ABUSE, &one, 1024);
+    let _nexus = bench.finish_within(64.0, "the flooder");
     drop(abuser);
-    assert!(growth < 64.0, "RSS grew by {growth:.0} MiB");
 }
 
 /// Opens `n` upgraded raw sockets, each having sent `head`.
@@ -570,12 +555,8 @@ fn partial_frames_do_not_reserve_their_declared_length() {
         let _ = s.write_all(b"a");
     }
     thread::sleep(Duration::from_secs(1));
-    let (_nexus, growth) = bench.finish();
     // 1,000 × 64 KiB declared would be 62.5 MiB.
-    assert!(
-        growth < 16.0,
-        "{n} partial frames declaring 64 KiB grew RSS by {growth:.1} MiB"
-    );
+    let _nexus = bench.finish_within(16.0, &format!("{n} partial frames declaring 64 KiB"));
 }
 
 // Row 5, with a fragment first.
@@ -631,12 +612,11 @@ fn subscription_names_have_a_shard_wide_budget() {
         .iter_mut()
         .map(|s| read_close(s, Duration::from_secs(3)))
         .collect();
-    let (_nexus, growth) = bench.finish();
+    let _nexus = bench.finish_within(64.0, "subscriptions over the budget");
     assert!(
         codes.contains(&Some(1008)),
         "no connection over the budget closed: {codes:?}"
     );
-    assert!(growth < 64.0, "RSS grew by {growth:.0} MiB");
 }
 
 // Row 6: one address cannot take every slot.
@@ -725,16 +705,7 @@ fn ring_backlog_and_paused_connections_are_exported() {
         "1048576",
     ]);
     let metrics = nexus.metrics_addr();
-    let mut stream = TcpStream::connect(metrics).unwrap();
-    stream.set_read_timeout(Some(PATIENCE)).unwrap();
-    stream
-        .write_all(
-            format!("GET /metrics HTTP/1.1\r\nHost: {metrics}\r\nConnection: close\r\n\r\n")
-                .as_bytes(),
-        )
-        .unwrap();
-    let mut body = String::new();
-    let _ = stream.read_to_string(&mut body);
+    let (_, body) = http_get(metrics, "/metrics");
     for gauge in ["easechat_ring_backlog_bytes", "easechat_paused_connections"] {
         assert!(
             body.contains(gauge),

@@ -58,22 +58,6 @@ fn publish(addr: SocketAddr, headers: &str, sender: &str, channel: &str, text: &
     request(addr, "POST", "/api/publish", &headers, &body)
 }
 
-/// The admin address from the log (an unspecified IP is reached on loopback).
-fn admin_addr(nexus: &mut Nexus) -> SocketAddr {
-    let line = nexus.wait_log(|l| l.contains("metrics listening"));
-    let mut addr: SocketAddr = line
-        .split("addr=")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .unwrap()
-        .parse()
-        .unwrap();
-    if addr.ip().is_unspecified() {
-        addr.set_ip([127, 0, 0, 1].into());
-    }
-    addr
-}
-
 /// Polls `/api/channels` until `channel` has `count` subscribers.
 fn wait_channel(admin: SocketAddr, channel: &str, count: u64) -> Value {
     let deadline = Instant::now() + PATIENCE;
@@ -100,7 +84,7 @@ fn wait_channel(admin: SocketAddr, channel: &str, count: u64) -> Value {
 #[test]
 fn json_api_shapes_publish_and_tap() {
     let mut nexus = Nexus::start(&["--admin", "127.0.0.1:0"]);
-    let admin = admin_addr(&mut nexus);
+    let admin = nexus.metrics_addr();
     let mut sub = Client::named(&nexus, "sub");
     sub.subscribe("c/api");
     let row = wait_channel(admin, "c/api", 1);
@@ -204,7 +188,7 @@ fn json_api_shapes_publish_and_tap() {
 #[test]
 fn foreign_origin_and_rebinding_host_are_refused() {
     let mut nexus = Nexus::start(&["--admin", "127.0.0.1:0"]);
-    let admin = admin_addr(&mut nexus);
+    let admin = nexus.metrics_addr();
     let r = publish(admin, "Origin: http://evil.example\r\n", "ops", "c/x", "hi");
     assert_eq!(r.status, 403, "{}", r.body);
     let r = request(admin, "GET", "/api/tap?channel=c/x", "Origin: null\r\n", "");
@@ -247,7 +231,7 @@ fn non_loopback_needs_a_token() {
         "--admin-token-file",
         file.to_str().unwrap(),
     ]);
-    let admin = admin_addr(&mut nexus);
+    let admin = nexus.metrics_addr();
     assert!(
         nexus.log.iter().all(|l| !l.contains("t0ken")),
         "token logged"
@@ -288,7 +272,7 @@ fn non_loopback_needs_a_token() {
 #[test]
 fn admin_connections_are_capped_and_timed_out() {
     let mut nexus = Nexus::start(&["--admin", "127.0.0.1:0", "--admin-max-connections", "2"]);
-    let admin = admin_addr(&mut nexus);
+    let admin = nexus.metrics_addr();
     let idle: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(admin).unwrap()).collect();
     thread::sleep(Duration::from_millis(200)); // both accepted
                                                // A third is closed at once, without an answer.
@@ -315,7 +299,7 @@ fn a_tap_viewer_that_stops_reading_is_cut_by_the_write_timeout() {
     // An outbox larger than all the test sends: the tap connection itself
     // is never a slow consumer here, even on a loaded machine.
     let mut nexus = Nexus::start(&["--admin", "127.0.0.1:0", "--max-outbox-bytes", "33554432"]);
-    let admin = admin_addr(&mut nexus);
+    let admin = nexus.metrics_addr();
     // A viewer with a small receive buffer that stops reading after `ready`.
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
@@ -374,7 +358,7 @@ fn a_tap_viewer_that_stops_reading_is_cut_by_the_write_timeout() {
 #[test]
 fn taps_are_capped() {
     let mut nexus = Nexus::start(&["--admin", "127.0.0.1:0"]);
-    let admin = admin_addr(&mut nexus);
+    let admin = nexus.metrics_addr();
     let taps: Vec<TcpStream> = (0..16)
         .map(|i| {
             let mut tap = TcpStream::connect(admin).unwrap();

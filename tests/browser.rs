@@ -11,7 +11,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -172,16 +172,6 @@ impl Cdp {
     }
 }
 
-fn admin_addr(nexus: &mut Nexus) -> SocketAddr {
-    let line = nexus.wait_log(|l| l.contains("metrics listening"));
-    line.split("addr=")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
 fn tap_rows_contain(text: &str) -> String {
     format!(
         "[...document.querySelectorAll('#tap-messages tr.msg')].some(r => r.textContent.includes({}))",
@@ -201,7 +191,7 @@ fn console_in_a_real_browser() {
         return;
     };
     let mut nexus = Nexus::start(&["--admin", "127.0.0.1:0"]);
-    let admin = admin_addr(&mut nexus);
+    let admin = nexus.metrics_addr();
     let mut watcher = Client::named(&nexus, "watcher");
     watcher.subscribe("c/test");
     // Some company for the screenshot.

@@ -61,15 +61,7 @@ fn publishes_cross_nodes_and_exclusion_holds_across_them() {
     assert_eq!(stat(&stats_a, "cluster_published_total"), 1, "{stats_a:?}");
     assert_eq!(stat(&stats_a, "cluster_received_total"), 3, "{stats_a:?}");
     assert_eq!(stat(&stats_a, "cluster_dropped_total"), 0, "{stats_a:?}");
-    let line = a.wait_log(|l| l.contains("metrics listening"));
-    let metrics_addr = line
-        .split("addr=")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap();
-    let metrics = http_get(metrics_addr, "/metrics");
+    let metrics = http_get(&a.metrics_addr().to_string(), "/metrics");
     for series in [
         "easechat_cluster_connected 1\n",
         "easechat_cluster_reconnects_total 0\n",

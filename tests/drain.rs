@@ -12,28 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Event, Nexus, PATIENCE};
+use common::{http_get, Event, Nexus, PATIENCE};
 use easechat::{Client, Options};
-
-fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(PATIENCE)).unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").expect("head and body");
-    (head.lines().next().unwrap().to_string(), body.to_string())
-}
-
-fn metrics_addr(nexus: &mut Nexus) -> SocketAddr {
-    let line = nexus.wait_log(|l| l.contains("metrics listening"));
-    line.split("addr=")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .unwrap()
-        .parse()
-        .unwrap()
-}
 
 #[test]
 fn drain_closes_everything_with_1001_over_the_duration_then_exits_0() {
@@ -45,7 +25,7 @@ fn drain_closes_everything_with_1001_over_the_duration_then_exits_0() {
         "--metrics",
         "127.0.0.1:0",
     ]);
-    let metrics = metrics_addr(&mut nexus);
+    let metrics = nexus.metrics_addr();
     assert_eq!(http_get(metrics, "/healthz").0, "HTTP/1.1 200 OK");
     let clients = nexus.identified_clients(24);
 

@@ -4,20 +4,8 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 
-use common::{receive, Client, Nexus, PATIENCE};
-
-fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(PATIENCE)).unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").expect("head and body");
-    (head.lines().next().unwrap().to_string(), body.to_string())
-}
+use common::{http_get, receive, Client, Nexus};
 
 /// Sums each metric over its shard labels (other labels kept).
 fn totals(exposition: &str) -> HashMap<String, u64> {
@@ -47,14 +35,7 @@ fn totals(exposition: &str) -> HashMap<String, u64> {
 #[test]
 fn metrics_health_and_stats_match_the_load() {
     let mut nexus = Nexus::start(&["--metrics", "127.0.0.1:0"]);
-    let line = nexus.wait_log(|l| l.contains("metrics listening"));
-    let metrics: SocketAddr = line
-        .split("addr=")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .unwrap()
-        .parse()
-        .unwrap();
+    let metrics = nexus.metrics_addr();
 
     let (status, body) = http_get(metrics, "/healthz");
     assert_eq!(status, "HTTP/1.1 200 OK");

@@ -30,6 +30,39 @@ pub struct Report {
     pub sent: u64,
 }
 
+/// Writes `batches` in order, then stops (as [`flood`] does otherwise).
+pub async fn flood_batches(conn: Conn, until: Instant, batches: Vec<Vec<u8>>) -> Report {
+    let mut batches = batches.into_iter();
+    flood(conn, until, move |b| match batches.next() {
+        Some(bytes) => {
+            b.extend_from_slice(&bytes);
+            true
+        }
+        None => false,
+    })
+    .await
+}
+
+/// Writes `frame` over and over, `per_batch` copies per write, until
+/// [`flood`] stops; also returns how many copies were offered.
+pub async fn flood_repeated(
+    conn: Conn,
+    until: Instant,
+    frame: &[u8],
+    per_batch: u64,
+) -> (Report, u64) {
+    let mut n = 0u64;
+    let report = flood(conn, until, |b| {
+        for _ in 0..per_batch {
+            b.extend_from_slice(frame);
+        }
+        n += per_batch;
+        true
+    })
+    .await;
+    (report, n)
+}
+
 /// Writes batches from `next` as fast as the socket takes them until
 /// `until`, the connection ends, or `next` returns false.
 pub async fn flood(

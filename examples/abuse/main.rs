@@ -19,6 +19,8 @@
 
 mod abusers;
 mod client;
+#[path = "../../tests/common/http.rs"]
+mod http;
 mod nexus;
 #[path = "../stress/payload.rs"]
 mod payload;

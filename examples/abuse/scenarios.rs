@@ -103,6 +103,21 @@ pub struct Outcome {
     pub notes: String,
 }
 
+/// RSS growth over the run in KiB per item (connection, subscription).
+fn growth_per(measures: &Measures, items: usize) -> f64 {
+    measures.rss_peak_kib.saturating_sub(measures.rss_base_kib) as f64 / items.max(1) as f64
+}
+
+impl Outcome {
+    /// The abusers' summary from their reports, with `notes`.
+    fn of(target: &Target, reports: &[Report], notes: String) -> Outcome {
+        Outcome {
+            abuser: abusers::summarise(target, reports),
+            notes,
+        }
+    }
+}
+
 /// Every scenario's name, in table order, with its row in issue 10.
 pub const ALL: &[(&str, u32)] = &[
     ("churn", 1),
@@ -214,15 +229,7 @@ async fn burst(ctx: &Ctx) -> Result<(Measures, Outcome), String> {
     let tasks: Vec<_> = conns
         .into_iter()
         .map(|conn| {
-            let burst = burst.clone();
-            let mut once = Some(burst);
-            tokio::task::spawn_local(abusers::flood(conn, until, move |b| match once.take() {
-                Some(bytes) => {
-                    b.extend_from_slice(&bytes);
-                    true
-                }
-                None => false,
-            }))
+            tokio::task::spawn_local(abusers::flood_batches(conn, until, vec![burst.clone()]))
         })
         .collect();
     let reports = join_reports(tasks).await;
@@ -261,15 +268,7 @@ async fn cross_shard(ctx: &Ctx) -> Result<(Measures, Outcome), String> {
     let until = ctx.until();
     let sink = drain_sink(sink, until + Duration::from_secs(2));
     let one = client::frame(&client::publish("heavy", &"h".repeat(64)));
-    let mut n = 0u64;
-    let report = abusers::flood(conn, until, |b| {
-        for _ in 0..256 {
-            b.extend_from_slice(&one);
-        }
-        n += 256;
-        true
-    })
-    .await;
+    let (report, n) = abusers::flood_repeated(conn, until, &one, 256).await;
     let (sink_fate, got) = sink.await.unwrap_or((Fate::Dropped, 0));
     let measures = measuring.finish();
     let rate = n as f64 / ctx.duration.as_secs_f64();
@@ -289,15 +288,7 @@ async fn flood(ctx: &Ctx) -> Result<(Measures, Outcome), String> {
     let (conn, shard) = client::identified(&ctx.target, "abuser-flood").await?;
     let measuring = ctx.measure(shard)?;
     let one = client::frame(&client::publish("z", "y"));
-    let mut n = 0u64;
-    let report = abusers::flood(conn, ctx.until(), |b| {
-        for _ in 0..4096 {
-            b.extend_from_slice(&one);
-        }
-        n += 4096;
-        true
-    })
-    .await;
+    let (report, _) = abusers::flood_repeated(conn, ctx.until(), &one, 4096).await;
     let measures = measuring.finish();
     Ok((
         measures,
@@ -357,18 +348,12 @@ async fn partial(ctx: &Ctx, fragment: bool) -> Result<(Measures, Outcome), Strin
         .collect();
     let reports = join_reports(tasks).await;
     let measures = measuring.finish();
-    let growth = measures.rss_peak_kib.saturating_sub(measures.rss_base_kib);
-    Ok((
-        measures,
-        Outcome {
-            abuser: abusers::summarise(&ctx.target, &reports),
-            notes: format!(
-                "{} connections open in {open_secs:.1} s ({failed} failed); RSS growth {:.1} KiB per connection",
-                reports.len(),
-                growth as f64 / reports.len().max(1) as f64
-            ),
-        },
-    ))
+    let per_conn = growth_per(&measures, reports.len());
+    let notes = format!(
+        "{} connections open in {open_secs:.1} s ({failed} failed); RSS growth {per_conn:.1} KiB per connection",
+        reports.len(),
+    );
+    Ok((measures, Outcome::of(&ctx.target, &reports, notes)))
 }
 
 /// Row 6: connections each holding 1,024 subscriptions with 1 KiB names.
@@ -380,38 +365,24 @@ async fn subscriptions(ctx: &Ctx) -> Result<(Measures, Outcome), String> {
         .into_iter()
         .enumerate()
         .map(|(i, conn)| {
-            let mut batches = Vec::new();
             let mut first =
                 client::frame(&client::hello(&padded(&format!("abuser-subs-{i}-"), 1024)));
             for k in 0..1024 {
                 let channel = padded(&format!("subs-{i}-{k}-"), 1024);
                 first.extend_from_slice(&client::frame(&client::subscribe(&channel, 3600)));
             }
-            batches.push(first);
-            tokio::task::spawn_local(abusers::flood(conn, until, move |b| match batches.pop() {
-                Some(bytes) => {
-                    b.extend_from_slice(&bytes);
-                    true
-                }
-                None => false,
-            }))
+            tokio::task::spawn_local(abusers::flood_batches(conn, until, vec![first]))
         })
         .collect();
     let reports = join_reports(tasks).await;
     tokio::time::sleep_until(until.into()).await;
     let measures = measuring.finish();
-    let growth = measures.rss_peak_kib.saturating_sub(measures.rss_base_kib);
-    Ok((
-        measures,
-        Outcome {
-            abuser: abusers::summarise(&ctx.target, &reports),
-            notes: format!(
-                "{} connections × 1,024 subscriptions × 1 KiB names ({failed} failed to open); RSS growth {:.2} KiB per subscription",
-                reports.len(),
-                growth as f64 / (reports.len().max(1) * 1024) as f64
-            ),
-        },
-    ))
+    let per_sub = growth_per(&measures, reports.len().max(1) * 1024);
+    let notes = format!(
+        "{} connections × 1,024 subscriptions × 1 KiB names ({failed} failed to open); RSS growth {per_sub:.2} KiB per subscription",
+        reports.len(),
+    );
+    Ok((measures, Outcome::of(&ctx.target, &reports, notes)))
 }
 
 /// How a raw upgrade attempt was answered.

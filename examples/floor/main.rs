@@ -18,8 +18,14 @@
 //! cargo run --release --example floor -- --mode uring --rate 400 --duration 10
 //! ```
 
+#[path = "../stress/exit.rs"]
+mod exit;
+#[path = "../stress/hgrm.rs"]
+mod hgrm;
 mod reader;
 mod sender;
+#[path = "../stress/window.rs"]
+mod window;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -27,6 +33,8 @@ use std::time::{Duration, Instant};
 
 use argh::FromArgs;
 use hdrhistogram::Histogram;
+use hgrm::hgrm;
+use window::Window;
 
 /// Measures this machine's cost per loopback delivery (see the module docs).
 #[derive(FromArgs, Debug, Clone)]
@@ -103,10 +111,7 @@ impl Shared {
 
 fn main() {
     let args: Args = argh::from_env();
-    if let Err(e) = run(args) {
-        eprintln!("floor: {e}");
-        std::process::exit(2);
-    }
+    exit::exit_on_error("floor", run(args));
 }
 
 fn run(args: Args) -> Result<(), String> {
@@ -145,9 +150,11 @@ fn run(args: Args) -> Result<(), String> {
             .map_err(|e| e.to_string())?
     };
 
-    let start = shared.now_ns() + 20_000_000;
-    let measure_from = start + (args.warmup * 1e9) as u64;
-    let end = measure_from + (args.duration * 1e9) as u64;
+    let Window {
+        start,
+        measure_from,
+        end,
+    } = Window::new(shared.now_ns(), 20_000_000, args.warmup, args.duration);
     shared
         .measure_from_ns
         .store(measure_from, Ordering::Release);
@@ -258,36 +265,4 @@ pub fn thread_cpu_seconds() -> f64 {
     unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) };
     let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     tv(usage.ru_utime) + tv(usage.ru_stime)
-}
-
-/// The distribution in HdrHistogram's percentile format, in ms, as
-/// `examples/stress` writes it, so `examples/plot` reads both.
-fn hgrm(histogram: &Histogram<u64>) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::from("       Value     Percentile TotalCount 1/(1-Percentile)\n\n");
-    for v in histogram.iter_quantiles(1) {
-        let q = v.quantile_iterated_to();
-        let inverse = if q < 1.0 {
-            format!("{:.2}", 1.0 / (1.0 - q))
-        } else {
-            "inf".into()
-        };
-        let _ = writeln!(
-            out,
-            "{:12.3} {:14.12} {:10} {:>14}",
-            v.value_iterated_to() as f64 / 1e6,
-            q,
-            v.count_since_last_iteration(),
-            inverse
-        );
-    }
-    let _ = writeln!(
-        out,
-        "#[Mean    = {:12.3}, StdDeviation   = {:12.3}]\n#[Max     = {:12.3}, Total count    = {:12}]",
-        histogram.mean() / 1e6,
-        histogram.stdev() / 1e6,
-        histogram.max() as f64 / 1e6,
-        histogram.len()
-    );
-    out
 }

@@ -16,8 +16,11 @@
 //!     --publishers 10 --channels 10 --target-rate 3500 --duration 30
 //! ```
 
+mod exit;
+mod hgrm;
 mod payload;
 mod report;
+mod window;
 mod ws;
 
 use std::cell::RefCell;
@@ -37,6 +40,7 @@ use tokio::sync::{Mutex, Semaphore};
 
 use payload::Stamp;
 use report::{RunInfo, Tally};
+use window::Window;
 use ws::Incoming;
 
 /// Load generator for EaseChat Nexus (see the module docs).
@@ -139,10 +143,7 @@ impl Shared {
 
 fn main() {
     let args: Args = argh::from_env();
-    if let Err(e) = run(args) {
-        eprintln!("stress: {e}");
-        std::process::exit(2);
-    }
+    exit::exit_on_error("stress", run(args));
 }
 
 fn run(args: Args) -> Result<(), String> {
@@ -220,9 +221,11 @@ fn run(args: Args) -> Result<(), String> {
     );
 
     // Timeline, then the measured window.
-    let start = shared.now_ns() + 50_000_000;
-    let measure_from = start + (args.warmup * 1e9) as u64;
-    let end = measure_from + (args.duration * 1e9) as u64;
+    let Window {
+        start,
+        measure_from,
+        end,
+    } = Window::new(shared.now_ns(), 50_000_000, args.warmup, args.duration);
     shared
         .measure_from_ns
         .store(measure_from, Ordering::Release);
@@ -271,7 +274,7 @@ fn run(args: Args) -> Result<(), String> {
     if let Some(path) = &args.json {
         std::fs::write(path, report::json(&total, &info)).map_err(|e| format!("{path}: {e}"))?;
     }
-    let distribution = report::hgrm(&total.latency);
+    let distribution = hgrm::hgrm(&total.latency);
     if let Some(path) = &args.hgrm {
         std::fs::write(path, &distribution).map_err(|e| format!("{path}: {e}"))?;
     }

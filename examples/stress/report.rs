@@ -135,36 +135,6 @@ pub fn summary(tally: &Tally, info: &RunInfo) -> String {
     out
 }
 
-/// The latency distribution in HdrHistogram's percentile format, in ms.
-pub fn hgrm(histogram: &Histogram<u64>) -> String {
-    let mut out = String::from("       Value     Percentile TotalCount 1/(1-Percentile)\n\n");
-    for v in histogram.iter_quantiles(1) {
-        let q = v.quantile_iterated_to();
-        let inverse = if q < 1.0 {
-            format!("{:.2}", 1.0 / (1.0 - q))
-        } else {
-            "inf".into()
-        };
-        let _ = writeln!(
-            out,
-            "{:12.3} {:14.12} {:10} {:>14}",
-            ms(v.value_iterated_to()),
-            q,
-            v.count_since_last_iteration(),
-            inverse
-        );
-    }
-    let _ = writeln!(
-        out,
-        "#[Mean    = {:12.3}, StdDeviation   = {:12.3}]\n#[Max     = {:12.3}, Total count    = {:12}]",
-        histogram.mean() / 1e6,
-        histogram.stdev() / 1e6,
-        ms(histogram.max()),
-        histogram.len()
-    );
-    out
-}
-
 /// Everything as one JSON object.
 pub fn json(tally: &Tally, info: &RunInfo) -> String {
     let w = info.window_seconds.max(1e-9);

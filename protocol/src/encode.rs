@@ -43,7 +43,9 @@ fn put_number(out: &mut impl Sink, mut n: u64) {
     out.put(std::str::from_utf8(&digits[start..]).expect("ASCII digits are UTF-8"));
 }
 
-fn number_len(mut n: u64) -> usize {
+/// How many decimal digits `n` takes: the `<len>` prefixes are sized with
+/// it before anything is written, here and in the server's fan-out frames.
+pub fn decimal_len(mut n: u64) -> usize {
     let mut digits = 1;
     while n >= 10 {
         n /= 10;
@@ -61,7 +63,7 @@ fn put_string(out: &mut impl Sink, s: &str) {
 }
 
 fn string_len(s: &str) -> usize {
-    2 + number_len(s.len() as u64) + s.len()
+    2 + decimal_len(s.len() as u64) + s.len()
 }
 
 impl Message<'_> {
@@ -110,7 +112,7 @@ impl Message<'_> {
         let strings: usize = self.strings().into_iter().flatten().map(string_len).sum();
         let ttl = match self {
             Message::Subscribe { ttl, .. } => {
-                2 + number_len(ttl.as_secs()) + number_len(u64::from(ttl.subsec_nanos()))
+                2 + decimal_len(ttl.as_secs()) + decimal_len(u64::from(ttl.subsec_nanos()))
             }
             _ => 0,
         };

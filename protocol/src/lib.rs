@@ -22,6 +22,8 @@
 mod encode;
 mod fields;
 
+pub use encode::decimal_len;
+
 use std::time::Duration;
 
 use fields::Fields;

@@ -179,14 +179,10 @@ impl ShardState {
         let queued = conn.outbox.queued_bytes();
         if conn.outbox.close_discarding(1008, "slow consumer") {
             self.stats.add(Metric::SlowConsumers, 1);
-            warn!(
-                conn = %self.label(conn.id),
-                peer = %conn.peer,
-                name = conn.name().as_deref().unwrap_or(""),
-                queued_bytes = queued,
-                limit = self.config.max_outbox_bytes,
-                "closing slow consumer (1008)"
-            );
+            let limit = self.config.max_outbox_bytes;
+            self.conn_span(conn).in_scope(|| {
+                warn!(queued_bytes = queued, limit, "closing slow consumer (1008)");
+            });
         }
     }
 }

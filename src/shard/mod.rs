@@ -103,6 +103,17 @@ impl ShardState {
         format!("s{}#{}", self.id, conn)
     }
 
+    /// The per-connection span (as a session's), for logs the shard writes
+    /// about a connection outside its session task, so each field is stated once.
+    pub fn conn_span(&self, conn: &Connection) -> tracing::Span {
+        tracing::info_span!(
+            "session",
+            conn = %self.label(conn.id),
+            peer = %conn.peer,
+            name = conn.name().as_deref().unwrap_or(""),
+        )
+    }
+
     /// Adds an upgraded connection to the table.
     pub fn register(&self, peer: SocketAddr) -> Rc<Connection> {
         let id = self.next_conn_id.get();

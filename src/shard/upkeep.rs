@@ -30,12 +30,9 @@ impl ShardState {
                 Liveness::Dead => {
                     if conn.outbox.close_discarding(1001, "keepalive timeout") {
                         self.stats.add(Metric::KeepaliveClosures, 1);
-                        info!(
-                            conn = %self.label(conn.id),
-                            peer = %conn.peer,
-                            name = conn.name().as_deref().unwrap_or(""),
-                            "closing silent connection: keepalive timeout (1001)"
-                        );
+                        self.conn_span(conn).in_scope(|| {
+                            info!("closing silent connection: keepalive timeout (1001)");
+                        });
                     }
                 }
             }

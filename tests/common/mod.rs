@@ -5,6 +5,11 @@
 
 #![allow(dead_code)]
 
+mod http;
+
+#[allow(unused_imports)] // not every test binary probes HTTP
+pub use http::{healthz, http_get};
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -284,14 +289,20 @@ impl Nexus {
         rss_kib(self.pid())
     }
 
-    /// The admin address (the nexus must run with `--metrics 127.0.0.1:0`).
+    /// The admin address from the log (the nexus must run with `--metrics`;
+    /// an unspecified IP is reached on loopback).
     pub fn metrics_addr(&mut self) -> SocketAddr {
         let line = self.wait_log(|l| l.contains("metrics listening"));
-        line.split("addr=")
+        let mut addr: SocketAddr = line
+            .split("addr=")
             .nth(1)
             .and_then(|s| s.split_whitespace().next())
             .and_then(|s| s.parse().ok())
-            .expect("address in the metrics line")
+            .expect("address in the metrics line");
+        if addr.ip().is_unspecified() {
+            addr.set_ip([127, 0, 0, 1].into());
+        }
+        addr
     }
 
     /// The shard on which the connection from `peer` was identified (`1h`).
