@@ -273,21 +273,43 @@ fn non_loopback_needs_a_token() {
 fn admin_connections_are_capped_and_timed_out() {
     let mut nexus = Nexus::start(&["--admin", "127.0.0.1:0", "--admin-max-connections", "2"]);
     let admin = nexus.metrics_addr();
-    let idle: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(admin).unwrap()).collect();
+    let mut buf = [0u8; 64];
+    // Two sockets that never speak fill the cap; a request still gets in,
+    // in the place of the oldest of them.
+    let mut idle: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(admin).unwrap()).collect();
     thread::sleep(Duration::from_millis(200)); // both accepted
-                                               // A third is closed at once, without an answer.
+    assert_eq!(get(admin, "/healthz").status, 200);
+    idle[0].set_read_timeout(Some(PATIENCE)).unwrap();
+    assert_eq!(
+        idle[0].read(&mut buf).unwrap_or(0),
+        0,
+        "the oldest idle socket was evicted"
+    );
+    drop(idle.remove(0));
+    thread::sleep(Duration::from_millis(200)); // its slot is back
+                                               // Two clients that started a request hold the cap: they are not
+                                               // evicted, and a newcomer is closed at once, without an answer.
+    let speaking: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut s = TcpStream::connect(admin).unwrap();
+            s.write_all(b"GET /healthz HTTP/1.1\r\n").unwrap();
+            s
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(200));
+    drop(idle);
+    thread::sleep(Duration::from_millis(200));
     let mut third = TcpStream::connect(admin).unwrap();
     third.set_read_timeout(Some(PATIENCE)).unwrap();
     let started = Instant::now();
-    let mut buf = [0u8; 64];
     let n = third.read(&mut buf).unwrap_or(0);
     assert_eq!(n, 0, "the connection over the cap got an answer");
     assert!(started.elapsed() < Duration::from_secs(2));
-    // The idle ones are closed by the header read timeout (5 s).
-    for mut stream in idle {
+    // The unfinished requests are closed by the header read timeout (5 s).
+    for mut stream in speaking {
         stream.set_read_timeout(Some(PATIENCE)).unwrap();
         let n = stream.read(&mut buf).unwrap_or(0);
-        assert_eq!(n, 0);
+        assert!(n == 0 || buf.starts_with(b"HTTP/1.1 408"), "{n}");
     }
     assert!(started.elapsed() < PATIENCE);
     // Slots are free again.

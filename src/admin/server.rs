@@ -1,17 +1,22 @@
 //! The admin thread: a current-thread tokio runtime serving axum over
-//! hyper's HTTP/1, with a cap on open connections (excess ones are closed at
-//! once, so idle sockets cannot eat the file table the shards' clients
-//! need), a header read timeout, an idle timeout and a write timeout.
+//! hyper's HTTP/1, with a cap on open connections (so idle sockets cannot
+//! eat the file table the shards' clients need), a header read timeout, an
+//! idle timeout and a write timeout. At the cap, a newcomer takes the place
+//! of the oldest connection that has not sent a byte yet (a flood of idle
+//! sockets cannot lock out `/healthz`); when every connection has spoken,
+//! the newcomer is closed at once.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::{oneshot, Notify, Semaphore};
 use tracing::{debug, warn};
 
 use super::routes::{self, App};
@@ -22,6 +27,37 @@ use super::{HEADER_READ_TIMEOUT, IDLE_TIMEOUT, WRITE_TIMEOUT};
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// At most one accept-error log line per this period.
 const ACCEPT_LOG_PERIOD: Duration = Duration::from_secs(10);
+/// How long a newcomer waits for an evicted connection's slot.
+const EVICTION_WAIT: Duration = Duration::from_millis(200);
+
+/// An open connection the listener may evict while it has not spoken.
+struct Evictable {
+    spoke: Arc<AtomicBool>,
+    evict: Arc<Notify>,
+    /// Gone once the connection's task ended.
+    alive: Weak<()>,
+}
+
+impl Evictable {
+    fn is_idle(&self) -> bool {
+        self.alive.strong_count() > 0 && !self.spoke.load(Ordering::Relaxed)
+    }
+}
+
+/// Evicts the oldest open connection that has not sent a byte and waits
+/// for its slot; `None` when every open connection has spoken.
+async fn evict_idle(
+    open: &mut VecDeque<Evictable>,
+    slots: &Arc<Semaphore>,
+) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    open.retain(Evictable::is_idle);
+    let oldest = open.pop_front()?;
+    oldest.evict.notify_one();
+    tokio::time::timeout(EVICTION_WAIT, slots.clone().acquire_owned())
+        .await
+        .ok()?
+        .ok()
+}
 
 /// Binds the admin address (before the shards start, so a taken port
 /// refuses to start the nexus).
@@ -91,6 +127,7 @@ async fn serve(listener: std::net::TcpListener, app: App, max_connections: usize
     };
     let router = routes::router(app);
     let slots = Arc::new(Semaphore::new(max_connections));
+    let mut open: VecDeque<Evictable> = VecDeque::new();
     let mut last_log: Option<Instant> = None;
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -104,13 +141,28 @@ async fn serve(listener: std::net::TcpListener, app: App, max_connections: usize
                 continue;
             }
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            debug!(%peer, max_connections, "admin connection refused: at the cap");
-            drop(stream);
-            continue;
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => match evict_idle(&mut open, &slots).await {
+                Some(slot) => slot,
+                None => {
+                    debug!(%peer, max_connections, "admin connection refused: at the cap");
+                    drop(stream);
+                    continue;
+                }
+            },
         };
         let _ = stream.set_nodelay(true);
-        let io = TokioIo::new(TimedIo::new(stream, IDLE_TIMEOUT, WRITE_TIMEOUT));
+        let timed = TimedIo::new(stream, IDLE_TIMEOUT, WRITE_TIMEOUT);
+        let alive = Arc::new(());
+        let evict = Arc::new(Notify::new());
+        open.retain(Evictable::is_idle);
+        open.push_back(Evictable {
+            spoke: timed.spoke(),
+            evict: evict.clone(),
+            alive: Arc::downgrade(&alive),
+        });
+        let io = TokioIo::new(timed);
         let service = TowerToHyperService::new(router.clone());
         tokio::spawn(async move {
             let connection = http1::Builder::new()
@@ -118,9 +170,17 @@ async fn serve(listener: std::net::TcpListener, app: App, max_connections: usize
                 .header_read_timeout(HEADER_READ_TIMEOUT)
                 .keep_alive(false)
                 .serve_connection(io, service);
-            if let Err(e) = connection.await {
-                debug!(%peer, error = %e, "admin connection ended");
+            tokio::select! {
+                ended = connection => {
+                    if let Err(e) = ended {
+                        debug!(%peer, error = %e, "admin connection ended");
+                    }
+                }
+                _ = evict.notified() => {
+                    debug!(%peer, "idle admin connection evicted for a newcomer");
+                }
             }
+            drop(alive);
             drop(slot);
         });
     }

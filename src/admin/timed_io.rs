@@ -5,6 +5,8 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -19,6 +21,9 @@ pub struct TimedIo {
     write_timeout: Duration,
     idle_deadline: Pin<Box<Sleep>>,
     write_deadline: Option<Pin<Box<Sleep>>>,
+    /// Set once the client sent its first byte (it is no longer an idle
+    /// socket the listener may evict for a newcomer).
+    spoke: Arc<AtomicBool>,
 }
 
 impl TimedIo {
@@ -30,7 +35,13 @@ impl TimedIo {
             write_timeout,
             idle_deadline: Box::pin(sleep(idle)),
             write_deadline: None,
+            spoke: Arc::default(),
         }
+    }
+
+    /// True once the client has sent a byte.
+    pub fn spoke(&self) -> Arc<AtomicBool> {
+        self.spoke.clone()
     }
 
     fn moved(&mut self) {
@@ -50,8 +61,12 @@ impl AsyncRead for TimedIo {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(result) => {
+                if buf.filled().len() > before {
+                    this.spoke.store(true, Ordering::Relaxed);
+                }
                 this.moved();
                 Poll::Ready(result)
             }
