@@ -113,7 +113,8 @@ pub fn run(
     })?;
     let admin_thread = match admin_listener {
         Some(listener) => {
-            let app = App::new(control_tx, admin_token, running.local_addr());
+            let directory = bridge.as_ref().map(cluster::Bridge::directory);
+            let app = App::new(control_tx, admin_token, running.local_addr(), directory);
             match admin::spawn(listener, app, admin_max_connections) {
                 Ok(thread) => Some(thread),
                 Err(e) => {

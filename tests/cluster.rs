@@ -15,7 +15,7 @@ mod nats;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{receive, Client, Event, Nexus};
+use common::{receive, Client, Event, Nexus, PATIENCE};
 use ease_chat_nexus::cluster::subject::subject_for;
 use nats::{cluster_stats, http_get, node, node_with, stat, Nats};
 
@@ -339,4 +339,64 @@ fn publishes_just_before_a_stop_still_cross() {
     for i in 0..100 {
         assert_eq!(remote.recv(), receive("alice", "c", &format!("m{i}")));
     }
+}
+
+/// The admin console's channel list counts, per channel, the other nodes
+/// with subscribers there (the cluster directory over NATS).
+#[test]
+fn the_channel_list_counts_other_nodes() {
+    let Some(nats) = Nats::start() else { return };
+    let mut a = node_with(&nats, "a", &["--admin", "127.0.0.1:0"]);
+    let mut b = node(&nats, "b");
+    let mut c = node(&nats, "c");
+    let mut on_a = Client::named(&a, "on-a");
+    on_a.subscribe("dir/all");
+    on_a.subscribe("dir/a-only");
+    let mut on_b = Client::named(&b, "on-b");
+    on_b.subscribe("dir/all");
+    let mut on_c = Client::named(&c, "on-c");
+    on_c.subscribe("dir/all");
+    a.wait_subscribers("dir/all", 1);
+    b.wait_subscribers("dir/all", 1);
+    c.wait_subscribers("dir/all", 1);
+    nats.wait_subscriptions("dir/all", 3);
+    let admin = a.metrics_addr().to_string();
+    let deadline = Instant::now() + PATIENCE;
+    let rows = loop {
+        let response = http_get(&admin, "/api/channels?filter=dir%2F&sort=name");
+        // The JSON object, whatever framing the body has.
+        let body = match (response.find('{'), response.rfind('}')) {
+            (Some(start), Some(end)) => &response[start..=end],
+            _ => "",
+        };
+        let json: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+        let rows: Vec<(String, serde_json::Value)> = json["channels"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|r| {
+                        (
+                            r["name"].as_str().unwrap_or("").to_string(),
+                            r["cluster"].clone(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let all = rows
+            .iter()
+            .find(|(n, _)| n == "dir/all")
+            .map(|(_, c)| c.clone());
+        if all == Some(serde_json::Value::from(2)) || Instant::now() > deadline {
+            break rows;
+        }
+        thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(
+        rows,
+        vec![
+            ("dir/a-only".to_string(), serde_json::Value::from(0)),
+            ("dir/all".to_string(), serde_json::Value::from(2)),
+        ]
+    );
 }

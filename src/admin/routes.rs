@@ -20,6 +20,7 @@ use tokio::sync::{oneshot, Semaphore};
 use super::auth::{self, AdminToken};
 use super::requests::{AdminRequest, StatsReply};
 use super::{tap, MAX_TAPS};
+use crate::cluster::Directory;
 use crate::console::Control;
 use crate::state::listing::{ChannelQuery, ChannelSort, ClientQuery, MAX_LIMIT};
 use crate::stats::{render_prometheus, Metric, StatsSnapshot};
@@ -49,12 +50,19 @@ pub struct App {
     pub taps: Arc<Semaphore>,
     /// Numbers the taps' endpoint names.
     pub tap_ids: Arc<AtomicU64>,
+    /// With `--nats`: which other nodes listen to which channels.
+    pub directory: Option<Directory>,
 }
 
 impl App {
     /// The shared state; `nexus` is the client listener's address (an
     /// unspecified address is reached over loopback).
-    pub fn new(control: Sender<Control>, token: Option<AdminToken>, nexus: SocketAddr) -> App {
+    pub fn new(
+        control: Sender<Control>,
+        token: Option<AdminToken>,
+        nexus: SocketAddr,
+        directory: Option<Directory>,
+    ) -> App {
         let mut nexus = nexus;
         if nexus.ip().is_unspecified() {
             nexus.set_ip(match nexus {
@@ -68,6 +76,7 @@ impl App {
             nexus,
             taps: Arc::new(Semaphore::new(MAX_TAPS)),
             tap_ids: Arc::new(AtomicU64::new(0)),
+            directory,
         }
     }
 
@@ -249,18 +258,27 @@ async fn channels(State(app): State<App>, Query(params): Query<ChannelParams>) -
             return bad_request(format!("sort must be subscribers or name, got {other:?}"))
         }
     };
+    let filter = params.filter.unwrap_or_default();
+    // Other nodes are asked while the shards answer.
+    let other_nodes = async {
+        match &app.directory {
+            Some(directory) => Some(directory.other_nodes(&filter).await.unwrap_or_default()),
+            None => None,
+        }
+    };
     let query = ChannelQuery {
-        filter: params.filter.unwrap_or_default().into(),
+        filter: filter.as_str().into(),
         sort,
         limit: limit(params.limit),
     };
-    let Some(reply) = app
-        .ask(
+    let (reply, other_nodes) = tokio::join!(
+        app.ask(
             |reply| AdminRequest::Channels { query, reply },
             SCRAPE_TIMEOUT,
-        )
-        .await
-    else {
+        ),
+        other_nodes
+    );
+    let Some(reply) = reply else {
         return unavailable();
     };
     let channels: Vec<Value> = reply
@@ -276,8 +294,10 @@ async fn channels(State(app): State<App>, Query(params): Query<ChannelParams>) -
                 "name": row.name,
                 "subscribers": row.subscribers,
                 "shards": per_shard,
-                // Subscribers on other nodes: filled in by a cluster bridge.
-                "cluster": Value::Null,
+                // Other nodes with subscribers there (null without --nats).
+                "cluster": other_nodes
+                    .as_ref()
+                    .map(|counts| Value::from(counts.get(&row.name).copied().unwrap_or(0))),
             })
         })
         .collect();

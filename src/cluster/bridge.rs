@@ -29,6 +29,7 @@ use std::thread::JoinHandle;
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
+use super::directory::{self, DirectoryQuery, DIRECTORY_SUBJECT};
 use super::inbox::ShardInbox;
 use super::subject::{subject_for, MAX_SUBJECT_BYTES};
 use super::wire::{self, Ignored};
@@ -78,6 +79,7 @@ pub fn spawn(
     config: ClusterConfig,
     servers: Vec<ServerAddr>,
     queue: mpsc::Receiver<ToBridge>,
+    questions: mpsc::Receiver<DirectoryQuery>,
     inboxes: Vec<ShardInbox>,
     stats: Arc<ClusterStats>,
 ) -> std::io::Result<JoinHandle<()>> {
@@ -87,7 +89,14 @@ pub fn spawn(
     std::thread::Builder::new()
         .name("cluster-bridge".into())
         .spawn(move || {
-            runtime.block_on(run(config, servers, queue, inboxes.into(), stats));
+            runtime.block_on(run(
+                config,
+                servers,
+                queue,
+                questions,
+                inboxes.into(),
+                stats,
+            ));
         })
 }
 
@@ -131,6 +140,7 @@ async fn run(
     config: ClusterConfig,
     servers: Vec<ServerAddr>,
     mut queue: mpsc::Receiver<ToBridge>,
+    mut questions: mpsc::Receiver<DirectoryQuery>,
     inboxes: Arc<[ShardInbox]>,
     stats: Arc<ClusterStats>,
 ) {
@@ -169,6 +179,14 @@ async fn run(
         outage_logged: false,
         warned_long_subject: false,
     };
+    // Other nodes' admin consoles ask which channels this node listens to.
+    let mut directory_requests = match bridge.client.subscribe(DIRECTORY_SUBJECT).await {
+        Ok(subscriber) => Some(subscriber),
+        Err(e) => {
+            warn!(error = %e, "cluster directory unavailable: other nodes' consoles will not see this node's channels");
+            None
+        }
+    };
     let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -185,6 +203,14 @@ async fn run(
                 None => break,
             },
             Some(event) = events.recv() => bridge.on_event(event),
+            Some(request) = next_request(&mut directory_requests) => bridge.answer_directory(request).await,
+            Some(query) = questions.recv() => {
+                let client = bridge.client.clone();
+                tokio::spawn(async move {
+                    let counts = directory::gather(client, query.filter).await;
+                    let _ = query.reply.send(counts);
+                });
+            }
             _ = sweep.tick() => bridge.sweep().await,
         }
     }
@@ -193,7 +219,32 @@ async fn run(
     info!("cluster bridge stopped");
 }
 
+/// The next directory request, or never when there is no subscription.
+async fn next_request(requests: &mut Option<Subscriber>) -> Option<async_nats::Message> {
+    match requests {
+        Some(requests) => requests.next().await,
+        None => std::future::pending().await,
+    }
+}
+
 impl Bridge {
+    /// Answers another node's directory request with this node's channels.
+    async fn answer_directory(&mut self, request: async_nats::Message) {
+        let Some(reply) = request.reply else {
+            return;
+        };
+        let filter = std::str::from_utf8(&request.payload).unwrap_or("");
+        let listening = self
+            .channels
+            .iter()
+            .filter(|(_, c)| c.shards.load(Ordering::Relaxed) != 0)
+            .map(|(name, _)| &**name);
+        let body = directory::answer(listening, filter);
+        if let Err(e) = self.client.publish(reply, body.into()).await {
+            debug!(error = %e, "cluster directory answer not sent");
+        }
+    }
+
     async fn handle(&mut self, msg: ToBridge) {
         match msg {
             ToBridge::Publish {

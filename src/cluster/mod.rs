@@ -14,6 +14,7 @@
 //! in [`ClusterStats::dropped`] and dropped, and local delivery goes on.
 
 pub mod bridge;
+pub mod directory;
 pub mod inbox;
 pub mod link;
 pub mod subject;
@@ -27,6 +28,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_nats::ServerAddr;
 
+pub use directory::Directory;
 pub use link::{serve, ClusterLink, LinkParts};
 
 /// Publishes and interest changes all shards together may have queued for
@@ -200,9 +202,14 @@ impl ClusterStats {
 
 /// A running bridge thread.
 #[derive(Debug)]
-pub struct Bridge(std::thread::JoinHandle<()>);
+pub struct Bridge(std::thread::JoinHandle<()>, Directory);
 
 impl Bridge {
+    /// The handle the admin console asks which other nodes listen where.
+    pub fn directory(&self) -> Directory {
+        self.1.clone()
+    }
+
     /// After the shards stopped (dropping their links), waits up to
     /// `timeout` for the bridge to flush what they published to NATS, so
     /// messages sent just before a stop still reach the other nodes.
@@ -238,8 +245,9 @@ pub fn start(config: ClusterConfig, shards: usize) -> std::io::Result<(Bridge, V
         });
     }
     drop(to_bridge);
-    let thread = bridge::spawn(config, servers, queue, inboxes, stats)?;
-    Ok((Bridge(thread), parts))
+    let (directory, questions) = directory::channel();
+    let thread = bridge::spawn(config, servers, queue, questions, inboxes, stats)?;
+    Ok((Bridge(thread, directory), parts))
 }
 
 #[cfg(test)]
