@@ -40,7 +40,7 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 const LINGER: Duration = Duration::from_secs(2);
 /// Most bytes one connection reads per turn: a connection that always has
 /// input gets this share, then every other runnable task gets a turn.
-const READ_SHARE_BYTES: usize = 16 * 1024;
+const READ_SHARE_BYTES: usize = 4 * 1024;
 /// How long a connection whose read filled its whole share waits before
 /// reading again. Any wait on a timer puts it behind the executor's next
 /// I/O poll, so the completed reads of every other connection are seen
