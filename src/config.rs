@@ -53,6 +53,9 @@ pub const DEFAULT_MAX_RING_BACKLOG_BYTES: usize = 4 * 1024 * 1024;
 pub const DEFAULT_MESSAGE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default bytes of incomplete client messages one shard holds in all.
 pub const DEFAULT_MAX_PARTIAL_BYTES: usize = 32 * 1024 * 1024;
+/// Pause after an accept error (e.g. out of file descriptors) before
+/// retrying, on the client listeners and the admin listener alike.
+pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// Default bytes of subscriptions (names plus bookkeeping) one shard holds.
 pub const DEFAULT_MAX_SUBSCRIPTION_BYTES: usize = 32 * 1024 * 1024;
 

@@ -20,7 +20,7 @@ use tracing::{error, info, warn};
 
 use crate::admin::{self, routes::App};
 use crate::cluster::{self, ClusterLink, LinkParts};
-use crate::config::Config;
+use crate::config::{Config, ACCEPT_BACKOFF};
 use crate::console::{self, Control, DEFAULT_STOP_REASON};
 use crate::drain;
 use crate::router::{Router, ShardMsg};
@@ -34,8 +34,6 @@ const PURGE_INTERVAL: Duration = Duration::from_millis(250);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a stopped nexus waits for the cluster bridge to flush.
 const BRIDGE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
-/// Pause after an accept error (e.g. out of file descriptors) before retrying.
-pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// Files the process needs beside its client connections: listeners, the
 /// io_uring instances, standard streams, the admin listener and its
 /// connections, and refused clients being answered 503.

@@ -219,11 +219,6 @@ impl<M: Send + Weighed + 'static> Links<M> {
         .await
     }
 
-    /// True when some peer's messages wait in a backlog.
-    pub fn is_backed_up(&self) -> bool {
-        self.peers.iter().any(|p| !p.is_clear())
-    }
-
     /// Waits until every backlog has been moved into the rings (shutdown).
     pub async fn flush(&self) {
         poll_fn(|cx| {

@@ -22,9 +22,8 @@ use tracing::{debug, warn};
 use super::routes::{self, App};
 use super::timed_io::TimedIo;
 use super::{HEADER_READ_TIMEOUT, IDLE_TIMEOUT, WRITE_TIMEOUT};
+use crate::config::ACCEPT_BACKOFF;
 
-/// Pause after an accept error (e.g. out of file descriptors).
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// At most one accept-error log line per this period.
 const ACCEPT_LOG_PERIOD: Duration = Duration::from_secs(10);
 /// How long a newcomer waits for an evicted connection's slot.
