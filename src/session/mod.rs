@@ -143,6 +143,12 @@ fn log_end(end: &End) {
     }
 }
 
+/// Each message deadline is `--message-timeout` plus a random share of up to
+/// this fraction of it, so connections that started stalling together (one
+/// abuser's 1,800 sockets) are closed over a spread, not in one burst that
+/// would hold up everyone else on the shard.
+const MESSAGE_DEADLINE_SPREAD: f64 = 0.1;
+
 /// One connection's read side: WebSocket decoding, the shard's budgets for
 /// partial input, the message deadline, and waiting for room.
 struct Reader<'a> {
@@ -151,8 +157,9 @@ struct Reader<'a> {
     decoder: FrameDecoder,
     /// Bytes of unfinished messages charged to the shard's budget.
     charged: usize,
-    /// When the message being received started, while one is unfinished.
-    message_started: Option<Instant>,
+    /// When the message being received must be complete, while one is
+    /// unfinished.
+    message_deadline: Option<Instant>,
 }
 
 impl Drop for Reader<'_> {
@@ -168,7 +175,7 @@ impl<'a> Reader<'a> {
             conn,
             decoder: FrameDecoder::new(shard.config.max_message_bytes, leftover),
             charged: 0,
-            message_started: None,
+            message_deadline: None,
         }
     }
 
@@ -280,9 +287,13 @@ impl<'a> Reader<'a> {
             ));
         }
         self.charged = held;
-        match (self.decoder.mid_message(), self.message_started) {
-            (true, None) => self.message_started = Some(Instant::now()),
-            (false, Some(_)) => self.message_started = None,
+        match (self.decoder.mid_message(), self.message_deadline) {
+            (true, None) => {
+                let timeout = self.shard.config.message_timeout;
+                let spread = timeout.mul_f64(MESSAGE_DEADLINE_SPREAD * fastrand::f64());
+                self.message_deadline = Some(Instant::now() + timeout + spread);
+            }
+            (false, Some(_)) => self.message_deadline = None,
             _ => {}
         }
         None
@@ -290,9 +301,9 @@ impl<'a> Reader<'a> {
 
     /// Time left to finish the message being received, if one is unfinished.
     fn message_deadline(&self) -> Option<Duration> {
-        let started = self.message_started?;
         Some(
-            (started + self.shard.config.message_timeout).saturating_duration_since(Instant::now()),
+            self.message_deadline?
+                .saturating_duration_since(Instant::now()),
         )
     }
 
