@@ -109,7 +109,7 @@ pub struct Args {
     pub lame_duck_grace: f64,
     /// longest adaptive write-coalescing delay in microseconds: a busy
     /// shard waits up to this long before a round of writes so each send
-    /// carries more frames; 0 = never wait (default 1000, at most 100000)
+    /// carries more frames; 0 = never wait (default 1500, at most 100000)
     #[argh(option, default = "config::DEFAULT_COALESCE_MAX.as_micros() as u64")]
     pub coalesce_max_us: u64,
 

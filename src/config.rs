@@ -40,7 +40,7 @@ pub const DEFAULT_MAX_NAME_BYTES: usize = 1024;
 /// its flusher waits at most this long before a round of writes so each
 /// `send` carries more frames. 0 turns the delay off (writes still leave
 /// once per executor round).
-pub const DEFAULT_COALESCE_MAX: Duration = Duration::from_micros(1000);
+pub const DEFAULT_COALESCE_MAX: Duration = Duration::from_micros(1500);
 /// The largest `--coalesce-max-us` accepted: 100 ms.
 pub const COALESCE_MAX_CAP: Duration = Duration::from_millis(100);
 /// How many shards the ring mesh can address (interest is a 64-bit mask).

@@ -110,6 +110,7 @@ metrics! {
     Deliveries => "easechat_deliveries_total", counter, "1r frames queued to subscribers.";
     BytesIn => "easechat_bytes_received_total", counter, "Bytes read from client sockets.";
     BytesOut => "easechat_bytes_sent_total", counter, "Bytes written to client sockets.";
+    CoalescedRounds => "easechat_coalesced_rounds_total", counter, "Write rounds that waited (--coalesce-max-us) so each send carries more frames.";
     RingMessages => "easechat_ring_messages_total", counter, "Messages sent to other shards over the rings.";
     RingFull => "easechat_ring_full_total", counter, "Messages that found their ring full and waited.";
     Pauses => "easechat_pauses_total", counter, "Times a connection's reading paused for room toward other shards.";

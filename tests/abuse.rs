@@ -715,8 +715,8 @@ fn ring_backlog_and_paused_connections_are_exported() {
 }
 
 // Row 9, CI-sized: a few start → SIGTERM cycles with more shards than cores.
-// The hang is intermittent today (a few percent of runs), so this passes
-// most of the time before the fix too; ignored until the fix lands.
+// The hang was intermittent (a few percent of runs; fixed in vendor/glommio),
+// so this could pass before the fix too: scripts/sigterm-cycles.sh runs 100.
 #[test]
 fn sigterm_soon_after_start_always_stops_with_many_shards() {
     for cycle in 0..5 {

@@ -9,32 +9,67 @@ use std::process::Command;
 use std::thread;
 use std::time::Duration;
 
-use common::{receive, Client, Nexus};
+use common::{http_get, receive, Client, Nexus};
 
-const PUBLISHERS: usize = 4;
-const MESSAGES: usize = 400;
-const SUBSCRIBERS: usize = 40;
+/// The load of the order tests: small enough for a debug build.
+const LIGHT: Load = Load {
+    publishers: 4,
+    messages: 400,
+    subscribers: 40,
+};
+
+/// Publishers, messages each, subscribers.
+#[derive(Clone, Copy)]
+struct Load {
+    publishers: usize,
+    messages: usize,
+    subscribers: usize,
+}
 
 /// Concurrent publishers, so frames pile up and sends carry many of them.
 #[test]
 fn concurrent_publishers_keep_order_with_the_default_delay() {
-    fan_in(&[]);
+    fan_in(&[], LIGHT);
 }
 
 /// The same with the delay at its largest bound.
 #[test]
 fn concurrent_publishers_keep_order_with_the_largest_delay() {
-    fan_in(&["--coalesce-max-us", "100000"]);
+    fan_in(&["--coalesce-max-us", "100000"], LIGHT);
+}
+
+/// Enough sustained fan-out that the shards' flushers are busy and frames
+/// pile up: rounds wait and are written in paced slices, and still every
+/// subscriber gets every message, once, in order.
+#[test]
+fn a_busy_shard_paces_its_rounds_and_keeps_order() {
+    let load = Load {
+        publishers: 8,
+        messages: 1500,
+        subscribers: 300,
+    };
+    let paced = fan_in(&[], load);
+    assert!(paced > 0, "no round waited under sustained fan-out");
 }
 
 /// The same with the delay off: rounds are still written once each.
 #[test]
 fn concurrent_publishers_keep_order_without_delay() {
-    fan_in(&["--coalesce-max-us", "0"]);
+    assert_eq!(
+        fan_in(&["--coalesce-max-us", "0"], LIGHT),
+        0,
+        "with no delay no round waits"
+    );
 }
 
-fn fan_in(args: &[&str]) {
-    let mut nexus = Nexus::start(args);
+/// Returns how many write rounds waited to coalesce (paced rounds).
+fn fan_in(args: &[&str], load: Load) -> u64 {
+    let Load {
+        publishers: PUBLISHERS,
+        messages: MESSAGES,
+        subscribers: SUBSCRIBERS,
+    } = load;
+    let mut nexus = Nexus::start(&[args, &["--metrics", "127.0.0.1:0"]].concat());
     let subscribers: Vec<Client> = (0..SUBSCRIBERS)
         .map(|i| {
             let mut c = Client::named(&nexus, &format!("s{i}"));
@@ -47,7 +82,7 @@ fn fan_in(args: &[&str]) {
         .into_iter()
         .map(|mut c| {
             thread::spawn(move || {
-                let mut next = [0usize; PUBLISHERS];
+                let mut next = vec![0usize; PUBLISHERS];
                 for _ in 0..PUBLISHERS * MESSAGES {
                     let text = c.recv();
                     let (p, seq) = parse(&text);
@@ -76,6 +111,11 @@ fn fan_in(args: &[&str]) {
             .join()
             .expect("every subscriber got every message, once, in order");
     }
+    let (_, body) = http_get(nexus.metrics_addr(), "/metrics");
+    body.lines()
+        .filter(|l| l.starts_with("easechat_coalesced_rounds_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
 }
 
 /// `1r|2|p0|3|fan|<len>|<p>:<seq>` → (p, seq).
