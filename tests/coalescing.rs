@@ -65,25 +65,25 @@ fn concurrent_publishers_keep_order_without_delay() {
 /// Returns how many write rounds waited to coalesce (paced rounds).
 fn fan_in(args: &[&str], load: Load) -> u64 {
     let Load {
-        publishers: PUBLISHERS,
-        messages: MESSAGES,
-        subscribers: SUBSCRIBERS,
+        publishers,
+        messages,
+        subscribers,
     } = load;
     let mut nexus = Nexus::start(&[args, &["--metrics", "127.0.0.1:0"]].concat());
-    let subscribers: Vec<Client> = (0..SUBSCRIBERS)
+    let subscribers: Vec<Client> = (0..subscribers)
         .map(|i| {
             let mut c = Client::named(&nexus, &format!("s{i}"));
             c.subscribe("fan");
             c
         })
         .collect();
-    nexus.wait_subscribers("fan", SUBSCRIBERS);
+    nexus.wait_subscribers("fan", subscribers);
     let readers: Vec<_> = subscribers
         .into_iter()
         .map(|mut c| {
             thread::spawn(move || {
-                let mut next = vec![0usize; PUBLISHERS];
-                for _ in 0..PUBLISHERS * MESSAGES {
+                let mut next = vec![0usize; publishers];
+                for _ in 0..publishers * messages {
                     let text = c.recv();
                     let (p, seq) = parse(&text);
                     assert_eq!(seq, next[p], "publisher {p} out of order: {text}");
@@ -93,11 +93,11 @@ fn fan_in(args: &[&str], load: Load) -> u64 {
             })
         })
         .collect();
-    let publishers: Vec<_> = (0..PUBLISHERS)
+    let publishers: Vec<_> = (0..publishers)
         .map(|p| {
             let mut publisher = Client::named(&nexus, &format!("p{p}"));
             thread::spawn(move || {
-                for seq in 0..MESSAGES {
+                for seq in 0..messages {
                     publisher.publish("fan", &format!("{p}:{seq}"));
                 }
                 // Keep the connection until the readers are done.
