@@ -70,7 +70,7 @@ fn fan_in(args: &[&str], load: Load) -> u64 {
         subscribers,
     } = load;
     let mut nexus = Nexus::start(&[args, &["--metrics", "127.0.0.1:0"]].concat());
-    let subscribers: Vec<Client> = (0..subscribers)
+    let clients: Vec<Client> = (0..subscribers)
         .map(|i| {
             let mut c = Client::named(&nexus, &format!("s{i}"));
             c.subscribe("fan");
@@ -78,7 +78,7 @@ fn fan_in(args: &[&str], load: Load) -> u64 {
         })
         .collect();
     nexus.wait_subscribers("fan", subscribers);
-    let readers: Vec<_> = subscribers
+    let readers: Vec<_> = clients
         .into_iter()
         .map(|mut c| {
             thread::spawn(move || {
