@@ -750,3 +750,45 @@ fn sigterm_soon_after_start_always_stops_with_many_shards() {
         }
     }
 }
+
+/// A client that once sent a large message and then sits idle holds no
+/// more than an idle client: the decoder does not keep its read buffer at
+/// the largest frame it saw. 300 connections each send one 60 KiB publish
+/// (seen by a subscriber before the next is sent, so the transient buffers
+/// are reused); what stays is each connection's own memory.
+#[test]
+fn a_large_message_does_not_stay_pinned_on_an_idle_connection() {
+    const SENDERS: usize = 300;
+    let mut nexus = Nexus::start(&[]);
+    let mut sink = Client::named(&nexus, "sink");
+    sink.subscribe("big");
+    nexus.wait_subscribers("big", 1);
+    let text = "y".repeat(60 * 1024);
+    let publish = frame(&format!("1t|3|big|{}|{text}", text.len()));
+    // Warm up the allocator with one round trip before the baseline.
+    let mut warm = raw_client(nexus.addr);
+    warm.write_all(&frame("1h|4|warm")).unwrap();
+    warm.write_all(&publish).unwrap();
+    sink.recv();
+    thread::sleep(Duration::from_millis(300));
+    let before = nexus.rss_kib();
+    let mut senders = Vec::new();
+    for i in 0..SENDERS {
+        let mut s = raw_client(nexus.addr);
+        let name = format!("big-{i}");
+        s.write_all(&frame(&format!("1h|{}|{name}", name.len())))
+            .unwrap();
+        s.write_all(&publish).unwrap();
+        assert!(sink.recv().ends_with(&text), "the publish came through");
+        senders.push(s);
+    }
+    thread::sleep(Duration::from_millis(500));
+    let growth_kib = nexus.rss_kib().saturating_sub(before) as f64;
+    let per_connection = growth_kib / SENDERS as f64;
+    eprintln!("RSS growth {growth_kib:.0} KiB: {per_connection:.1} KiB per connection");
+    assert!(
+        per_connection < 24.0,
+        "each connection kept {per_connection:.1} KiB after one 60 KiB message"
+    );
+    drop(senders);
+}

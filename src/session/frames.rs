@@ -11,6 +11,11 @@
 //! tungstenite only complete frames: a partial frame is kept here and grows
 //! only as its bytes arrive ([`FrameDecoder::buffered_bytes`] is what the
 //! connection holds, for the shard's budget and the message deadline).
+//!
+//! tungstenite also keeps its read buffer at the largest frame it was
+//! handed, for the life of the connection; after a large message the
+//! decoder gives it a fresh context (between messages it holds no other
+//! state we use), so a client that once sent 64 KiB does not pin 64 KiB.
 
 use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
 use tungstenite::{Error as WsError, Message as WsMessage};
@@ -41,6 +46,11 @@ pub struct FrameDecoder {
     fragment_bytes: usize,
     /// True between a data frame without FIN and its final fragment.
     in_fragmented_message: bool,
+    /// A frame larger than [`KEEP_PARTIAL_BYTES`] went through tungstenite
+    /// since its context was made: its read buffer grew to that size.
+    context_grew: bool,
+    /// The configuration, to make a fresh context.
+    config: WebSocketConfig,
     /// What came with the upgrade, decoded with the first batch.
     leftover: Vec<u8>,
 }
@@ -60,14 +70,39 @@ impl FrameDecoder {
             partial: Vec::new(),
             fragment_bytes: 0,
             in_fragmented_message: false,
+            context_grew: false,
+            config,
             leftover,
         }
     }
 
-    /// Bytes of unfinished messages this connection holds: a partial frame
-    /// and the fragments of an unfinished message.
+    /// Bytes of unfinished messages this connection holds: the partial
+    /// frame's buffer (its length while it fits the buffer every connection
+    /// keeps anyway, its capacity past that), and the payload of the
+    /// fragments of an unfinished message. (tungstenite also keeps its read
+    /// buffer at the last fragment's size until the message completes: up
+    /// to about three times the fragment bytes in all, as the README's
+    /// memory formula says.)
     pub fn buffered_bytes(&self) -> usize {
-        self.partial.len() + self.fragment_bytes
+        let partial = if self.partial.capacity() > KEEP_PARTIAL_BYTES {
+            self.partial.capacity()
+        } else {
+            self.partial.len()
+        };
+        partial + self.fragment_bytes
+    }
+
+    /// After a large message, between messages: a fresh tungstenite context
+    /// with a small read buffer (see the module docs).
+    fn shrink_after_large_message(&mut self) {
+        if self.context_grew
+            && !self.in_fragmented_message
+            && self.context.can_read()
+            && self.context.can_write()
+        {
+            self.context = WebSocketContext::new(Role::Server, Some(self.config));
+            self.context_grew = false;
+        }
     }
 
     /// True while a message has started and not yet completed.
@@ -77,6 +112,9 @@ impl FrameDecoder {
 
     /// Notes a complete frame's header for fragment accounting.
     fn saw_frame(&mut self, header: Header) {
+        if header.payload_len > KEEP_PARTIAL_BYTES as u64 {
+            self.context_grew = true;
+        }
         if header.opcode >= 8 {
             return; // control frames stand alone
         }
@@ -154,7 +192,11 @@ pub fn decode(
             ended => return ended,
         }
     }
-    decode_input(decoder, input, replies, inbox)
+    let decoded = decode_input(decoder, input, replies, inbox);
+    if matches!(decoded, Decoded::NeedMore) {
+        decoder.shrink_after_large_message();
+    }
+    decoded
 }
 
 fn decode_input(
@@ -192,6 +234,13 @@ fn decode_input(
             }
         };
         let take = wanted.min(input.len());
+        let (have, capacity) = (decoder.partial.len(), decoder.partial.capacity());
+        if have + take > capacity {
+            // Grow by doubling as bytes arrive, but never past the frame's
+            // end: a 33 KiB frame holds 33 KiB, not 64.
+            let target = (capacity * 2).max(have + take).min(have + wanted);
+            decoder.partial.reserve_exact(target - have);
+        }
         decoder.partial.extend_from_slice(&input[..take]);
         input = &input[take..];
         if let Some(header) = parse_header(&decoder.partial) {
@@ -346,6 +395,23 @@ mod tests {
         assert_eq!(inbox.len(), 1);
         assert_eq!(decoder.buffered_bytes(), 0);
         assert!(!decoder.mid_message());
+        assert!(
+            !decoder.context_grew,
+            "tungstenite's buffer is let go after the large message"
+        );
+    }
+
+    #[test]
+    fn a_large_partial_frame_counts_its_buffer() {
+        let mut decoder = FrameDecoder::new(64 * 1024, Vec::new());
+        let (mut replies, mut inbox) = (Vec::new(), Vec::new());
+        let header = [0x81, 0xfe, 0xfd, 0xe8, 0, 0, 0, 0];
+        decode(&mut decoder, &header, &mut replies, &mut inbox);
+        for _ in 0..5 {
+            decode(&mut decoder, &[b'x'; 4000], &mut replies, &mut inbox);
+        }
+        assert!(decoder.partial.capacity() > KEEP_PARTIAL_BYTES);
+        assert_eq!(decoder.buffered_bytes(), decoder.partial.capacity());
     }
 
     #[test]
