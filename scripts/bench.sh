@@ -151,6 +151,12 @@ for kind in baseline nexus; do
     run sweep "sweep-$rate" "$kind" "$NEXUS_CPUS" 1 1024 "$LOAD_CPUS" "${fan[@]}" --target-rate "$rate"
   done
   run closed closed-loop "$kind" "$NEXUS_CPUS" 1 1024 "$LOAD_CPUS" "${fan[@]}" --target-rate 0
+  # Issue 14's own closed loop: 1,000 publishes in flight per publisher
+  # (10 × 1,000 × 349 deliveries), against the baseline that feeds every
+  # queued frame before one flush, as the issue's Tokio nexus must have done
+  # to reach 4.1 M deliveries/s.
+  BASELINE_ARGS=--feed-queued run closed closed-loop-deep "$kind" "$NEXUS_CPUS" 1 1024 "$LOAD_CPUS" \
+    "${fan[@]}" --target-rate 0 --in-flight $((1000 * 10 * 349))
   run tenchan ten-channels "$kind" "$NEXUS_CPUS" 1 1024 "$LOAD_CPUS" "${ten[@]}" --target-rate 3500
   run saturation saturation-ten-channels "$kind" "$NEXUS_CPUS" 1 1024 "$LOAD_CPUS" "${ten[@]}" --target-rate 0
   run connections connections "$kind" "$NEXUS_CPUS" 1 1024 "$LOAD_CPUS" --clients 10000 --publishers 10 \

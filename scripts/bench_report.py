@@ -247,6 +247,16 @@ def main():
         r2 = ratio(n["cpu"], get("closed-loop", "baseline", "cpu"))
         check("closed loop: deliveries/s ≥ 0.9× baseline", fmt(r1, "{:.2f}×"), None if r1 is None else r1 >= 0.9)
         check("closed loop: CPU ≤ 0.5× baseline CPU", fmt(r2, "{:.2f}×"), None if r2 is None else r2 <= 0.5)
+        r3 = None if r1 is None or r2 is None or r1 == 0 else r2 / r1
+        check("closed loop: CPU per delivery ≤ 0.5× baseline's (information)", fmt(r3, "{:.3f}×"), None if r3 is None else r3 <= 0.5)
+    n = run_of("closed-loop-deep", "nexus")
+    if n.get("json"):
+        r1 = ratio(n["dps"], get("closed-loop-deep", "baseline", "dps"))
+        r2 = ratio(n["cpu"], get("closed-loop-deep", "baseline", "cpu"))
+        r3 = None if r1 is None or r2 is None or r1 == 0 else r2 / r1
+        check("closed loop, 1,000 in flight per publisher (baseline --feed-queued): deliveries/s ≥ 0.9× baseline", fmt(r1, "{:.2f}×"), None if r1 is None else r1 >= 0.9)
+        check("closed loop, 1,000 in flight per publisher: CPU ≤ 0.5× baseline CPU", fmt(r2, "{:.2f}×"), None if r2 is None else r2 <= 0.5)
+        check("closed loop, 1,000 in flight per publisher: CPU per delivery ≤ 0.5× baseline's (information)", fmt(r3, "{:.3f}×"), None if r3 is None else r3 <= 0.5)
     n = run_of("connections", "nexus")
     if n.get("json"):
         per = n["rss_per_conn"]
