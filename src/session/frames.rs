@@ -12,14 +12,18 @@
 //! only as its bytes arrive ([`FrameDecoder::buffered_bytes`] is what the
 //! connection holds, for the shard's budget and the message deadline).
 //!
-//! tungstenite also keeps its read buffer at the largest frame it was
-//! handed, for the life of the connection; after a large message the
-//! decoder gives it a fresh context (between messages it holds no other
-//! state we use), so a client that once sent 64 KiB does not pin 64 KiB.
+//! tungstenite would also hold a fragment twice until its message completes;
+//! fragmented messages are assembled by [`super::fragments`] instead and
+//! reach tungstenite as one final frame. And tungstenite keeps its read
+//! buffer at the largest frame it was handed, for the life of the
+//! connection; after a large frame the decoder gives it a fresh context (it
+//! holds no other state we use), so a client that once sent 64 KiB does not
+//! pin 64 KiB.
 
 use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
 use tungstenite::{Error as WsError, Message as WsMessage};
 
+use super::fragments::{expected_continuation, Assembly};
 use super::ws_io::WsIo;
 use super::Cause;
 use crate::stats::ProtocolErrorKind;
@@ -41,11 +45,9 @@ pub struct FrameDecoder {
     max_frame_bytes: u64,
     /// The start of a frame whose bytes have not all arrived.
     partial: Vec<u8>,
-    /// Payload bytes of a fragmented message received so far (tungstenite
-    /// holds them until the last fragment).
-    fragment_bytes: usize,
-    /// True between a data frame without FIN and its final fragment.
-    in_fragmented_message: bool,
+    /// The fragmented message being received, between its first fragment
+    /// and its last.
+    assembly: Option<Assembly>,
     /// A frame larger than [`KEEP_PARTIAL_BYTES`] went through tungstenite
     /// since its context was made: its read buffer grew to that size.
     context_grew: bool,
@@ -68,8 +70,7 @@ impl FrameDecoder {
             context: WebSocketContext::new(Role::Server, Some(config)),
             max_frame_bytes: max_message_bytes as u64,
             partial: Vec::new(),
-            fragment_bytes: 0,
-            in_fragmented_message: false,
+            assembly: None,
             context_grew: false,
             config,
             leftover,
@@ -78,28 +79,23 @@ impl FrameDecoder {
 
     /// Bytes of unfinished messages this connection holds: the partial
     /// frame's buffer (its length while it fits the buffer every connection
-    /// keeps anyway, its capacity past that), and the payload of the
-    /// fragments of an unfinished message. (tungstenite also keeps its read
-    /// buffer at the last fragment's size until the message completes: up
-    /// to about three times the fragment bytes in all, as the README's
-    /// memory formula says.)
+    /// keeps anyway, its capacity past that) and the buffer of a fragmented
+    /// message being assembled.
     pub fn buffered_bytes(&self) -> usize {
         let partial = if self.partial.capacity() > KEEP_PARTIAL_BYTES {
             self.partial.capacity()
         } else {
             self.partial.len()
         };
-        partial + self.fragment_bytes
+        partial + self.assembly.as_ref().map_or(0, Assembly::held_bytes)
     }
 
     /// After a large message, between messages: a fresh tungstenite context
     /// with a small read buffer (see the module docs).
     fn shrink_after_large_message(&mut self) {
-        if self.context_grew
-            && !self.in_fragmented_message
-            && self.context.can_read()
-            && self.context.can_write()
-        {
+        // tungstenite holds no unfinished message (fragments are assembled
+        // here), so this is safe even between fragments.
+        if self.context_grew && self.context.can_read() && self.context.can_write() {
             self.context = WebSocketContext::new(Role::Server, Some(self.config));
             self.context_grew = false;
         }
@@ -107,26 +103,56 @@ impl FrameDecoder {
 
     /// True while a message has started and not yet completed.
     pub fn mid_message(&self) -> bool {
-        !self.partial.is_empty() || self.in_fragmented_message
+        !self.partial.is_empty() || self.assembly.is_some()
     }
 
-    /// Notes a complete frame's header for fragment accounting.
-    fn saw_frame(&mut self, header: Header) {
-        if header.payload_len > KEEP_PARTIAL_BYTES as u64 {
+    /// True for the frames assembled here rather than by tungstenite: a
+    /// masked data frame without FIN, a continuation of the message being
+    /// assembled, and a new data frame while one is (an error). Anything
+    /// malformed (unmasked, reserved bits) goes to tungstenite, which
+    /// refuses it.
+    fn assembles(&self, header: &Header) -> bool {
+        let fragmenting = self.assembly.is_some();
+        header.mask.is_some()
+            && !header.rsv
+            && match header.opcode {
+                0 => fragmenting,
+                1 | 2 => fragmenting || !header.fin,
+                _ => false,
+            }
+    }
+
+    /// Takes in one fragment (see [`FrameDecoder::assembles`]); the last one
+    /// hands the whole message to tungstenite.
+    fn assemble(
+        &mut self,
+        header: &Header,
+        payload: &[u8],
+        replies: &mut Vec<u8>,
+        inbox: &mut Vec<WsMessage>,
+    ) -> Decoded {
+        let mask = header.mask.expect("only masked frames are assembled");
+        let limit = self.max_frame_bytes as usize;
+        if header.opcode != 0 {
+            if self.assembly.is_some() {
+                return Decoded::Failed(expected_continuation(header.opcode));
+            }
+            self.assembly = Some(Assembly::start(header.opcode, payload, mask, limit));
+            return Decoded::NeedMore;
+        }
+        let mut assembly = self.assembly.take().expect("a continuation of an assembly");
+        if let Err(e) = assembly.extend(payload, mask, limit) {
+            return Decoded::Failed(e);
+        }
+        if !header.fin {
+            self.assembly = Some(assembly);
+            return Decoded::NeedMore;
+        }
+        let frame = assembly.finish();
+        if frame.len() > KEEP_PARTIAL_BYTES {
             self.context_grew = true;
         }
-        if header.opcode >= 8 {
-            return; // control frames stand alone
-        }
-        if header.fin {
-            self.in_fragmented_message = false;
-            self.fragment_bytes = 0;
-        } else {
-            self.in_fragmented_message = true;
-            self.fragment_bytes = self
-                .fragment_bytes
-                .saturating_add(header.payload_len as usize);
-        }
+        feed(self, frame, replies, inbox)
     }
 }
 
@@ -134,7 +160,11 @@ impl FrameDecoder {
 #[derive(Debug, Clone, Copy)]
 struct Header {
     fin: bool,
+    /// Any of the three reserved bits set.
+    rsv: bool,
     opcode: u8,
+    /// The masking key, if the frame is masked.
+    mask: Option<[u8; 4]>,
     header_len: usize,
     payload_len: u64,
 }
@@ -157,9 +187,12 @@ fn parse_header(bytes: &[u8]) -> Option<Header> {
         2 => u64::from(u16::from_be_bytes([bytes[2], bytes[3]])),
         _ => u64::from_be_bytes(bytes[2..10].try_into().expect("8 bytes")),
     };
+    let key = &bytes[header_len - mask..header_len];
     Some(Header {
         fin: first & 0x80 != 0,
+        rsv: first & 0x70 != 0,
         opcode: first & 0x0f,
+        mask: (mask == 4).then(|| [key[0], key[1], key[2], key[3]]),
         header_len,
         payload_len,
     })
@@ -250,9 +283,8 @@ fn decode_input(
             }
             let total = header.header_len as u64 + header.payload_len;
             if decoder.partial.len() as u64 == total {
-                decoder.saw_frame(header);
                 let mut partial = std::mem::take(&mut decoder.partial);
-                let ended = feed(decoder, &partial, replies, inbox);
+                let ended = dispatch(decoder, &partial, replies, inbox);
                 if partial.capacity() <= KEEP_PARTIAL_BYTES {
                     partial.clear();
                     decoder.partial = partial;
@@ -267,23 +299,62 @@ fn decode_input(
     let mut complete = 0;
     while let Some(header) = parse_header(&input[complete..]) {
         if header.payload_len > decoder.max_frame_bytes {
-            // Up to and including this header: tungstenite refuses it.
-            return feed(
-                decoder,
-                &input[..complete + header.header_len],
-                replies,
-                inbox,
-            );
+            // The frames before it, then this header: tungstenite refuses it.
+            return match dispatch(decoder, &input[..complete], replies, inbox) {
+                Decoded::NeedMore => feed(
+                    decoder,
+                    &input[complete..complete + header.header_len],
+                    replies,
+                    inbox,
+                ),
+                ended => ended,
+            };
         }
         let total = header.header_len + header.payload_len as usize;
         if input.len() - complete < total {
             break;
         }
-        decoder.saw_frame(header);
         complete += total;
     }
     decoder.partial.extend_from_slice(&input[complete..]);
-    feed(decoder, &input[..complete], replies, inbox)
+    dispatch(decoder, &input[..complete], replies, inbox)
+}
+
+/// Hands complete `frames` to tungstenite, in runs, except the fragments of
+/// a fragmented message, which are assembled here.
+fn dispatch(
+    decoder: &mut FrameDecoder,
+    frames: &[u8],
+    replies: &mut Vec<u8>,
+    inbox: &mut Vec<WsMessage>,
+) -> Decoded {
+    let (mut run, mut at) = (0, 0);
+    while at < frames.len() {
+        let header = parse_header(&frames[at..]).expect("only complete frames are dispatched");
+        let end = at + header.header_len + header.payload_len as usize;
+        if decoder.assembles(&header) {
+            if run < at {
+                match feed(decoder, &frames[run..at], replies, inbox) {
+                    Decoded::NeedMore => {}
+                    ended => return ended,
+                }
+            }
+            let payload = &frames[at + header.header_len..end];
+            match decoder.assemble(&header, payload, replies, inbox) {
+                Decoded::NeedMore => {}
+                ended => return ended,
+            }
+            run = end;
+        } else if header.payload_len > KEEP_PARTIAL_BYTES as u64 {
+            decoder.context_grew = true;
+        }
+        at = end;
+    }
+    if run < frames.len() {
+        feed(decoder, &frames[run..], replies, inbox)
+    } else {
+        Decoded::NeedMore
+    }
 }
 
 /// Hands complete frames to tungstenite.
@@ -422,7 +493,7 @@ mod tests {
         first[0] = 0x01; // text, no FIN
         decode(&mut decoder, &first, &mut replies, &mut inbox);
         assert!(decoder.mid_message());
-        assert_eq!(decoder.buffered_bytes(), 5);
+        assert!(decoder.buffered_bytes() >= 5, "the fragment is counted");
         let mut last = masked_text(b"ab");
         last[0] = 0x80; // continuation, FIN
         decode(&mut decoder, &last, &mut replies, &mut inbox);

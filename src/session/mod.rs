@@ -9,6 +9,7 @@
 //! ends this connection only.
 
 mod commands;
+mod fragments;
 pub mod frames;
 pub mod handshake;
 pub mod stream;
