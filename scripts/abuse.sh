@@ -161,8 +161,8 @@ w(f"Machine: {ncpu} CPUs, kernel {kernel}; report written at commit {commit}. "
   "`/healthz` is polled every 250 ms. Scenarios with many abusers spread over both shards report shard 0 as \"same\". "
   "Row 9 is `scripts/sigterm-cycles.sh` (start, wait 3 s, SIGTERM at `--cores 16`; a run not stopped within 15 s is a hang).")
 w("")
-w("**The machine was shared with other engineers' builds during these runs: latency figures are noisy "
-  "(RSS, loss, close codes and /healthz much less so).** Reproduce with `scripts/abuse.sh --label before|after`.")
+w("**Latency figures on a shared 2-CPU VM are noisy (RSS, loss, close codes and /healthz much less so); "
+  "run on a quiet machine.** Reproduce with `scripts/abuse.sh --label before|after`.")
 w("")
 w("| # | scenario | measure (target) | before | after |")
 w("|---|---|---|---|---|")
