@@ -10,38 +10,11 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{receive, Client, Nexus};
+use common::{receive, Bystander, Client, Nexus};
 use ease_chat_nexus::protocol::Message as Wire;
 use tungstenite::protocol::frame::coding::{Data, OpCode};
 use tungstenite::protocol::frame::Frame;
 use tungstenite::Message;
-
-/// A subscriber and a publisher that must keep working after each error.
-struct Bystander {
-    sub: Client,
-    publisher: Client,
-    round: usize,
-}
-
-impl Bystander {
-    fn new(nexus: &mut Nexus) -> Bystander {
-        let mut sub = Client::named(nexus, "bystander");
-        sub.subscribe("watch");
-        nexus.wait_subscribers("watch", 1);
-        Bystander {
-            sub,
-            publisher: Client::named(nexus, "watcher"),
-            round: 0,
-        }
-    }
-
-    fn still_served(&mut self) {
-        self.round += 1;
-        let text = format!("round {}", self.round);
-        self.publisher.publish("watch", &text);
-        assert_eq!(self.sub.recv(), receive("watcher", "watch", &text));
-    }
-}
 
 fn assert_closed_with(nexus: &Nexus, send: impl FnOnce(&mut Client), code: u16, reason_part: &str) {
     let mut client = Client::connect(nexus);

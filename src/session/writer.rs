@@ -392,8 +392,8 @@ impl Flusher {
     /// is written and the shard reads new publishes between slices. Each
     /// connection still gets one `send` per round, but a frame waits for its
     /// connection's next turn rather than for the whole round to end and the
-    /// next one to start: the same CPU as one pause before the round, and a
-    /// wait shorter by most of the round's length.
+    /// next one to start: the same sends as one pause before the round, and
+    /// a wait shorter by most of the round's length.
     async fn write_paced_round(&self, round: &mut Vec<Rc<Link>>, delay: Duration) -> Written {
         let cycle_started = self.last_round_end.get();
         // Sliced by the connections dirty now; the ones that turn dirty

@@ -529,6 +529,36 @@ impl Client {
     }
 }
 
+/// A subscriber (`bystander`) and a publisher (`watcher`) on channel
+/// `watch` that must keep working while other connections misbehave.
+pub struct Bystander {
+    sub: Client,
+    publisher: Client,
+    /// Rounds served so far; the last one's text is `round N`.
+    pub round: usize,
+}
+
+impl Bystander {
+    pub fn new(nexus: &mut Nexus) -> Bystander {
+        let mut sub = Client::named(nexus, "bystander");
+        sub.subscribe("watch");
+        nexus.wait_subscribers("watch", 1);
+        Bystander {
+            sub,
+            publisher: Client::named(nexus, "watcher"),
+            round: 0,
+        }
+    }
+
+    /// One more message goes through, in order.
+    pub fn still_served(&mut self) {
+        self.round += 1;
+        let text = format!("round {}", self.round);
+        self.publisher.publish("watch", &text);
+        assert_eq!(self.sub.recv(), receive("watcher", "watch", &text));
+    }
+}
+
 /// The `1r` text a subscriber receives.
 pub fn receive(sender: &str, channel: &str, text: &str) -> String {
     Wire::Receive {
