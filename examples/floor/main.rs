@@ -138,6 +138,16 @@ fn run(args: Args) -> Result<(), String> {
         stop: AtomicBool::new(false),
     });
 
+    let Window {
+        start,
+        measure_from,
+        end,
+    } = Window::new(shared.now_ns(), 20_000_000, args.warmup, args.duration);
+    shared
+        .measure_from_ns
+        .store(measure_from, Ordering::Release);
+    shared.end_ns.store(end, Ordering::Release);
+    // The reader reads the window when it starts: set it first.
     let reader = {
         let shared = shared.clone();
         let (cpu, size, n) = (args.reader_cpu, args.message_size, args.sockets);
@@ -150,15 +160,6 @@ fn run(args: Args) -> Result<(), String> {
             .map_err(|e| e.to_string())?
     };
 
-    let Window {
-        start,
-        measure_from,
-        end,
-    } = Window::new(shared.now_ns(), 20_000_000, args.warmup, args.duration);
-    shared
-        .measure_from_ns
-        .store(measure_from, Ordering::Release);
-    shared.end_ns.store(end, Ordering::Release);
     let plan = sender::Plan {
         mode,
         rate: args.rate,
