@@ -286,9 +286,6 @@ fn serve(state: &Rc<ShardState>, stream: TcpStream) {
     let Ok(pass) = state.sessions.enter() else {
         return;
     };
-    // Every write is a whole round's batch for this connection: Nagle could
-    // only hold it back behind the previous round's unacknowledged bytes.
-    let _ = stream.set_nodelay(true);
     let peer = stream
         .peer_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));

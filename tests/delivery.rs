@@ -180,3 +180,89 @@ fn closing_removes_only_own_subscriptions() {
     publisher.publish("c", "still here");
     assert_eq!(stays.recv(), receive("p", "c", "still here"));
 }
+
+/// Every write the nexus makes is a whole round's batch for its
+/// connection, so Nagle's algorithm could only hold a round back until the
+/// previous one is acknowledged (a delayed-ACK timeout on a real network):
+/// client connections have TCP_NODELAY (set on the listeners, inherited on
+/// accept). Read from the nexus's own sockets, on both shards, so a change
+/// to how connections are accepted cannot lose it unnoticed.
+#[test]
+fn client_connections_have_nodelay() {
+    let nexus = Nexus::start(&[]);
+    let clients: Vec<Client> = (0..4)
+        .map(|i| Client::named(&nexus, &format!("c{i}")))
+        .collect();
+    for client in &clients {
+        let peer = client.local_addr();
+        assert_eq!(
+            nexus_socket_nodelay(nexus.pid(), peer),
+            Some(true),
+            "the nexus's socket for {peer}"
+        );
+    }
+}
+
+/// TCP_NODELAY of the socket that process `pid` holds for `peer`, read on
+/// a copy of its descriptor (`pidfd_getfd`: the nexus is our child, so we
+/// may); `None` if it holds none.
+fn nexus_socket_nodelay(pid: u32, peer: std::net::SocketAddr) -> Option<bool> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    // SAFETY: plain system calls; every descriptor they return is owned.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    assert!(
+        pidfd >= 0,
+        "pidfd_open: {}",
+        std::io::Error::last_os_error()
+    );
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as i32) };
+    let std::net::SocketAddr::V4(peer) = peer else {
+        panic!("tests use IPv4 loopback");
+    };
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd")).expect("the nexus's descriptors") {
+        let entry = entry.expect("descriptor entry");
+        let is_socket = std::fs::read_link(entry.path())
+            .is_ok_and(|target| target.to_string_lossy().starts_with("socket:"));
+        let Some(target) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if !is_socket {
+            continue;
+        }
+        let copy = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), target, 0) };
+        assert!(
+            copy >= 0,
+            "pidfd_getfd: {}",
+            std::io::Error::last_os_error()
+        );
+        let copy = unsafe { OwnedFd::from_raw_fd(copy as i32) };
+        let mut addr: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        let rc = unsafe { libc::getpeername(copy.as_raw_fd(), (&raw mut addr).cast(), &mut len) };
+        if rc != 0 || i32::from(addr.sin_family) != libc::AF_INET {
+            continue;
+        }
+        let ip = std::net::Ipv4Addr::from(u32::from_be(addr.sin_addr.s_addr));
+        if ip != *peer.ip() || u16::from_be(addr.sin_port) != peer.port() {
+            continue;
+        }
+        let mut value: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        let rc = unsafe {
+            libc::getsockopt(
+                copy.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_NODELAY,
+                (&raw mut value).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(rc, 0, "getsockopt: {}", std::io::Error::last_os_error());
+        return Some(value != 0);
+    }
+    None
+}
