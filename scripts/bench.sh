@@ -91,14 +91,7 @@ has_server() { [[ " ${servers[*]} " =~ " $1 " ]]; }
 # processes a second) preempts the server for a millisecond at a time and
 # showed up as +0.3-1.3 ms at the nexus's p99 at 400 msg/s, a cost the
 # floor (which times itself) never paid.
-rss_kib() { # PID -> VmRSS in KiB, or 0
-  local key value _
-  while read -r key value _; do
-    if [ "$key" = "VmRSS:" ]; then echo "$value"; return; fi
-  done < "/proc/$1/status"
-  echo 0
-}
-rss_kib_into() { # VAR PID: like rss_kib, without a subshell
+rss_kib_into() { # VAR PID: sets VAR to PID's VmRSS in KiB (0 if none)
   local key value _
   printf -v "$1" 0
   while read -r key value _; do
@@ -141,7 +134,7 @@ run() {
   local tag="$name.$kind"
   echo; echo "=== $name on $kind (CPU $scpus, cores $cores, ring $ring), load on CPU $lcpus: $*"
   start_server "$kind" "$scpus" "$cores" "$ring"
-  local rss_before; rss_before=$(rss_kib "$server_pid")
+  local rss_before; rss_kib_into rss_before "$server_pid"
   local rss_peak=$rss_before status=0 cpu_file="$out_dir/$tag.cpu"
   : > "$cpu_file"
   taskset -c "$lcpus" "$stress_bin" --url "ws://127.0.0.1:$port" "$@" \
