@@ -87,8 +87,8 @@ wanted() { # family
 has_server() { [[ " ${servers[*]} " =~ " $1 " ]]; }
 
 # The sampling below runs beside the measured server, on its CPUs: it uses
-# only bash builtins, because a fork per sample (awk, date, sleep: ~15
-# processes a second) preempts the server for a millisecond at a time and
+# only bash builtins, because a process per sample (awk, date, sleep: ~15
+# processes a second, each started on the server's or the load's CPU)
 # showed up as +0.3-1.3 ms at the nexus's p99 at 400 msg/s, a cost the
 # floor (which times itself) never paid.
 rss_kib_into() { # VAR PID: sets VAR to PID's VmRSS in KiB (0 if none)
