@@ -11,7 +11,8 @@
 //! they come.
 
 use tungstenite::error::{CapacityError, ProtocolError};
-use tungstenite::protocol::frame::coding::Data;
+use tungstenite::protocol::frame::coding::{Data, OpCode};
+use tungstenite::protocol::frame::FrameHeader;
 use tungstenite::Error as WsError;
 
 /// Room kept in front of the payload for the final frame's header: 2 bytes,
@@ -21,8 +22,8 @@ const HEADROOM: usize = 14;
 /// A fragmented message being received.
 #[derive(Debug)]
 pub struct Assembly {
-    /// Text (1) or binary (2): the first fragment's opcode.
-    opcode: u8,
+    /// Text or binary: the first fragment's kind.
+    kind: Data,
     /// [`HEADROOM`] bytes, then the unmasked payload received so far.
     buffer: Vec<u8>,
 }
@@ -31,7 +32,7 @@ impl Assembly {
     /// Starts a message with its first fragment (`opcode` 1 or 2, no FIN).
     pub fn start(opcode: u8, payload: &[u8], mask: [u8; 4], max_message_bytes: usize) -> Self {
         let mut assembly = Assembly {
-            opcode,
+            kind: data_kind(opcode),
             buffer: Vec::with_capacity(HEADROOM + payload.len()),
         };
         assembly.buffer.resize(HEADROOM, 0);
@@ -66,29 +67,17 @@ impl Assembly {
 
     /// The whole message as one final, zero-masked frame.
     pub fn finish(&mut self) -> &[u8] {
-        let len = self.payload_len();
-        let mut header = [0u8; HEADROOM];
-        header[0] = 0x80 | self.opcode;
-        let used = match len {
-            0..=125 => {
-                header[1] = 0x80 | len as u8;
-                2
-            }
-            126..=0xffff => {
-                header[1] = 0x80 | 126;
-                header[2..4].copy_from_slice(&(len as u16).to_be_bytes());
-                4
-            }
-            _ => {
-                header[1] = 0x80 | 127;
-                header[2..10].copy_from_slice(&(len as u64).to_be_bytes());
-                10
-            }
+        let len = self.payload_len() as u64;
+        let header = FrameHeader {
+            is_final: true,
+            opcode: OpCode::Data(self.kind),
+            mask: Some([0; 4]),
+            ..FrameHeader::default()
         };
-        // The zero mask key follows the length: 4 zero bytes.
-        let header_len = used + 4;
-        let start = HEADROOM - header_len;
-        self.buffer[start..HEADROOM].copy_from_slice(&header[..header_len]);
+        let start = HEADROOM - header.len(len);
+        header
+            .format(len, &mut &mut self.buffer[start..HEADROOM])
+            .expect("a frame header fits its headroom");
         &self.buffer[start..]
     }
 
@@ -105,12 +94,16 @@ impl Assembly {
 /// The error for a new data frame while a fragmented message is unfinished,
 /// as tungstenite words it (1002).
 pub fn expected_continuation(opcode: u8) -> WsError {
-    let data = if opcode == 2 {
+    WsError::Protocol(ProtocolError::ExpectedFragment(data_kind(opcode)))
+}
+
+/// A data frame's kind from its opcode (1 text, 2 binary).
+fn data_kind(opcode: u8) -> Data {
+    if opcode == 2 {
         Data::Binary
     } else {
         Data::Text
-    };
-    WsError::Protocol(ProtocolError::ExpectedFragment(data))
+    }
 }
 
 #[cfg(test)]
