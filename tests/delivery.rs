@@ -208,7 +208,7 @@ fn client_connections_have_nodelay() {
 /// may); `None` if it holds none.
 fn nexus_socket_nodelay(pid: u32, peer: std::net::SocketAddr) -> Option<bool> {
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-    // SAFETY: plain system calls; every descriptor they return is owned.
+    // SAFETY: plain system calls; each descriptor they return is owned once.
     let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     assert!(
         pidfd >= 0,
@@ -216,23 +216,17 @@ fn nexus_socket_nodelay(pid: u32, peer: std::net::SocketAddr) -> Option<bool> {
         std::io::Error::last_os_error()
     );
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as i32) };
-    let std::net::SocketAddr::V4(peer) = peer else {
-        panic!("tests use IPv4 loopback");
-    };
     for entry in std::fs::read_dir(format!("/proc/{pid}/fd")).expect("the nexus's descriptors") {
         let entry = entry.expect("descriptor entry");
         let is_socket = std::fs::read_link(entry.path())
             .is_ok_and(|target| target.to_string_lossy().starts_with("socket:"));
-        let Some(target) = entry
+        let target = entry
             .file_name()
             .to_str()
-            .and_then(|n| n.parse::<i32>().ok())
-        else {
+            .and_then(|n| n.parse::<i32>().ok());
+        let (true, Some(target)) = (is_socket, target) else {
             continue;
         };
-        if !is_socket {
-            continue;
-        }
         let copy = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), target, 0) };
         assert!(
             copy >= 0,
@@ -240,29 +234,13 @@ fn nexus_socket_nodelay(pid: u32, peer: std::net::SocketAddr) -> Option<bool> {
             std::io::Error::last_os_error()
         );
         let copy = unsafe { OwnedFd::from_raw_fd(copy as i32) };
-        let mut addr: libc::sockaddr_in = unsafe { std::mem::zeroed() };
-        let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-        let rc = unsafe { libc::getpeername(copy.as_raw_fd(), (&raw mut addr).cast(), &mut len) };
-        if rc != 0 || i32::from(addr.sin_family) != libc::AF_INET {
-            continue;
+        let socket = socket2::SockRef::from(&copy);
+        let holds_peer = socket
+            .peer_addr()
+            .is_ok_and(|addr| addr.as_socket() == Some(peer));
+        if holds_peer {
+            return Some(socket.nodelay().expect("getsockopt TCP_NODELAY"));
         }
-        let ip = std::net::Ipv4Addr::from(u32::from_be(addr.sin_addr.s_addr));
-        if ip != *peer.ip() || u16::from_be(addr.sin_port) != peer.port() {
-            continue;
-        }
-        let mut value: libc::c_int = 0;
-        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-        let rc = unsafe {
-            libc::getsockopt(
-                copy.as_raw_fd(),
-                libc::IPPROTO_TCP,
-                libc::TCP_NODELAY,
-                (&raw mut value).cast(),
-                &mut len,
-            )
-        };
-        assert_eq!(rc, 0, "getsockopt: {}", std::io::Error::last_os_error());
-        return Some(value != 0);
     }
     None
 }
