@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use argh::FromArgs;
 
-use crate::admin::auth::{load_token, TOKEN_ENV};
+use easechat_auth::secret::{load_token, TOKEN_ENV};
+use easechat_auth::{Mode, PolicyFiles};
+
+use crate::access::Access;
 use crate::cluster::ClusterConfig;
 use crate::config::{self, Config, MAX_SHARDS};
 
@@ -145,6 +148,22 @@ pub struct Args {
     #[argh(option)]
     pub node_id: Option<String>,
 
+    /// access control: off (trust every connection, the default), optional
+    /// (check tokens when given; others act as the anonymous identity) or
+    /// required (every connection needs a valid token)
+    #[argh(option, default = "Mode::Off")]
+    pub auth: Mode,
+
+    /// file holding the HMAC secret that verifies tokens (at least 32
+    /// bytes); with it alone, tokens carry their own permissions
+    #[argh(option)]
+    pub auth_key_file: Option<String>,
+
+    /// the access policy (TOML): keys by kid, identities, permissions,
+    /// revocations, quotas; reloaded on SIGHUP, console reload, POST /api/reload
+    #[argh(option)]
+    pub auth_policy: Option<String>,
+
     /// log filter, overriding RUST_LOG (error, warn, info, debug, trace)
     #[argh(option)]
     pub log: Option<String>,
@@ -219,6 +238,7 @@ impl Args {
                 ));
             }
         }
+        config.access = access_from_flags(self.auth, self.auth_key_file, self.auth_policy)?;
         config.coalesce_max = Duration::from_micros(self.coalesce_max_us);
         config.plain_sends = self.plain_sends;
         if config.coalesce_max > config::COALESCE_MAX_CAP {
@@ -242,6 +262,29 @@ impl Args {
         };
         Ok(config)
     }
+}
+
+/// Loads the access policy named by `--auth`, `--auth-key-file` and
+/// `--auth-policy`; `None` with `--auth off`.
+fn access_from_flags(
+    mode: Mode,
+    key_file: Option<String>,
+    policy_file: Option<String>,
+) -> Result<Option<std::sync::Arc<Access>>, String> {
+    if mode == Mode::Off {
+        if key_file.is_some() || policy_file.is_some() {
+            return Err(
+                "--auth-key-file and --auth-policy need --auth optional or --auth required".into(),
+            );
+        }
+        return Ok(None);
+    }
+    let files = PolicyFiles {
+        mode,
+        key_file: key_file.map(Into::into),
+        policy_file: policy_file.map(Into::into),
+    };
+    Access::load(files).map(Some)
 }
 
 /// A duration flag in seconds (fractions allowed), 0 up to [`config::MAX_LAME_DUCK`].

@@ -97,7 +97,10 @@ pub struct Config {
     /// `/healthz`, if anywhere (`--admin`, alias `--metrics`).
     pub metrics: Option<SocketAddr>,
     /// The admin token (required on a non-loopback admin address).
-    pub admin_token: Option<crate::admin::auth::AdminToken>,
+    pub admin_token: Option<easechat_auth::secret::AdminToken>,
+    /// Access control (`--auth optional|required`); `None` trusts every
+    /// connection, as before access control (`--auth off`).
+    pub access: Option<std::sync::Arc<crate::access::Access>>,
     /// Open admin connections allowed; more are closed at once.
     pub admin_max_connections: usize,
     /// Longest endpoint (`1h`) or channel (`1c`, `1t`) name: names are
@@ -146,6 +149,7 @@ impl Config {
             keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
             metrics: None,
             admin_token: None,
+            access: None,
             admin_max_connections: crate::admin::DEFAULT_MAX_CONNECTIONS,
             max_name_bytes: DEFAULT_MAX_NAME_BYTES,
             max_ring_backlog_bytes: DEFAULT_MAX_RING_BACKLOG_BYTES,

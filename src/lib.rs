@@ -24,6 +24,9 @@
 //!   [`shard`] ties them into one shard's live exchange: admission,
 //!   publishing and local fan-out, queries, upkeep. No lock is taken per
 //!   message.
+//! - [`access`] enforces access control (`--auth`): each connection's
+//!   grant from its token, checked at the upgrade and on `1h`, `1c`, `1t`;
+//!   the rules are the pure `easechat_auth` crate.
 //! - [`cli`] and [`config`] turn flags into limits; [`signals`] turns
 //!   SIGTERM and a double Ctrl-C into a graceful stop, SIGUSR2 into a
 //!   [`drain`]; [`admin`] serves the browser console, its JSON API,
@@ -39,6 +42,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod access;
 pub mod admin;
 pub mod cli;
 pub mod cluster;

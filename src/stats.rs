@@ -118,6 +118,10 @@ metrics! {
     LimitClosures => "easechat_limit_closures_total", counter, "Connections closed for passing a size, count, time or budget limit.";
     KeepaliveClosures => "easechat_keepalive_closures_total", counter, "Connections closed for not answering pings.";
     RefusedConnections => "easechat_refused_connections_total", counter, "Connections refused with HTTP 503 (connection caps).";
+    AuthRefused => "easechat_auth_refused_total", counter, "Upgrades refused by access control (HTTP 401 or 403).";
+    AccessDenied => "easechat_access_denied_total", counter, "Connections closed (1008) for a name, channel or quota their token does not allow.";
+    TokenClosures => "easechat_token_closures_total", counter, "Connections closed because their token expired or was revoked.";
+    RatePauses => "easechat_rate_pauses_total", counter, "Publishes that waited for their identity's publish rate quota.";
 }
 
 /// Counters one shard keeps about its own traffic: one cell per [`Metric`]

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use tracing::{debug, info, Span};
 
+use crate::access::Denied;
 use crate::shard::{Connection, ShardState};
+use easechat_auth::Operation;
 
 use super::{Cause, Verdict};
 use crate::stats::ProtocolErrorKind;
@@ -26,6 +28,9 @@ fn too_long(shard: &ShardState, what: &str, name: &str) -> Option<Verdict> {
 pub fn hello(shard: &ShardState, conn: &Connection, name: &str) -> Verdict {
     if let Some(verdict) = too_long(shard, "name", name) {
         return verdict;
+    }
+    if let Some(Err(denied)) = conn.access.as_ref().map(|a| a.check_name(name)) {
+        return refused(denied);
     }
     match conn.set_name(name) {
         None => info!(name, "connection identified"),
@@ -49,7 +54,27 @@ pub fn subscribe(
         return verdict;
     }
     debug!(channel, ?ttl, "subscribe");
-    match shard.subscribe(conn, channel, ttl) {
+    let Some(access) = &conn.access else {
+        return match shard.subscribe(conn, channel, ttl) {
+            Ok(()) => Verdict::Continue,
+            Err(e) => Verdict::Close(1008, e.to_string(), Cause::Limit),
+        };
+    };
+    // Unsubscribing is always allowed; a new subscription takes one of the
+    // identity's quota first, and the count is set right afterwards.
+    if !ttl.is_zero() {
+        if let Err(denied) = access.check(Operation::Subscribe, channel) {
+            return refused(denied);
+        }
+        if !shard.is_subscribed(conn, channel) {
+            if let Err(denied) = access.reserve_subscription() {
+                return refused(denied);
+            }
+        }
+    }
+    let result = shard.subscribe(conn, channel, ttl);
+    access.count_subscriptions(shard.subscription_count(conn));
+    match result {
         Ok(()) => Verdict::Continue,
         Err(e) => Verdict::Close(1008, e.to_string(), Cause::Limit),
     }
@@ -63,6 +88,13 @@ pub fn transmit(shard: &ShardState, conn: &Connection, channel: &str, text: &str
     if let Some(verdict) = too_long(shard, "channel name", channel) {
         return verdict;
     }
+    if let Some(Err(denied)) = conn
+        .access
+        .as_ref()
+        .map(|a| a.check(Operation::Publish, channel))
+    {
+        return refused(denied);
+    }
     // The 1r built from this must fit the receivers' frame limit.
     if let Err(e) = shard.check_publish(&sender, channel, text) {
         return Verdict::Close(1009, e.to_string(), Cause::Limit);
@@ -75,6 +107,11 @@ pub fn transmit(shard: &ShardState, conn: &Connection, channel: &str, text: &str
 /// `1d`: the client asks to be closed with 1000 and its reason.
 pub fn disconnect(reason: &str) -> Verdict {
     Verdict::Close(1000, reason.into(), Cause::Requested)
+}
+
+/// Access control refused a command: 1008 with a reason naming it.
+fn refused(denied: Denied) -> Verdict {
+    Verdict::Close(1008, denied.to_string(), Cause::Denied)
 }
 
 fn unidentified() -> Verdict {

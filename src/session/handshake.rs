@@ -11,6 +11,8 @@ use tungstenite::handshake::machine::TryParse;
 use tungstenite::handshake::server::{create_response, write_response, Request};
 
 use super::stream::SharedStream;
+use crate::access::Presented;
+use easechat_auth::Status;
 
 /// Largest HTTP upgrade request accepted.
 pub const MAX_REQUEST_BYTES: usize = 8 * 1024;
@@ -27,14 +29,21 @@ pub enum HandshakeError {
     /// Not a valid WebSocket upgrade request; the client got a 4xx answer.
     #[error("rejected upgrade request: {0}")]
     Rejected(String),
+    /// Access control refused the credential; the client got 401 or 403.
+    #[error("refused: {0}")]
+    Refused(String),
 }
+
+/// What [`upgrade`] decided about the credential before answering 101.
+pub type Authorize<'a, T> = Box<dyn FnOnce(Presented) -> Result<T, (Status, String)> + 'a>;
 
 /// [`upgrade`] on the heap: its buffers live only while it runs, instead of
 /// sizing every connection's task for them.
-pub fn upgrade_boxed(
-    stream: &SharedStream,
-) -> Pin<Box<dyn Future<Output = Result<Vec<u8>, HandshakeError>> + '_>> {
-    Box::pin(upgrade(stream))
+pub fn upgrade_boxed<'a, T: 'a>(
+    stream: &'a SharedStream,
+    authorize: Authorize<'a, T>,
+) -> Pin<Box<dyn Future<Output = Result<(Vec<u8>, T), HandshakeError>> + 'a>> {
+    Box::pin(upgrade(stream, authorize))
 }
 
 /// What to do with the bytes of an upgrade request received so far.
@@ -49,6 +58,8 @@ pub enum Answer {
         response: Vec<u8>,
         /// Bytes of the request.
         consumed: usize,
+        /// The credential the request carried.
+        presented: Presented,
     },
     /// Answer with this HTTP status and reason, then close.
     Reject {
@@ -74,6 +85,7 @@ pub fn answer(request: &[u8]) -> Answer {
                     Ok(()) => Answer::Upgrade {
                         response: out,
                         consumed,
+                        presented: presented(&parsed),
                     },
                     Err(e) => Answer::Reject {
                         status: "400 Bad Request",
@@ -93,8 +105,37 @@ pub fn answer(request: &[u8]) -> Answer {
     }
 }
 
-/// Performs the upgrade; returns the bytes the client sent after its request.
-pub async fn upgrade(stream: &SharedStream) -> Result<Vec<u8>, HandshakeError> {
+/// The token a request carries: `?token=` in its URL (the only way the
+/// deployed Java client has), else `Authorization: Bearer`. The admin
+/// console's tap shows its process secret as a bearer; the caller tells it
+/// apart from a token.
+pub fn presented(request: &Request) -> Presented {
+    let from_query = request.uri().query().and_then(|query| {
+        form_urlencoded::parse(query.as_bytes())
+            .find(|(key, _)| key == "token")
+            .map(|(_, value)| value.into_owned())
+    });
+    let from_header = || {
+        let value = request.headers().get("authorization")?.to_str().ok()?;
+        let (scheme, token) = value.trim().split_once(' ')?;
+        scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| token.trim().to_string())
+    };
+    Presented {
+        token: from_query.or_else(from_header),
+        console: false,
+    }
+}
+
+/// Performs the upgrade: the request is read, `authorize` decides on its
+/// credential before the 101 (a refusal answers 401 or 403 with no detail),
+/// and the bytes the client sent after its request are returned with what
+/// `authorize` gave.
+pub async fn upgrade<'a, T>(
+    stream: &SharedStream,
+    authorize: Authorize<'a, T>,
+) -> Result<(Vec<u8>, T), HandshakeError> {
     let mut request = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     loop {
@@ -105,21 +146,46 @@ pub async fn upgrade(stream: &SharedStream) -> Result<Vec<u8>, HandshakeError> {
         request.extend_from_slice(&chunk[..n]);
         match answer(&request) {
             Answer::Incomplete => continue,
-            Answer::Upgrade { response, consumed } => {
+            Answer::Upgrade {
+                response,
+                consumed,
+                presented,
+            } => {
+                let granted = match authorize(presented) {
+                    Ok(granted) => granted,
+                    Err((status, why)) => return refuse(stream, status, why).await,
+                };
                 stream.write_all(&response).await?;
-                return Ok(request.split_off(consumed));
+                return Ok((request.split_off(consumed), granted));
             }
             Answer::Reject { status, why } => return reject(stream, status, &why).await,
         }
     }
 }
 
+/// Answers a refused credential: 401 (no or bad token) or 403 (valid but
+/// not allowed), with a body that tells a prober nothing more; the reason
+/// goes to the log only.
+async fn refuse<T>(
+    stream: &SharedStream,
+    status: Status,
+    why: String,
+) -> Result<(Vec<u8>, T), HandshakeError> {
+    let response: &[u8] = match status {
+        Status::Unauthorized => b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 13\r\nConnection: close\r\n\r\nunauthorized\n",
+        Status::Forbidden => b"HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 10\r\nConnection: close\r\n\r\nforbidden\n",
+    };
+    let _ = stream.write_all(response).await;
+    stream.close_write().await;
+    Err(HandshakeError::Refused(why))
+}
+
 /// Answers a failed upgrade with an HTTP error whose body says why.
-pub async fn reject(
+pub async fn reject<T>(
     stream: &SharedStream,
     status: &str,
     why: &str,
-) -> Result<Vec<u8>, HandshakeError> {
+) -> Result<T, HandshakeError> {
     let body = format!("{why}\n");
     let response = format!(
         "HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -143,7 +209,9 @@ Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n
         let mut bytes = REQUEST.to_vec();
         bytes.extend_from_slice(b"frames");
         match answer(&bytes) {
-            Answer::Upgrade { response, consumed } => {
+            Answer::Upgrade {
+                response, consumed, ..
+            } => {
                 let text = String::from_utf8(response).unwrap();
                 assert!(text.starts_with("HTTP/1.1 101"), "{text}");
                 assert!(
@@ -154,6 +222,27 @@ Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn the_token_comes_from_the_query_or_the_bearer_header() {
+        let with = |line: &str, header: &str| {
+            let text = format!(
+                "GET {line} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{header}\r\n"
+            );
+            match answer(text.as_bytes()) {
+                Answer::Upgrade { presented, .. } => presented.token,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(with("/?token=abc.def", ""), Some("abc.def".into()));
+        assert_eq!(with("/x?a=1&token=t%2Bk", ""), Some("t+k".into()));
+        assert_eq!(with("/", "Authorization: Bearer xyz\r\n"), Some("xyz".into()));
+        assert_eq!(with("/", "authorization: bearer  xyz \r\n"), Some("xyz".into()));
+        assert_eq!(with("/", "Authorization: Basic xyz\r\n"), None);
+        assert_eq!(with("/?token=q", "Authorization: Bearer h\r\n"), Some("q".into()));
+        assert_eq!(with("/", ""), None);
     }
 
     #[test]

@@ -27,11 +27,13 @@ use shards::with_timeout;
 use tracing::{debug, field, info, info_span, warn, Instrument};
 use tungstenite::Message as WsMessage;
 
+use crate::access::{unix_now, ConnectionAccess, Presented};
 use crate::outbox::Push;
 use crate::protocol::{self, Message, ParseError};
 use crate::shard::{Connection, ConnectionSlot, ShardState};
 use crate::stats::{Metric, ProtocolErrorKind};
 use frames::{close_code_for, Decoded, FrameDecoder};
+use handshake::HandshakeError;
 use stream::{ReadOutcome, SharedStream};
 
 /// How long a closing connection's writer may take to flush its last frames.
@@ -67,6 +69,8 @@ pub enum Cause {
     Protocol(ProtocolErrorKind),
     /// The client passed a size or count limit.
     Limit,
+    /// Access control refused a name, a channel or a quota.
+    Denied,
 }
 
 /// How the read loop ended.
@@ -94,14 +98,41 @@ pub async fn serve(
         warn!(%peer, "refusing connection: {why} (503)");
         // Answer at once, without waiting for the request: a flood of
         // refused sockets must not hold descriptors for a handshake timeout.
-        let _ = handshake::reject(&stream, "503 Service Unavailable", why).await;
+        let _ = handshake::reject::<()>(&stream, "503 Service Unavailable", why).await;
         linger(&shard, &stream).await;
         return;
     }
 
-    let upgrade = handshake::upgrade_boxed(&stream);
-    let leftover = match with_timeout(shard.config.handshake_timeout, upgrade).await {
-        Some(Ok(leftover)) => leftover,
+    let access = shard.config.access.clone();
+    let authorize: handshake::Authorize<'_, Option<ConnectionAccess>> = Box::new(|presented| {
+        let Some(access) = &access else {
+            return Ok(None);
+        };
+        let mut presented = presented;
+        if presented
+            .token
+            .as_deref()
+            .is_some_and(|t| access.is_console_bearer(t))
+        {
+            presented = Presented {
+                token: None,
+                console: true,
+            };
+        }
+        access
+            .admit(presented, unix_now())
+            .map(Some)
+            .map_err(|refusal| (refusal.status, refusal.reason))
+    });
+    let upgrade = handshake::upgrade_boxed(&stream, authorize);
+    let (leftover, access) = match with_timeout(shard.config.handshake_timeout, upgrade).await {
+        Some(Ok(upgraded)) => upgraded,
+        Some(Err(HandshakeError::Refused(why))) => {
+            shard.stats.add(Metric::AuthRefused, 1);
+            shard.log_refusal(peer, &why);
+            linger(&shard, &stream).await;
+            return;
+        }
         Some(Err(e)) => {
             debug!(%peer, error = %e, "handshake failed");
             return;
@@ -111,9 +142,19 @@ pub async fn serve(
             return;
         }
     };
-    let conn = shard.register(peer);
-    // Every log line of this connection carries its label, peer and name.
-    let span = info_span!("session", conn = %shard.label(conn.id), %peer, name = field::Empty);
+    let identity = access.as_ref().map(|a| a.identity());
+    let token_id = access.as_ref().and_then(|a| a.token_id());
+    let conn = shard.register(peer, access);
+    // Every log line of this connection carries its label, peer and name
+    // (and identity and token id with access control on).
+    let span = info_span!(
+        "session",
+        conn = %shard.label(conn.id),
+        %peer,
+        name = field::Empty,
+        identity = identity.as_deref(),
+        token = token_id.as_deref(),
+    );
     async {
         debug!("websocket open");
         let writer = glommio::spawn_local(writer::run(stream.clone(), conn.clone(), shard.clone()));
@@ -332,6 +373,7 @@ async fn on_text(shard: &ShardState, conn: &Rc<Connection>, text: &str) -> Verdi
             return Verdict::Close(e.close_code(), e.to_string(), Cause::Protocol(kind));
         }
     };
+    wait_for_publish_budget(shard, conn, &message).await;
     wait_for_room(shard, conn, &message).await;
     match message {
         Message::Hello { name } => commands::hello(shard, conn, name),
@@ -371,6 +413,24 @@ async fn wait_for_room(shard: &ShardState, conn: &Connection, message: &Message<
     }
 }
 
+/// Before a publish of an identity with a publish rate quota, waits until
+/// its budget has room: over it the connection pauses (its reading stops,
+/// TCP pushes back), as it does for ring room; nothing is dropped.
+async fn wait_for_publish_budget(shard: &ShardState, conn: &Connection, message: &Message<'_>) {
+    let (Message::Transmit { text, .. }, Some(access)) = (message, &conn.access) else {
+        return;
+    };
+    let wait = access.publish_wait(text.len());
+    if wait.is_zero() {
+        return;
+    }
+    shard.stats.add(Metric::RatePauses, 1);
+    let closing = poll_fn(|cx| conn.outbox.poll_closing(cx));
+    shard
+        .paused(future::or(glommio::timer::sleep(wait), closing))
+        .await;
+}
+
 /// Carries out a verdict; `Some` when it ends the session.
 fn apply(shard: &ShardState, conn: &Connection, verdict: Verdict) -> Option<End> {
     let Verdict::Close(code, reason, cause) = verdict else {
@@ -380,6 +440,7 @@ fn apply(shard: &ShardState, conn: &Connection, verdict: Verdict) -> Option<End>
         Cause::Requested => {}
         Cause::Protocol(kind) => shard.stats.protocol_error(kind),
         Cause::Limit => shard.stats.add(Metric::LimitClosures, 1),
+        Cause::Denied => shard.stats.add(Metric::AccessDenied, 1),
     }
     // The outbox keeps the reason as sent (cut to the close-frame limit);
     // if the connection was already closing, that earlier close stands.

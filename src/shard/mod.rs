@@ -2,6 +2,7 @@
 //! router, owned by one executor thread, so plain `RefCell`s are enough and
 //! no lock is ever taken. Each job has its own file:
 //!
+//! - [`access`]: access control on live connections (expiry, reloads).
 //! - [`admission`]: connection slots (`--max-connections`, per address).
 //! - [`exchange`]: subscribing and publishing, local fan-out, forwarding.
 //! - [`queries`]: answering other shards, asking all of them.
@@ -9,6 +10,7 @@
 //!
 //! The data itself is plain and tested without I/O in [`crate::state`].
 
+pub mod access;
 pub mod admission;
 pub mod exchange;
 pub mod queries;
@@ -22,6 +24,7 @@ use std::rc::Rc;
 use glommio::sync::Gate;
 use shards::Asks;
 
+use crate::access::ConnectionAccess;
 use crate::cluster::ClusterLink;
 use crate::config::Config;
 use crate::router::Router;
@@ -72,6 +75,8 @@ pub struct ShardState {
     paused: Cell<usize>,
     /// This shard's handle on the cluster bridge, when `--nats` is on.
     pub cluster: Option<ClusterLink>,
+    /// Token expiries and policy reloads seen by this shard.
+    access_sweep: access::AccessSweep,
 }
 
 impl ShardState {
@@ -95,6 +100,7 @@ impl ShardState {
             partial_bytes: Cell::new(0),
             paused: Cell::new(0),
             cluster: None,
+            access_sweep: access::AccessSweep::default(),
         }
     }
 
@@ -114,11 +120,17 @@ impl ShardState {
         )
     }
 
-    /// Adds an upgraded connection to the table.
-    pub fn register(&self, peer: SocketAddr) -> Rc<Connection> {
+    /// Adds an upgraded connection, with its rights, to the table.
+    pub fn register(&self, peer: SocketAddr, access: Option<ConnectionAccess>) -> Rc<Connection> {
         let id = self.next_conn_id.get();
         self.next_conn_id.set(id + 1);
-        let conn = Rc::new(Connection::new(id, peer, self.config.max_outbox_bytes));
+        let conn = Rc::new(Connection::new(
+            id,
+            peer,
+            self.config.max_outbox_bytes,
+            access,
+        ));
+        self.note_token_expiry(conn.access.as_ref().and_then(|a| a.closes_at()));
         self.connections.borrow_mut().insert(id, conn.clone());
         self.stats.add(Metric::ConnectionsOpened, 1);
         if let Some(reason) = self.shutdown.reason() {

@@ -42,7 +42,25 @@ impl ShardState {
     /// Drops subscriptions whose time is up and tells other shards about
     /// channels this shard no longer listens to.
     pub fn purge_expired(&self) {
-        let emptied = self.index.borrow_mut().purge_expired(Instant::now());
+        let mut touched = Vec::new();
+        let emptied = if self.config.access.is_some() {
+            self.index
+                .borrow_mut()
+                .purge_expired_with(Instant::now(), |conn| touched.push(conn))
+        } else {
+            self.index.borrow_mut().purge_expired(Instant::now())
+        };
+        if !touched.is_empty() {
+            // Identities' subscription counts follow what expired.
+            touched.dedup();
+            let connections = self.connections.borrow();
+            for id in touched {
+                if let Some(rights) = connections.get(&id).and_then(|c| c.access.as_ref()) {
+                    rights.count_subscriptions(self.index.borrow().count_of(id));
+                }
+            }
+        }
+        self.sweep_access();
         for channel in emptied {
             debug!(
                 shard = self.id,

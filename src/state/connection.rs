@@ -6,6 +6,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::subscriptions::ConnId;
+use crate::access::ConnectionAccess;
 use crate::outbox::Outbox;
 
 /// A connection in a shard's table: its name and its outbound queue.
@@ -25,6 +26,8 @@ pub struct Connection {
     last_heard: Cell<Instant>,
     /// When the nexus pinged a silent client, if it has not answered yet.
     pinged_at: Cell<Option<Instant>>,
+    /// What it may do, with access control on (`--auth`); `None` trusts it.
+    pub access: Option<ConnectionAccess>,
 }
 
 /// What keepalive should do about a connection.
@@ -39,8 +42,14 @@ pub enum Liveness {
 }
 
 impl Connection {
-    /// A new, unidentified connection.
-    pub fn new(id: ConnId, peer: SocketAddr, outbox_limit: usize) -> Self {
+    /// A new, unidentified connection with its rights (`None`: access
+    /// control is off).
+    pub fn new(
+        id: ConnId,
+        peer: SocketAddr,
+        outbox_limit: usize,
+        access: Option<ConnectionAccess>,
+    ) -> Self {
         Connection {
             id,
             peer,
@@ -49,6 +58,7 @@ impl Connection {
             outbox: Outbox::new(outbox_limit),
             last_heard: Cell::new(Instant::now()),
             pinged_at: Cell::new(None),
+            access,
         }
     }
 
@@ -94,7 +104,7 @@ mod tests {
 
     #[test]
     fn silent_connections_are_pinged_then_declared_dead() {
-        let conn = Connection::new(1, "127.0.0.1:1".parse().unwrap(), 1024);
+        let conn = Connection::new(1, "127.0.0.1:1".parse().unwrap(), 1024, None);
         let t0 = conn.last_heard.get();
         let (idle, timeout) = (Duration::from_secs(30), Duration::from_secs(10));
         assert_eq!(

@@ -168,12 +168,23 @@ impl<S> SubscriptionIndex<S> {
     /// Removes every subscription that expired at or before `now`; returns
     /// the channels that lost their last subscriber on this shard.
     pub fn purge_expired(&mut self, now: Instant) -> Vec<Rc<str>> {
+        self.purge_expired_with(now, |_| {})
+    }
+
+    /// [`SubscriptionIndex::purge_expired`], calling `removed` with the
+    /// connection of each subscription it drops.
+    pub fn purge_expired_with(
+        &mut self,
+        now: Instant,
+        mut removed: impl FnMut(ConnId),
+    ) -> Vec<Rc<str>> {
         let mut emptied = Vec::new();
         while let Some(first) = self.expiries.first() {
             if first.0 > now {
                 break;
             }
             let (_, conn, channel) = self.expiries.pop_first().expect("first exists");
+            removed(conn);
             if let Some(subs) = self.channels.get_mut(&channel) {
                 subs.remove(&conn);
             }
