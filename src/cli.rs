@@ -16,7 +16,8 @@ use crate::config::{self, Config, MAX_SHARDS};
 /// EaseChat Nexus: a thread-per-core WebSocket channel message exchange.
 ///
 /// Console commands on standard input: list [KEYWORD], push SENDER CHANNEL
-/// MESSAGE…, stats, stop [REASON…], drain, huaji. SIGUSR2 drains too. Log
+/// MESSAGE…, stats, reload, stop [REASON…], drain, huaji. SIGUSR2 drains
+/// too, SIGHUP reloads the access policy. Log
 /// level: RUST_LOG (e.g. debug,
 /// ease_chat_nexus=debug) or --log.
 #[derive(FromArgs, Debug)]

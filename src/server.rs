@@ -93,6 +93,10 @@ pub fn run(
         None => None,
     };
     let admin_token = config.admin_token.clone();
+    let access = config.access.clone();
+    if let Some(access) = &access {
+        info!(mode = access.mode().as_str(), policy = %access.policy().summary, "access control on");
+    }
     let admin_max_connections = config.admin_max_connections;
     let admission = Admission::new(config.max_connections, config.max_connections_per_ip);
     // One link per shard, taken by each shard at start-up; the mutex is
@@ -112,7 +116,13 @@ pub fn run(
     let admin_thread = match admin_listener {
         Some(listener) => {
             let directory = bridge.as_ref().map(cluster::Bridge::directory);
-            let app = App::new(control_tx, admin_token, running.local_addr(), directory);
+            let app = App::new(
+                control_tx,
+                admin_token,
+                running.local_addr(),
+                directory,
+                access,
+            );
             match admin::spawn(listener, app, admin_max_connections) {
                 Ok(thread) => Some(thread),
                 Err(e) => {

@@ -2,6 +2,7 @@
 //!
 //! SIGTERM stops gracefully at once (what `docker stop` and systemd send).
 //! SIGUSR2 starts a lame-duck drain (see [`crate::drain`]).
+//! SIGHUP reloads the access policy (see [`crate::access`]).
 //! The old nexus's 3,432-hour run was ended by one stray Ctrl-C, so the
 //! first SIGINT only warns; a second within [`CTRL_C_WINDOW`] stops.
 
@@ -10,7 +11,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
-use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR2};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR2};
 use signal_hook::iterator::Signals;
 use tracing::warn;
 
@@ -51,13 +52,19 @@ fn again_hint() -> String {
 /// Starts the thread that turns signals into [`Control::Stop`] and
 /// [`Control::Drain`].
 pub fn spawn_handler(control: Sender<Control>) -> std::io::Result<()> {
-    let mut signals = Signals::new([SIGINT, SIGTERM, SIGUSR2])?;
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGUSR2, SIGHUP])?;
     thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
             let mut ctrl_c = CtrlC::default();
             for signal in signals.forever() {
                 let stop = match signal {
+                    SIGHUP => {
+                        if control.send(Control::Reload).is_err() {
+                            return;
+                        }
+                        false
+                    }
                     SIGUSR2 => {
                         if control.send(Control::Drain).is_err() {
                             return;

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
+use crate::access::unix_now;
 use crate::shard::ShardState;
+use easechat_auth::{Credential, Operation};
 use crate::state::listing::{merge_channels, ChannelQuery, ChannelRow, ClientQuery, ClientView};
 use crate::state::views::{Answer, Query};
 use crate::stats::StatsSnapshot;
@@ -52,6 +54,11 @@ pub enum AdminRequest {
         text: String,
         /// `Err` with the reason when a check refused it.
         reply: oneshot::Sender<Result<(), String>>,
+    },
+    /// Reload the access policy (`POST /api/reload`).
+    Reload {
+        /// The new policy's summary, or why the reload was refused.
+        reply: oneshot::Sender<Result<String, String>>,
     },
 }
 
@@ -96,8 +103,9 @@ pub struct ClientsReply {
 }
 
 /// The checks a console `push` or an API publish passes before it is
-/// published: names present and within `--max-name-bytes`, and a `1r`
-/// within `--max-message-bytes` (what a client's `1t` must also pass).
+/// published: names present and within `--max-name-bytes`, a `1r` within
+/// `--max-message-bytes` (what a client's `1t` must also pass), and with
+/// access control on, the console identity's publish permission.
 pub fn check_publish(
     shard: &ShardState,
     sender: &str,
@@ -113,6 +121,17 @@ pub fn check_publish(
             return Err(format!(
                 "{what} too long: {} bytes, limit {limit}",
                 name.len()
+            ));
+        }
+    }
+    if let Some(access) = &shard.config.access {
+        let grant = access
+            .policy()
+            .authenticate(Credential::Console, unix_now())
+            .map_err(|e| e.to_string())?;
+        if !grant.may(Operation::Publish, channel) {
+            return Err(format!(
+                "publish to {channel:?} denied for the console identity by the access policy"
             ));
         }
     }
@@ -184,6 +203,9 @@ pub async fn answer(shard: Rc<ShardState>, request: AdminRequest) {
                 shard.publish(&sender, &channel, &text);
             }
             let _ = reply.send(result);
+        }
+        AdminRequest::Reload { reply } => {
+            let _ = reply.send(crate::console::reload(&shard));
         }
     }
 }

@@ -17,6 +17,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use tokio::sync::{oneshot, Semaphore};
 
+use crate::access::Access;
 use super::auth::{self, AdminToken};
 use super::requests::{AdminRequest, StatsReply};
 use super::{tap, MAX_TAPS};
@@ -52,6 +53,9 @@ pub struct App {
     pub tap_ids: Arc<AtomicU64>,
     /// With `--nats`: which other nodes listen to which channels.
     pub directory: Option<Directory>,
+    /// Access control, when on: taps prove themselves with its console
+    /// secret, and `/metrics` shows its reloads.
+    pub access: Option<Arc<Access>>,
 }
 
 impl App {
@@ -62,6 +66,7 @@ impl App {
         token: Option<AdminToken>,
         nexus: SocketAddr,
         directory: Option<Directory>,
+        access: Option<Arc<Access>>,
     ) -> App {
         let mut nexus = nexus;
         if nexus.ip().is_unspecified() {
@@ -77,6 +82,7 @@ impl App {
             taps: Arc::new(Semaphore::new(MAX_TAPS)),
             tap_ids: Arc::new(AtomicU64::new(0)),
             directory,
+            access,
         }
     }
 
@@ -111,6 +117,7 @@ pub fn router(app: App) -> Router {
         .route("/api/channels", get(channels))
         .route("/api/clients", get(clients))
         .route("/api/publish", post(publish))
+        .route("/api/reload", post(reload))
         .route("/api/tap", get(tap::tap))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(app.clone(), auth::guard))
@@ -165,9 +172,42 @@ async fn metrics(State(app): State<App>) -> Response {
     match app.stats(SCRAPE_TIMEOUT).await {
         Some(reply) => (
             [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-            render_prometheus(&reply.shards) + reply.cluster.as_deref().unwrap_or(""),
+            render_prometheus(&reply.shards)
+                + reply.cluster.as_deref().unwrap_or("")
+                + &render_access(app.access.as_deref()),
         )
             .into_response(),
+        None => unavailable(),
+    }
+}
+
+/// The access policy's reload counters in Prometheus text (empty with
+/// access control off).
+fn render_access(access: Option<&Access>) -> String {
+    let Some(access) = access else {
+        return String::new();
+    };
+    let (reloads, failures) = access.reload_counts();
+    format!(
+        "# HELP easechat_policy_reloads_total Access policy reloads applied.\n\
+         # TYPE easechat_policy_reloads_total counter\n\
+         easechat_policy_reloads_total {reloads}\n\
+         # HELP easechat_policy_reload_failures_total Access policy reloads refused (the previous policy stayed).\n\
+         # TYPE easechat_policy_reload_failures_total counter\n\
+         easechat_policy_reload_failures_total {failures}\n"
+    )
+}
+
+/// `POST /api/reload`: re-reads the access policy, as SIGHUP does; 200 with
+/// the new policy's summary, or 400 with why it was refused (the previous
+/// policy stays).
+async fn reload(State(app): State<App>) -> Response {
+    match app
+        .ask(|reply| AdminRequest::Reload { reply }, SCRAPE_TIMEOUT)
+        .await
+    {
+        Some(Ok(summary)) => Json(json!({"ok": true, "policy": summary})).into_response(),
+        Some(Err(message)) => bad_request(message),
         None => unavailable(),
     }
 }
@@ -338,6 +378,8 @@ async fn clients(State(app): State<App>, Query(params): Query<ClientParams>) -> 
                 "connection": c.connection,
                 "shard": c.shard,
                 "name": c.name,
+                "identity": c.identity,
+                "token_id": c.token_id,
                 "address": c.peer.to_string(),
                 "subscriptions": c.subscriptions,
                 "connected_at_ms": millis(c.connected_at),

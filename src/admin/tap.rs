@@ -28,6 +28,7 @@ use tokio::net::TcpStream;
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::AbortHandle;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tracing::debug;
 
@@ -104,7 +105,8 @@ pub async fn tap(State(app): State<App>, Query(params): Query<TapParams>) -> Res
         app.tap_ids.fetch_add(1, Ordering::Relaxed) + 1
     );
     let (sender, events) = broadcast::channel(TAP_BUFFER);
-    let relay = tokio::spawn(relay(app.nexus, name, channel, sender));
+    let bearer = app.access.as_ref().map(|a| a.console_bearer());
+    let relay = tokio::spawn(relay(app.nexus, bearer, name, channel, sender));
     let viewer = Viewer {
         events,
         _guard: TapGuard {
@@ -146,11 +148,12 @@ fn now_ms() -> u64 {
 
 async fn relay(
     nexus: SocketAddr,
+    bearer: Option<String>,
     name: String,
     channel: String,
     events: broadcast::Sender<TapEvent>,
 ) {
-    let reason = match subscribe_and_relay(nexus, &name, &channel, &events).await {
+    let reason = match subscribe_and_relay(nexus, bearer, &name, &channel, &events).await {
         Ok(reason) => reason,
         Err(e) => format!("tap connection failed: {e}"),
     };
@@ -160,13 +163,25 @@ async fn relay(
 
 async fn subscribe_and_relay(
     nexus: SocketAddr,
+    bearer: Option<String>,
     name: &str,
     channel: &str,
     events: &broadcast::Sender<TapEvent>,
 ) -> Result<String, tokio_tungstenite::tungstenite::Error> {
     let stream = TcpStream::connect(nexus).await?;
     let _ = stream.set_nodelay(true);
-    let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{nexus}/"), stream).await?;
+    // With access control on, the tap acts as the console identity, proved
+    // by a secret that never leaves the process.
+    let mut request = format!("ws://{nexus}/").into_client_request()?;
+    if let Some(bearer) = bearer {
+        let value = format!("Bearer {bearer}")
+            .parse()
+            .map_err(|_| tokio_tungstenite::tungstenite::Error::Url(
+                tokio_tungstenite::tungstenite::error::UrlError::EmptyHostName,
+            ))?;
+        request.headers_mut().insert("authorization", value);
+    }
+    let (mut ws, _) = tokio_tungstenite::client_async(request, stream).await?;
     let hello = format!("1h|{}|{name}", name.len());
     let subscribe = format!("1c|{}|{channel}|{}|0", channel.len(), TAP_TTL.as_secs());
     ws.send(WsMessage::text(hello)).await?;

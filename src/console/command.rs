@@ -24,13 +24,15 @@ pub enum Command {
     Huaji,
     /// `stats`: traffic counters of every shard.
     Stats,
+    /// `reload`: re-read the access policy (as SIGHUP does).
+    Reload,
 }
 
 const PUSH_USAGE: &str = "usage: push SENDER CHANNEL MESSAGE…";
 
 /// Every command, as the console and `--help` list them.
 pub const COMMANDS: &str =
-    "list [KEYWORD], push SENDER CHANNEL MESSAGE…, stats, stop [REASON…], drain, huaji";
+    "list [KEYWORD], push SENDER CHANNEL MESSAGE…, stats, reload, stop [REASON…], drain, huaji";
 
 /// Parses a line; `Ok(None)` for a blank line, `Err` with the message to print.
 pub fn parse(line: &str) -> Result<Option<Command>, String> {
@@ -63,6 +65,8 @@ pub fn parse(line: &str) -> Result<Option<Command>, String> {
         "drain" if rest.is_empty() => Command::Drain,
         "drain" => return Err("usage: drain".into()),
         "stats" => Command::Stats,
+        "reload" if rest.is_empty() => Command::Reload,
+        "reload" => return Err("usage: reload".into()),
         other => return Err(format!("unknown command {other:?}; commands: {COMMANDS}")),
     };
     Ok(Some(command))
@@ -113,6 +117,7 @@ mod tests {
         assert_eq!(parse("huaji"), Ok(Some(Command::Huaji)));
         assert_eq!(parse("stats"), Ok(Some(Command::Stats)));
         assert_eq!(parse("drain"), Ok(Some(Command::Drain)));
+        assert_eq!(parse("reload"), Ok(Some(Command::Reload)));
         assert_eq!(parse("   "), Ok(None));
     }
 

@@ -31,6 +31,7 @@ pub async fn serve(shard: Rc<ShardState>, control: Receiver<Control>) {
             },
             Ok(Control::Stop(reason)) => stop(&shard, Arc::from(reason)),
             Ok(Control::Drain) => drain(&shard),
+            Ok(Control::Reload) => print_reload(reload(&shard)),
             Ok(Control::Admin(request)) => {
                 glommio::spawn_local(admin::requests::answer(shard.clone(), request)).detach();
             }
@@ -87,6 +88,7 @@ async fn run(shard: &Rc<ShardState>, cmd: Command) {
             Err(reason) => print(&format!("error: not pushed: {reason}")),
         },
         Command::Drain => drain(shard),
+        Command::Reload => print_reload(reload(shard)),
         Command::Stop(reason) => {
             let reason = reason.unwrap_or_else(|| DEFAULT_STOP_REASON.to_string());
             stop(shard, Arc::from(reason));
@@ -115,6 +117,27 @@ fn stop(shard: &ShardState, reason: Arc<str>) {
         shard.router.send(peer, ShardMsg::Shutdown(reason.clone()));
     }
     shard.begin_shutdown(reason);
+}
+
+/// Reloads the access policy (console `reload`, SIGHUP, `POST /api/reload`):
+/// the files are re-read and validated whole; on success every shard
+/// switches at once and re-checks its connections within a purge interval,
+/// on error nothing changes. A short blocking read of small files on shard 0.
+pub fn reload(shard: &ShardState) -> Result<String, String> {
+    match &shard.config.access {
+        Some(access) => access.reload(),
+        None => {
+            info!("reload: nothing to reload (access control is off)");
+            Err("nothing to reload: access control is off (--auth)".into())
+        }
+    }
+}
+
+fn print_reload(result: Result<String, String>) {
+    match result {
+        Ok(summary) => print(&format!("reloaded: {summary}")),
+        Err(e) => print(&format!("error: reload refused, the previous policy stays: {e}")),
+    }
 }
 
 /// Starts a lame-duck drain on every shard.

@@ -20,7 +20,7 @@ use std::time::Duration;
 use crossbeam_channel::Sender;
 use tracing::info;
 
-pub use exec::serve;
+pub use exec::{reload, serve};
 
 /// The close reason of a stop that gives none (`stop`, SIGTERM, Ctrl-C twice).
 pub const DEFAULT_STOP_REASON: &str = "server shutdown";
@@ -40,6 +40,8 @@ pub enum Control {
     Drain,
     /// A question or command from the admin console's thread.
     Admin(crate::admin::AdminRequest),
+    /// Reload the access policy (SIGHUP).
+    Reload,
 }
 
 /// Starts the thread that reads standard input line by line.

@@ -109,6 +109,19 @@ impl ShardState {
         format!("s{}#{}", self.id, conn)
     }
 
+    /// How the console shows a connection: its label, and with access
+    /// control on, `as IDENTITY` and the token id (`s0#3 as gs-eu token t-17`).
+    pub fn console_label(&self, conn: &Connection) -> String {
+        let label = self.label(conn.id);
+        let Some(access) = &conn.access else {
+            return label;
+        };
+        match access.token_id() {
+            Some(id) => format!("{label} as {} token {id}", access.identity()),
+            None => format!("{label} as {}", access.identity()),
+        }
+    }
+
     /// The per-connection span (as a session's), for logs the shard writes
     /// about a connection outside its session task, so each field is stated once.
     pub fn conn_span(&self, conn: &Connection) -> tracing::Span {

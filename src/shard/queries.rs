@@ -60,7 +60,7 @@ impl ShardState {
         for conn in connections.values().filter(|c| c.is_named(keyword)) {
             for (channel, expires) in index.channels_of(conn.id, now) {
                 report.endpoint_channels.push(SubscriptionView {
-                    connection: self.label(conn.id),
+                    connection: self.console_label(conn),
                     name: keyword.to_string(),
                     channel: channel.to_string(),
                     expires_in: expires - now,
@@ -69,7 +69,10 @@ impl ShardState {
         }
         for (id, expires, conn) in index.subscribers_with_expiry(keyword, now) {
             report.channel_subscribers.push(SubscriptionView {
-                connection: self.label(id),
+                connection: match connections.get(&id) {
+                    Some(conn) => self.console_label(conn),
+                    None => self.label(id),
+                },
                 name: conn.name().as_deref().unwrap_or("").to_string(),
                 channel: keyword.to_string(),
                 expires_in: expires - now,
@@ -117,6 +120,12 @@ impl ShardState {
                     shard: self.id,
                     connection: self.label(c.id),
                     name: c.name().map(|n| n.to_string()),
+                    identity: c.access.as_ref().map(|a| a.identity().to_string()),
+                    token_id: c
+                        .access
+                        .as_ref()
+                        .and_then(|a| a.token_id())
+                        .map(|t| t.to_string()),
                     peer: c.peer,
                     subscriptions: index.count_of(c.id),
                     connected_at: c.connected_at,

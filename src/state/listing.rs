@@ -59,6 +59,10 @@ pub struct ClientView {
     pub connection: String,
     /// Its `1h` name, if it said one.
     pub name: Option<String>,
+    /// Who its token says it is (access control on).
+    pub identity: Option<String>,
+    /// Its token's id (`jti`), if any.
+    pub token_id: Option<String>,
     /// The client's address.
     pub peer: SocketAddr,
     /// Channels it listens to.
