@@ -4,6 +4,7 @@
 use std::net::TcpStream;
 use std::time::Duration;
 
+use tungstenite::client::IntoClientRequest;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::frame::CloseFrame;
 use tungstenite::stream::MaybeTlsStream;
@@ -26,8 +27,9 @@ fn lost(e: impl std::fmt::Display) -> ClientError {
 }
 
 impl Connection {
-    /// Opens a TCP connection to `url` (`ws://host:port[/path]`) and upgrades it.
-    pub fn open(url: &str) -> Result<Connection, ClientError> {
+    /// Opens a TCP connection to `url` (`ws://host:port[/path]`) and upgrades
+    /// it, presenting `token` (if any) as `Authorization: Bearer`.
+    pub fn open(url: &str, token: Option<&str>) -> Result<Connection, ClientError> {
         let rest = url
             .strip_prefix("ws://")
             .ok_or_else(|| ClientError::Url(url.to_string()))?;
@@ -40,7 +42,16 @@ impl Connection {
         stream
             .set_nodelay(true)
             .map_err(|e| connect_error(e.to_string()))?;
-        let (ws, _) = tungstenite::client(url, MaybeTlsStream::Plain(stream))
+        let mut request = url
+            .into_client_request()
+            .map_err(|e| connect_error(e.to_string()))?;
+        if let Some(token) = token {
+            let value = format!("Bearer {token}")
+                .parse()
+                .map_err(|_| connect_error("the token is not a valid header value".into()))?;
+            request.headers_mut().insert("authorization", value);
+        }
+        let (ws, _) = tungstenite::client(request, MaybeTlsStream::Plain(stream))
             .map_err(|e| connect_error(e.to_string()))?;
         Ok(Connection { ws })
     }

@@ -91,7 +91,13 @@ pub struct Options {
     /// Renew a subscription when this fraction of its TTL has passed (the
     /// Java client uses 90 %).
     pub renew_at: f64,
+    /// The access token presented at every (re)connect, as
+    /// `Authorization: Bearer`; the default comes from `EASECHAT_TOKEN`.
+    pub token: Option<String>,
 }
+
+/// The environment variable holding the client's access token.
+pub const TOKEN_ENV: &str = "EASECHAT_TOKEN";
 
 impl Default for Options {
     fn default() -> Self {
@@ -100,6 +106,7 @@ impl Default for Options {
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_secs(10),
             renew_at: 0.9,
+            token: std::env::var(TOKEN_ENV).ok().filter(|t| !t.trim().is_empty()),
         }
     }
 }
@@ -139,7 +146,7 @@ pub struct Client {
 impl Client {
     /// Connects to `url` and says `1h` with `name`.
     pub fn connect(url: &str, name: &str, options: Options) -> Result<Client, ClientError> {
-        let mut connection = Connection::open(url)?;
+        let mut connection = Connection::open(url, options.token.as_deref())?;
         connection.hello(name)?;
         Ok(Client {
             url: url.to_string(),
@@ -274,7 +281,7 @@ impl Client {
     }
 
     fn reopen(&mut self) -> Result<(), ClientError> {
-        let mut connection = Connection::open(&self.url)?;
+        let mut connection = Connection::open(&self.url, self.options.token.as_deref())?;
         connection.hello(&self.name)?;
         let now = Instant::now();
         for (channel, sub) in self.subscriptions.iter_mut() {

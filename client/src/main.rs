@@ -25,12 +25,62 @@ enum Command {
     Sub(Sub),
     Pub(Pub),
     Record(Record),
+    Token(Token),
+}
+
+/// Mint an access token from the policy's HMAC key or a private key file,
+/// and print it on standard output.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "token")]
+struct Token {
+    /// HMAC secret file (as --auth-key-file) or PEM private key (Ed25519 →
+    /// EdDSA, EC P-256 → ES256)
+    #[argh(option)]
+    key_file: PathBuf,
+    /// the 1h name the token allows; may be a pattern (`*` is any run of
+    /// characters), e.g. gs-eu-*
+    #[argh(option)]
+    name: String,
+    /// the identity (sub) the token names (default: --name)
+    #[argh(option)]
+    identity: Option<String>,
+    /// channels it may publish on (repeatable, patterns)
+    #[argh(option)]
+    publish: Vec<String>,
+    /// channels it may subscribe to (repeatable, patterns)
+    #[argh(option)]
+    subscribe: Vec<String>,
+    /// channels it may not publish on, even when allowed (repeatable)
+    #[argh(option)]
+    deny_publish: Vec<String>,
+    /// channels it may not subscribe to, even when allowed (repeatable)
+    #[argh(option)]
+    deny_subscribe: Vec<String>,
+    /// seconds until it expires (default 86400; 0: no exp, which the
+    /// nexus accepts only where its policy allows it)
+    #[argh(option, default = "86400")]
+    expires: u64,
+    /// key id (kid) to put in the header, naming the key in the policy
+    #[argh(option)]
+    kid: Option<String>,
+    /// token id (jti), for revocation (default: random)
+    #[argh(option)]
+    id: Option<String>,
+    /// leave the channel permissions to the policy (no perm claim)
+    #[argh(switch)]
+    no_perm: bool,
 }
 
 /// Print every message on the channels (sender, channel, text).
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "sub")]
 struct Sub {
+    /// access token (prefer --token-file or EASECHAT_TOKEN: argv is visible)
+    #[argh(option)]
+    token: Option<String>,
+    /// file holding the access token
+    #[argh(option)]
+    token_file: Option<PathBuf>,
     /// name to say 1h with
     #[argh(option)]
     name: String,
@@ -55,6 +105,12 @@ struct Sub {
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "pub")]
 struct Pub {
+    /// access token (prefer --token-file or EASECHAT_TOKEN: argv is visible)
+    #[argh(option)]
+    token: Option<String>,
+    /// file holding the access token
+    #[argh(option)]
+    token_file: Option<PathBuf>,
     /// name to say 1h with
     #[argh(option)]
     name: String,
@@ -73,6 +129,12 @@ struct Pub {
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "record")]
 struct Record {
+    /// access token (prefer --token-file or EASECHAT_TOKEN: argv is visible)
+    #[argh(option)]
+    token: Option<String>,
+    /// file holding the access token
+    #[argh(option)]
+    token_file: Option<PathBuf>,
     /// name to say 1h with
     #[argh(option)]
     name: String,
@@ -110,6 +172,7 @@ fn main() -> ExitCode {
         Command::Sub(cmd) => sub(cmd),
         Command::Pub(cmd) => publish(cmd),
         Command::Record(cmd) => record(cmd),
+        Command::Token(cmd) => mint(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -129,20 +192,31 @@ fn stop_flag() -> Result<Arc<AtomicBool>, String> {
     Ok(flag)
 }
 
+/// Options with the token from `file`, else `flag`, else `EASECHAT_TOKEN`
+/// (a token on the command line shows in `ps`: prefer the file or the
+/// environment).
+fn options(token: Option<String>, file: Option<PathBuf>) -> Result<Options, String> {
+    let mut options = Options::default();
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| format!("--token-file {}: {e}", path.display()))?;
+        options.token = Some(text.trim().to_string());
+    } else if token.is_some() {
+        options.token = token;
+    }
+    Ok(options)
+}
+
 fn subscribed(
     name: &str,
     url: &str,
     ttl: u64,
-    reconnect: bool,
+    options: Options,
     channels: &[String],
 ) -> Result<Client, String> {
     if channels.is_empty() {
         return Err("name at least one channel".into());
     }
-    let options = Options {
-        reconnect,
-        ..Options::default()
-    };
     let mut client = Client::connect(url, name, options).map_err(|e| e.to_string())?;
     for channel in channels {
         client
@@ -154,7 +228,11 @@ fn subscribed(
 
 fn sub(cmd: Sub) -> Result<(), String> {
     let stop = stop_flag()?;
-    let mut client = subscribed(&cmd.name, &cmd.url, cmd.ttl, cmd.reconnect, &cmd.channels)?;
+    let options = Options {
+        reconnect: cmd.reconnect,
+        ..options(cmd.token, cmd.token_file)?
+    };
+    let mut client = subscribed(&cmd.name, &cmd.url, cmd.ttl, options, &cmd.channels)?;
     let stdout = std::io::stdout();
     while !stop.load(Ordering::Relaxed) {
         let Some(m) = client.recv(TICK).map_err(|e| e.to_string())? else {
@@ -177,8 +255,8 @@ fn sub(cmd: Sub) -> Result<(), String> {
 }
 
 fn publish(cmd: Pub) -> Result<(), String> {
-    let mut client =
-        Client::connect(&cmd.url, &cmd.name, Options::default()).map_err(|e| e.to_string())?;
+    let options = options(cmd.token, cmd.token_file)?;
+    let mut client = Client::connect(&cmd.url, &cmd.name, options).map_err(|e| e.to_string())?;
     match &cmd.text {
         Some(text) => client
             .transmit(&cmd.channel, text)
@@ -202,7 +280,11 @@ fn record(cmd: Record) -> Result<(), String> {
     let stop = stop_flag()?;
     let mut recorder = Recorder::open(&cmd.db, Duration::from_millis(cmd.flush_ms))
         .map_err(|e| format!("{}: {e}", cmd.db.display()))?;
-    let mut client = subscribed(&cmd.name, &cmd.url, cmd.ttl, cmd.reconnect, &cmd.channels)?;
+    let options = Options {
+        reconnect: cmd.reconnect,
+        ..options(cmd.token, cmd.token_file)?
+    };
+    let mut client = subscribed(&cmd.name, &cmd.url, cmd.ttl, options, &cmd.channels)?;
     let outcome = loop {
         if stop.load(Ordering::Relaxed) {
             break Ok(());
@@ -231,6 +313,42 @@ fn record(cmd: Record) -> Result<(), String> {
     client
         .disconnect("easechat record done")
         .or_else(ignore_closed)
+}
+
+/// `easechat token`: signs the claims and prints the token.
+fn mint(cmd: Token) -> Result<(), String> {
+    use easechat_auth::permissions::{PermissionsText, RuleText};
+    let bytes = std::fs::read(&cmd.key_file)
+        .map_err(|e| format!("--key-file {}: {e}", cmd.key_file.display()))?;
+    let key = easechat_auth::SigningKey::from_file_bytes(&bytes, cmd.kid)
+        .map_err(|e| format!("--key-file {}: {e}", cmd.key_file.display()))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|e| e.to_string())?
+        .as_secs();
+    let perm = (!cmd.no_perm).then(|| PermissionsText {
+        publish: RuleText {
+            allow: cmd.publish,
+            deny: cmd.deny_publish,
+        },
+        subscribe: RuleText {
+            allow: cmd.subscribe,
+            deny: cmd.deny_subscribe,
+        },
+    });
+    let identity = cmd.identity.unwrap_or_else(|| cmd.name.clone());
+    let claims = easechat_auth::Claims {
+        name: (cmd.name != identity || cmd.name.contains('*')).then_some(cmd.name),
+        sub: identity,
+        perm,
+        exp: (cmd.expires > 0).then(|| now + cmd.expires),
+        nbf: None,
+        iat: Some(now),
+        jti: Some(cmd.id.unwrap_or_else(|| format!("{:016x}", fastrand::u64(..)))),
+    };
+    let token = key.sign(&claims)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{token}").map_err(|e| e.to_string())
 }
 
 /// A nexus that already closed (it was stopped) is not an error at exit.
