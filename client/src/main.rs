@@ -354,6 +354,11 @@ fn mint(cmd: Token) -> Result<(), String> {
 /// A nexus that already closed (it was stopped) is not an error at exit.
 fn ignore_closed(e: ClientError) -> Result<(), String> {
     match e {
+        // A refusal (1008: a name or channel the token does not allow) is
+        // an error; a nexus that stopped or drained is not.
+        ClientError::Closed { code, reason } if code == 1008 => {
+            Err(format!("closed by the nexus: {code} {reason}"))
+        }
         ClientError::Closed { .. } | ClientError::Lost(_) => Ok(()),
         other => Err(other.to_string()),
     }

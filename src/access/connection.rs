@@ -61,7 +61,7 @@ pub struct ConnectionAccess {
 impl Drop for ConnectionAccess {
     fn drop(&mut self) {
         self.usage
-            .0
+            .usage
             .subscriptions
             .fetch_sub(self.counted.get(), Ordering::AcqRel);
     }
@@ -101,9 +101,16 @@ impl ConnectionAccess {
         self.grant.borrow().closes_at
     }
 
+    /// The connection left its shard: its identity's connection slot and
+    /// subscriptions are given back at once.
+    pub fn release(&self) {
+        self.count_subscriptions(0);
+        self.usage.release();
+    }
+
     /// The identity's usage (shared with its other connections).
     pub fn usage(&self) -> &IdentityUsage {
-        &self.usage.0
+        &self.usage.usage
     }
 
     /// Brings the grant up to the policy in force: once per reload, the
@@ -180,7 +187,7 @@ impl ConnectionAccess {
     /// quota. Give it back with [`ConnectionAccess::count_subscriptions`].
     pub fn reserve_subscription(&self) -> Result<(), Denied> {
         let max = self.grant.borrow().quotas.max_subscriptions;
-        let held = self.usage.0.subscriptions.fetch_add(1, Ordering::AcqRel);
+        let held = self.usage.usage.subscriptions.fetch_add(1, Ordering::AcqRel);
         self.counted.set(self.counted.get() + 1);
         match max {
             Some(max) if held >= max => {
@@ -194,7 +201,7 @@ impl ConnectionAccess {
     /// Records that this connection now holds `count` subscriptions.
     pub fn count_subscriptions(&self, count: usize) {
         let old = self.counted.replace(count);
-        let subs = &self.usage.0.subscriptions;
+        let subs = &self.usage.usage.subscriptions;
         if count > old {
             subs.fetch_add(count - old, Ordering::AcqRel);
         } else {
@@ -213,10 +220,10 @@ impl ConnectionAccess {
         let mut wait = Duration::ZERO;
         if let Some(rate) = quotas.publish_rate {
             let burst = quotas.publish_burst.unwrap_or(rate);
-            wait = wait.max(self.usage.0.messages.take(nanos, 1.0, rate, burst));
+            wait = wait.max(self.usage.usage.messages.take(nanos, 1.0, rate, burst));
         }
         if let Some(rate) = quotas.publish_bytes_rate {
-            wait = wait.max(self.usage.0.bytes.take(nanos, bytes as f64, rate, rate));
+            wait = wait.max(self.usage.usage.bytes.take(nanos, bytes as f64, rate, rate));
         }
         wait.min(MAX_RATE_PAUSE)
     }

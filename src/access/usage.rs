@@ -3,6 +3,7 @@
 //! connection open; its mutex-guarded table is touched only when a
 //! connection opens (the counters are atomics held by each connection).
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -35,14 +36,28 @@ struct Table {
     sweep_at: usize,
 }
 
-/// A connection's share of its identity's usage; dropping it gives the
-/// connection slot back.
+/// A connection's share of its identity's usage; releasing or dropping it
+/// gives the connection slot back (once).
 #[derive(Debug)]
-pub struct UsageSlot(pub Arc<IdentityUsage>);
+pub struct UsageSlot {
+    /// The identity's usage.
+    pub usage: Arc<IdentityUsage>,
+    released: Cell<bool>,
+}
+
+impl UsageSlot {
+    /// Gives the connection slot back now (the connection left its shard's
+    /// table; its socket may linger a little longer).
+    pub fn release(&self) {
+        if !self.released.replace(true) {
+            self.usage.connections.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
 
 impl Drop for UsageSlot {
     fn drop(&mut self) {
-        self.0.connections.fetch_sub(1, Ordering::AcqRel);
+        self.release();
     }
 }
 
@@ -64,7 +79,10 @@ impl UsageTable {
             }
         };
         let open = usage.connections.fetch_add(1, Ordering::AcqRel);
-        let slot = UsageSlot(usage);
+        let slot = UsageSlot {
+            usage,
+            released: Cell::new(false),
+        };
         match max {
             Some(max) if open >= max => Err(max), // dropping `slot` gives it back
             _ => Ok(slot),

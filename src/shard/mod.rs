@@ -156,6 +156,9 @@ impl ShardState {
     /// Removes a connection and all its subscriptions (and only its own).
     pub fn unregister(&self, conn: &Connection) {
         self.connections.borrow_mut().remove(&conn.id);
+        if let Some(access) = &conn.access {
+            access.release();
+        }
         let emptied = self.index.borrow_mut().remove_connection(conn.id);
         for channel in emptied {
             self.set_local_interest(&channel, false);

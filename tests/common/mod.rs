@@ -413,6 +413,19 @@ impl Client {
         Client { ws }
     }
 
+    /// Connects to `addr` requesting `target` (path and query, e.g.
+    /// `/?token=…`); `Err` with the upgrade error (its HTTP status) when
+    /// the nexus refuses.
+    pub fn try_connect_target(addr: SocketAddr, target: &str) -> Result<Client, String> {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_nodelay(true).unwrap();
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        match tungstenite::client(format!("ws://{addr}{target}"), MaybeTlsStream::Plain(stream)) {
+            Ok((ws, _)) => Ok(Client { ws }),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
     /// Connects and says `1h` with `name`.
     pub fn named(nexus: &Nexus, name: &str) -> Client {
         let mut client = Client::connect(nexus);
