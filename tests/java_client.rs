@@ -364,3 +364,92 @@ fn java_client_on_a_drain() {
     );
     assert!(!driver.active("j"));
 }
+
+/// Access control (`--auth required`) with the unchanged Java client: its
+/// token rides in the URI's query (`ws://host:port/?token=…`), the only way
+/// Netty's handshake gives it.
+#[test]
+fn java_client_with_a_token() {
+    use easechat_auth::permissions::{PermissionsText, RuleText};
+    use easechat_auth::{Claims, SigningKey};
+    let Some(classpath) = java::available("java_client_with_a_token") else {
+        return;
+    };
+    let secret = "java-test-secret-0123456789abcdef-0123";
+    let dir = std::env::temp_dir().join(format!("easechat-java-auth-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key_file = dir.join("hmac.key");
+    std::fs::write(&key_file, secret).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let key = SigningKey::from_file_bytes(secret.as_bytes(), None).unwrap();
+    let token = |sub: &str, publish: &[&str], subscribe: &[&str]| {
+        let list = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
+        key.sign(&Claims {
+            sub: sub.into(),
+            exp: Some(now + 600),
+            iat: Some(now),
+            jti: Some(format!("jti-{sub}")),
+            perm: Some(PermissionsText {
+                publish: RuleText {
+                    allow: list(publish),
+                    deny: vec![],
+                },
+                subscribe: RuleText {
+                    allow: list(subscribe),
+                    deny: vec![],
+                },
+            }),
+            ..Default::default()
+        })
+        .unwrap()
+    };
+    let key_path = key_file.display().to_string();
+    let mut nexus = Nexus::start(&["--auth", "required", "--auth-key-file", &key_path]);
+    let mut driver = Driver::start(classpath);
+    let base = nexus.url();
+    let base = base.trim_end_matches('/');
+    let java_token = token("gs-java", &["room"], &["room"]);
+    driver.cmd(&["open", "j", "gs-java", &format!("{base}/?token={java_token}")]);
+    driver.cmd(&["sub", "j", "room", "600"]);
+    nexus.wait_subscribers("room", 1);
+    let mut rust = Client::connect(
+        &nexus.url(),
+        "rusty",
+        Options {
+            token: Some(token("rusty", &["room"], &["room"])),
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    rust.subscribe("room", Duration::from_secs(600)).unwrap();
+    nexus.wait_subscribers("room", 2);
+    // Allowed both ways.
+    rust.transmit("room", "from rust").unwrap();
+    assert_eq!(driver.recv("j"), received("rusty", "room", "from rust"));
+    driver.cmd(&["pub", "j", "room", "from java"]);
+    let got = rust_recv(&mut rust);
+    assert_eq!((got.sender.as_str(), got.text.as_str()), ("gs-java", "from java"));
+    // A denied subscription closes it with the reason.
+    driver.cmd(&["sub", "j", "ops/maintenance", "600"]);
+    let close = driver.event(|e| e[0] == "closeframe" && e[1] == "j", PATIENCE);
+    assert_eq!(
+        close[2..],
+        [
+            "1008".to_string(),
+            "subscribe to \"ops/maintenance\" denied".to_string()
+        ]
+    );
+    // A bad token: its connect fails with the status in the exception.
+    let bad = driver.try_cmd(&["open", "x", "gs-java", &format!("{base}/?token=forged.token.here")]);
+    assert!(bad.is_err(), "a bad token was accepted");
+    let reported = bad.as_ref().err().is_some_and(|e| e.contains("401"))
+        || driver
+            .try_event(|e| e[0] == "error" && e[1] == "x" && e.join(" ").contains("401"), PATIENCE)
+            .is_some()
+        || driver.stderr_shows("401", Duration::from_secs(1));
+    assert!(reported, "no 401 reported: {bad:?}\n{}", driver.diagnostics());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -227,7 +227,7 @@ impl Driver {
         driver
     }
 
-    fn diagnostics(&self) -> String {
+    pub fn diagnostics(&self) -> String {
         format!(
             "driver events:\n{}\ndriver stderr:\n{}",
             self.seen
