@@ -28,7 +28,8 @@ struct Setup {
 
 impl Setup {
     fn new(tag: &str) -> Setup {
-        let dir = std::env::temp_dir().join(format!("easechat-access-{tag}-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("easechat-access-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("hmac.key"), format!("{SECRET}\n")).unwrap();
@@ -103,9 +104,17 @@ fn start(setup: &Setup, extra: &[&str]) -> Nexus {
 /// A subscriber and a publisher with good tokens: they must keep working
 /// whatever else happens on the nexus.
 fn pair(nexus: &mut Nexus) -> (Client, Client) {
-    let mut sub = open(nexus, &claims("watcher-sub", &[], &["watch"]), "watcher-sub");
+    let mut sub = open(
+        nexus,
+        &claims("watcher-sub", &[], &["watch"]),
+        "watcher-sub",
+    );
     sub.subscribe("watch");
-    let publisher = open(nexus, &claims("watcher-pub", &["watch"], &[]), "watcher-pub");
+    let publisher = open(
+        nexus,
+        &claims("watcher-pub", &["watch"], &[]),
+        "watcher-pub",
+    );
     nexus.wait_subscribers("watch", 1);
     (sub, publisher)
 }
@@ -120,7 +129,8 @@ fn bad_credentials_get_401_and_touch_nobody_else() {
     let setup = Setup::new("401");
     let mut nexus = start(&setup, &[]);
     let mut watchers = pair(&mut nexus);
-    let other_key = SigningKey::from_file_bytes(b"a completely different secret key!!", None).unwrap();
+    let other_key =
+        SigningKey::from_file_bytes(b"a completely different secret key!!", None).unwrap();
     let good = claims("gs-1", &["*"], &["*"]);
     let cases = [
         ("no token", String::new()),
@@ -172,7 +182,8 @@ fn bad_credentials_get_401_and_touch_nobody_else() {
     // The bearer header works as well as the query.
     let token = sign(&good);
     let stream = std::net::TcpStream::connect(nexus.addr).unwrap();
-    let mut request = tungstenite::client::IntoClientRequest::into_client_request(nexus.url()).unwrap();
+    let mut request =
+        tungstenite::client::IntoClientRequest::into_client_request(nexus.url()).unwrap();
     request
         .headers_mut()
         .insert("authorization", format!("Bearer {token}").parse().unwrap());
@@ -236,7 +247,9 @@ fn names_and_channels_are_checked_deny_winning() {
     // The console shows who is who.
     let (listens, _) = nexus.list_keyword("gs-eu-2");
     assert!(
-        listens.iter().any(|l| l.contains("as fleet-eu token jti-fleet-eu")),
+        listens
+            .iter()
+            .any(|l| l.contains("as fleet-eu token jti-fleet-eu")),
         "{listens:?}"
     );
 }
@@ -258,7 +271,9 @@ fn identity_quotas_hold() {
     let token = claims("gs-1", &["*"], &["*"]);
     let mut first = open(&nexus, &token, "gs-1");
     let _second = open(&nexus, &token, "gs-1");
-    let err = connect(&nexus, &sign(&token)).err().expect("third connection refused");
+    let err = connect(&nexus, &sign(&token))
+        .err()
+        .expect("third connection refused");
     assert!(err.contains("403"), "{err}");
     // Subscriptions count over the identity's connections.
     for channel in ["a", "b", "c"] {
@@ -269,7 +284,10 @@ fn identity_quotas_hold() {
     first.subscribe("d");
     assert_eq!(
         first.expect_close(),
-        (1008, "subscription quota of this identity reached (3)".into())
+        (
+            1008,
+            "subscription quota of this identity reached (3)".into()
+        )
     );
     // Its subscriptions were given back: a new connection may take three.
     let mut again = open(&nexus, &token, "gs-1");
@@ -311,7 +329,10 @@ fn optional_mode_gives_the_anonymous_identity_read_only() {
     writer.publish("news", "extra");
     assert_eq!(anon.recv(), receive("editor", "news", "extra"));
     anon.publish("news", "spam");
-    assert_eq!(anon.expect_close(), (1008, "publish to \"news\" denied".into()));
+    assert_eq!(
+        anon.expect_close(),
+        (1008, "publish to \"news\" denied".into())
+    );
     // A bad token is not anonymous: it is refused.
     assert!(connect(&nexus, "bad").err().unwrap().contains("401"));
 }
@@ -402,14 +423,22 @@ fn reload_adds_revokes_and_narrows_live_connections() {
     assert_eq!(gs1.recv(), receive("ops", "game/chat", "hello"));
     gs1.expect_silence(Duration::from_millis(300));
     gs1.subscribe("ops/again");
-    assert_eq!(gs1.expect_close(), (1008, "subscribe to \"ops/again\" denied".into()));
+    assert_eq!(
+        gs1.expect_close(),
+        (1008, "subscribe to \"ops/again\" denied".into())
+    );
     // A revoked token cannot come back.
     let again = Claims {
         jti: Some("leaked".into()),
         ..claims("gs-2", &["*"], &["*"])
     };
-    assert!(connect(&nexus, &sign(&again)).err().unwrap().contains("403"));
+    assert!(connect(&nexus, &sign(&again))
+        .err()
+        .unwrap()
+        .contains("403"));
     still_served(&mut watchers, "after reloads");
-    assert!(matches!(watchers.0.next_within(Duration::from_millis(50)), None | Some(Event::Text(_))));
+    assert!(matches!(
+        watchers.0.next_within(Duration::from_millis(50)),
+        None | Some(Event::Text(_))
+    ));
 }
-

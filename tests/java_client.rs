@@ -412,7 +412,12 @@ fn java_client_with_a_token() {
     let base = nexus.url();
     let base = base.trim_end_matches('/');
     let java_token = token("gs-java", &["room"], &["room"]);
-    driver.cmd(&["open", "j", "gs-java", &format!("{base}/?token={java_token}")]);
+    driver.cmd(&[
+        "open",
+        "j",
+        "gs-java",
+        &format!("{base}/?token={java_token}"),
+    ]);
     driver.cmd(&["sub", "j", "room", "600"]);
     nexus.wait_subscribers("room", 1);
     let mut rust = Client::connect(
@@ -431,7 +436,10 @@ fn java_client_with_a_token() {
     assert_eq!(driver.recv("j"), received("rusty", "room", "from rust"));
     driver.cmd(&["pub", "j", "room", "from java"]);
     let got = rust_recv(&mut rust);
-    assert_eq!((got.sender.as_str(), got.text.as_str()), ("gs-java", "from java"));
+    assert_eq!(
+        (got.sender.as_str(), got.text.as_str()),
+        ("gs-java", "from java")
+    );
     // A denied subscription closes it with the reason.
     driver.cmd(&["sub", "j", "ops/maintenance", "600"]);
     let close = driver.event(|e| e[0] == "closeframe" && e[1] == "j", PATIENCE);
@@ -445,13 +453,25 @@ fn java_client_with_a_token() {
     // A bad token: its connect fails with the status in the exception
     // (Netty's WebSocketHandshakeException, expected here).
     driver.allow_errors = true;
-    let bad = driver.try_cmd(&["open", "x", "gs-java", &format!("{base}/?token=forged.token.here")]);
+    let bad = driver.try_cmd(&[
+        "open",
+        "x",
+        "gs-java",
+        &format!("{base}/?token=forged.token.here"),
+    ]);
     assert!(bad.is_err(), "a bad token was accepted");
     let reported = bad.as_ref().err().is_some_and(|e| e.contains("401"))
         || driver
-            .try_event(|e| e[0] == "error" && e[1] == "x" && e.join(" ").contains("401"), PATIENCE)
+            .try_event(
+                |e| e[0] == "error" && e[1] == "x" && e.join(" ").contains("401"),
+                PATIENCE,
+            )
             .is_some()
         || driver.stderr_shows("401", Duration::from_secs(1));
-    assert!(reported, "no 401 reported: {bad:?}\n{}", driver.diagnostics());
+    assert!(
+        reported,
+        "no 401 reported: {bad:?}\n{}",
+        driver.diagnostics()
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

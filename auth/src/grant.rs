@@ -60,8 +60,7 @@ impl Grant {
     /// Whether the connection may say `1h` with `name`: the token's name
     /// pattern and the policy's (when it has one) must both allow it.
     pub fn may_use_name(&self, name: &str) -> bool {
-        self.token_names.matches(name)
-            && self.policy_names.as_ref().is_none_or(|p| p.matches(name))
+        self.token_names.matches(name) && self.policy_names.as_ref().is_none_or(|p| p.matches(name))
     }
 
     /// Whether the connection may `operation` on `channel`: every side that

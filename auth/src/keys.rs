@@ -84,7 +84,11 @@ pub struct SigningKey {
 
 impl fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SigningKey({:?}, kid {:?}, <redacted>)", self.algorithm, self.kid)
+        write!(
+            f,
+            "SigningKey({:?}, kid {:?}, <redacted>)",
+            self.algorithm, self.kid
+        )
     }
 }
 

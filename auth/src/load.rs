@@ -21,13 +21,17 @@ const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
 
 fn read(path: &Path) -> Result<Vec<u8>, String> {
     use std::io::Read;
-    let file = std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let file =
+        std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let mut bytes = Vec::new();
     file.take(MAX_FILE_BYTES + 1)
         .read_to_end(&mut bytes)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Err(format!("{} is larger than {MAX_FILE_BYTES} bytes", path.display()));
+        return Err(format!(
+            "{} is larger than {MAX_FILE_BYTES} bytes",
+            path.display()
+        ));
     }
     Ok(bytes)
 }
@@ -54,7 +58,8 @@ impl PolicyFiles {
             key_file: key.as_deref(),
             policy: policy.as_ref().map(|(t, d)| (t.as_str(), d.as_path())),
         };
-        let read_key = |path: &Path| read(path).map_err(|e| e.replace(&format!(" {}", path.display()), ""));
+        let read_key =
+            |path: &Path| read(path).map_err(|e| e.replace(&format!(" {}", path.display()), ""));
         Policy::build(&sources, &read_key).map_err(|e| match &self.policy_file {
             Some(path) => format!("{}: {e}", path.display()),
             None => e,

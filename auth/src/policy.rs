@@ -233,7 +233,8 @@ impl Policy {
             keys.insert(DEFAULT_KID.to_string(), key);
         }
         for entry in &file.key {
-            let algorithm = parse_algorithm(&entry.alg).map_err(|e| format!("key {:?}: {e}", entry.kid))?;
+            let algorithm =
+                parse_algorithm(&entry.alg).map_err(|e| format!("key {:?}: {e}", entry.kid))?;
             let path = match base {
                 Some(dir) if entry.file.is_relative() => dir.join(&entry.file),
                 _ => entry.file.clone(),
@@ -406,7 +407,10 @@ impl Policy {
                 )))
             }
         };
-        if claims.nbf.is_some_and(|nbf| now.saturating_add(self.leeway) < nbf) {
+        if claims
+            .nbf
+            .is_some_and(|nbf| now.saturating_add(self.leeway) < nbf)
+        {
             return Err(unauthorized("token not yet valid (nbf)"));
         }
         if claims.sub.is_empty() {
@@ -533,7 +537,9 @@ fn identity(text: &IdentityText, defaults: &Quotas, what: &str) -> Result<Identi
         names,
         rules: [
             text.publish.as_ref().map(|_| Arc::new(compiled.publish)),
-            text.subscribe.as_ref().map(|_| Arc::new(compiled.subscribe)),
+            text.subscribe
+                .as_ref()
+                .map(|_| Arc::new(compiled.subscribe)),
         ],
         quotas: quotas(&merged, what)?,
         allow_no_expiry: text.allow_no_expiry,

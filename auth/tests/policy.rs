@@ -79,7 +79,10 @@ fn a_good_token_grants_its_claims() {
     assert!(grant.may_use_name("gs-7"));
     assert!(!grant.may_use_name("gs-8"));
     assert!(grant.may(Operation::Publish, "game/7/chat"));
-    assert!(!grant.may(Operation::Publish, "game/admin/restart"), "deny wins");
+    assert!(
+        !grant.may(Operation::Publish, "game/admin/restart"),
+        "deny wins"
+    );
     assert!(!grant.may(Operation::Publish, "ops"));
     assert!(grant.may(Operation::Subscribe, "ops"));
     assert_eq!(grant.closes_at, Some(NOW + 60 + p.leeway()));
@@ -157,12 +160,16 @@ fn asymmetric_keys_are_chosen_by_kid() {
         let bytes = std::fs::read(keys_dir().join(file)).unwrap();
         let key = SigningKey::from_file_bytes(&bytes, Some(kid.into())).unwrap();
         let token = key.sign(&claims("gs-1")).unwrap();
-        assert!(p.authenticate(Credential::Token(&token), NOW).is_ok(), "{kid}");
+        assert!(
+            p.authenticate(Credential::Token(&token), NOW).is_ok(),
+            "{kid}"
+        );
         // The same token under the other key's kid does not verify.
-        let swapped = SigningKey::from_file_bytes(&bytes, Some(if kid == "ed" { "ec" } else { "ed" }.into()))
-            .unwrap()
-            .sign(&claims("gs-1"))
-            .unwrap();
+        let swapped =
+            SigningKey::from_file_bytes(&bytes, Some(if kid == "ed" { "ec" } else { "ed" }.into()))
+                .unwrap()
+                .sign(&claims("gs-1"))
+                .unwrap();
         assert_eq!(refused(&p, &swapped).0, Status::Unauthorized);
     }
 }
@@ -194,7 +201,10 @@ fn the_policy_narrows_and_revokes() {
         .authenticate(Credential::Token(&hmac(&fleet)), NOW)
         .unwrap();
     assert!(grant.may_use_name("gs-eu-12"));
-    assert!(!grant.may_use_name("gs-us-1"), "the policy narrows the token");
+    assert!(
+        !grant.may_use_name("gs-us-1"),
+        "the policy narrows the token"
+    );
     assert!(grant.may(Operation::Publish, "game/8/x"));
     assert!(!grant.may(Operation::Publish, "game/7/x"), "policy deny");
     assert_eq!(grant.closes_at, None);
@@ -210,7 +220,9 @@ fn the_policy_narrows_and_revokes() {
         iat: Some(NOW),
         ..claims("old")
     };
-    assert!(p.authenticate(Credential::Token(&hmac(&fresh)), NOW).is_ok());
+    assert!(p
+        .authenticate(Credential::Token(&hmac(&fresh)), NOW)
+        .is_ok());
 }
 
 #[test]
@@ -242,11 +254,23 @@ fn modes_and_the_anonymous_identity() {
 fn broken_policies_are_refused_with_a_reason() {
     for (text, why) in [
         ("bogus = 1", "unknown field"),
-        ("[identity.a]\npublish = { allow = [\"x\"], deni = [] }", "unknown field"),
+        (
+            "[identity.a]\npublish = { allow = [\"x\"], deni = [] }",
+            "unknown field",
+        ),
         ("[identity.a]\nmax_conections = 1", "unknown field"),
-        ("[[key]]\nkid = \"k\"\nalg = \"RS256\"\nfile = \"x\"", "unsupported algorithm"),
-        ("[[key]]\nkid = \"k\"\nalg = \"EdDSA\"\nfile = \"missing.pub\"", "missing.pub"),
-        ("[[key]]\nkid = \"k\"\nalg = \"ES256\"\nfile = \"ed25519.pub\"", "not a PEM EC"),
+        (
+            "[[key]]\nkid = \"k\"\nalg = \"RS256\"\nfile = \"x\"",
+            "unsupported algorithm",
+        ),
+        (
+            "[[key]]\nkid = \"k\"\nalg = \"EdDSA\"\nfile = \"missing.pub\"",
+            "missing.pub",
+        ),
+        (
+            "[[key]]\nkid = \"k\"\nalg = \"ES256\"\nfile = \"ed25519.pub\"",
+            "not a PEM EC",
+        ),
         ("[[revoke]]\nidentity = \"a\"", "revoke entry 1"),
         ("[quotas]\npublish_rate = -1", "positive"),
         ("leeway = \"x\"", "invalid type"),

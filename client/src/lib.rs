@@ -106,7 +106,9 @@ impl Default for Options {
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_secs(10),
             renew_at: 0.9,
-            token: std::env::var(TOKEN_ENV).ok().filter(|t| !t.trim().is_empty()),
+            token: std::env::var(TOKEN_ENV)
+                .ok()
+                .filter(|t| !t.trim().is_empty()),
         }
     }
 }

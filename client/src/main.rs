@@ -326,7 +326,7 @@ fn mint(cmd: Token) -> Result<(), String> {
         .duration_since(std::time::UNIX_EPOCH)
         .map_err(|e| e.to_string())?
         .as_secs();
-    let perm = (!cmd.no_perm).then(|| PermissionsText {
+    let perm = (!cmd.no_perm).then_some(PermissionsText {
         publish: RuleText {
             allow: cmd.publish,
             deny: cmd.deny_publish,
@@ -344,7 +344,10 @@ fn mint(cmd: Token) -> Result<(), String> {
         exp: (cmd.expires > 0).then(|| now + cmd.expires),
         nbf: None,
         iat: Some(now),
-        jti: Some(cmd.id.unwrap_or_else(|| format!("{:016x}", fastrand::u64(..)))),
+        jti: Some(
+            cmd.id
+                .unwrap_or_else(|| format!("{:016x}", fastrand::u64(..))),
+        ),
     };
     let token = key.sign(&claims)?;
     let mut out = std::io::stdout().lock();

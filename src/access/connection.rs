@@ -187,7 +187,11 @@ impl ConnectionAccess {
     /// quota. Give it back with [`ConnectionAccess::count_subscriptions`].
     pub fn reserve_subscription(&self) -> Result<(), Denied> {
         let max = self.grant.borrow().quotas.max_subscriptions;
-        let held = self.usage.usage.subscriptions.fetch_add(1, Ordering::AcqRel);
+        let held = self
+            .usage
+            .usage
+            .subscriptions
+            .fetch_add(1, Ordering::AcqRel);
         self.counted.set(self.counted.get() + 1);
         match max {
             Some(max) if held >= max => {

@@ -143,7 +143,11 @@ impl Access {
 
     /// Checks what a connection presented at `now` and takes a connection
     /// slot of its identity: the connection's access, or the refusal.
-    pub fn admit(self: &Arc<Self>, presented: Presented, now: u64) -> Result<ConnectionAccess, Refusal> {
+    pub fn admit(
+        self: &Arc<Self>,
+        presented: Presented,
+        now: u64,
+    ) -> Result<ConnectionAccess, Refusal> {
         let credential = credential_of(&presented);
         let generation = self.generation();
         let grant = self.policy().authenticate(credential, now)?;

@@ -74,7 +74,9 @@ impl UsageTable {
                     table.sweep_at = (table.entries.len() * 2).max(64);
                 }
                 let usage = Arc::new(IdentityUsage::default());
-                table.entries.insert(identity.clone(), Arc::downgrade(&usage));
+                table
+                    .entries
+                    .insert(identity.clone(), Arc::downgrade(&usage));
                 usage
             }
         };

@@ -12,10 +12,10 @@ use tokio::sync::oneshot;
 
 use crate::access::unix_now;
 use crate::shard::ShardState;
-use easechat_auth::{Credential, Operation};
 use crate::state::listing::{merge_channels, ChannelQuery, ChannelRow, ClientQuery, ClientView};
 use crate::state::views::{Answer, Query};
 use crate::stats::StatsSnapshot;
+use easechat_auth::{Credential, Operation};
 
 /// How long shard 0 waits for the other shards on an API question.
 const GATHER_TIMEOUT: Duration = Duration::from_secs(2);

@@ -17,10 +17,10 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use tokio::sync::{oneshot, Semaphore};
 
-use crate::access::Access;
 use super::auth::{self, AdminToken};
 use super::requests::{AdminRequest, StatsReply};
 use super::{tap, MAX_TAPS};
+use crate::access::Access;
 use crate::cluster::Directory;
 use crate::console::Control;
 use crate::state::listing::{ChannelQuery, ChannelSort, ClientQuery, MAX_LIMIT};

@@ -174,11 +174,11 @@ async fn subscribe_and_relay(
     // by a secret that never leaves the process.
     let mut request = format!("ws://{nexus}/").into_client_request()?;
     if let Some(bearer) = bearer {
-        let value = format!("Bearer {bearer}")
-            .parse()
-            .map_err(|_| tokio_tungstenite::tungstenite::Error::Url(
+        let value = format!("Bearer {bearer}").parse().map_err(|_| {
+            tokio_tungstenite::tungstenite::Error::Url(
                 tokio_tungstenite::tungstenite::error::UrlError::EmptyHostName,
-            ))?;
+            )
+        })?;
         request.headers_mut().insert("authorization", value);
     }
     let (mut ws, _) = tokio_tungstenite::client_async(request, stream).await?;

@@ -136,7 +136,9 @@ pub fn reload(shard: &ShardState) -> Result<String, String> {
 fn print_reload(result: Result<String, String>) {
     match result {
         Ok(summary) => print(&format!("reloaded: {summary}")),
-        Err(e) => print(&format!("error: reload refused, the previous policy stays: {e}")),
+        Err(e) => print(&format!(
+            "error: reload refused, the previous policy stays: {e}"
+        )),
     }
 }
 

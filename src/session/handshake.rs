@@ -34,6 +34,9 @@ pub enum HandshakeError {
     Refused(String),
 }
 
+/// The bytes the client sent after its request, and what `authorize` gave.
+pub type Upgraded<T> = Result<(Vec<u8>, T), HandshakeError>;
+
 /// What [`upgrade`] decided about the credential before answering 101.
 pub type Authorize<'a, T> = Box<dyn FnOnce(Presented) -> Result<T, (Status, String)> + 'a>;
 
@@ -42,7 +45,7 @@ pub type Authorize<'a, T> = Box<dyn FnOnce(Presented) -> Result<T, (Status, Stri
 pub fn upgrade_boxed<'a, T: 'a>(
     stream: &'a SharedStream,
     authorize: Authorize<'a, T>,
-) -> Pin<Box<dyn Future<Output = Result<(Vec<u8>, T), HandshakeError>> + 'a>> {
+) -> Pin<Box<dyn Future<Output = Upgraded<T>> + 'a>> {
     Box::pin(upgrade(stream, authorize))
 }
 
@@ -132,10 +135,7 @@ pub fn presented(request: &Request) -> Presented {
 /// credential before the 101 (a refusal answers 401 or 403 with no detail),
 /// and the bytes the client sent after its request are returned with what
 /// `authorize` gave.
-pub async fn upgrade<'a, T>(
-    stream: &SharedStream,
-    authorize: Authorize<'a, T>,
-) -> Result<(Vec<u8>, T), HandshakeError> {
+pub async fn upgrade<'a, T>(stream: &SharedStream, authorize: Authorize<'a, T>) -> Upgraded<T> {
     let mut request = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     loop {
@@ -166,11 +166,7 @@ pub async fn upgrade<'a, T>(
 /// Answers a refused credential: 401 (no or bad token) or 403 (valid but
 /// not allowed), with a body that tells a prober nothing more; the reason
 /// goes to the log only.
-async fn refuse<T>(
-    stream: &SharedStream,
-    status: Status,
-    why: String,
-) -> Result<(Vec<u8>, T), HandshakeError> {
+async fn refuse<T>(stream: &SharedStream, status: Status, why: String) -> Upgraded<T> {
     let response: &[u8] = match status {
         Status::Unauthorized => b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 13\r\nConnection: close\r\n\r\nunauthorized\n",
         Status::Forbidden => b"HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 10\r\nConnection: close\r\n\r\nforbidden\n",
@@ -238,10 +234,19 @@ Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n
         };
         assert_eq!(with("/?token=abc.def", ""), Some("abc.def".into()));
         assert_eq!(with("/x?a=1&token=t%2Bk", ""), Some("t+k".into()));
-        assert_eq!(with("/", "Authorization: Bearer xyz\r\n"), Some("xyz".into()));
-        assert_eq!(with("/", "authorization: bearer  xyz \r\n"), Some("xyz".into()));
+        assert_eq!(
+            with("/", "Authorization: Bearer xyz\r\n"),
+            Some("xyz".into())
+        );
+        assert_eq!(
+            with("/", "authorization: bearer  xyz \r\n"),
+            Some("xyz".into())
+        );
         assert_eq!(with("/", "Authorization: Basic xyz\r\n"), None);
-        assert_eq!(with("/?token=q", "Authorization: Bearer h\r\n"), Some("q".into()));
+        assert_eq!(
+            with("/?token=q", "Authorization: Bearer h\r\n"),
+            Some("q".into())
+        );
         assert_eq!(with("/", ""), None);
     }
 

@@ -75,7 +75,11 @@ impl ShardState {
         let now = unix_now();
         let generation = access.generation();
         let reloaded = generation != self.access_sweep.generation.get();
-        let expiring = self.access_sweep.next_expiry.get().is_some_and(|t| now >= t);
+        let expiring = self
+            .access_sweep
+            .next_expiry
+            .get()
+            .is_some_and(|t| now >= t);
         if !reloaded && !expiring {
             return;
         }
@@ -99,7 +103,10 @@ impl ShardState {
                 if conn.outbox.close(1008, &reason) {
                     self.stats.add(Metric::TokenClosures, 1);
                     self.conn_span(&conn).in_scope(|| {
-                        info!(reason = reason.as_str(), "closing connection: access control (1008)");
+                        info!(
+                            reason = reason.as_str(),
+                            "closing connection: access control (1008)"
+                        );
                     });
                 }
                 continue;
@@ -128,7 +135,10 @@ impl ShardState {
             }
             let _ = self.subscribe(conn, &channel, Duration::ZERO);
             self.conn_span(conn).in_scope(|| {
-                info!(channel = &*channel, "subscription dropped: the reloaded policy denies it");
+                info!(
+                    channel = &*channel,
+                    "subscription dropped: the reloaded policy denies it"
+                );
             });
         }
         rights.count_subscriptions(self.subscription_count(conn));

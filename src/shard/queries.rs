@@ -46,7 +46,7 @@ impl ShardState {
                     channels: index.channel_names().map(|c| c.to_string()).collect(),
                 })
             }
-            Query::Stats => Answer::Stats(self.snapshot()),
+            Query::Stats => Answer::Stats(Box::new(self.snapshot())),
             Query::Keyword(keyword) => Answer::Keyword(self.keyword_report(keyword, now)),
             Query::Channels(query) => Answer::Channels(self.answer_channels(query, now)),
             Query::Clients(query) => Answer::Clients(self.answer_clients(query)),
@@ -182,7 +182,7 @@ impl ShardState {
         let mut snapshots: Vec<StatsSnapshot> = answers
             .into_iter()
             .filter_map(|a| match a {
-                Answer::Stats(s) => Some(s),
+                Answer::Stats(s) => Some(*s),
                 _ => None,
             })
             .collect();

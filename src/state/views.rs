@@ -31,7 +31,7 @@ pub enum Answer {
     /// For [`Query::Keyword`].
     Keyword(KeywordReport),
     /// For [`Query::Stats`].
-    Stats(StatsSnapshot),
+    Stats(Box<StatsSnapshot>),
     /// For [`Query::Channels`].
     Channels(ChannelList),
     /// For [`Query::Clients`].

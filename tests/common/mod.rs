@@ -420,7 +420,10 @@ impl Client {
         let stream = TcpStream::connect(addr).expect("connect");
         stream.set_nodelay(true).unwrap();
         stream.set_read_timeout(Some(PATIENCE)).unwrap();
-        match tungstenite::client(format!("ws://{addr}{target}"), MaybeTlsStream::Plain(stream)) {
+        match tungstenite::client(
+            format!("ws://{addr}{target}"),
+            MaybeTlsStream::Plain(stream),
+        ) {
             Ok((ws, _)) => Ok(Client { ws }),
             Err(e) => Err(e.to_string()),
         }
