@@ -18,21 +18,23 @@ COPY vendor vendor
 COPY shards/Cargo.toml shards/Cargo.toml
 COPY protocol/Cargo.toml protocol/Cargo.toml
 COPY uring_batch/Cargo.toml uring_batch/Cargo.toml
+COPY auth/Cargo.toml auth/Cargo.toml
 # The client crate is a workspace member the nexus does not use (its
 # dependencies are not built): its manifest and a stub let cargo load the
 # workspace.
 COPY client/Cargo.toml client/Cargo.toml
 # Stub sources so `cargo build` compiles (and caches) only the dependencies.
-RUN mkdir -p src shards/src protocol/src client/src uring_batch/src \
+RUN mkdir -p src shards/src protocol/src client/src uring_batch/src auth/src \
  && echo 'fn main() {}' > src/main.rs && echo 'fn main() {}' > client/src/main.rs \
- && touch src/lib.rs shards/src/lib.rs protocol/src/lib.rs client/src/lib.rs uring_batch/src/lib.rs \
+ && touch src/lib.rs shards/src/lib.rs protocol/src/lib.rs client/src/lib.rs uring_batch/src/lib.rs auth/src/lib.rs \
  && cargo build --release --locked --bin ease_chat_nexus \
- && rm -rf src shards/src protocol/src uring_batch/src
+ && rm -rf src shards/src protocol/src uring_batch/src auth/src
 COPY shards shards
 COPY protocol protocol
 COPY uring_batch uring_batch
+COPY auth auth
 COPY src src
-RUN touch src/main.rs src/lib.rs shards/src/lib.rs protocol/src/lib.rs uring_batch/src/lib.rs \
+RUN touch src/main.rs src/lib.rs shards/src/lib.rs protocol/src/lib.rs uring_batch/src/lib.rs auth/src/lib.rs \
  && cargo build --release --locked --bin ease_chat_nexus
 
 # --- runtime stage: the binary, a non-root user, nothing else ---------------
