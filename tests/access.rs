@@ -5,21 +5,15 @@
 mod common;
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+use common::tokens::{claims, list, now};
 use common::{receive, Client, Event, Nexus};
 use easechat_auth::claims::Claims;
 use easechat_auth::permissions::{PermissionsText, RuleText};
 use easechat_auth::SigningKey;
 
 const SECRET: &str = "test-secret-0123456789abcdef-0123456789";
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
 
 /// A directory with the HMAC key file (and room for a policy).
 struct Setup {
@@ -50,30 +44,6 @@ impl Setup {
 impl Drop for Setup {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn list(items: &[&str]) -> Vec<String> {
-    items.iter().map(|s| s.to_string()).collect()
-}
-
-fn claims(sub: &str, publish: &[&str], subscribe: &[&str]) -> Claims {
-    Claims {
-        sub: sub.into(),
-        exp: Some(now() + 600),
-        iat: Some(now()),
-        jti: Some(format!("jti-{sub}")),
-        perm: Some(PermissionsText {
-            publish: RuleText {
-                allow: list(publish),
-                deny: vec![],
-            },
-            subscribe: RuleText {
-                allow: list(subscribe),
-                deny: vec![],
-            },
-        }),
-        ..Default::default()
     }
 }
 

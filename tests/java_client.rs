@@ -370,8 +370,7 @@ fn java_client_on_a_drain() {
 /// Netty's handshake gives it.
 #[test]
 fn java_client_with_a_token() {
-    use easechat_auth::permissions::{PermissionsText, RuleText};
-    use easechat_auth::{Claims, SigningKey};
+    use easechat_auth::SigningKey;
     let Some(classpath) = java::available("java_client_with_a_token") else {
         return;
     };
@@ -380,31 +379,10 @@ fn java_client_with_a_token() {
     std::fs::create_dir_all(&dir).unwrap();
     let key_file = dir.join("hmac.key");
     std::fs::write(&key_file, secret).unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
     let key = SigningKey::from_file_bytes(secret.as_bytes(), None).unwrap();
     let token = |sub: &str, publish: &[&str], subscribe: &[&str]| {
-        let list = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
-        key.sign(&Claims {
-            sub: sub.into(),
-            exp: Some(now + 600),
-            iat: Some(now),
-            jti: Some(format!("jti-{sub}")),
-            perm: Some(PermissionsText {
-                publish: RuleText {
-                    allow: list(publish),
-                    deny: vec![],
-                },
-                subscribe: RuleText {
-                    allow: list(subscribe),
-                    deny: vec![],
-                },
-            }),
-            ..Default::default()
-        })
-        .unwrap()
+        key.sign(&common::tokens::claims(sub, publish, subscribe))
+            .unwrap()
     };
     let key_path = key_file.display().to_string();
     let mut nexus = Nexus::start(&["--auth", "required", "--auth-key-file", &key_path]);

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 mod http;
+pub mod tokens;
 
 #[allow(unused_imports)] // not every test binary probes HTTP
 pub use http::{healthz, http_get};
