@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 10's abuse suite against the release binary: builds it, runs every
+# Issue 10's abuse suite (and issue 20's token rows) against the release binary: builds it, runs every
 # scenario of examples/abuse (each against a fresh nexus, --cores 2, default
 # flags unless the scenario names one), then row 9 with
 # scripts/sigterm-cycles.sh, and writes bench-results/<date>-abuse.md with a
@@ -74,6 +74,10 @@ scenario partial-fragment 15
 scenario subscriptions "$duration"
 scenario fd-limit "$duration"
 scenario admin-idle "$duration"
+# Issue 20: token abuse against --auth required (bystanders hold a token).
+scenario token-bad "$duration"
+scenario token-malformed "$duration"
+scenario token-expiry "$duration"
 if wanted sigterm-cycles; then
   echo; echo "=== sigterm-cycles ($label, $cycles cycles at --cores 16)"
   status=0

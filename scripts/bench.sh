@@ -10,7 +10,7 @@
 #   scripts/bench.sh --duration 30      # longer windows
 #   scripts/bench.sh --quick            # 3 s windows, 400 and 4,000 msg/s only, no scaling runs
 #   scripts/bench.sh --only sweep       # one scenario family (repeatable): floor, sweep,
-#                                       # production, closed, tenchan, saturation, connections, scaling
+#                                       # production, auth, closed, tenchan, saturation, connections, scaling
 #   scripts/bench.sh --repeats 9        # floor/nexus pairs at the production scale (default 5)
 #   scripts/bench.sh --servers nexus    # only one server (nexus or baseline; default both)
 #
@@ -28,6 +28,8 @@
 # alternating pairs (floor, nexus, floor, nexus, ...): on a shared VM the
 # floor's own p99 moves by half from one minute to the next, so one pair
 # decides nothing; the report gives every pair and judges the median ratio.
+# The same holds for the access-control family (auth): --auth off against
+# --auth required with a policy of permissions, --repeats alternating pairs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -68,12 +70,13 @@ warmup=2
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
 ulimit -l unlimited 2>/dev/null || true
 
-cargo build --release --bin ease_chat_nexus --example stress --example floor --example baseline --example plot
+cargo build --release --bin ease_chat_nexus --bin easechat --example stress --example floor --example baseline --example plot
 nexus_bin=target/release/ease_chat_nexus
 baseline_bin=target/release/examples/baseline
 stress_bin=target/release/examples/stress
 floor_bin=target/release/examples/floor
 plot_bin=target/release/examples/plot
+easechat_bin=target/release/easechat
 clk_tck=$(getconf CLK_TCK)
 
 server_pid=""
@@ -137,7 +140,7 @@ run() {
   local rss_before; rss_kib_into rss_before "$server_pid"
   local rss_peak=$rss_before status=0 cpu_file="$out_dir/$tag.cpu"
   : > "$cpu_file"
-  taskset -c "$lcpus" "$stress_bin" --url "ws://127.0.0.1:$port" "$@" \
+  taskset -c "$lcpus" "$stress_bin" --url "ws://127.0.0.1:$port${URL_PATH:-}" "$@" \
     --json "$out_dir/$tag.json" --hgrm "$out_dir/$tag.hgrm" --name-prefix "$name" \
     > "$out_dir/$tag.txt" 2>&1 &
   local stress_pid=$!
@@ -177,6 +180,31 @@ if has_server nexus; then
   for i in $(seq 1 "$repeats"); do
     floor production uring 400 "-r$i"
     run production "production-r$i" nexus "$NEXUS_CPUS" 1 1024 "$LOAD_CPUS" "${fan[@]}" --target-rate 400
+  done
+fi
+# Issue 20: access control at the production scale. Every client presents a
+# token (one fleet token: names auth-required-rN-*, identity "bench"), and
+# every 1h, 1c and 1t is checked against the token's and the policy's
+# patterns (allow and deny lists), against the same load with --auth off.
+if has_server nexus && wanted auth; then
+  auth_dir="$out_dir/auth"
+  mkdir -p "$auth_dir"
+  head -c 48 /dev/urandom | base64 > "$auth_dir/hmac.key"
+  cat > "$auth_dir/policy.toml" <<'POLICY'
+[identity."bench"]
+names = ["auth-*"]
+publish = { allow = ["bench/*", "game/*"], deny = ["ops/*", "game/admin/*"] }
+subscribe = { allow = ["bench/*", "game/*", "ops/broadcast"], deny = ["ops/secret/*"] }
+max_connections = 1000
+max_subscriptions = 10000
+POLICY
+  auth_token=$("$easechat_bin" token --key-file "$auth_dir/hmac.key" --name 'auth-*' --identity bench \
+    --publish 'bench/*' --publish 'game/*' --deny-publish 'ops/*' --subscribe '*' --deny-subscribe 'ops/secret/*' --expires 86400)
+  auth_flags="--auth required --auth-key-file $auth_dir/hmac.key --auth-policy $auth_dir/policy.toml"
+  for i in $(seq 1 "$repeats"); do
+    run auth "auth-off-r$i" nexus "$NEXUS_CPUS" 1 1024 "$LOAD_CPUS" "${fan[@]}" --target-rate 400
+    NEXUS_ARGS="${NEXUS_ARGS:-} $auth_flags" URL_PATH="/?token=$auth_token" \
+      run auth "auth-required-r$i" nexus "$NEXUS_CPUS" 1 1024 "$LOAD_CPUS" "${fan[@]}" --target-rate 400
   done
 fi
 for kind in baseline nexus; do

@@ -226,8 +226,36 @@ def main():
         w(f"| median | | | | | | {fmt(median(pair_p99), '{:.2f}×')} | {fmt(median(pair_cpu), '{:.2f}×')} |")
         w("")
 
+    # Access control (issue 20): off and required alternating at 400 msg/s.
+    auth_pairs = []
+    i = 1
+    while True:
+        off, req = run_of(f"auth-off-r{i}", "nexus"), run_of(f"auth-required-r{i}", "nexus")
+        if not off and not req:
+            break
+        if off.get("json") and req.get("json"):
+            auth_pairs.append((i, off, req))
+        i += 1
+    auth_p99 = [ratio(q["p99"], o["p99"]) for (_, o, q) in auth_pairs]
+    auth_cpu = [ratio(q["cpu"], o["cpu"]) for (_, o, q) in auth_pairs]
+    if auth_pairs:
+        w(f"## Access control at the production scale: {len(auth_pairs)} alternating pairs at 400 msg/s")
+        w("")
+        w("Each pair is one run with `--auth off` followed at once by one with `--auth required`, a policy of "
+          "allow and deny patterns for the clients' identity and a token with its own patterns: every `1h`, "
+          "`1c` and `1t` is checked. Judged on the median of the pairs' ratios.")
+        w("")
+        w("| pair | off p50 / p99 ms | off CPU | required p50 / p99 ms | required CPU | lost (off / required) | p99 ÷ off | CPU ÷ off |")
+        w("|---|---|---|---|---|---|---|---|")
+        for (i, o, q), rp, rc in zip(auth_pairs, auth_p99, auth_cpu):
+            w(f"| {i} | {o['p50']:.2f} / {o['p99']:.2f} | {fmt(o['cpu'])} | {q['p50']:.2f} / {q['p99']:.2f} | "
+              f"{fmt(q['cpu'])} | {o['lost']} / {q['lost']} | {fmt(rp, '{:.2f}×')} | {fmt(rc, '{:.2f}×')} |")
+        w(f"| median | | | | | | {fmt(median(auth_p99), '{:.2f}×')} | {fmt(median(auth_cpu), '{:.2f}×')} |")
+        w("")
+
     # Everything else.
-    others = [n for n in order if n not in sweep_names and not n.startswith("production-")]
+    others = [n for n in order if n not in sweep_names
+              and not n.startswith("production-") and not n.startswith("auth-")]
     if others:
         w("## Other scenarios")
         w("")
@@ -314,6 +342,12 @@ def main():
     if n.get("json"):
         per = n["rss_per_conn"]
         check("10,000 connections: ≤ 8 KiB RSS per connection", f"{per:,.0f} B", per <= 8192)
+    if auth_pairs:
+        r1, r2 = median(auth_p99), median(auth_cpu)
+        check(f"issue 20: --auth required with permissions, p99 ≤ 1.05× off (median of {len(auth_pairs)} pairs)",
+              fmt(r1, "{:.2f}×"), None if r1 is None else r1 <= 1.05)
+        check(f"issue 20: --auth required with permissions, CPU ≤ 1.05× off (median of {len(auth_pairs)} pairs)",
+              fmt(r2, "{:.2f}×"), None if r2 is None else r2 <= 1.05)
     w("")
 
     # Plots.
@@ -327,7 +361,7 @@ def main():
         else:
             print(f"bench_report: plot {svg}: {res.stderr.strip()}", file=sys.stderr)
 
-    for name in (n for n in order if not n.startswith("production-")):
+    for name in (n for n in order if not n.startswith("production-") and not n.startswith("auth-")):
         series = [f"{kind}={run_of(name, kind)['hgrm']}" for kind in ("nexus", "baseline")
                   if run_of(name, kind).get("json") and os.path.exists(run_of(name, kind)["hgrm"])]
         if name in sweep_names:

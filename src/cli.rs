@@ -138,7 +138,7 @@ pub struct Args {
     pub admin_token_file: Option<String>,
 
     /// open admin connections allowed; more are closed at once (default 64)
-    #[argh(option, default = "crate::admin::DEFAULT_MAX_CONNECTIONS")]
+    #[argh(option, default = "config::DEFAULT_ADMIN_MAX_CONNECTIONS")]
     pub admin_max_connections: usize,
     /// join a cluster through this NATS server, e.g. nats://127.0.0.1:4222
     /// (repeatable or comma-separated: any of them will do)

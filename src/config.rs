@@ -59,6 +59,10 @@ pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// Default bytes of subscriptions (names plus bookkeeping) one shard holds.
 pub const DEFAULT_MAX_SUBSCRIPTION_BYTES: usize = 32 * 1024 * 1024;
 
+/// Default cap on open admin connections (`--admin-max-connections`): the
+/// admin listener must not eat the file table.
+pub const DEFAULT_ADMIN_MAX_CONNECTIONS: usize = 64;
+
 /// Lame-duck drain: time over which connections are closed (`--lame-duck-duration`).
 pub const DEFAULT_LAME_DUCK_DURATION: Duration = Duration::from_secs(30);
 /// Lame-duck drain: pause before the first close (`--lame-duck-grace`).
@@ -150,7 +154,7 @@ impl Config {
             metrics: None,
             admin_token: None,
             access: None,
-            admin_max_connections: crate::admin::DEFAULT_MAX_CONNECTIONS,
+            admin_max_connections: DEFAULT_ADMIN_MAX_CONNECTIONS,
             max_name_bytes: DEFAULT_MAX_NAME_BYTES,
             max_ring_backlog_bytes: DEFAULT_MAX_RING_BACKLOG_BYTES,
             message_timeout: DEFAULT_MESSAGE_TIMEOUT,

@@ -412,3 +412,47 @@ fn reload_adds_revokes_and_narrows_live_connections() {
         None | Some(Event::Text(_))
     ));
 }
+
+/// A CI-sized form of the abuse suite's `token-bad` row: a burst of
+/// bad-token handshakes leaves the bystanders served and memory flat.
+#[test]
+fn a_flood_of_bad_tokens_costs_nothing_else() {
+    let setup = Setup::new("flood");
+    let mut nexus = start(&setup, &[]);
+    let mut watchers = pair(&mut nexus);
+    let base = nexus.rss_kib();
+    let forged = SigningKey::from_file_bytes(b"a forger's secret that is long enough", None)
+        .unwrap()
+        .sign(&claims("intruder", &["*"], &["*"]))
+        .unwrap();
+    let addr = nexus.addr;
+    let workers: Vec<_> = (0..8)
+        .map(|_| {
+            let forged = forged.clone();
+            std::thread::spawn(move || {
+                (0..250)
+                    .filter(|_| {
+                        Client::try_connect_target(addr, &format!("/?token={forged}"))
+                            .err()
+                            .is_some_and(|e| e.contains("401"))
+                    })
+                    .count()
+            })
+        })
+        .collect();
+    for (i, worker) in workers.into_iter().enumerate() {
+        assert_eq!(
+            worker.join().unwrap(),
+            250,
+            "worker {i}: not every handshake was 401"
+        );
+        still_served(&mut watchers, &format!("during the flood {i}"));
+    }
+    let grown = nexus.rss_kib().saturating_sub(base);
+    assert!(
+        grown < 64 * 1024,
+        "RSS grew by {grown} KiB over 2,000 refused handshakes"
+    );
+    // The log was not flooded: at most 10 refusal lines a second per shard.
+    nexus.wait_log(|l| l.contains("not logged"));
+}

@@ -181,6 +181,29 @@ mod tests {
         assert!(Permissions::everything().allows(Operation::Subscribe, "x"));
     }
 
+    proptest::proptest! {
+        /// Deny wins, whatever the lists: a channel is allowed exactly when
+        /// some allow pattern matches and no deny pattern does.
+        #[test]
+        fn deny_always_wins(
+            allow in proptest::collection::vec("[ab*/]{0,4}", 0..4),
+            deny in proptest::collection::vec("[ab*/]{0,4}", 0..4),
+            channel in "[ab/]{0,6}",
+        ) {
+            let allow_refs: Vec<&str> = allow.iter().map(String::as_str).collect();
+            let deny_refs: Vec<&str> = deny.iter().map(String::as_str).collect();
+            let p = perms(&allow_refs, &deny_refs);
+            let any = |list: &[String]| list.iter().any(|t| crate::pattern::Pattern::new(t).unwrap().matches(&channel));
+            proptest::prop_assert_eq!(
+                p.allows(Operation::Publish, &channel),
+                any(&allow) && !any(&deny)
+            );
+            if any(&deny) {
+                proptest::prop_assert!(!p.allows(Operation::Publish, &channel));
+            }
+        }
+    }
+
     #[test]
     fn lists_are_bounded() {
         let many: Vec<String> = (0..=MAX_PATTERNS).map(|i| i.to_string()).collect();

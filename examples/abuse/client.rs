@@ -2,6 +2,7 @@
 //! messages as frames, and watching a connection's fate.
 
 use std::net::SocketAddr;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -28,19 +29,73 @@ pub struct Conn {
     pub pending: Vec<u8>,
 }
 
+/// The token every connection presents (`?token=`) when the scenario runs
+/// the nexus with access control on; set once, before any connection.
+static TOKEN: OnceLock<String> = OnceLock::new();
+
+/// Makes every later [`connect`] present `token`.
+pub fn use_token(token: String) {
+    let _ = TOKEN.set(token);
+}
+
 /// Connects and upgrades, within [`CONNECT_TIMEOUT`].
 pub async fn connect(addr: SocketAddr) -> Result<Conn, String> {
-    tokio::time::timeout(CONNECT_TIMEOUT, connect_inner(addr))
+    let path = match TOKEN.get() {
+        Some(token) => format!("/?token={token}"),
+        None => "/".to_string(),
+    };
+    connect_path(addr, &path).await
+}
+
+/// Connects and upgrades requesting `path` (e.g. `/?token=…`), within
+/// [`CONNECT_TIMEOUT`].
+pub async fn connect_path(addr: SocketAddr, path: &str) -> Result<Conn, String> {
+    tokio::time::timeout(CONNECT_TIMEOUT, connect_inner(addr, path))
         .await
         .map_err(|_| "connect/upgrade timed out".to_string())?
 }
 
-async fn connect_inner(addr: SocketAddr) -> Result<Conn, String> {
+/// Sends one upgrade request (`path`, extra header lines) and returns the
+/// status code of the answer; the connection is then dropped.
+pub async fn upgrade_status(addr: SocketAddr, path: &str, headers: &str) -> Result<u16, String> {
+    let attempt = async {
+        let mut stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let mut request = ws::upgrade_request(&addr.to_string(), path);
+        request.truncate(request.len() - 2);
+        request.extend_from_slice(headers.as_bytes());
+        request.extend_from_slice(b"\r\n");
+        stream
+            .write_all(&request)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut buf = [0u8; 64];
+        let mut got = 0;
+        while got < 12 {
+            let n = stream
+                .read(&mut buf[got..])
+                .await
+                .map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Err("closed before an answer".to_string());
+            }
+            got += n;
+        }
+        std::str::from_utf8(&buf[9..12])
+            .ok()
+            .and_then(|code| code.parse().ok())
+            .ok_or_else(|| "no status code".to_string())
+    };
+    tokio::time::timeout(CONNECT_TIMEOUT, attempt)
+        .await
+        .map_err(|_| "no answer in time".to_string())?
+}
+
+async fn connect_inner(addr: SocketAddr, path: &str) -> Result<Conn, String> {
     let mut stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
     let local = stream.local_addr().map_err(|e| e.to_string())?;
     stream
-        .write_all(&ws::upgrade_request(&addr.to_string(), "/"))
+        .write_all(&ws::upgrade_request(&addr.to_string(), path))
         .await
         .map_err(|e| e.to_string())?;
     let mut buf = Vec::new();
@@ -97,7 +152,12 @@ pub fn publish(channel: &str, text: &str) -> String {
 
 /// Connects, says `1h` with `name`, and waits until the log shows the shard.
 pub async fn identified(nexus: &Target, name: &str) -> Result<(Conn, usize), String> {
-    let mut conn = connect(nexus.addr).await?;
+    let conn = connect(nexus.addr).await?;
+    identify(nexus, conn, name).await
+}
+
+/// Says `1h` with `name` on `conn` and waits until the log shows the shard.
+pub async fn identify(nexus: &Target, mut conn: Conn, name: &str) -> Result<(Conn, usize), String> {
     conn.write
         .write_all(&frame(&hello(name)))
         .await

@@ -27,6 +27,7 @@ mod payload;
 mod probe;
 mod scenarios;
 mod summary;
+mod tokens;
 // Shared with the load generator; the pong half is not needed here.
 #[allow(dead_code)]
 #[path = "../stress/ws.rs"]
@@ -42,7 +43,8 @@ use scenarios::Ctx;
 #[derive(FromArgs, Debug)]
 struct Args {
     /// scenario: churn, burst, cross-shard, flood, partial,
-    /// partial-fragment, subscriptions, fd-limit, admin-idle
+    /// partial-fragment, subscriptions, fd-limit, admin-idle, token-bad,
+    /// token-malformed, token-expiry
     #[argh(option)]
     scenario: String,
     /// nexus binary (default target/release/ease_chat_nexus)
@@ -110,10 +112,15 @@ fn raise_nofile() {
 fn run(args: &Args) -> Result<bool, String> {
     let row = scenarios::ALL
         .iter()
+        .chain(tokens::ALL)
         .find(|(name, _)| *name == args.scenario)
         .map(|(_, row)| *row)
         .ok_or_else(|| {
-            let names: Vec<&str> = scenarios::ALL.iter().map(|(n, _)| *n).collect();
+            let names: Vec<&str> = scenarios::ALL
+                .iter()
+                .chain(tokens::ALL)
+                .map(|(n, _)| *n)
+                .collect();
             format!("unknown scenario; one of {}", names.join(", "))
         })?;
     if args.cores < 2 {
@@ -126,6 +133,8 @@ fn run(args: &Args) -> Result<bool, String> {
         "subscriptions" => 20,
         "fd-limit" => 400,
         "admin-idle" => 2000,
+        "token-bad" => 10_000,
+        "token-malformed" => 2_000,
         _ => 1,
     });
     let nofile = args.nofile.or(match args.scenario.as_str() {
@@ -134,6 +143,9 @@ fn run(args: &Args) -> Result<bool, String> {
         _ => None,
     });
     let mut extra = args.nexus_arg.clone();
+    if args.scenario.starts_with("token-") {
+        extra.extend(tokens::setup()?);
+    }
     if args.scenario == "fd-limit" && !extra.iter().any(|a| a == "--max-connections") {
         extra.extend(["--max-connections".to_string(), "20000".to_string()]);
     }

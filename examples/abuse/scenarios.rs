@@ -143,6 +143,7 @@ pub async fn run(ctx: &Ctx, name: &str) -> Result<(Measures, Outcome), String> {
         "subscriptions" => subscriptions(ctx).await,
         "fd-limit" => fd_limit(ctx).await,
         "admin-idle" => admin_idle(ctx).await,
+        token if token.starts_with("token-") => crate::tokens::run(ctx, token).await,
         other => Err(format!("unknown scenario {other:?}")),
     }
 }

@@ -41,7 +41,7 @@ const PENDING_ACCEPT_GRACE: Duration = Duration::from_millis(200);
 ///
 /// Port 0 is resolved once by the first socket; the others bind the port the
 /// kernel chose, so every shard serves the same address. `TCP_NODELAY` is set
-/// on the listeners and inherited by every accepted connection: the nexus
+/// on the listeners and inherited by every accepted connection: the server
 /// batches its own writes, so Nagle would only add latency.
 pub fn bind_reuseport(addr: SocketAddr, count: usize, backlog: u32) -> io::Result<Vec<Socket>> {
     let mut sockets = Vec::with_capacity(count);

@@ -15,7 +15,7 @@ pub const MIN_MEMLOCK_BYTES: u64 = 512 * 1024;
 pub enum PreflightError {
     /// `io_uring_setup` failed: kernel too old, seccomp filter, or sysctl.
     #[error(
-        "io_uring is not available ({cause}). EaseChat Nexus runs on io_uring (Linux 5.8 or newer). \
+        "io_uring is not available ({cause}). this server runs its shards on io_uring (Linux 5.8 or newer). \
          Remedy: {remedy}"
     )]
     IoUringUnavailable {

@@ -33,7 +33,7 @@ pub use server::{bind, spawn, AdminThread};
 use std::time::Duration;
 
 /// Default cap on the admin listener's open connections.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
+pub const DEFAULT_MAX_CONNECTIONS: usize = crate::config::DEFAULT_ADMIN_MAX_CONNECTIONS;
 /// Time a client has to send a complete request head.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// A connection with no byte moving either way for this long is closed

@@ -53,6 +53,16 @@ impl ShardState {
         self.access_sweep.log_window.set((now, logged + 1, 0));
     }
 
+    /// Reports refusals that were counted but not logged, once their second
+    /// is over (called with every purge).
+    fn flush_refusal_log(&self) {
+        let (second, logged, suppressed) = self.access_sweep.log_window.get();
+        if suppressed > 0 && unix_now() != second {
+            warn!(suppressed, "upgrades refused by access control and not logged (at most {REFUSAL_LOG_PER_SECOND} lines a second per shard)");
+            self.access_sweep.log_window.set((second, logged, 0));
+        }
+    }
+
     /// Whether `conn` holds a subscription to `channel`.
     pub fn is_subscribed(&self, conn: &super::Connection, channel: &str) -> bool {
         self.index.borrow().contains(conn.id, channel)
@@ -72,6 +82,7 @@ impl ShardState {
         let Some(access) = &self.config.access else {
             return;
         };
+        self.flush_refusal_log();
         let now = unix_now();
         let generation = access.generation();
         let reloaded = generation != self.access_sweep.generation.get();
