@@ -70,7 +70,8 @@ warmup=2
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
 ulimit -l unlimited 2>/dev/null || true
 
-cargo build --release --bin ease_chat_nexus --bin easechat --example stress --example floor --example baseline --example plot
+cargo build --release --bin ease_chat_nexus --example stress --example floor --example baseline --example plot
+cargo build --release -p easechat --bin easechat
 nexus_bin=target/release/ease_chat_nexus
 baseline_bin=target/release/examples/baseline
 stress_bin=target/release/examples/stress
