@@ -110,7 +110,8 @@ python3 - "$out_dir" "$report" "$(git rev-parse --short HEAD)" "$(nproc)" "$(una
 import json, os, sys
 out_dir, report, commit, ncpu, kernel = sys.argv[1:6]
 order = ["churn", "burst", "cross-shard", "flood", "partial", "partial-fragment",
-         "subscriptions", "fd-limit", "admin-idle", "sigterm-cycles"]
+         "subscriptions", "fd-limit", "admin-idle", "sigterm-cycles",
+         "token-bad", "token-malformed", "token-expiry"]
 issue = {  # the issue's own "before" figures, for reference
     "churn": "RSS 24 → 395–773 MiB in 4–8 s; same-shard bystander p50 2.85 s, max 12.9 s; /healthz 503",
     "burst": "3.1 MiB sent → RSS +507 MiB",
@@ -122,6 +123,9 @@ issue = {  # the issue's own "before" figures, for reference
     "fd-limit": "after 241 upgrades no answer at all (not 503); 240 \"accept failed\" lines in 6 s",
     "admin-idle": "all 2,000 accepted; at a 512 fd limit a WebSocket client timed out",
     "sigterm-cycles": "2 of 55 runs never stopped",
+    "token-bad": "(issue 20) 10,000 bad-token handshakes: all 401, bystanders within bounds",
+    "token-malformed": "(issue 20) huge, hostile and malformed tokens: none upgraded",
+    "token-expiry": "(issue 20) a busy connection's token expires: 1008 token expired",
 }
 runs = {}
 for label in ("before", "after"):

@@ -22,8 +22,10 @@ use crate::permissions::{Permissions, PermissionsText, Rule, RuleText, MAX_PATTE
 /// Longest token accepted, in bytes: a token rides in the upgrade request,
 /// which is bounded anyway, and is kept per connection for re-checks.
 pub const MAX_TOKEN_BYTES: usize = 4096;
-/// Default clock leeway on `exp` and `nbf`, seconds.
-pub const DEFAULT_LEEWAY_SECS: u64 = 2;
+/// Default clock leeway on `exp` and `nbf`, seconds: none, so a token
+/// expires when its `exp` says (set `leeway` where minting hosts' clocks
+/// drift).
+pub const DEFAULT_LEEWAY_SECS: u64 = 0;
 /// The `kid` of the key given by `--auth-key-file` (also used for tokens
 /// without a `kid`).
 pub const DEFAULT_KID: &str = "default";

@@ -135,12 +135,14 @@ fn every_bad_token_is_401_with_a_reason_for_the_log() {
         assert_eq!(status, Status::Unauthorized, "{why}: {reason}");
         assert!(reason.contains(why), "{why}: {reason}");
     }
-    // Within the leeway, an expired token still passes.
+    // Within a configured leeway, a just-expired token still passes.
+    let lenient = policy(Mode::Required, Some("leeway = 5")).unwrap();
     let just = hmac(&Claims {
         exp: Some(NOW - 1),
         ..claims("a")
     });
-    assert!(p.authenticate(Credential::Token(&just), NOW).is_ok());
+    assert!(lenient.authenticate(Credential::Token(&just), NOW).is_ok());
+    assert_eq!(refused(&p, &just).0, Status::Unauthorized);
 }
 
 #[test]

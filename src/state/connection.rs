@@ -27,7 +27,9 @@ pub struct Connection {
     /// When the nexus pinged a silent client, if it has not answered yet.
     pinged_at: Cell<Option<Instant>>,
     /// What it may do, with access control on (`--auth`); `None` trusts it.
-    pub access: Option<ConnectionAccess>,
+    /// Boxed: fan-out walks connections, and a trusted one should not carry
+    /// the rights' bytes in its cache lines.
+    pub access: Option<Box<ConnectionAccess>>,
 }
 
 /// What keepalive should do about a connection.
@@ -50,6 +52,7 @@ impl Connection {
         outbox_limit: usize,
         access: Option<ConnectionAccess>,
     ) -> Self {
+        let access = access.map(Box::new);
         Connection {
             id,
             peer,
