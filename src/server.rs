@@ -98,6 +98,7 @@ pub fn run(
         info!(mode = access.mode().as_str(), policy = %access.policy().summary, "access control on");
     }
     let admin_max_connections = config.admin_max_connections;
+    let max_connections = config.max_connections;
     let admission = Admission::new(config.max_connections, config.max_connections_per_ip);
     // One link per shard, taken by each shard at start-up; the mutex is
     // touched only then.
@@ -116,13 +117,14 @@ pub fn run(
     let admin_thread = match admin_listener {
         Some(listener) => {
             let directory = bridge.as_ref().map(cluster::Bridge::directory);
-            let app = App::new(
+            let mut app = App::new(
                 control_tx,
                 admin_token,
                 running.local_addr(),
                 directory,
                 access,
             );
+            app.max_connections = Some(max_connections);
             match admin::spawn(listener, app, admin_max_connections) {
                 Ok(thread) => Some(thread),
                 Err(e) => {

@@ -423,3 +423,42 @@ fn taps_are_capped() {
         thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// What a raw request on its own connection gets back (status line and body).
+fn raw(addr: SocketAddr, text: &str) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    stream.write_all(text.as_bytes()).unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response
+}
+
+#[test]
+fn health_probes_answer_as_load_balancers_send_them() {
+    let mut nexus = Nexus::start(&["--admin", "127.0.0.1:0", "--lame-duck-grace", "5"]);
+    let admin = nexus.metrics_addr();
+    // HAProxy's default check: HTTP/1.0, no Host.
+    let r = raw(admin, "GET /healthz HTTP/1.0\r\n\r\n");
+    assert!(r.starts_with("HTTP/1.0 200") || r.starts_with("HTTP/1.1 200"), "{r}");
+    // A Host that is a DNS name (the balancer's view of the service).
+    let r = raw(admin, "GET /healthz HTTP/1.1\r\nHost: nexus.internal.example\r\nConnection: close\r\n\r\n");
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    let r = raw(admin, "GET /readyz HTTP/1.0\r\n\r\n");
+    assert!(r.contains(" 200 ") && r.ends_with("ready\n"), "{r}");
+    // Everything else still refuses a foreign Host.
+    let r = raw(admin, "GET /api/stats HTTP/1.1\r\nHost: nexus.internal.example\r\nConnection: close\r\n\r\n");
+    assert!(r.starts_with("HTTP/1.1 403"), "{r}");
+    // Draining: not ready (no new clients), as /healthz says today.
+    nexus.console("drain");
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let r = raw(admin, "GET /readyz HTTP/1.0\r\n\r\n");
+        if r.contains(" 503 ") {
+            assert!(r.ends_with("not ready: draining\n"), "{r}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "/readyz never turned 503: {r}");
+        thread::sleep(Duration::from_millis(50));
+    }
+}

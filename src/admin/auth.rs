@@ -98,6 +98,13 @@ fn refuse(status: StatusCode, text: &'static str) -> Response {
 
 /// The middleware in front of every route: `Host`, `Origin`, then token.
 pub async fn guard(State(app): State<App>, request: Request, next: Next) -> Response {
+    // Health probes disclose nothing: they answer any Host (HAProxy's
+    // default check is `GET /healthz HTTP/1.0` with none; load balancers
+    // send DNS names) and need no token.
+    let path = request.uri().path();
+    if matches!(path, "/healthz" | "/readyz") && request.method() == Method::GET {
+        return next.run(request).await;
+    }
     let headers = request.headers();
     let host = header_str(headers, header::HOST).unwrap_or("");
     if app.token.is_none() && !host_allowed_without_token(host) {
@@ -116,7 +123,7 @@ pub async fn guard(State(app): State<App>, request: Request, next: Next) -> Resp
         let path = request.uri().path();
         let offered = offered_token(headers, request.uri().query());
         let valid = offered.iter().any(|t| token.matches(t));
-        if path != "/healthz" && !valid {
+        if !valid {
             return refuse(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized: send Authorization: Bearer TOKEN, or open /?token=TOKEN\n",

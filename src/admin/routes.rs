@@ -56,6 +56,8 @@ pub struct App {
     /// Access control, when on: taps prove themselves with its console
     /// secret, and `/metrics` shows its reloads.
     pub access: Option<Arc<Access>>,
+    /// `--max-connections` as the shards apply it (`/readyz` turns 503 near it).
+    pub max_connections: Option<usize>,
 }
 
 impl App {
@@ -83,6 +85,7 @@ impl App {
             tap_ids: Arc::new(AtomicU64::new(0)),
             directory,
             access,
+            max_connections: None,
         }
     }
 
@@ -113,6 +116,7 @@ pub fn router(app: App) -> Router {
         .route("/", get(page))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/api/stats", get(stats))
         .route("/api/channels", get(channels))
         .route("/api/clients", get(clients))
@@ -209,6 +213,39 @@ async fn reload(State(app): State<App>) -> Response {
         Some(Ok(summary)) => Json(json!({"ok": true, "policy": summary})).into_response(),
         Some(Err(message)) => bad_request(message),
         None => unavailable(),
+    }
+}
+
+/// `GET /readyz`: 200 when the nexus should be sent new clients; 503 while
+/// a shard does not answer, while stopping or draining, and while the
+/// connections are within 5 % of `--max-connections` (Kubernetes
+/// readiness, a load balancer's pool membership). Says nothing else.
+async fn readyz(State(app): State<App>) -> Response {
+    let Some(reply) = app.stats(HEALTH_TIMEOUT).await else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready: no answer\n").into_response();
+    };
+    let open: u64 = reply
+        .shards
+        .iter()
+        .map(|s| s.get(crate::stats::Metric::ConnectionsOpen))
+        .sum();
+    let near_cap = app
+        .max_connections
+        .is_some_and(|max| open as f64 >= max as f64 * 0.95);
+    let why = if !reply.complete {
+        Some("a shard did not answer")
+    } else if reply.stopping {
+        Some("stopping")
+    } else if reply.draining {
+        Some("draining")
+    } else if near_cap {
+        Some("near --max-connections")
+    } else {
+        None
+    };
+    match why {
+        None => (StatusCode::OK, "ready\n").into_response(),
+        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")).into_response(),
     }
 }
 
