@@ -169,3 +169,76 @@ impl Config {
         }
     }
 }
+
+/// The configuration as a `--config` file would say it: every key, with
+/// its effective value (file, flags and defaults together), so
+/// `--print-config` output can be saved and used as a config file. Secrets
+/// are not printed (the admin token is read from a file or the environment
+/// and only its presence is shown).
+pub fn render_toml(config: &Config, log: Option<&str>) -> String {
+    use std::fmt::Write;
+    let mut out = String::from("# EaseChat Nexus: effective configuration (--print-config)\n");
+    let mut key = |k: &str, v: String| {
+        let _ = writeln!(out, "{k} = {v}");
+    };
+    let q = |s: &str| format!("{s:?}");
+    let secs = |d: Duration| {
+        let s = d.as_secs_f64();
+        if s.fract() == 0.0 {
+            format!("{}", s as u64)
+        } else {
+            format!("{s}")
+        }
+    };
+    key("listen", q(&config.listen.to_string()));
+    key("cores", config.cores.len().to_string());
+    key("ring-size", config.ring_size.to_string());
+    key("backlog", config.backlog.to_string());
+    key("max-message-bytes", config.max_message_bytes.to_string());
+    key("max-outbox-bytes", config.max_outbox_bytes.to_string());
+    key("max-subscriptions", config.max_subscriptions.to_string());
+    key("handshake-timeout", secs(config.handshake_timeout));
+    key("max-ttl", secs(config.max_ttl));
+    key("max-connections", config.max_connections.to_string());
+    key("keepalive", secs(config.keepalive));
+    key("keepalive-timeout", secs(config.keepalive_timeout));
+    key("max-name-bytes", config.max_name_bytes.to_string());
+    key("max-ring-backlog-bytes", config.max_ring_backlog_bytes.to_string());
+    key("message-timeout", secs(config.message_timeout));
+    key("max-partial-bytes", config.max_partial_bytes.to_string());
+    key("max-subscription-bytes", config.max_subscription_bytes.to_string());
+    key("max-connections-per-ip", config.max_connections_per_ip.to_string());
+    key("lame-duck-duration", secs(config.lame_duck_duration));
+    key("lame-duck-grace", secs(config.lame_duck_grace));
+    key("coalesce-max-us", config.coalesce_max.as_micros().to_string());
+    key("plain-sends", config.plain_sends.to_string());
+    if let Some(addr) = config.metrics {
+        key("admin", q(&addr.to_string()));
+    }
+    key("admin-max-connections", config.admin_max_connections.to_string());
+    if config.admin_token.is_some() {
+        out.push_str("# admin token: set (from --admin-token-file or EASECHAT_ADMIN_TOKEN; not shown)\n");
+    }
+    if let Some(cluster) = &config.cluster {
+        let servers: Vec<String> = cluster.servers.iter().map(|s| q(s)).collect();
+        let _ = writeln!(out, "nats = [{}]", servers.join(", "));
+        let _ = writeln!(out, "node-id = {}", q(&cluster.node_id));
+    }
+    match &config.access {
+        Some(access) => {
+            let files = access.files();
+            let _ = writeln!(out, "auth = {}", q(files.mode.as_str()));
+            if let Some(path) = &files.key_file {
+                let _ = writeln!(out, "auth-key-file = {}", q(&path.display().to_string()));
+            }
+            if let Some(path) = &files.policy_file {
+                let _ = writeln!(out, "auth-policy = {}", q(&path.display().to_string()));
+            }
+        }
+        None => out.push_str("auth = \"off\"\n"),
+    }
+    if let Some(filter) = log {
+        let _ = writeln!(out, "log = {}", q(filter));
+    }
+    out
+}

@@ -3,7 +3,7 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use ease_chat_nexus::cli::parse_args;
+use ease_chat_nexus::cli;
 use ease_chat_nexus::{console, server, signals};
 use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
@@ -13,8 +13,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
-    let args = match parse_args(&args) {
-        Ok(args) => args,
+    let available = shards::available_cores();
+    let invocation = match cli::load(&args, &available) {
+        Ok(invocation) => invocation,
         Err((text, code)) => {
             if code == 0 {
                 println!("{text}");
@@ -24,16 +25,13 @@ fn main() -> ExitCode {
             return ExitCode::from(code as u8);
         }
     };
-    init_logging(args.log.as_deref());
+    if invocation.print_config {
+        print!("{}", ease_chat_nexus::config::render_toml(&invocation.config, invocation.log.as_deref()));
+        return ExitCode::SUCCESS;
+    }
+    init_logging(invocation.log.as_deref());
     install_panic_policy();
-    let available = shards::available_cores();
-    let config = match args.into_config(&available) {
-        Ok(config) => config,
-        Err(message) => {
-            eprintln!("error: {message}");
-            return ExitCode::from(2);
-        }
-    };
+    let config = invocation.config;
     if config.cores.len() > available.len() {
         warn!(
             shards = config.cores.len(),

@@ -82,6 +82,11 @@ impl Access {
         }))
     }
 
+    /// Where the policy is read from (`--auth`, `--auth-key-file`, `--auth-policy`).
+    pub fn files(&self) -> &PolicyFiles {
+        &self.files
+    }
+
     /// `--auth`.
     pub fn mode(&self) -> Mode {
         self.files.mode

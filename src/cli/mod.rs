@@ -1,4 +1,7 @@
-//! The command line: flags into a [`Config`], or one clear error line.
+//! The command line: flags (and `--config FILE`, see [`file`]) into a
+//! [`Config`], or one clear error line.
+
+pub mod file;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
@@ -168,6 +171,17 @@ pub struct Args {
     /// log filter, overriding RUST_LOG (error, warn, info, debug, trace)
     #[argh(option)]
     pub log: Option<String>,
+
+    /// read settings from this TOML file: each key is a flag's long name
+    /// without the dashes (max-subscriptions = 2, listen = "0.0.0.0:6500");
+    /// flags on the command line win
+    #[argh(option)]
+    pub config: Option<String>,
+
+    /// print the effective configuration (file, flags and defaults) as TOML
+    /// and exit
+    #[argh(switch)]
+    pub print_config: bool,
 }
 
 impl Args {
@@ -326,6 +340,126 @@ fn parse_addr(text: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| {
             format!("invalid listen address {text:?}: expected HOST:PORT, e.g. 0.0.0.0:6500")
         })
+}
+
+/// What the command line and its config file decided.
+#[derive(Debug)]
+pub struct Invocation {
+    /// The configuration to run with.
+    pub config: Config,
+    /// `--log`.
+    pub log: Option<String>,
+    /// `--print-config`: print and exit.
+    pub print_config: bool,
+}
+
+/// The exit code for a bad flag or configuration.
+const BAD_CONFIG: i32 = 2;
+
+/// Parses the process arguments and the `--config` file they name, checks
+/// every value and builds the configuration; `available` are the CPU ids
+/// this process may run on. On error or `--help`: the text to print and the
+/// exit code (0 for help, 2 for a bad flag or file).
+pub fn load(argv: &[String], available: &[usize]) -> Result<Invocation, (String, i32)> {
+    let args = parse_args(argv)?;
+    let Some(path) = args.config.clone() else {
+        return invocation(args, available, &Default::default(), "");
+    };
+    let bad = |e: String| (format!("error: {e}"), BAD_CONFIG);
+    let text = std::fs::read_to_string(&path).map_err(|e| bad(format!("--config {path}: {e}")))?;
+    let known = file::flags_of_usage(&usage());
+    let rest: Vec<&str> = argv.iter().skip(1).map(String::as_str).collect();
+    let given = given_keys(&rest, &known);
+    let from_file = file::file_args(&path, &text, &known, &given).map_err(bad)?;
+    // Each key alone first, so a bad value names its line.
+    let mut i = 0;
+    while i < from_file.argv.len() {
+        let flag = &from_file.argv[i];
+        let takes_value = flag.starts_with("--")
+            && flag != "--"
+            && known.get(&flag[2..]).is_some_and(|k| *k != file::Kind::Switch);
+        let step = if flag == "--" || takes_value { 2 } else { 1 };
+        let alone: Vec<&str> = from_file.argv[i..(i + step).min(from_file.argv.len())]
+            .iter()
+            .map(String::as_str)
+            .collect();
+        if let Err(exit) = Args::from_args(&["ease_chat_nexus"], &alone) {
+            let line = from_file.lines.get(flag).copied().unwrap_or(0);
+            let first = exit.output.lines().next().unwrap_or("invalid value").to_string();
+            return Err(bad(format!("{path} line {line}: {first}")));
+        }
+        i += step;
+    }
+    let mut merged = vec![argv.first().cloned().unwrap_or_default()];
+    let (file_flags, file_addr) = match from_file.argv.iter().position(|a| a == "--") {
+        Some(at) => (&from_file.argv[..at], from_file.argv.get(at + 1)),
+        None => (&from_file.argv[..], None),
+    };
+    merged.extend(file_flags.iter().cloned());
+    merged.extend(argv.iter().skip(1).cloned());
+    if let Some(addr) = file_addr {
+        merged.push(addr.clone());
+    }
+    let args = parse_args(&merged)?;
+    invocation(args, available, &from_file.lines, &path)
+}
+
+fn invocation(
+    args: Args,
+    available: &[usize],
+    lines: &std::collections::BTreeMap<String, usize>,
+    path: &str,
+) -> Result<Invocation, (String, i32)> {
+    let log = args.log.clone();
+    let print_config = args.print_config;
+    let config = args.into_config(available).map_err(|e| {
+        // Say where a value that came from the file was set.
+        let origin = lines
+            .iter()
+            .find(|(flag, _)| e.contains(flag.as_str()))
+            .map(|(flag, line)| format!(" ({} is set in {path} line {line})", &flag[2..]))
+            .unwrap_or_default();
+        (format!("error: {e}{origin}"), BAD_CONFIG)
+    })?;
+    Ok(Invocation {
+        config,
+        log,
+        print_config,
+    })
+}
+
+/// The keys the command line sets (flags without dashes; `listen` for the
+/// positional address).
+fn given_keys(rest: &[&str], known: &std::collections::HashMap<String, file::Kind>) -> Vec<String> {
+    let mut given = Vec::new();
+    let mut i = 0;
+    while i < rest.len() {
+        let arg = rest[i];
+        if arg == "--" {
+            if i + 1 < rest.len() {
+                given.push(file::LISTEN_KEY.to_string());
+            }
+            break;
+        }
+        if let Some(name) = arg.strip_prefix("--") {
+            given.push(name.to_string());
+            if known.get(name).is_some_and(|k| *k != file::Kind::Switch) {
+                i += 1;
+            }
+        } else {
+            given.push(file::LISTEN_KEY.to_string());
+        }
+        i += 1;
+    }
+    given
+}
+
+/// argh's usage line (the flags it knows).
+fn usage() -> String {
+    match Args::from_args(&["ease_chat_nexus"], &["--help"]) {
+        Err(exit) => exit.output.lines().next().unwrap_or_default().to_string(),
+        Ok(_) => String::new(),
+    }
 }
 
 /// Parses the process arguments; on error or `--help` returns the text to

@@ -1,0 +1,86 @@
+//! `--config FILE` through the real binary: precedence (file < flags),
+//! errors with the key and the line, `--print-config`, and a nexus started
+//! from a file alone.
+
+mod common;
+
+use std::process::Command;
+
+use common::{Client, Nexus};
+
+fn nexus(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ease_chat_nexus"))
+        .args(args)
+        .output()
+        .expect("run the nexus binary");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn file(name: &str, text: &str) -> String {
+    let path = std::env::temp_dir().join(format!("easechat-config-{}-{name}", std::process::id()));
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn flags_override_the_file_and_print_config_shows_the_result() {
+    let path = file(
+        "precedence.toml",
+        "# comment\nlisten = \"127.0.0.1:17001\"\ncores = 1\nmax-subscriptions = 7\nlame-duck-grace = 0.5\nnats = [\"nats://127.0.0.1:1\"]\n",
+    );
+    let (code, out, err) = nexus(&["--config", &path, "--print-config", "--max-subscriptions", "9"]);
+    assert_eq!(code, 0, "{err}");
+    for line in [
+        "listen = \"127.0.0.1:17001\"",
+        "cores = 1",
+        "max-subscriptions = 9",
+        "lame-duck-grace = 0.5",
+        "nats = [\"nats://127.0.0.1:1\"]",
+        "max-ttl = 86400",
+    ] {
+        assert!(out.lines().any(|l| l == line), "missing {line:?} in\n{out}");
+    }
+    // The printed configuration is itself a valid config file.
+    let again = file("printed.toml", &out);
+    let (code, out2, err) = nexus(&["--config", &again, "--print-config"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, out2);
+    // A positional address on the command line wins over listen.
+    let (_, out, _) = nexus(&["--config", &path, "--print-config", "127.0.0.1:17002"]);
+    assert!(out.contains("listen = \"127.0.0.1:17002\""), "{out}");
+}
+
+#[test]
+fn errors_name_the_key_and_the_line() {
+    for (text, expected) in [
+        ("cores = 1\n\nmax-subscribtions = 3\n", "line 3: unknown key \"max-subscribtions\""),
+        ("cores = \"many\"\n", "line 1: Error parsing option '--cores'"),
+        ("\nmax-ttl = 999999999999\n", "(max-ttl is set in"),
+        ("plain-sends = \"yes\"\n", "line 1: plain-sends must be true or false"),
+        ("cores = [\n", "line"),
+    ] {
+        let path = file("bad.toml", text);
+        let (code, _, err) = nexus(&["--config", &path]);
+        assert_eq!(code, 2, "{text}: {err}");
+        assert!(err.contains(expected), "{text}: {err}");
+    }
+    let (code, _, err) = nexus(&["--config", "/nonexistent/nexus.toml"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("/nonexistent/nexus.toml"), "{err}");
+}
+
+#[test]
+fn a_nexus_runs_from_a_file() {
+    let path = file("run.toml", "max-subscriptions = 1\nkeepalive = 60\n");
+    let mut nexus = Nexus::start(&["--config", &path]);
+    let mut client = Client::named(&nexus, "a");
+    client.subscribe("one");
+    nexus.wait_subscribers("one", 1);
+    client.subscribe("two");
+    let (code, reason) = client.expect_close();
+    assert_eq!((code, reason.as_str()), (1008, "too many subscriptions (limit 1)"));
+}
