@@ -203,21 +203,38 @@ pub fn render_toml(config: &Config, log: Option<&str>) -> String {
     key("keepalive", secs(config.keepalive));
     key("keepalive-timeout", secs(config.keepalive_timeout));
     key("max-name-bytes", config.max_name_bytes.to_string());
-    key("max-ring-backlog-bytes", config.max_ring_backlog_bytes.to_string());
+    key(
+        "max-ring-backlog-bytes",
+        config.max_ring_backlog_bytes.to_string(),
+    );
     key("message-timeout", secs(config.message_timeout));
     key("max-partial-bytes", config.max_partial_bytes.to_string());
-    key("max-subscription-bytes", config.max_subscription_bytes.to_string());
-    key("max-connections-per-ip", config.max_connections_per_ip.to_string());
+    key(
+        "max-subscription-bytes",
+        config.max_subscription_bytes.to_string(),
+    );
+    key(
+        "max-connections-per-ip",
+        config.max_connections_per_ip.to_string(),
+    );
     key("lame-duck-duration", secs(config.lame_duck_duration));
     key("lame-duck-grace", secs(config.lame_duck_grace));
-    key("coalesce-max-us", config.coalesce_max.as_micros().to_string());
+    key(
+        "coalesce-max-us",
+        config.coalesce_max.as_micros().to_string(),
+    );
     key("plain-sends", config.plain_sends.to_string());
     if let Some(addr) = config.metrics {
         key("admin", q(&addr.to_string()));
     }
-    key("admin-max-connections", config.admin_max_connections.to_string());
+    key(
+        "admin-max-connections",
+        config.admin_max_connections.to_string(),
+    );
     if config.admin_token.is_some() {
-        out.push_str("# admin token: set (from --admin-token-file or EASECHAT_ADMIN_TOKEN; not shown)\n");
+        out.push_str(
+            "# admin token: set (from --admin-token-file or EASECHAT_ADMIN_TOKEN; not shown)\n",
+        );
     }
     if let Some(cluster) = &config.cluster {
         let servers: Vec<String> = cluster.servers.iter().map(|s| q(s)).collect();

@@ -26,7 +26,10 @@ fn main() -> ExitCode {
         }
     };
     if invocation.print_config {
-        print!("{}", ease_chat_nexus::config::render_toml(&invocation.config, invocation.log.as_deref()));
+        print!(
+            "{}",
+            ease_chat_nexus::config::render_toml(&invocation.config, invocation.log.as_deref())
+        );
         return ExitCode::SUCCESS;
     }
     init_logging(invocation.log.as_deref());

@@ -392,6 +392,12 @@ fn reload_adds_revokes_and_narrows_live_connections() {
     // gs-1 stays connected, hears game/chat, no longer ops/maintenance.
     assert_eq!(gs1.recv(), receive("ops", "game/chat", "hello"));
     gs1.expect_silence(Duration::from_millis(300));
+    // Its client's periodic renewal of the dropped channel is ignored (the
+    // Java client renews by itself), not a reason to close it.
+    gs1.subscribe("ops/maintenance");
+    ops.publish("ops/maintenance", "still restarting");
+    gs1.expect_silence(Duration::from_millis(300));
+    // A new subscription outside its rights closes it.
     gs1.subscribe("ops/again");
     assert_eq!(
         gs1.expect_close(),

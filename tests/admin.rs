@@ -440,14 +440,23 @@ fn health_probes_answer_as_load_balancers_send_them() {
     let admin = nexus.metrics_addr();
     // HAProxy's default check: HTTP/1.0, no Host.
     let r = raw(admin, "GET /healthz HTTP/1.0\r\n\r\n");
-    assert!(r.starts_with("HTTP/1.0 200") || r.starts_with("HTTP/1.1 200"), "{r}");
+    assert!(
+        r.starts_with("HTTP/1.0 200") || r.starts_with("HTTP/1.1 200"),
+        "{r}"
+    );
     // A Host that is a DNS name (the balancer's view of the service).
-    let r = raw(admin, "GET /healthz HTTP/1.1\r\nHost: nexus.internal.example\r\nConnection: close\r\n\r\n");
+    let r = raw(
+        admin,
+        "GET /healthz HTTP/1.1\r\nHost: nexus.internal.example\r\nConnection: close\r\n\r\n",
+    );
     assert!(r.starts_with("HTTP/1.1 200"), "{r}");
     let r = raw(admin, "GET /readyz HTTP/1.0\r\n\r\n");
     assert!(r.contains(" 200 ") && r.ends_with("ready\n"), "{r}");
     // Everything else still refuses a foreign Host.
-    let r = raw(admin, "GET /api/stats HTTP/1.1\r\nHost: nexus.internal.example\r\nConnection: close\r\n\r\n");
+    let r = raw(
+        admin,
+        "GET /api/stats HTTP/1.1\r\nHost: nexus.internal.example\r\nConnection: close\r\n\r\n",
+    );
     assert!(r.starts_with("HTTP/1.1 403"), "{r}");
     // Draining: not ready (no new clients), as /healthz says today.
     nexus.console("drain");

@@ -32,7 +32,13 @@ fn flags_override_the_file_and_print_config_shows_the_result() {
         "precedence.toml",
         "# comment\nlisten = \"127.0.0.1:17001\"\ncores = 1\nmax-subscriptions = 7\nlame-duck-grace = 0.5\nnats = [\"nats://127.0.0.1:1\"]\n",
     );
-    let (code, out, err) = nexus(&["--config", &path, "--print-config", "--max-subscriptions", "9"]);
+    let (code, out, err) = nexus(&[
+        "--config",
+        &path,
+        "--print-config",
+        "--max-subscriptions",
+        "9",
+    ]);
     assert_eq!(code, 0, "{err}");
     for line in [
         "listen = \"127.0.0.1:17001\"",
@@ -57,10 +63,19 @@ fn flags_override_the_file_and_print_config_shows_the_result() {
 #[test]
 fn errors_name_the_key_and_the_line() {
     for (text, expected) in [
-        ("cores = 1\n\nmax-subscribtions = 3\n", "line 3: unknown key \"max-subscribtions\""),
-        ("cores = \"many\"\n", "line 1: Error parsing option '--cores'"),
+        (
+            "cores = 1\n\nmax-subscribtions = 3\n",
+            "line 3: unknown key \"max-subscribtions\"",
+        ),
+        (
+            "cores = \"many\"\n",
+            "line 1: Error parsing option '--cores'",
+        ),
         ("\nmax-ttl = 999999999999\n", "(max-ttl is set in"),
-        ("plain-sends = \"yes\"\n", "line 1: plain-sends must be true or false"),
+        (
+            "plain-sends = \"yes\"\n",
+            "line 1: plain-sends must be true or false",
+        ),
         ("cores = [\n", "line"),
     ] {
         let path = file("bad.toml", text);
@@ -82,5 +97,8 @@ fn a_nexus_runs_from_a_file() {
     nexus.wait_subscribers("one", 1);
     client.subscribe("two");
     let (code, reason) = client.expect_close();
-    assert_eq!((code, reason.as_str()), (1008, "too many subscriptions (limit 1)"));
+    assert_eq!(
+        (code, reason.as_str()),
+        (1008, "too many subscriptions (limit 1)")
+    );
 }

@@ -147,6 +147,13 @@ pub fn trim_newline(bytes: &[u8]) -> &[u8] {
 }
 
 fn check_secret(secret: &[u8]) -> Result<(), String> {
+    if secret.starts_with(b"-----BEGIN") {
+        // A public key used as an HMAC secret would let anyone holding the
+        // public key mint tokens.
+        return Err("a PEM file is not an HMAC secret (give a PEM public key \
+                    with alg = \"ES256\" or \"EdDSA\" in the policy)"
+            .into());
+    }
     if secret.len() < MIN_SECRET_BYTES {
         return Err(format!(
             "HMAC secret too short: {} bytes, at least {MIN_SECRET_BYTES} \

@@ -37,4 +37,4 @@ pub use grant::{Grant, Quotas};
 pub use keys::SigningKey;
 pub use load::PolicyFiles;
 pub use permissions::Operation;
-pub use policy::{Credential, Mode, Policy, Refusal, Status};
+pub use policy::{Credential, Mode, Policy, Refusal, RefusalKind, Status};

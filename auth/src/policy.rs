@@ -78,6 +78,17 @@ pub enum Status {
     Forbidden,
 }
 
+/// Which refusals a live connection is told apart (its 1008 reason).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalKind {
+    /// `exp` has passed.
+    Expired,
+    /// Revoked by id or by "issued before".
+    Revoked,
+    /// Anything else (bad signature, unknown key, identity …).
+    Other,
+}
+
 /// Why a credential was refused: the status for the client, the reason for
 /// the operator's log (never sent to the client).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -87,12 +98,15 @@ pub struct Refusal {
     pub status: Status,
     /// What the log says.
     pub reason: String,
+    /// What a live connection refused on a re-check is told.
+    pub kind: RefusalKind,
 }
 
 fn unauthorized(reason: impl Into<String>) -> Refusal {
     Refusal {
         status: Status::Unauthorized,
         reason: reason.into(),
+        kind: RefusalKind::Other,
     }
 }
 
@@ -100,7 +114,12 @@ fn forbidden(reason: impl Into<String>) -> Refusal {
     Refusal {
         status: Status::Forbidden,
         reason: reason.into(),
+        kind: RefusalKind::Other,
     }
+}
+
+fn of_kind(refusal: Refusal, kind: RefusalKind) -> Refusal {
+    Refusal { kind, ..refusal }
 }
 
 /// What a connection presents.
@@ -374,8 +393,9 @@ impl Policy {
                 token.len()
             )));
         }
+        // The errors' own text can quote the token's bytes: not logged.
         let header = jsonwebtoken::decode_header(token)
-            .map_err(|e| unauthorized(format!("malformed token: {e}")))?;
+            .map_err(|_| unauthorized("malformed token (not a JWT with a valid header)"))?;
         let kid = header.kid.as_deref().unwrap_or(DEFAULT_KID);
         let key = self
             .keys
@@ -398,7 +418,7 @@ impl Policy {
         });
         let closes_at = match claims.exp {
             Some(exp) if now >= exp.saturating_add(self.leeway) => {
-                return Err(unauthorized("token expired"));
+                return Err(of_kind(unauthorized("token expired"), RefusalKind::Expired));
             }
             Some(exp) => Some(exp.saturating_add(self.leeway)),
             None if rules.allow_no_expiry.unwrap_or(self.allow_no_expiry) => None,
@@ -418,17 +438,29 @@ impl Policy {
         if claims.sub.is_empty() {
             return Err(unauthorized("token has an empty sub"));
         }
+        if claims.sub == ANONYMOUS || claims.sub == CONSOLE {
+            return Err(unauthorized(format!(
+                "token claims the reserved identity {:?}",
+                claims.sub
+            )));
+        }
         if let Some(jti) = &claims.jti {
             if self.revoked_ids.contains(jti) {
-                return Err(forbidden(format!("token {jti:?} is revoked")));
+                return Err(of_kind(
+                    forbidden(format!("token {jti:?} is revoked")),
+                    RefusalKind::Revoked,
+                ));
             }
         }
         if let Some(&before) = self.revoked_before.get(&claims.sub) {
             if claims.iat.is_none_or(|iat| iat < before) {
-                return Err(forbidden(format!(
-                    "tokens of {:?} issued before {before} are revoked",
-                    claims.sub
-                )));
+                return Err(of_kind(
+                    forbidden(format!(
+                        "tokens of {:?} issued before {before} are revoked",
+                        claims.sub
+                    )),
+                    RefusalKind::Revoked,
+                ));
             }
         }
         let token_names = match &claims.name {
@@ -486,9 +518,9 @@ fn decode(token: &str, key: &VerifyKey, alg: Algorithm) -> Result<Claims, Refusa
             match e.kind() {
                 ErrorKind::InvalidSignature => unauthorized("bad signature"),
                 ErrorKind::Json(_) | ErrorKind::Base64(_) | ErrorKind::Utf8(_) => {
-                    unauthorized(format!("malformed claims: {e}"))
+                    unauthorized("malformed claims (not EaseChat's claims as JSON)")
                 }
-                _ => unauthorized(format!("token refused: {e}")),
+                kind => unauthorized(format!("token refused: {kind:?}")),
             }
         })
 }

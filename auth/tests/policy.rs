@@ -129,6 +129,8 @@ fn every_bad_token_is_401_with_a_reason_for_the_log() {
         ("not.a.token".into(), "malformed"),
         ("".into(), "malformed"),
         ("x".repeat(5000), "too long"),
+        (hmac(&claims("console")), "reserved identity"),
+        (hmac(&claims("anonymous")), "reserved identity"),
     ];
     for (token, why) in cases {
         let (status, reason) = refused(&p, &token);
@@ -293,6 +295,23 @@ fn broken_policies_are_refused_with_a_reason() {
     )
     .unwrap_err();
     assert!(err.contains("needs a key"), "{err}");
-    // A short HMAC secret is refused.
+    // A short HMAC secret is refused, and so is a PEM file as one.
     assert!(SigningKey::from_file_bytes(b"short", None).is_err());
+    let public = std::fs::read(keys_dir().join("es256.pub")).unwrap();
+    let err = Policy::build(
+        &Sources {
+            mode: Mode::Required,
+            key_file: Some(&public),
+            policy: None,
+        },
+        &read,
+    )
+    .unwrap_err();
+    assert!(err.contains("not an HMAC secret"), "{err}");
+    let err = policy(
+        Mode::Required,
+        Some("[[key]]\nkid = \"k\"\nalg = \"HS256\"\nfile = \"es256.pub\""),
+    )
+    .unwrap_err();
+    assert!(err.contains("not an HMAC secret"), "{err}");
 }

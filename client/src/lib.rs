@@ -78,8 +78,8 @@ pub enum ClientError {
     Protocol(String),
 }
 
-/// How a [`Client`] behaves.
-#[derive(Debug, Clone)]
+/// How a [`Client`] behaves. Its `Debug` never shows the token.
+#[derive(Clone)]
 pub struct Options {
     /// Reconnect (with back-off) and re-subscribe when the connection is
     /// lost. Off by default: errors are returned instead.
@@ -98,6 +98,18 @@ pub struct Options {
 
 /// The environment variable holding the client's access token.
 pub const TOKEN_ENV: &str = "EASECHAT_TOKEN";
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("reconnect", &self.reconnect)
+            .field("backoff_initial", &self.backoff_initial)
+            .field("backoff_max", &self.backoff_max)
+            .field("renew_at", &self.renew_at)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
 
 impl Default for Options {
     fn default() -> Self {
@@ -248,7 +260,10 @@ impl Client {
     /// going away: its successor is already listening) is followed by a
     /// first attempt after a random fraction of the initial back-off.
     fn recover(&mut self, error: ClientError) -> Result<(), ClientError> {
-        if !self.options.reconnect {
+        // 1008: the nexus refused something this client does (a name or a
+        // channel its token does not allow, an expired token): reconnecting
+        // would be refused again.
+        if !self.options.reconnect || matches!(error, ClientError::Closed { code: 1008, .. }) {
             return Err(error);
         }
         let lost = Instant::now();

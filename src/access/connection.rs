@@ -8,7 +8,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use easechat_auth::{Grant, Operation, Refusal};
+use easechat_auth::rate::Taken;
+use easechat_auth::{Grant, Operation, Refusal, RefusalKind};
 
 use super::usage::{IdentityUsage, UsageSlot};
 use super::{credential_of, Access, Presented};
@@ -56,6 +57,8 @@ pub struct ConnectionAccess {
     /// channel → bit 0: publish checked, 1: publish allowed, 2: subscribe
     /// checked, 3: subscribe allowed.
     cache: RefCell<HashMap<Box<str>, u8>>,
+    /// Channels a reload dropped (at most the connection's subscriptions).
+    dropped: RefCell<std::collections::HashSet<Box<str>>>,
 }
 
 impl Drop for ConnectionAccess {
@@ -83,6 +86,7 @@ impl ConnectionAccess {
             usage,
             counted: Cell::new(0),
             cache: RefCell::new(HashMap::new()),
+            dropped: RefCell::default(),
         }
     }
 
@@ -213,33 +217,65 @@ impl ConnectionAccess {
         }
     }
 
-    /// How long a publish of `bytes` must wait for the identity's publish
-    /// budget (zero when within it, or without a rate quota).
-    pub fn publish_wait(&self, bytes: usize) -> Duration {
+    /// Asks the identity's publish budget for a publish of `bytes`:
+    /// `Go(wait)` when taken (publish after the wait, zero within the
+    /// budget or without a rate quota), `Retry(wait)` when nothing was
+    /// taken because the identity already owes more than a pause may be
+    /// long: wait, then ask again. The message and byte budgets are asked in
+    /// turn; a byte budget that says retry leaves the message taken, which
+    /// errs on the strict side.
+    pub fn publish_budget(&self, bytes: usize) -> Taken {
         let quotas = &self.grant.borrow().quotas;
         if quotas.publish_rate.is_none() && quotas.publish_bytes_rate.is_none() {
-            return Duration::ZERO;
+            return Taken::Go(Duration::ZERO);
         }
         let nanos = super::monotonic_nanos();
         let mut wait = Duration::ZERO;
         if let Some(rate) = quotas.publish_rate {
             let burst = quotas.publish_burst.unwrap_or(rate);
-            wait = wait.max(self.usage.usage.messages.take(nanos, 1.0, rate, burst));
+            match self
+                .usage
+                .usage
+                .messages
+                .take(nanos, 1.0, rate, burst, MAX_RATE_PAUSE)
+            {
+                Taken::Go(w) => wait = wait.max(w),
+                retry => return retry,
+            }
         }
         if let Some(rate) = quotas.publish_bytes_rate {
-            wait = wait.max(self.usage.usage.bytes.take(nanos, bytes as f64, rate, rate));
+            let cost = bytes as f64;
+            match self
+                .usage
+                .usage
+                .bytes
+                .take(nanos, cost, rate, rate, MAX_RATE_PAUSE)
+            {
+                Taken::Go(w) => wait = wait.max(w),
+                retry => return retry,
+            }
         }
-        wait.min(MAX_RATE_PAUSE)
+        Taken::Go(wait)
+    }
+
+    /// Remembers that a reload dropped this connection's subscription to
+    /// `channel`: its clients' periodic renewal of it is then ignored
+    /// rather than closing the connection.
+    pub fn note_dropped(&self, channel: &str) {
+        self.dropped.borrow_mut().insert(channel.into());
+    }
+
+    /// Whether a reload dropped `channel` from this connection.
+    pub fn was_dropped(&self, channel: &str) -> bool {
+        self.dropped.borrow().contains(channel)
     }
 }
 
 /// What a connection whose token the policy no longer accepts is told.
 pub fn revoked_reason(refusal: &Refusal) -> String {
-    if refusal.reason.contains("expired") {
-        "token expired".into()
-    } else if refusal.reason.contains("revoked") {
-        "token revoked".into()
-    } else {
-        "token no longer accepted".into()
+    match refusal.kind {
+        RefusalKind::Expired => "token expired".into(),
+        RefusalKind::Revoked => "token revoked".into(),
+        RefusalKind::Other => "token no longer accepted".into(),
     }
 }

@@ -11,6 +11,7 @@
 mod connection;
 mod usage;
 
+use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -20,12 +21,14 @@ use subtle::ConstantTimeEq;
 use tracing::{info, warn};
 
 pub use connection::{revoked_reason, ConnectionAccess, Denied};
+pub use easechat_auth::rate::Taken;
 pub use usage::IdentityUsage;
 use usage::UsageTable;
 
 /// What a connection presented at its upgrade (owned: it outlives the
-/// request buffer, and is kept for re-checks on reload).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// request buffer, and is kept for re-checks on reload). Its `Debug` never
+/// shows the token.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Presented {
     /// A token from `?token=` or `Authorization: Bearer`.
     pub token: Option<String>,
@@ -33,8 +36,17 @@ pub struct Presented {
     pub console: bool,
 }
 
-/// The access control every shard shares.
-#[derive(Debug)]
+impl fmt::Debug for Presented {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Presented")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("console", &self.console)
+            .finish()
+    }
+}
+
+/// The access control every shard shares. Its `Debug` never shows the
+/// console secret.
 pub struct Access {
     files: PolicyFiles,
     policy: RwLock<Arc<Policy>>,
@@ -46,6 +58,15 @@ pub struct Access {
     console_secret: String,
     reloads: AtomicU64,
     reload_failures: AtomicU64,
+}
+
+impl fmt::Debug for Access {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Access")
+            .field("files", &self.files)
+            .field("generation", &self.generation())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Nanoseconds since the first call, on one scale for every shard (the
@@ -67,9 +88,8 @@ impl Access {
     pub fn load(files: PolicyFiles) -> Result<Arc<Access>, String> {
         let policy = files.load()?;
         let mut secret = [0u8; 32];
-        for byte in &mut secret {
-            *byte = fastrand::u8(..);
-        }
+        getrandom::fill(&mut secret)
+            .map_err(|e| format!("cannot read the system's random source: {e}"))?;
         let console_secret = secret.iter().map(|b| format!("{b:02x}")).collect();
         Ok(Arc::new(Access {
             files,
@@ -165,6 +185,7 @@ impl Access {
                     "identity {:?} is at its connection quota ({quota})",
                     grant.identity
                 ),
+                kind: easechat_auth::RefusalKind::Other,
             })?;
         Ok(ConnectionAccess::new(
             self.clone(),

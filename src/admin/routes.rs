@@ -245,7 +245,11 @@ async fn readyz(State(app): State<App>) -> Response {
     };
     match why {
         None => (StatusCode::OK, "ready\n").into_response(),
-        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")).into_response(),
+        Some(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        )
+            .into_response(),
     }
 }
 
@@ -411,16 +415,20 @@ async fn clients(State(app): State<App>, Query(params): Query<ClientParams>) -> 
         .clients
         .iter()
         .map(|c| {
-            json!({
+            let mut client = json!({
                 "connection": c.connection,
                 "shard": c.shard,
                 "name": c.name,
-                "identity": c.identity,
-                "token_id": c.token_id,
                 "address": c.peer.to_string(),
                 "subscriptions": c.subscriptions,
                 "connected_at_ms": millis(c.connected_at),
-            })
+            });
+            // With access control on: who the token says it is.
+            if let (Some(identity), Some(map)) = (&c.identity, client.as_object_mut()) {
+                map.insert("identity".into(), json!(identity));
+                map.insert("token_id".into(), json!(c.token_id));
+            }
+            client
         })
         .collect();
     Json(json!({

@@ -88,7 +88,9 @@ pub fn file_args(
         let at = |what: String| format!("{path} line {line}: {what}");
         if key == LISTEN_KEY {
             let toml::Value::String(addr) = value else {
-                return Err(at(format!("{key} must be a string such as \"0.0.0.0:6500\"")));
+                return Err(at(format!(
+                    "{key} must be a string such as \"0.0.0.0:6500\""
+                )));
             };
             if !given.iter().any(|g| g == LISTEN_KEY) {
                 positional = Some(addr.clone());
@@ -112,12 +114,14 @@ pub fn file_args(
             (Kind::Repeated, toml::Value::Array(items)) => {
                 for item in items {
                     out.argv.push(flag.clone());
-                    out.argv.push(scalar(item).map_err(|e| at(format!("{key}: {e}")))?);
+                    out.argv
+                        .push(scalar(item).map_err(|e| at(format!("{key}: {e}")))?);
                 }
             }
             (_, value) => {
                 out.argv.push(flag);
-                out.argv.push(scalar(value).map_err(|e| at(format!("{key}: {e}")))?);
+                out.argv
+                    .push(scalar(value).map_err(|e| at(format!("{key}: {e}")))?);
             }
         }
     }
@@ -133,7 +137,10 @@ fn scalar(value: &toml::Value) -> Result<String, String> {
         toml::Value::String(s) => Ok(s.clone()),
         toml::Value::Integer(i) => Ok(i.to_string()),
         toml::Value::Float(f) => Ok(f.to_string()),
-        other => Err(format!("expected a string or a number, got {}", other.type_str())),
+        other => Err(format!(
+            "expected a string or a number, got {}",
+            other.type_str()
+        )),
     }
 }
 
@@ -186,10 +193,22 @@ mod tests {
 
     #[test]
     fn errors_name_the_key_and_the_line() {
-        let err = file_args("f.toml", "cores = 2\n\nmax-subscribtions = 3\n", &known(), &[]).unwrap_err();
-        assert!(err.starts_with("f.toml line 3: unknown key \"max-subscribtions\""), "{err}");
+        let err = file_args(
+            "f.toml",
+            "cores = 2\n\nmax-subscribtions = 3\n",
+            &known(),
+            &[],
+        )
+        .unwrap_err();
+        assert!(
+            err.starts_with("f.toml line 3: unknown key \"max-subscribtions\""),
+            "{err}"
+        );
         let err = file_args("f.toml", "plain-sends = 1\n", &known(), &[]).unwrap_err();
-        assert!(err.contains("line 1") && err.contains("true or false"), "{err}");
+        assert!(
+            err.contains("line 1") && err.contains("true or false"),
+            "{err}"
+        );
         let err = file_args("f.toml", "cores = [\n", &known(), &[]).unwrap_err();
         assert!(err.contains("line"), "{err}");
         let err = file_args("f.toml", "cores = { a = 1 }\n", &known(), &[]).unwrap_err();

@@ -377,7 +377,9 @@ pub fn load(argv: &[String], available: &[usize]) -> Result<Invocation, (String,
         let flag = &from_file.argv[i];
         let takes_value = flag.starts_with("--")
             && flag != "--"
-            && known.get(&flag[2..]).is_some_and(|k| *k != file::Kind::Switch);
+            && known
+                .get(&flag[2..])
+                .is_some_and(|k| *k != file::Kind::Switch);
         let step = if flag == "--" || takes_value { 2 } else { 1 };
         let alone: Vec<&str> = from_file.argv[i..(i + step).min(from_file.argv.len())]
             .iter()
@@ -385,7 +387,12 @@ pub fn load(argv: &[String], available: &[usize]) -> Result<Invocation, (String,
             .collect();
         if let Err(exit) = Args::from_args(&["ease_chat_nexus"], &alone) {
             let line = from_file.lines.get(flag).copied().unwrap_or(0);
-            let first = exit.output.lines().next().unwrap_or("invalid value").to_string();
+            let first = exit
+                .output
+                .lines()
+                .next()
+                .unwrap_or("invalid value")
+                .to_string();
             return Err(bad(format!("{path} line {line}: {first}")));
         }
         i += step;

@@ -64,6 +64,15 @@ pub fn subscribe(
     // identity's quota first, and the count is set right afterwards.
     if !ttl.is_zero() {
         if let Err(denied) = access.check(Operation::Subscribe, channel) {
+            if access.was_dropped(channel) && matches!(denied, Denied::Channel { .. }) {
+                // The periodic renewal of a subscription a reload dropped:
+                // ignored, so a client that renews by itself is not closed.
+                debug!(
+                    channel,
+                    "renewal of a subscription the policy no longer allows: ignored"
+                );
+                return Verdict::Continue;
+            }
             return refused(denied);
         }
         if !shard.is_subscribed(conn, channel) {

@@ -27,11 +27,12 @@ use shards::with_timeout;
 use tracing::{debug, field, info, info_span, warn, Instrument};
 use tungstenite::Message as WsMessage;
 
-use crate::access::{unix_now, ConnectionAccess, Presented};
+use crate::access::{unix_now, ConnectionAccess, Presented, Taken};
 use crate::outbox::Push;
 use crate::protocol::{self, Message, ParseError};
 use crate::shard::{Connection, ConnectionSlot, ShardState};
 use crate::stats::{Metric, ProtocolErrorKind};
+use easechat_auth::Operation;
 use frames::{close_code_for, Decoded, FrameDecoder};
 use handshake::HandshakeError;
 use stream::{ReadOutcome, SharedStream};
@@ -417,18 +418,35 @@ async fn wait_for_room(shard: &ShardState, conn: &Connection, message: &Message<
 /// its budget has room: over it the connection pauses (its reading stops,
 /// TCP pushes back), as it does for ring room; nothing is dropped.
 async fn wait_for_publish_budget(shard: &ShardState, conn: &Connection, message: &Message<'_>) {
-    let (Message::Transmit { text, .. }, Some(access)) = (message, &conn.access) else {
+    let (Message::Transmit { channel, text }, Some(access)) = (message, &conn.access) else {
         return;
     };
-    let wait = access.publish_wait(text.len());
-    if wait.is_zero() {
+    // A publish the token does not allow is refused by its handler; it
+    // takes nothing from the budget.
+    if !access.allows(Operation::Publish, channel).unwrap_or(false) {
         return;
     }
-    shard.stats.add(Metric::RatePauses, 1);
-    let closing = poll_fn(|cx| conn.outbox.poll_closing(cx));
-    shard
-        .paused(future::or(glommio::timer::sleep(wait), closing))
-        .await;
+    let mut counted = false;
+    loop {
+        let (wait, done) = match access.publish_budget(text.len()) {
+            Taken::Go(wait) => (wait, true),
+            Taken::Retry(wait) => (wait, false),
+        };
+        if wait.is_zero() {
+            return;
+        }
+        if !counted {
+            shard.stats.add(Metric::RatePauses, 1);
+            counted = true;
+        }
+        let closing = poll_fn(|cx| conn.outbox.poll_closing(cx));
+        shard
+            .paused(future::or(glommio::timer::sleep(wait), closing))
+            .await;
+        if done || conn.outbox.close_reason().is_some() {
+            return;
+        }
+    }
 }
 
 /// Carries out a verdict; `Some` when it ends the session.

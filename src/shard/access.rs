@@ -145,6 +145,7 @@ impl ShardState {
                 continue;
             }
             let _ = self.subscribe(conn, &channel, Duration::ZERO);
+            rights.note_dropped(&channel);
             self.conn_span(conn).in_scope(|| {
                 info!(
                     channel = &*channel,

@@ -143,6 +143,14 @@ impl ShardState {
             self.config.max_outbox_bytes,
             access,
         ));
+        if let Some(access) = &conn.access {
+            // Admitted before a reload that landed during its 101: check
+            // it against the policy in force now.
+            if let Err(refusal) = access.refresh(crate::access::unix_now()) {
+                conn.outbox
+                    .close(1008, &crate::access::revoked_reason(&refusal));
+            }
+        }
         self.note_token_expiry(conn.access.as_ref().and_then(|a| a.closes_at()));
         self.connections.borrow_mut().insert(id, conn.clone());
         self.stats.add(Metric::ConnectionsOpened, 1);
