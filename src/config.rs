@@ -4,6 +4,8 @@
 //! for an intranet nexus serving hundreds of game servers.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Default listen address, as the old nexus used.
@@ -133,6 +135,12 @@ pub struct Config {
     /// Write each connection with its own `send()` instead of one io_uring
     /// submission per group of connections.
     pub plain_sends: bool,
+    /// The limits a reload changes live (see [`LiveLimits`]); the fields
+    /// above are what the nexus started with, these are what it applies.
+    pub live: Arc<LiveLimits>,
+    /// Re-reads the configuration on SIGHUP, `reload`, `POST /api/reload`
+    /// (set by the binary; without it a reload re-reads the access policy only).
+    pub reloader: Option<Arc<crate::reload::Reloader>>,
 }
 
 impl Config {
@@ -166,7 +174,15 @@ impl Config {
             cluster: None,
             coalesce_max: DEFAULT_COALESCE_MAX,
             plain_sends: false,
+            live: Arc::default(),
+            reloader: None,
         }
+    }
+
+    /// Makes [`Config::live`] hold this configuration's values (after its
+    /// fields were set; `server::run` does it before the shards start).
+    pub fn sync_live(&self) {
+        self.live.apply(self);
     }
 }
 
@@ -258,4 +274,114 @@ pub fn render_toml(config: &Config, log: Option<&str>) -> String {
         let _ = writeln!(out, "log = {}", q(filter));
     }
     out
+}
+
+/// [`render_toml`] with the log format too (what `--print-config` prints).
+pub fn render_toml_with_format(config: &Config, log: Option<&str>, json_logs: bool) -> String {
+    let mut out = render_toml(config, log);
+    out.push_str(if json_logs {
+        "log-format = \"json\"\n"
+    } else {
+        "log-format = \"text\"\n"
+    });
+    out
+}
+
+/// The limits a reload may change on a running nexus, shared by every
+/// shard: each is one relaxed atomic read where it is used (on a `1c`, a
+/// message deadline, a sweep), so a reload takes effect everywhere at once
+/// without a lock or a message per shard.
+#[derive(Debug, Default)]
+pub struct LiveLimits {
+    max_subscriptions: AtomicUsize,
+    max_subscription_bytes: AtomicUsize,
+    max_partial_bytes: AtomicUsize,
+    max_name_bytes: AtomicUsize,
+    max_ttl_ms: AtomicU64,
+    message_timeout_ms: AtomicU64,
+    keepalive_ms: AtomicU64,
+    keepalive_timeout_ms: AtomicU64,
+    lame_duck_duration_ms: AtomicU64,
+    lame_duck_grace_ms: AtomicU64,
+}
+
+/// The keys (flag names) [`LiveLimits`] holds: what a reload applies.
+pub const LIVE_KEYS: &[&str] = &[
+    "max-subscriptions",
+    "max-subscription-bytes",
+    "max-partial-bytes",
+    "max-name-bytes",
+    "max-ttl",
+    "message-timeout",
+    "keepalive",
+    "keepalive-timeout",
+    "lame-duck-duration",
+    "lame-duck-grace",
+];
+
+fn millis(d: Duration) -> u64 {
+    d.as_millis().min(u64::MAX as u128) as u64
+}
+
+impl LiveLimits {
+    /// Takes the values of `config`.
+    pub fn apply(&self, config: &Config) {
+        let set = |a: &AtomicUsize, v: usize| a.store(v, Ordering::Relaxed);
+        let set_ms = |a: &AtomicU64, v: Duration| a.store(millis(v), Ordering::Relaxed);
+        set(&self.max_subscriptions, config.max_subscriptions);
+        set(&self.max_subscription_bytes, config.max_subscription_bytes);
+        set(&self.max_partial_bytes, config.max_partial_bytes);
+        set(&self.max_name_bytes, config.max_name_bytes);
+        set_ms(&self.max_ttl_ms, config.max_ttl);
+        set_ms(&self.message_timeout_ms, config.message_timeout);
+        set_ms(&self.keepalive_ms, config.keepalive);
+        set_ms(&self.keepalive_timeout_ms, config.keepalive_timeout);
+        set_ms(&self.lame_duck_duration_ms, config.lame_duck_duration);
+        set_ms(&self.lame_duck_grace_ms, config.lame_duck_grace);
+    }
+
+    fn ms(a: &AtomicU64) -> Duration {
+        Duration::from_millis(a.load(Ordering::Relaxed))
+    }
+
+    /// `--max-subscriptions`.
+    pub fn max_subscriptions(&self) -> usize {
+        self.max_subscriptions.load(Ordering::Relaxed)
+    }
+    /// `--max-subscription-bytes`.
+    pub fn max_subscription_bytes(&self) -> usize {
+        self.max_subscription_bytes.load(Ordering::Relaxed)
+    }
+    /// `--max-partial-bytes`.
+    pub fn max_partial_bytes(&self) -> usize {
+        self.max_partial_bytes.load(Ordering::Relaxed)
+    }
+    /// `--max-name-bytes`.
+    pub fn max_name_bytes(&self) -> usize {
+        self.max_name_bytes.load(Ordering::Relaxed)
+    }
+    /// `--max-ttl`.
+    pub fn max_ttl(&self) -> Duration {
+        Self::ms(&self.max_ttl_ms)
+    }
+    /// `--message-timeout`.
+    pub fn message_timeout(&self) -> Duration {
+        Self::ms(&self.message_timeout_ms)
+    }
+    /// `--keepalive`.
+    pub fn keepalive(&self) -> Duration {
+        Self::ms(&self.keepalive_ms)
+    }
+    /// `--keepalive-timeout`.
+    pub fn keepalive_timeout(&self) -> Duration {
+        Self::ms(&self.keepalive_timeout_ms)
+    }
+    /// `--lame-duck-duration`.
+    pub fn lame_duck_duration(&self) -> Duration {
+        Self::ms(&self.lame_duck_duration_ms)
+    }
+    /// `--lame-duck-grace`.
+    pub fn lame_duck_grace(&self) -> Duration {
+        Self::ms(&self.lame_duck_grace_ms)
+    }
 }

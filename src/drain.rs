@@ -44,8 +44,8 @@ pub fn start(shard: &ShardState) {
         return;
     }
     info!(
-        duration = ?shard.config.lame_duck_duration,
-        grace = ?shard.config.lame_duck_grace,
+        duration = ?shard.config.live.lame_duck_duration(),
+        grace = ?shard.config.live.lame_duck_grace(),
         "draining: leaving the listen group, /healthz 503, then closing every connection with 1001"
     );
     for peer in shard.router.links().peers() {
@@ -62,8 +62,8 @@ pub async fn run(state: Rc<ShardState>) {
         return;
     }
     let started = Instant::now();
-    let grace = state.config.lame_duck_grace;
-    let duration = state.config.lame_duck_duration;
+    let grace = state.config.live.lame_duck_grace();
+    let duration = state.config.live.lame_duck_duration();
     if !sleep_unless_stopped(&state, grace).await {
         return;
     }

@@ -27,7 +27,9 @@
 //! - [`access`] enforces access control (`--auth`): each connection's
 //!   grant from its token, checked at the upgrade and on `1h`, `1c`, `1t`;
 //!   the rules are the pure `easechat_auth` crate.
-//! - [`cli`] and [`config`] turn flags into limits; [`signals`] turns
+//! - [`cli`] and [`config`] turn flags (and a `--config` file) into
+//!   limits; [`reload`] re-reads them on SIGHUP and applies what can change
+//!   live; [`signals`] turns
 //!   SIGTERM and a double Ctrl-C into a graceful stop, SIGUSR2 into a
 //!   [`drain`]; [`admin`] serves the browser console, its JSON API,
 //!   `/metrics` and `/healthz` on its own thread; [`stats`] keeps the
@@ -51,6 +53,7 @@ pub mod console;
 pub mod drain;
 pub mod outbox;
 pub mod protocol;
+pub mod reload;
 pub mod router;
 pub mod server;
 pub mod session;

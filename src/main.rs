@@ -5,8 +5,13 @@ use std::process::ExitCode;
 
 use ease_chat_nexus::cli;
 use ease_chat_nexus::{console, server, signals};
+use std::sync::Arc;
 use tracing::{error, info, warn};
-use tracing_subscriber::EnvFilter;
+
+use ease_chat_nexus::reload::{LogFilterHandle, Reloader};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{fmt, reload, EnvFilter};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -25,16 +30,29 @@ fn main() -> ExitCode {
             return ExitCode::from(code as u8);
         }
     };
+    let json_logs = invocation.log_format == cli::LogFormat::Json;
     if invocation.print_config {
         print!(
             "{}",
-            ease_chat_nexus::config::render_toml(&invocation.config, invocation.log.as_deref())
+            ease_chat_nexus::config::render_toml_with_format(
+                &invocation.config,
+                invocation.log.as_deref(),
+                json_logs
+            )
         );
         return ExitCode::SUCCESS;
     }
-    init_logging(invocation.log.as_deref());
+    let log_filter = init_logging(invocation.log.as_deref(), json_logs);
     install_panic_policy();
-    let config = invocation.config;
+    let mut config = invocation.config;
+    config.reloader = Some(Arc::new(Reloader::new(
+        args.clone(),
+        available.clone(),
+        &config,
+        invocation.log.as_deref(),
+        json_logs,
+        Some(log_filter),
+    )));
     if config.cores.len() > available.len() {
         warn!(
             shards = config.cores.len(),
@@ -90,7 +108,9 @@ fn install_panic_policy() {
     }));
 }
 
-fn init_logging(flag: Option<&str>) {
+/// Installs the log subscriber (text or JSON lines on standard error) and
+/// returns what changes its filter on a reload.
+fn init_logging(flag: Option<&str>, json: bool) -> LogFilterHandle {
     let filter = match flag {
         Some(directive) => EnvFilter::new(directive),
         // The NATS client logs every reconnect attempt at info; the cluster
@@ -98,12 +118,31 @@ fn init_logging(flag: Option<&str>) {
         None => EnvFilter::try_from_default_env()
             .unwrap_or_else(|_| EnvFilter::new("info,async_nats=warn")),
     };
+    let (filter, handle) = reload::Layer::new(filter);
     // A log line that cannot be written (standard error closed or its
     // reader gone) is dropped: it must never take the nexus down.
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .log_internal_errors(false)
+    let text = (!json).then(|| {
+        fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
+            .log_internal_errors(false)
+    });
+    let json = json.then(|| {
+        fmt::layer()
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_writer(std::io::stderr)
+            .log_internal_errors(false)
+    });
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(text)
+        .with(json)
         .init();
+    Box::new(move |directive: &str| {
+        let filter =
+            EnvFilter::try_new(directive).map_err(|e| format!("log filter {directive:?}: {e}"))?;
+        handle.reload(filter).map_err(|e| e.to_string())
+    })
 }

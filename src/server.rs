@@ -74,6 +74,7 @@ pub fn run(
 ) -> Result<(), RunError> {
     let mut config = config;
     fit_connections_to_open_files(&mut config);
+    config.sync_live();
     let runtime = RuntimeConfig {
         listen: config.listen,
         cores: config.cores.clone(),
@@ -99,6 +100,7 @@ pub fn run(
     }
     let admin_max_connections = config.admin_max_connections;
     let max_connections = config.max_connections;
+    let reloader = config.reloader.clone();
     let admission = Admission::new(config.max_connections, config.max_connections_per_ip);
     // One link per shard, taken by each shard at start-up; the mutex is
     // touched only then.
@@ -125,6 +127,7 @@ pub fn run(
                 access,
             );
             app.max_connections = Some(max_connections);
+            app.reloader = reloader;
             match admin::spawn(listener, app, admin_max_connections) {
                 Ok(thread) => Some(thread),
                 Err(e) => {
@@ -313,9 +316,11 @@ fn serve(state: &Rc<ShardState>, stream: TcpStream) {
 async fn keepalive_loop(state: Rc<ShardState>) {
     // Sweep four times per the shorter of the two periods, so a dead peer
     // is found within about a quarter period of its deadline.
-    let period = state.config.keepalive.min(state.config.keepalive_timeout) / 4;
-    let period = period.clamp(Duration::from_millis(100), Duration::from_secs(5));
     while state.shutdown.reason().is_none() {
+        // Recomputed each round: a reload may change either period.
+        let live = &state.config.live;
+        let period = live.keepalive().min(live.keepalive_timeout()) / 4;
+        let period = period.clamp(Duration::from_millis(100), Duration::from_secs(5));
         glommio::timer::sleep(period).await;
         state.sweep_keepalive();
     }

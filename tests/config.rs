@@ -102,3 +102,61 @@ fn a_nexus_runs_from_a_file() {
         (1008, "too many subscriptions (limit 1)")
     );
 }
+
+#[test]
+fn reload_applies_limits_and_the_log_filter_live_and_refuses_a_broken_file() {
+    let path = file(
+        "reload.toml",
+        "max-subscriptions = 1\nlog = \"info\"\nadmin = \"127.0.0.1:0\"\n",
+    );
+    let mut nexus = Nexus::start(&["--config", &path]);
+    let admin = nexus.metrics_addr();
+    let mut client = Client::named(&nexus, "live");
+    client.subscribe("one");
+    nexus.wait_subscribers("one", 1);
+    // Raise the limit, turn on debug logging, and change what needs a restart.
+    std::fs::write(
+        &path,
+        "max-subscriptions = 3\nlog = \"debug\"\nadmin = \"127.0.0.1:0\"\nring-size = 64\n",
+    )
+    .unwrap();
+    nexus.signal("HUP");
+    let line = nexus.wait_log(|l| l.contains("reloaded"));
+    assert!(line.contains("max-subscriptions: 1 → 3"), "{line}");
+    assert!(line.contains("needs restart: ring-size"), "{line}");
+    // The same connection, never dropped, may now hold three.
+    client.subscribe("two");
+    client.subscribe("three");
+    nexus.wait_subscribers("three", 1);
+    nexus.wait_log(|l| l.contains("DEBUG") && l.contains("subscribe") && l.contains("three"));
+    // A broken file changes nothing.
+    std::fs::write(&path, "max-subscriptions = \"lots\"\n").unwrap();
+    nexus.console("reload");
+    let out = nexus.output_until(|l| l.contains("reload"));
+    assert!(
+        out.last()
+            .unwrap()
+            .starts_with("error: reload refused, the configuration in force stays:")
+            && out.last().unwrap().contains("line 1"),
+        "{out:?}"
+    );
+    client.subscribe("four");
+    let (code, reason) = client.expect_close();
+    assert_eq!(
+        (code, reason.as_str()),
+        (1008, "too many subscriptions (limit 3)")
+    );
+    let metrics = common::http_get(admin, "/metrics").1;
+    assert!(
+        metrics.contains("easechat_config_reloads_total 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("easechat_config_reload_failures_total 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("easechat_config_info{hash=\""),
+        "{metrics}"
+    );
+}

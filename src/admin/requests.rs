@@ -115,7 +115,7 @@ pub fn check_publish(
     if sender.is_empty() || channel.is_empty() {
         return Err("sender and channel must not be empty".into());
     }
-    let limit = shard.config.max_name_bytes;
+    let limit = shard.config.live.max_name_bytes();
     for (what, name) in [("sender", sender), ("channel", channel)] {
         if name.len() > limit {
             return Err(format!(

@@ -23,6 +23,7 @@ use super::{tap, MAX_TAPS};
 use crate::access::Access;
 use crate::cluster::Directory;
 use crate::console::Control;
+use crate::reload::Reloader;
 use crate::state::listing::{ChannelQuery, ChannelSort, ClientQuery, MAX_LIMIT};
 use crate::stats::{render_prometheus, Metric, StatsSnapshot};
 
@@ -58,6 +59,8 @@ pub struct App {
     pub access: Option<Arc<Access>>,
     /// `--max-connections` as the shards apply it (`/readyz` turns 503 near it).
     pub max_connections: Option<usize>,
+    /// The reload path: its counts and the configuration's hash are shown.
+    pub reloader: Option<Arc<Reloader>>,
 }
 
 impl App {
@@ -86,6 +89,7 @@ impl App {
             directory,
             access,
             max_connections: None,
+            reloader: None,
         }
     }
 
@@ -178,7 +182,8 @@ async fn metrics(State(app): State<App>) -> Response {
             [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
             render_prometheus(&reply.shards)
                 + reply.cluster.as_deref().unwrap_or("")
-                + &render_access(app.access.as_deref()),
+                + &render_access(app.access.as_deref())
+                + &render_reloads(app.reloader.as_deref()),
         )
             .into_response(),
         None => unavailable(),
@@ -202,15 +207,35 @@ fn render_access(access: Option<&Access>) -> String {
     )
 }
 
-/// `POST /api/reload`: re-reads the access policy, as SIGHUP does; 200 with
-/// the new policy's summary, or 400 with why it was refused (the previous
-/// policy stays).
+/// The configuration's reload counters and hash in Prometheus text.
+fn render_reloads(reloader: Option<&Reloader>) -> String {
+    let Some(reloader) = reloader else {
+        return String::new();
+    };
+    let (reloads, failures) = reloader.counts();
+    format!(
+        "# HELP easechat_config_reloads_total Reloads applied (SIGHUP, console reload, POST /api/reload).\n\
+         # TYPE easechat_config_reloads_total counter\n\
+         easechat_config_reloads_total {reloads}\n\
+         # HELP easechat_config_reload_failures_total Reloads refused (the configuration in force stayed).\n\
+         # TYPE easechat_config_reload_failures_total counter\n\
+         easechat_config_reload_failures_total {failures}\n\
+         # HELP easechat_config_info The configuration in force (hash of its effective keys).\n\
+         # TYPE easechat_config_info gauge\n\
+         easechat_config_info{{hash=\"{}\"}} 1\n",
+        reloader.hash()
+    )
+}
+
+/// `POST /api/reload`: reloads as SIGHUP does; 200 with what was applied
+/// and what needs a restart, or 400 with why it was refused (the
+/// configuration in force stays).
 async fn reload(State(app): State<App>) -> Response {
     match app
         .ask(|reply| AdminRequest::Reload { reply }, SCRAPE_TIMEOUT)
         .await
     {
-        Some(Ok(summary)) => Json(json!({"ok": true, "policy": summary})).into_response(),
+        Some(Ok(summary)) => Json(json!({"ok": true, "reloaded": summary})).into_response(),
         Some(Err(message)) => bad_request(message),
         None => unavailable(),
     }
@@ -315,6 +340,10 @@ async fn stats(State(app): State<App>) -> Response {
         "draining": reply.draining,
         "totals": totals,
         "shards": shards,
+        "config": app.reloader.as_ref().map(|r| {
+            let (reloads, failures) = r.counts();
+            json!({"hash": r.hash(), "reloads": reloads, "reload_failures": failures})
+        }),
     }))
     .into_response()
 }

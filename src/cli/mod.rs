@@ -182,6 +182,32 @@ pub struct Args {
     /// and exit
     #[argh(switch)]
     pub print_config: bool,
+
+    /// log line format: text (default) or json (one object per line, with
+    /// the connection's fields, for log shippers)
+    #[argh(option, default = "LogFormat::Text")]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Human-readable lines (the default).
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+    fn from_str(text: &str) -> Result<LogFormat, String> {
+        match text {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!("--log-format must be text or json, got {other:?}")),
+        }
+    }
 }
 
 impl Args {
@@ -275,6 +301,7 @@ impl Args {
             (true, Some(_)) => return Err("--node-id needs --nats".into()),
             (false, node_id) => Some(ClusterConfig::from_flags(&self.nats, node_id)?),
         };
+        config.sync_live();
         Ok(config)
     }
 }
@@ -351,6 +378,8 @@ pub struct Invocation {
     pub log: Option<String>,
     /// `--print-config`: print and exit.
     pub print_config: bool,
+    /// `--log-format`.
+    pub log_format: LogFormat,
 }
 
 /// The exit code for a bad flag or configuration.
@@ -419,6 +448,7 @@ fn invocation(
 ) -> Result<Invocation, (String, i32)> {
     let log = args.log.clone();
     let print_config = args.print_config;
+    let log_format = args.log_format;
     let config = args.into_config(available).map_err(|e| {
         // Say where a value that came from the file was set.
         let origin = lines
@@ -432,6 +462,7 @@ fn invocation(
         config,
         log,
         print_config,
+        log_format,
     })
 }
 

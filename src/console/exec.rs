@@ -119,16 +119,19 @@ fn stop(shard: &ShardState, reason: Arc<str>) {
     shard.begin_shutdown(reason);
 }
 
-/// Reloads the access policy (console `reload`, SIGHUP, `POST /api/reload`):
-/// the files are re-read and validated whole; on success every shard
-/// switches at once and re-checks its connections within a purge interval,
-/// on error nothing changes. A short blocking read of small files on shard 0.
+/// Reloads (console `reload`, SIGHUP, `POST /api/reload`): the `--config`
+/// file and the access policy are re-read and validated whole; on success
+/// every shard switches at once (limits are shared atomics, the policy a
+/// generation each connection compares) and re-checks its connections
+/// within a purge interval; on error nothing changes. A short blocking
+/// read of small files on shard 0.
 pub fn reload(shard: &ShardState) -> Result<String, String> {
-    match &shard.config.access {
-        Some(access) => access.reload(),
-        None => {
-            info!("reload: nothing to reload (access control is off)");
-            Err("nothing to reload: access control is off (--auth)".into())
+    match (&shard.config.reloader, &shard.config.access) {
+        (Some(reloader), _) => reloader.reload(&shard.config).map(|o| o.to_string()),
+        (None, Some(access)) => access.reload(),
+        (None, None) => {
+            info!("reload: nothing to reload (no --config, access control off)");
+            Err("nothing to reload: no --config and access control is off".into())
         }
     }
 }
@@ -137,7 +140,7 @@ fn print_reload(result: Result<String, String>) {
     match result {
         Ok(summary) => print(&format!("reloaded: {summary}")),
         Err(e) => print(&format!(
-            "error: reload refused, the previous policy stays: {e}"
+            "error: reload refused, the configuration in force stays: {e}"
         )),
     }
 }
@@ -146,7 +149,8 @@ fn print_reload(result: Result<String, String>) {
 fn drain(shard: &ShardState) {
     print(&format!(
         "draining: closing every connection over {:?} after {:?}, then exiting",
-        shard.config.lame_duck_duration, shard.config.lame_duck_grace
+        shard.config.live.lame_duck_duration(),
+        shard.config.live.lame_duck_grace()
     ));
     crate::drain::start(shard);
 }

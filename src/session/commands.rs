@@ -14,7 +14,7 @@ use crate::stats::ProtocolErrorKind;
 
 /// A name longer than `--max-name-bytes` closes the connection (1008).
 fn too_long(shard: &ShardState, what: &str, name: &str) -> Option<Verdict> {
-    let limit = shard.config.max_name_bytes;
+    let limit = shard.config.live.max_name_bytes();
     (name.len() > limit).then(|| {
         Verdict::Close(
             1008,

@@ -332,7 +332,7 @@ impl<'a> Reader<'a> {
         self.charged = held;
         match (self.decoder.mid_message(), self.message_deadline) {
             (true, None) => {
-                let timeout = self.shard.config.message_timeout;
+                let timeout = self.shard.config.live.message_timeout();
                 let spread = timeout.mul_f64(MESSAGE_DEADLINE_SPREAD * fastrand::f64());
                 self.message_deadline = Some(Instant::now() + timeout + spread);
             }
@@ -351,7 +351,7 @@ impl<'a> Reader<'a> {
     }
 
     fn message_timed_out(&self) -> End {
-        let limit = self.shard.config.message_timeout.as_secs();
+        let limit = self.shard.config.live.message_timeout().as_secs();
         let verdict = Verdict::Close(
             1008,
             format!("message not completed within {limit} s"),

@@ -52,14 +52,16 @@ impl ShardState {
         }
         // MAX_TTL_CAP keeps the addition far from `Instant` overflow even
         // for a `Config` built without the CLI's check.
-        let expires = Instant::now() + ttl.min(self.config.max_ttl).min(config::MAX_TTL_CAP);
+        let expires = Instant::now() + ttl.min(self.config.live.max_ttl()).min(config::MAX_TTL_CAP);
         let outcome = {
             let mut index = self.index.borrow_mut();
             if !index.contains(conn.id, channel) {
-                if index.count_of(conn.id) >= self.config.max_subscriptions {
-                    return Err(SubscribeError::TooMany(self.config.max_subscriptions));
+                if index.count_of(conn.id) >= self.config.live.max_subscriptions() {
+                    return Err(SubscribeError::TooMany(
+                        self.config.live.max_subscriptions(),
+                    ));
                 }
-                let budget = self.config.max_subscription_bytes;
+                let budget = self.config.live.max_subscription_bytes();
                 if index.cost_bytes() + subscription_cost(channel) > budget {
                     return Err(SubscribeError::Budget(budget));
                 }

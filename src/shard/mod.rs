@@ -178,7 +178,7 @@ impl ShardState {
     /// pass `--max-partial-bytes`, in which case nothing is recorded.
     pub fn charge_partial(&self, old: usize, new: usize) -> bool {
         let others = self.partial_bytes.get().saturating_sub(old);
-        if new > old && others + new > self.config.max_partial_bytes {
+        if new > old && others + new > self.config.live.max_partial_bytes() {
             return false;
         }
         self.partial_bytes.set(others + new);

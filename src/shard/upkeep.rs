@@ -18,7 +18,10 @@ impl ShardState {
     /// server that lost power must not hold its subscriptions forever.
     pub fn sweep_keepalive(&self) {
         let now = Instant::now();
-        let (idle, timeout) = (self.config.keepalive, self.config.keepalive_timeout);
+        let (idle, timeout) = (
+            self.config.live.keepalive(),
+            self.config.live.keepalive_timeout(),
+        );
         for conn in self.connections.borrow().values() {
             match conn.check_liveness(now, idle, timeout) {
                 Liveness::Alive => {}
