@@ -181,6 +181,7 @@ async fn metrics(State(app): State<App>) -> Response {
         Some(reply) => (
             [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
             render_prometheus(&reply.shards)
+                + &render_shards(reply.nr_shards, reply.shards.len())
                 + reply.cluster.as_deref().unwrap_or("")
                 + &render_access(app.access.as_deref())
                 + &render_reloads(app.reloader.as_deref()),
@@ -204,6 +205,20 @@ fn render_access(access: Option<&Access>) -> String {
          # HELP easechat_policy_reload_failures_total Access policy reloads refused (the previous policy stayed).\n\
          # TYPE easechat_policy_reload_failures_total counter\n\
          easechat_policy_reload_failures_total {failures}\n"
+    )
+}
+
+/// How many shards the nexus has and how many answered this scrape: a
+/// shard that stopped answering shows as a difference (alert rule
+/// `EaseChatShardNotAnswering`).
+fn render_shards(configured: usize, answered: usize) -> String {
+    format!(
+        "# HELP easechat_shards Shards the nexus runs.\n\
+         # TYPE easechat_shards gauge\n\
+         easechat_shards {configured}\n\
+         # HELP easechat_shards_answered Shards that answered this scrape in time.\n\
+         # TYPE easechat_shards_answered gauge\n\
+         easechat_shards_answered {answered}\n"
     )
 }
 
