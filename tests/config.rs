@@ -114,16 +114,33 @@ fn reload_applies_limits_and_the_log_filter_live_and_refuses_a_broken_file() {
     let mut client = Client::named(&nexus, "live");
     client.subscribe("one");
     nexus.wait_subscribers("one", 1);
+    // Live traffic throughout: a publisher and a listener that must not
+    // notice the reloads.
+    let mut listener = Client::named(&nexus, "ear");
+    listener.subscribe("traffic");
+    nexus.wait_subscribers("traffic", 1);
+    let mut talker = Client::named(&nexus, "mouth");
+    let mut said = 0;
+    let mut talk = |talker: &mut Client, listener: &mut Client| {
+        said += 1;
+        talker.publish("traffic", &said.to_string());
+        assert_eq!(
+            listener.recv(),
+            common::receive("mouth", "traffic", &said.to_string())
+        );
+    };
+    talk(&mut talker, &mut listener);
     // Raise the limit, turn on debug logging, and change what needs a restart.
     std::fs::write(
         &path,
-        "max-subscriptions = 3\nlog = \"debug\"\nadmin = \"127.0.0.1:0\"\nring-size = 64\n",
+        "max-subscriptions = 3\nlog = \"debug\"\nadmin = \"127.0.0.1:1\"\nring-size = 64\n",
     )
     .unwrap();
     nexus.signal("HUP");
     let line = nexus.wait_log(|l| l.contains("reloaded"));
     assert!(line.contains("max-subscriptions: 1 → 3"), "{line}");
-    assert!(line.contains("needs restart: ring-size"), "{line}");
+    assert!(line.contains("needs restart: admin, ring-size"), "{line}");
+    talk(&mut talker, &mut listener);
     // The same connection, never dropped, may now hold three.
     client.subscribe("two");
     client.subscribe("three");
@@ -140,6 +157,7 @@ fn reload_applies_limits_and_the_log_filter_live_and_refuses_a_broken_file() {
             && out.last().unwrap().contains("line 1"),
         "{out:?}"
     );
+    talk(&mut talker, &mut listener);
     client.subscribe("four");
     let (code, reason) = client.expect_close();
     assert_eq!(
