@@ -256,6 +256,9 @@ pub fn render_toml(config: &Config, log: Option<&str>) -> String {
         let servers: Vec<String> = cluster.servers.iter().map(|s| q(s)).collect();
         let _ = writeln!(out, "nats = [{}]", servers.join(", "));
         let _ = writeln!(out, "node-id = {}", q(&cluster.node_id));
+        if cluster.user.is_some() {
+            out.push_str("# NATS user: set (from --nats-user-file; not shown)\n");
+        }
     }
     match &config.access {
         Some(access) => {

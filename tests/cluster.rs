@@ -402,3 +402,41 @@ fn the_channel_list_counts_other_nodes() {
         ]
     );
 }
+
+/// The NATS leg with a user and password (`--nats-user-file`, never argv):
+/// nodes with the credentials exchange messages; a node without them is
+/// refused by NATS and says so, while it keeps serving its own clients.
+#[test]
+fn nodes_authenticate_to_nats_with_a_user_file() {
+    let Some(nats) = Nats::start_with(&["--user", "nexus", "--pass", "s3cret-nats-pass"]) else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("easechat-nats-user-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("nats.user");
+    std::fs::write(&file, "nexus:s3cret-nats-pass\n").unwrap();
+    let file = file.display().to_string();
+    let a = node_with(&nats, "a", &["--nats-user-file", &file]);
+    let mut b = node_with(&nats, "b", &["--nats-user-file", &file]);
+    let mut bob_b = Client::named(&b, "bob");
+    bob_b.subscribe("c");
+    b.wait_subscribers("c", 1);
+    nats.wait_subscriptions("c", 1);
+    let mut alice_a = Client::named(&a, "alice");
+    alice_a.publish("c", "over an authenticated link");
+    assert_eq!(
+        bob_b.recv(),
+        receive("alice", "c", "over an authenticated link")
+    );
+    // Without the file, NATS refuses the node; local delivery goes on.
+    let url = nats.url();
+    let mut lone = Nexus::start(&["--nats", &url, "--node-id", "lone"]);
+    lone.wait_log(|l| l.to_ascii_lowercase().contains("authorization"));
+    let mut x = Client::named(&lone, "x");
+    x.subscribe("local");
+    lone.wait_subscribers("local", 1);
+    let mut y = Client::named(&lone, "y");
+    y.publish("local", "still here");
+    assert_eq!(x.recv(), receive("y", "local", "still here"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -152,6 +152,11 @@ pub struct Args {
     #[argh(option)]
     pub node_id: Option<String>,
 
+    /// file holding USER:PASSWORD for the NATS server (--nats); never on
+    /// the command line
+    #[argh(option)]
+    pub nats_user_file: Option<String>,
+
     /// access control: off (trust every connection, the default), optional
     /// (check tokens when given; others act as the anonymous identity) or
     /// required (every connection needs a valid token)
@@ -301,6 +306,13 @@ impl Args {
             (true, Some(_)) => return Err("--node-id needs --nats".into()),
             (false, node_id) => Some(ClusterConfig::from_flags(&self.nats, node_id)?),
         };
+        match (&mut config.cluster, &self.nats_user_file) {
+            (Some(cluster), Some(path)) => {
+                cluster.user = Some(crate::cluster::NatsUser::from_file(Path::new(path))?)
+            }
+            (None, Some(_)) => return Err("--nats-user-file needs --nats".into()),
+            _ => {}
+        }
         config.sync_live();
         Ok(config)
     }

@@ -145,7 +145,13 @@ async fn run(
     stats: Arc<ClusterStats>,
 ) {
     let (events_tx, mut events) = mpsc::unbounded_channel();
-    let options = ConnectOptions::new()
+    let options = match &config.user {
+        Some(user) => {
+            ConnectOptions::with_user_and_password(user.user.clone(), user.password.clone())
+        }
+        None => ConnectOptions::new(),
+    };
+    let options = options
         .name(format!("easechat-nexus {}", config.node_id))
         .no_echo()
         .retry_on_initial_connect()

@@ -44,6 +44,44 @@ pub struct ClusterConfig {
     pub servers: Vec<String>,
     /// This node's id, carried by every message it publishes.
     pub node_id: String,
+    /// The NATS user this node connects as (`--nats-user-file`).
+    pub user: Option<NatsUser>,
+}
+
+/// A NATS user and password, read from a file (never the command line);
+/// its `Debug` never shows the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct NatsUser {
+    /// The user name.
+    pub user: String,
+    /// The password.
+    pub password: String,
+}
+
+impl std::fmt::Debug for NatsUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "NatsUser({:?}, <redacted>)", self.user)
+    }
+}
+
+impl NatsUser {
+    /// Reads `USER:PASSWORD` (one line; a final newline is ignored) from
+    /// `path`.
+    pub fn from_file(path: &std::path::Path) -> Result<NatsUser, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("--nats-user-file {}: {e}", path.display()))?;
+        let line = text.trim_end_matches(['\n', '\r']);
+        match line.split_once(':') {
+            Some((user, password)) if !user.is_empty() && !line.contains('\n') => Ok(NatsUser {
+                user: user.to_string(),
+                password: password.to_string(),
+            }),
+            _ => Err(format!(
+                "--nats-user-file {}: expected one line USER:PASSWORD",
+                path.display()
+            )),
+        }
+    }
 }
 
 impl ClusterConfig {
@@ -66,7 +104,11 @@ impl ClusterConfig {
         }
         let node_id = node_id.unwrap_or_else(default_node_id);
         check_node_id(&node_id)?;
-        Ok(ClusterConfig { servers, node_id })
+        Ok(ClusterConfig {
+            servers,
+            node_id,
+            user: None,
+        })
     }
 }
 

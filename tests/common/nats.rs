@@ -74,9 +74,21 @@ impl Nats {
 
     /// (Re)starts the server on its ports and waits until it accepts.
     pub fn restart(&mut self) {
+        self.restart_with(&[]);
+    }
+
+    /// Like [`Nats::start`], with extra nats-server flags (e.g. `--user`).
+    pub fn start_with(extra: &[&str]) -> Option<Nats> {
+        let mut nats = Nats::stopped()?;
+        nats.restart_with(extra);
+        Some(nats)
+    }
+
+    fn restart_with(&mut self, extra: &[&str]) {
         let child = Command::new(&self.binary)
             .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
             .args(["-m", &self.monitor.to_string()])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
