@@ -104,6 +104,9 @@ pub struct Config {
     pub metrics: Option<SocketAddr>,
     /// The admin token (required on a non-loopback admin address).
     pub admin_token: Option<easechat_auth::secret::AdminToken>,
+    /// Where the admin token was read from (`--admin-token-file`), for
+    /// `--print-config`.
+    pub admin_token_file: Option<String>,
     /// Access control (`--auth optional|required`); `None` trusts every
     /// connection, as before access control (`--auth off`).
     pub access: Option<std::sync::Arc<crate::access::Access>>,
@@ -161,6 +164,7 @@ impl Config {
             keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
             metrics: None,
             admin_token: None,
+            admin_token_file: None,
             access: None,
             admin_max_connections: DEFAULT_ADMIN_MAX_CONNECTIONS,
             max_name_bytes: DEFAULT_MAX_NAME_BYTES,
@@ -247,17 +251,32 @@ pub fn render_toml(config: &Config, log: Option<&str>) -> String {
         "admin-max-connections",
         config.admin_max_connections.to_string(),
     );
-    if config.admin_token.is_some() {
-        out.push_str(
-            "# admin token: set (from --admin-token-file or EASECHAT_ADMIN_TOKEN; not shown)\n",
-        );
+    match (&config.admin_token_file, &config.admin_token) {
+        (Some(path), _) => {
+            let _ = writeln!(out, "admin-token-file = {}", q(path));
+        }
+        (None, Some(_)) => out.push_str("# admin token: from EASECHAT_ADMIN_TOKEN (not shown)\n"),
+        (None, None) => {}
     }
     if let Some(cluster) = &config.cluster {
-        let servers: Vec<String> = cluster.servers.iter().map(|s| q(s)).collect();
+        // A user:password in a URL is never printed.
+        let servers: Vec<String> = cluster
+            .servers
+            .iter()
+            .map(|s| q(&crate::cluster::redact_url(s)))
+            .collect();
         let _ = writeln!(out, "nats = [{}]", servers.join(", "));
-        let _ = writeln!(out, "node-id = {}", q(&cluster.node_id));
-        if cluster.user.is_some() {
-            out.push_str("# NATS user: set (from --nats-user-file; not shown)\n");
+        if cluster.node_id_given {
+            let _ = writeln!(out, "node-id = {}", q(&cluster.node_id));
+        } else {
+            let _ = writeln!(
+                out,
+                "# node-id: {} (the default: host, pid, start time)",
+                cluster.node_id
+            );
+        }
+        if let Some(path) = &cluster.user_file {
+            let _ = writeln!(out, "nats-user-file = {}", q(path));
         }
     }
     match &config.access {

@@ -154,10 +154,6 @@ impl Reloader {
         let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
         let old = current.clone();
         let mut outcome = Outcome::default();
-        // The access policy: re-read even when its paths did not change.
-        if let Some(access) = &running.access {
-            outcome.policy = Some(access.reload()?);
-        }
         let mut in_force = old.clone();
         for (key, value) in &new {
             let before = old.get(key).map(String::as_str).unwrap_or("(default)");
@@ -176,9 +172,20 @@ impl Reloader {
         for key in old.keys().filter(|k| !new.contains_key(*k)) {
             outcome.needs_restart.push(key.clone());
         }
+        // Apply: everything was validated above (the file, its values, the
+        // log filter, the policy and its keys). The policy is swapped first:
+        // it is the one step that reads its files again and can still fail,
+        // and then nothing else has changed.
+        if let Some(access) = &running.access {
+            outcome.policy = Some(access.reload()?);
+        }
         if let (Some(filter), Some(set)) = (&loaded.log, &self.log_filter) {
             if old.get("log") != new.get("log") {
-                set(filter)?;
+                if let Err(e) = set(filter) {
+                    // Checked by cli::load; a failure here is logged, the
+                    // rest stands.
+                    warn!(error = %e, "the log filter could not be changed");
+                }
             }
         }
         running.live.apply(&loaded.config);

@@ -2,7 +2,8 @@
 //!
 //! SIGTERM stops gracefully at once (what `docker stop` and systemd send).
 //! SIGUSR2 starts a lame-duck drain (see [`crate::drain`]).
-//! SIGHUP reloads the access policy (see [`crate::access`]).
+//! SIGHUP reloads the `--config` file and the access policy (see
+//! [`crate::reload`]).
 //! The old nexus's 3,432-hour run was ended by one stray Ctrl-C, so the
 //! first SIGINT only warns; a second within [`CTRL_C_WINDOW`] stops.
 

@@ -102,7 +102,9 @@ pub async fn guard(State(app): State<App>, request: Request, next: Next) -> Resp
     // default check is `GET /healthz HTTP/1.0` with none; load balancers
     // send DNS names) and need no token.
     let path = request.uri().path();
-    if matches!(path, "/healthz" | "/readyz") && request.method() == Method::GET {
+    if matches!(path, "/healthz" | "/readyz")
+        && (request.method() == Method::GET || request.method() == Method::HEAD)
+    {
         return next.run(request).await;
     }
     let headers = request.headers();

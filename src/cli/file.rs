@@ -51,8 +51,10 @@ pub fn flags_of_usage(usage: &str) -> HashMap<String, Kind> {
 pub struct FileArgs {
     /// Arguments to put before the command line's.
     pub argv: Vec<String>,
-    /// `--flag` → the line of its key.
+    /// `--flag` → the line of its key (`--listen` for the address).
     pub lines: BTreeMap<String, usize>,
+    /// The address (`listen`), unless the command line gives one.
+    pub listen: Option<String>,
 }
 
 /// The line (1-based) on which `key` is set in `text`, if it can be found.
@@ -82,7 +84,6 @@ pub fn file_args(
         format!("{path}: {}", message.trim_end())
     })?;
     let mut out = FileArgs::default();
-    let mut positional = None;
     for (key, value) in &table {
         let line = line_of(text, key);
         let at = |what: String| format!("{path} line {line}: {what}");
@@ -93,7 +94,8 @@ pub fn file_args(
                 )));
             };
             if !given.iter().any(|g| g == LISTEN_KEY) {
-                positional = Some(addr.clone());
+                out.listen = Some(addr.clone());
+                out.lines.insert("--listen".into(), line);
             }
             continue;
         }
@@ -102,7 +104,13 @@ pub fn file_args(
                 "unknown key {key:?} (keys are the flags' long names without the dashes; see --help)"
             )));
         };
-        if given.iter().any(|g| g == key) {
+        // --admin and --metrics are one setting: the command line's wins.
+        let alias = match key.as_str() {
+            "admin" => "metrics",
+            "metrics" => "admin",
+            other => other,
+        };
+        if given.iter().any(|g| g == key || g == alias) {
             continue;
         }
         let flag = format!("--{key}");
@@ -124,10 +132,6 @@ pub fn file_args(
                     .push(scalar(value).map_err(|e| at(format!("{key}: {e}")))?);
             }
         }
-    }
-    if let Some(addr) = positional {
-        out.argv.push("--".into());
-        out.argv.push(addr);
     }
     Ok(out)
 }
@@ -180,15 +184,14 @@ mod tests {
                 "--nats",
                 "nats://b:2",
                 "--plain-sends",
-                "--",
-                "127.0.0.1:7000"
             ]
         );
+        assert_eq!(args.listen.as_deref(), Some("127.0.0.1:7000"));
         assert_eq!(args.lines.get("--nats"), Some(&3));
         // A flag on the command line wins: the file's key is left out.
         let args = file_args("f.toml", text, &known(), &["cores".into(), "listen".into()]).unwrap();
         assert!(!args.argv.contains(&"--cores".to_string()));
-        assert!(!args.argv.contains(&"127.0.0.1:7000".to_string()));
+        assert_eq!(args.listen, None);
     }
 
     #[test]

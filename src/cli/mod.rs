@@ -20,7 +20,7 @@ use crate::config::{self, Config, MAX_SHARDS};
 ///
 /// Console commands on standard input: list [KEYWORD], push SENDER CHANNEL
 /// MESSAGE…, stats, reload, stop [REASON…], drain, huaji. SIGUSR2 drains
-/// too, SIGHUP reloads the access policy. Log
+/// too, SIGHUP reloads (the --config file and the access policy). Log
 /// level: RUST_LOG (e.g. debug,
 /// ease_chat_nexus=debug) or --log.
 #[derive(FromArgs, Debug)]
@@ -273,6 +273,7 @@ impl Args {
         config.admin_max_connections =
             positive("--admin-max-connections", self.admin_max_connections)?;
         if let Some(addr) = config.metrics {
+            config.admin_token_file = self.admin_token_file.clone();
             config.admin_token = load_token(
                 self.admin_token_file.as_deref().map(Path::new),
                 std::env::var(TOKEN_ENV).ok(),
@@ -308,7 +309,8 @@ impl Args {
         };
         match (&mut config.cluster, &self.nats_user_file) {
             (Some(cluster), Some(path)) => {
-                cluster.user = Some(crate::cluster::NatsUser::from_file(Path::new(path))?)
+                cluster.user = Some(crate::cluster::NatsUser::from_file(Path::new(path))?);
+                cluster.user_file = Some(path.clone());
             }
             (None, Some(_)) => return Err("--nats-user-file needs --nats".into()),
             _ => {}
@@ -407,7 +409,7 @@ pub fn load(argv: &[String], available: &[usize]) -> Result<Invocation, (String,
         return invocation(args, available, &Default::default(), "");
     };
     let bad = |e: String| (format!("error: {e}"), BAD_CONFIG);
-    let text = std::fs::read_to_string(&path).map_err(|e| bad(format!("--config {path}: {e}")))?;
+    let text = read_config(&path).map_err(bad)?;
     let known = file::flags_of_usage(&usage());
     let rest: Vec<&str> = argv.iter().skip(1).map(String::as_str).collect();
     let given = given_keys(&rest, &known);
@@ -439,13 +441,12 @@ pub fn load(argv: &[String], available: &[usize]) -> Result<Invocation, (String,
         i += step;
     }
     let mut merged = vec![argv.first().cloned().unwrap_or_default()];
-    let (file_flags, file_addr) = match from_file.argv.iter().position(|a| a == "--") {
-        Some(at) => (&from_file.argv[..at], from_file.argv.get(at + 1)),
-        None => (&from_file.argv[..], None),
-    };
-    merged.extend(file_flags.iter().cloned());
+    merged.extend(from_file.argv.iter().cloned());
     merged.extend(argv.iter().skip(1).cloned());
-    if let Some(addr) = file_addr {
+    if let Some(addr) = &from_file.listen {
+        // After the command line's flags; `--` keeps an odd address (one
+        // starting with a dash) from reading as a flag.
+        merged.push("--".into());
         merged.push(addr.clone());
     }
     let args = parse_args(&merged)?;
@@ -459,13 +460,22 @@ fn invocation(
     path: &str,
 ) -> Result<Invocation, (String, i32)> {
     let log = args.log.clone();
+    if let Some(filter) = &log {
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(filter) {
+            let origin = lines
+                .get("--log")
+                .map(|line| format!(" (log is set in {path} line {line})"))
+                .unwrap_or_default();
+            return Err((format!("error: --log {filter:?}: {e}{origin}"), BAD_CONFIG));
+        }
+    }
     let print_config = args.print_config;
     let log_format = args.log_format;
     let config = args.into_config(available).map_err(|e| {
         // Say where a value that came from the file was set.
         let origin = lines
             .iter()
-            .find(|(flag, _)| e.contains(flag.as_str()))
+            .find(|(flag, _)| names_flag(&e, flag))
             .map(|(flag, line)| format!(" ({} is set in {path} line {line})", &flag[2..]))
             .unwrap_or_default();
         (format!("error: {e}{origin}"), BAD_CONFIG)
@@ -475,6 +485,37 @@ fn invocation(
         log,
         print_config,
         log_format,
+    })
+}
+
+/// Most bytes of a `--config` file.
+const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+/// The text of a `--config` file, bounded in size.
+fn read_config(path: &str) -> Result<String, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| format!("--config {path}: {e}"))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_CONFIG_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("--config {path}: {e}"))?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(format!(
+            "--config {path}: larger than {MAX_CONFIG_BYTES} bytes"
+        ));
+    }
+    String::from_utf8(bytes).map_err(|_| format!("--config {path}: not UTF-8"))
+}
+
+/// Whether `message` names `flag` as a whole (`--keepalive` is not named
+/// by `--keepalive-timeout`); the file's address counts as `--listen`,
+/// which error messages call the "listen address".
+fn names_flag(message: &str, flag: &str) -> bool {
+    if flag == "--listen" {
+        return message.contains("listen address");
+    }
+    message.match_indices(flag).any(|(at, _)| {
+        !message[at + flag.len()..].starts_with(|c: char| c.is_ascii_alphanumeric() || c == '-')
     })
 }
 
@@ -493,6 +534,12 @@ fn given_keys(rest: &[&str], known: &std::collections::HashMap<String, file::Kin
         }
         if let Some(name) = arg.strip_prefix("--") {
             given.push(name.to_string());
+            // --admin and --metrics are one setting.
+            match name {
+                "admin" => given.push("metrics".into()),
+                "metrics" => given.push("admin".into()),
+                _ => {}
+            }
             if known.get(name).is_some_and(|k| *k != file::Kind::Switch) {
                 i += 1;
             }

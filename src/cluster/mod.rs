@@ -46,6 +46,22 @@ pub struct ClusterConfig {
     pub node_id: String,
     /// The NATS user this node connects as (`--nats-user-file`).
     pub user: Option<NatsUser>,
+    /// Whether `--node-id` was given (the default differs per process and
+    /// is not printed by `--print-config`).
+    pub node_id_given: bool,
+    /// Where the NATS user was read from (printed by `--print-config`).
+    pub user_file: Option<String>,
+}
+
+/// A NATS URL fit for logs and printed configuration: a `user:password@`
+/// part is replaced by `<redacted>@`.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}<redacted>{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_string(),
+    }
 }
 
 /// A NATS user and password, read from a file (never the command line);
@@ -100,14 +116,17 @@ impl ClusterConfig {
         }
         for server in &servers {
             ServerAddr::from_str(server)
-                .map_err(|e| format!("invalid --nats URL {server:?}: {e}"))?;
+                .map_err(|e| format!("invalid --nats URL {:?}: {e}", redact_url(server)))?;
         }
+        let node_id_given = node_id.is_some();
         let node_id = node_id.unwrap_or_else(default_node_id);
         check_node_id(&node_id)?;
         Ok(ClusterConfig {
             servers,
             node_id,
             user: None,
+            node_id_given,
+            user_file: None,
         })
     }
 }
