@@ -19,21 +19,24 @@ pub struct PolicyFiles {
 /// Most bytes read from a key or policy file.
 const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
 
-fn read(path: &Path) -> Result<Vec<u8>, String> {
+/// Reads at most `max` bytes of `path`; a larger file is an error (a key,
+/// policy or config file is small, and is read again on every reload).
+pub fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, String> {
     use std::io::Read;
     let file =
         std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let mut bytes = Vec::new();
-    file.take(MAX_FILE_BYTES + 1)
+    file.take(max + 1)
         .read_to_end(&mut bytes)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Err(format!(
-            "{} is larger than {MAX_FILE_BYTES} bytes",
-            path.display()
-        ));
+    if bytes.len() as u64 > max {
+        return Err(format!("{} is larger than {max} bytes", path.display()));
     }
     Ok(bytes)
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, String> {
+    read_bounded(path, MAX_FILE_BYTES)
 }
 
 impl PolicyFiles {

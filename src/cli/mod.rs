@@ -493,17 +493,8 @@ const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 
 /// The text of a `--config` file, bounded in size.
 fn read_config(path: &str) -> Result<String, String> {
-    use std::io::Read;
-    let file = std::fs::File::open(path).map_err(|e| format!("--config {path}: {e}"))?;
-    let mut bytes = Vec::new();
-    file.take(MAX_CONFIG_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| format!("--config {path}: {e}"))?;
-    if bytes.len() as u64 > MAX_CONFIG_BYTES {
-        return Err(format!(
-            "--config {path}: larger than {MAX_CONFIG_BYTES} bytes"
-        ));
-    }
+    let bytes = easechat_auth::load::read_bounded(Path::new(path), MAX_CONFIG_BYTES)
+        .map_err(|e| format!("--config: {e}"))?;
     String::from_utf8(bytes).map_err(|_| format!("--config {path}: not UTF-8"))
 }
 
