@@ -28,10 +28,17 @@ nats_port=$(free_port) nexus_port=$(free_port) admin_port=$(free_port) prom_port
 
 "$nats_bin" -a 127.0.0.1 -p "$nats_port" > "$work/nats.log" 2>&1 &
 pids+=($!)
+# Each start is awaited, and a start that never comes fails with its log
+# (a fresh CI machine can be slow; a fixed sleep raced it once).
+wait_for() { # FILE PATTERN WHAT
+  for _ in $(seq 1 300); do grep -q "$2" "$1" && return 0; sleep 0.1; done
+  echo "prometheus-check: $3 did not start within 30 s:"; cat "$1"; exit 1
+}
+wait_for "$work/nats.log" "Server is ready" nats-server
 target/release/ease_chat_nexus "127.0.0.1:$nexus_port" --cores 2 --admin "127.0.0.1:$admin_port" \
   --nats "nats://127.0.0.1:$nats_port" < /dev/null > /dev/null 2> "$work/nexus.log" &
 pids+=($!)
-for _ in $(seq 1 100); do grep -q "listening" "$work/nexus.log" && break; sleep 0.1; done
+wait_for "$work/nexus.log" "ease_chat_nexus: listening" "the nexus"
 
 cat > "$work/prometheus.yml" <<YML
 global: {scrape_interval: 1s, evaluation_interval: 1s}
@@ -47,7 +54,7 @@ pids+=($!)
 # A short load: 50 clients, 10 publishers, 1,000 msg/s for 12 s.
 target/release/examples/stress --url "ws://127.0.0.1:$nexus_port" --clients 50 --publishers 10 \
   --channels 5 --duration 12 --warmup 1 --target-rate 1000 > "$work/stress.txt" 2>&1 || {
-  echo "prometheus-check: the load failed"; cat "$work/stress.txt"; exit 1; }
+  echo "prometheus-check: the load failed"; cat "$work/stress.txt"; tail -40 "$work/nexus.log"; exit 1; }
 
 python3 - "$prom_port" <<'PY'
 import json, re, subprocess, sys

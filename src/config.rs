@@ -144,6 +144,13 @@ pub struct Config {
     /// Re-reads the configuration on SIGHUP, `reload`, `POST /api/reload`
     /// (set by the binary; without it a reload re-reads the access policy only).
     pub reloader: Option<Arc<crate::reload::Reloader>>,
+    /// Where every shard also listens for wss (`--tls-listen`).
+    pub tls_listen: Option<SocketAddr>,
+    /// The certificates of wss and of `--admin-tls` (`--tls-cert`,
+    /// `--tls-key`, `--tls-client-ca`), swapped by a reload.
+    pub tls: Option<Arc<crate::tls::Certificates>>,
+    /// Serve the admin console over HTTPS with the same certificate.
+    pub admin_tls: bool,
 }
 
 impl Config {
@@ -180,6 +187,9 @@ impl Config {
             plain_sends: false,
             live: Arc::default(),
             reloader: None,
+            tls_listen: None,
+            tls: None,
+            admin_tls: false,
         }
     }
 
@@ -292,6 +302,18 @@ pub fn render_toml(config: &Config, log: Option<&str>) -> String {
         }
         None => out.push_str("auth = \"off\"\n"),
     }
+    if let Some(addr) = config.tls_listen {
+        let _ = writeln!(out, "tls-listen = {}", q(&addr.to_string()));
+    }
+    if let Some(tls) = &config.tls {
+        let files = tls.settings();
+        let _ = writeln!(out, "tls-cert = {}", q(&files.cert.display().to_string()));
+        let _ = writeln!(out, "tls-key = {}", q(&files.key.display().to_string()));
+        if let Some(path) = &files.client_ca {
+            let _ = writeln!(out, "tls-client-ca = {}", q(&path.display().to_string()));
+        }
+        let _ = writeln!(out, "admin-tls = {}", config.admin_tls);
+    }
     if let Some(filter) = log {
         let _ = writeln!(out, "log = {}", q(filter));
     }
@@ -329,6 +351,10 @@ pub struct LiveLimits {
 
 /// The keys (flag names) [`LiveLimits`] holds: what a reload applies.
 pub const LIVE_KEYS: &[&str] = &[
+    // The certificate files are read again on every reload; new names too.
+    "tls-cert",
+    "tls-key",
+    "tls-client-ca",
     "max-subscriptions",
     "max-subscription-bytes",
     "max-partial-bytes",

@@ -62,6 +62,7 @@ pub mod shutdown;
 pub mod signals;
 pub mod state;
 pub mod stats;
+pub mod tls;
 
 pub use config::Config;
 pub use server::run;

@@ -29,6 +29,8 @@ pub struct Outcome {
     pub needs_restart: Vec<String>,
     /// The access policy's summary, when access control is on.
     pub policy: Option<String>,
+    /// The certificate now given to new wss handshakes, when TLS is on.
+    pub certificate: Option<String>,
 }
 
 impl fmt::Display for Outcome {
@@ -36,6 +38,9 @@ impl fmt::Display for Outcome {
         let mut parts = Vec::new();
         if let Some(policy) = &self.policy {
             parts.push(format!("policy: {policy}"));
+        }
+        if let Some(certificate) = &self.certificate {
+            parts.push(format!("tls: {certificate}"));
         }
         if self.applied.is_empty() {
             parts.push("no setting changed".into());
@@ -178,6 +183,11 @@ impl Reloader {
         // and then nothing else has changed.
         if let Some(access) = &running.access {
             outcome.policy = Some(access.reload()?);
+        }
+        // The certificate files were read and checked by `cli::load`; new
+        // handshakes get them from here on, live connections keep theirs.
+        if let (Some(running), Some(loaded)) = (&running.tls, &loaded.config.tls) {
+            outcome.certificate = Some(running.install(loaded.loaded()));
         }
         if let (Some(filter), Some(set)) = (&loaded.log, &self.log_filter) {
             if old.get("log") != new.get("log") {

@@ -77,6 +77,7 @@ pub fn run(
     config.sync_live();
     let runtime = RuntimeConfig {
         listen: config.listen,
+        second_listen: config.tls_listen,
         cores: config.cores.clone(),
         ring_size: config.ring_size,
         backlog: config.backlog,
@@ -101,6 +102,7 @@ pub fn run(
     let admin_max_connections = config.admin_max_connections;
     let max_connections = config.max_connections;
     let reloader = config.reloader.clone();
+    let tls = config.tls.clone();
     let admission = Admission::new(config.max_connections, config.max_connections_per_ip);
     // One link per shard, taken by each shard at start-up; the mutex is
     // touched only then.
@@ -138,6 +140,9 @@ pub fn run(
         }
         None => None,
     };
+    if let (Some(addr), Some(tls)) = (running.second_local_addr(), &tls) {
+        info!(%addr, certificate = %tls.summary(), "wss listening");
+    }
     on_listening(running.local_addr());
     let results = running.join();
     if let Some(thread) = admin_thread {
@@ -218,8 +223,17 @@ async fn shard_main(
     if id == 0 {
         glommio::spawn_local(console::serve(state.clone(), control)).detach();
     }
-    accept_loop(&state, &listener).await;
+    let wss = shard.second_listener.map(|listener| {
+        let state = state.clone();
+        glommio::spawn_local(async move {
+            accept_loop(&state, &listener, Transport::Tls).await;
+        })
+    });
+    accept_loop(&state, &listener, Transport::Plain).await;
     drop(listener);
+    if let Some(wss) = wss {
+        wss.await;
+    }
     // A drain keeps serving until its last close; then shard 0 stops all.
     state.shutdown.wait().await;
     // Shutdown messages to other shards may wait in a backlog: deliver
@@ -254,7 +268,7 @@ fn cluster_link(links: &Mutex<Vec<Option<LinkParts>>>, id: usize) -> Option<Clus
 /// Accepts until the nexus stops or drains; then the listener leaves the
 /// listen group and the connections it had queued are served (and closed
 /// like the rest), never reset.
-async fn accept_loop(state: &Rc<ShardState>, listener: &Listener) {
+async fn accept_loop(state: &Rc<ShardState>, listener: &Listener, transport: Transport) {
     let mut failing: Option<(Instant, u64)> = None;
     loop {
         let stop = future::or(state.shutdown.wait(), state.draining.wait());
@@ -266,7 +280,7 @@ async fn accept_loop(state: &Rc<ShardState>, listener: &Listener) {
                     "listener left the listen group"
                 );
                 for stream in queued {
-                    serve(state, stream);
+                    serve(state, stream, transport);
                 }
                 return;
             }
@@ -279,7 +293,7 @@ async fn accept_loop(state: &Rc<ShardState>, listener: &Listener) {
                         "accepting again"
                     );
                 }
-                serve(state, stream);
+                serve(state, stream, transport);
             }
             Accepted::Connection(Err(e)) => {
                 // One line per outage (e.g. out of file descriptors), not
@@ -297,7 +311,16 @@ async fn accept_loop(state: &Rc<ShardState>, listener: &Listener) {
     }
 }
 
-fn serve(state: &Rc<ShardState>, stream: TcpStream) {
+/// Which listener a connection came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    /// `ws`: the listen address.
+    Plain,
+    /// `wss`: `--tls-listen`.
+    Tls,
+}
+
+fn serve(state: &Rc<ShardState>, stream: TcpStream, transport: Transport) {
     let Ok(pass) = state.sessions.enter() else {
         return;
     };
@@ -307,7 +330,11 @@ fn serve(state: &Rc<ShardState>, stream: TcpStream) {
     let shard = state.clone();
     let slot = state.admit(peer.ip());
     glommio::spawn_local(async move {
-        session::serve(shard, stream, peer, slot).await;
+        let tls = match transport {
+            Transport::Plain => None,
+            Transport::Tls => shard.config.tls.as_ref().map(|t| t.current()),
+        };
+        session::serve(shard, stream, peer, slot, tls).await;
         drop(pass);
     })
     .detach();

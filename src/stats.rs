@@ -122,6 +122,8 @@ metrics! {
     AccessDenied => "easechat_access_denied_total", counter, "Connections closed (1008) for a name, channel or quota their token does not allow.";
     TokenClosures => "easechat_token_closures_total", counter, "Connections closed because their token expired or was revoked.";
     RatePauses => "easechat_rate_pauses_total", counter, "Publishes that waited for their identity's publish rate quota.";
+    TlsHandshakes => "easechat_tls_handshakes_total", counter, "wss TLS handshakes completed (--tls-listen).";
+    TlsHandshakeFailed => "easechat_tls_handshake_failures_total", counter, "wss TLS handshakes that failed, were refused or timed out.";
 }
 
 /// Counters one shard keeps about its own traffic: one cell per [`Metric`]

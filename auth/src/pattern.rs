@@ -103,6 +103,11 @@ impl PatternSet {
             .map(PatternSet)
     }
 
+    /// A set matching exactly `text` (a `*` in it is literal).
+    pub fn exact(text: &str) -> PatternSet {
+        PatternSet(vec![Pattern::exact(text)])
+    }
+
     /// Whether any pattern matches `subject`.
     pub fn matches(&self, subject: &str) -> bool {
         self.0.iter().any(|p| p.matches(subject))

@@ -131,6 +131,10 @@ pub enum Credential<'a> {
     Token(&'a str),
     /// The admin console's own tap (proved by a per-process secret).
     Console,
+    /// The subject of a client certificate the TLS layer verified (mutual
+    /// TLS): it names an identity of the policy, whose entry grants its
+    /// names and permissions (a certificate carries no permissions).
+    Certificate(&'a str),
 }
 
 /// One identity's entry, compiled.
@@ -370,7 +374,29 @@ impl Policy {
             (Mode::Optional, Credential::None) => Ok(self.fixed_grant(ANONYMOUS, &self.anonymous)),
             (Mode::Required, Credential::None) => Err(unauthorized("no token")),
             (_, Credential::Token(token)) => self.verify(token, now),
+            (_, Credential::Certificate(subject)) => self.certificate_grant(subject),
         }
+    }
+
+    /// A verified client certificate's identity: it must have an entry in
+    /// the policy (it says what the identity may do); without `names` the
+    /// identity's own name is the only `1h` name allowed.
+    fn certificate_grant(&self, subject: &str) -> Result<Grant, Refusal> {
+        if subject == ANONYMOUS || subject == CONSOLE {
+            return Err(forbidden(format!(
+                "certificate claims the reserved identity {subject:?}"
+            )));
+        }
+        let rules = self.identities.get(subject).ok_or_else(|| {
+            forbidden(format!(
+                "certificate identity {subject:?} has no entry in the policy"
+            ))
+        })?;
+        let mut grant = self.fixed_grant(subject, rules);
+        if rules.names.is_none() {
+            grant.token_names = PatternSet::exact(subject);
+        }
+        Ok(grant)
     }
 
     fn fixed_grant(&self, identity: &str, rules: &IdentityRules) -> Grant {

@@ -26,6 +26,9 @@ pub const MAX_SHARDS: usize = 64;
 pub struct RuntimeConfig {
     /// Address every shard listens on (port 0 picks one port for all).
     pub listen: SocketAddr,
+    /// A second address every shard also listens on, with a listener of
+    /// its own in the same `SO_REUSEPORT` group (the nexus serves wss there).
+    pub second_listen: Option<SocketAddr>,
     /// CPU ids to pin shards to, one shard per entry, in shard order.
     pub cores: Vec<usize>,
     /// Slots per SPSC ring between two shards.
@@ -56,6 +59,8 @@ pub struct Shard<M: Send> {
     pub listener: Listener,
     /// The address all shards listen on (port resolved).
     pub local_addr: SocketAddr,
+    /// This shard's listener on [`RuntimeConfig::second_listen`].
+    pub second_listener: Option<Listener>,
     /// Rings to and from every other shard.
     pub rings: Rings<M>,
 }
@@ -118,6 +123,7 @@ pub fn available_cores() -> Vec<usize> {
 /// Shards that are running; [`Running::join`] waits for all of them.
 pub struct Running<T: Send + 'static> {
     local_addr: SocketAddr,
+    second_local_addr: Option<SocketAddr>,
     handles: Vec<ExecutorJoinHandle<T>>,
 }
 
@@ -125,6 +131,11 @@ impl<T: Send + 'static> Running<T> {
     /// The address every shard listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The second address every shard listens on (port resolved), if any.
+    pub fn second_local_addr(&self) -> Option<SocketAddr> {
+        self.second_local_addr
     }
 
     /// Waits until every shard's body returned. A shard whose thread
@@ -166,15 +177,27 @@ where
                 source,
             }
         })?;
-    let local_addr = sockets[0]
-        .local_addr()
-        .ok()
-        .and_then(|a| a.as_socket())
-        .unwrap_or(config.listen);
+    let local_addr = bound_addr(&sockets, config.listen);
+    let (second_sockets, second_local_addr): (Vec<Option<socket2::Socket>>, _) =
+        match config.second_listen {
+            Some(addr) => {
+                let sockets = bind_reuseport(addr, config.cores.len(), config.backlog)
+                    .map_err(|source| LaunchError::Bind { addr, source })?;
+                let bound = bound_addr(&sockets, addr);
+                (sockets.into_iter().map(Some).collect(), Some(bound))
+            }
+            None => (
+                (0..config.cores.len())
+                    .map(|_| None::<socket2::Socket>)
+                    .collect(),
+                None,
+            ),
+        };
     let mesh = MeshBuilder::full(config.cores.len(), config.ring_size);
     let in_flight = Arc::new(InFlight::new(config.cores.len()));
     let mut handles = Vec::with_capacity(config.cores.len());
-    for (index, (socket, &core)) in sockets.into_iter().zip(&config.cores).enumerate() {
+    let sockets = sockets.into_iter().zip(second_sockets);
+    for (index, ((socket, second), &core)) in sockets.zip(&config.cores).enumerate() {
         let mesh = mesh.clone();
         let in_flight = in_flight.clone();
         let body = body.clone();
@@ -184,6 +207,7 @@ where
             .preempt_timer(config.preempt_timer)
             .spawn(move || async move {
                 let listener = adopt(socket);
+                let second_listener = second.map(adopt);
                 let rings = Rings::join(mesh, in_flight)
                     .await
                     .expect("every shard joins the mesh exactly once");
@@ -191,6 +215,7 @@ where
                     core,
                     listener,
                     local_addr,
+                    second_listener,
                     rings,
                 })
                 .await
@@ -204,6 +229,16 @@ where
     }
     Ok(Running {
         local_addr,
+        second_local_addr,
         handles,
     })
+}
+
+/// The address the first of `sockets` is bound to (the port 0 resolved).
+fn bound_addr(sockets: &[socket2::Socket], asked: SocketAddr) -> SocketAddr {
+    sockets
+        .first()
+        .and_then(|s| s.local_addr().ok())
+        .and_then(|a| a.as_socket())
+        .unwrap_or(asked)
 }

@@ -11,6 +11,7 @@ fn two_shards() -> RuntimeConfig {
     let cores = available_cores();
     RuntimeConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
+        second_listen: None,
         cores: vec![cores[0], cores[cores.len() - 1]],
         ring_size: 4,
         backlog: 256,

@@ -34,6 +34,9 @@ pub struct Presented {
     pub token: Option<String>,
     /// The admin console's tap proved itself with the process secret.
     pub console: bool,
+    /// The identity of a client certificate verified by mutual TLS; a
+    /// token, when one is given too, wins.
+    pub certificate: Option<String>,
 }
 
 impl fmt::Debug for Presented {
@@ -41,6 +44,7 @@ impl fmt::Debug for Presented {
         f.debug_struct("Presented")
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("console", &self.console)
+            .field("certificate", &self.certificate)
             .finish()
     }
 }
@@ -198,9 +202,10 @@ impl Access {
 }
 
 fn credential_of(presented: &Presented) -> Credential<'_> {
-    match (&presented.token, presented.console) {
-        (_, true) => Credential::Console,
-        (Some(token), false) => Credential::Token(token),
-        (None, false) => Credential::None,
+    match (&presented.token, presented.console, &presented.certificate) {
+        (_, true, _) => Credential::Console,
+        (Some(token), false, _) => Credential::Token(token),
+        (None, false, Some(subject)) => Credential::Certificate(subject),
+        (None, false, None) => Credential::None,
     }
 }

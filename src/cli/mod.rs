@@ -173,6 +173,31 @@ pub struct Args {
     #[argh(option)]
     pub auth_policy: Option<String>,
 
+    /// also serve wss on this address (every shard, like the ws address),
+    /// e.g. 0.0.0.0:6543; needs --tls-cert and --tls-key
+    #[argh(option)]
+    pub tls_listen: Option<String>,
+
+    /// PEM certificate chain for wss and --admin-tls, leaf first;
+    /// re-read on SIGHUP, console reload and POST /api/reload
+    #[argh(option)]
+    pub tls_cert: Option<String>,
+
+    /// PEM private key of --tls-cert (PKCS#8, PKCS#1 RSA or SEC1 EC;
+    /// RSA, ECDSA or Ed25519)
+    #[argh(option)]
+    pub tls_key: Option<String>,
+
+    /// PEM CA certificates for mutual TLS: every wss client must present a
+    /// certificate that chains to one; its subject (CN) can stand in for a
+    /// token's identity
+    #[argh(option)]
+    pub tls_client_ca: Option<String>,
+
+    /// serve the admin console over HTTPS with --tls-cert
+    #[argh(switch)]
+    pub admin_tls: bool,
+
     /// log filter, overriding RUST_LOG (error, warn, info, debug, trace)
     #[argh(option)]
     pub log: Option<String>,
@@ -286,6 +311,14 @@ impl Args {
             }
         }
         config.access = access_from_flags(self.auth, self.auth_key_file, self.auth_policy)?;
+        tls_from_flags(
+            &mut config,
+            &self.tls_listen,
+            &self.tls_cert,
+            &self.tls_key,
+            &self.tls_client_ca,
+            self.admin_tls,
+        )?;
         config.coalesce_max = Duration::from_micros(self.coalesce_max_us);
         config.plain_sends = self.plain_sends;
         if config.coalesce_max > config::COALESCE_MAX_CAP {
@@ -697,4 +730,58 @@ mod tests {
             .into_config(&[0])
             .is_err());
     }
+}
+
+/// `--tls-listen`, `--tls-cert`, `--tls-key`, `--tls-client-ca`,
+/// `--admin-tls`: the certificates are read and checked now, so a bad file
+/// refuses to start with a message naming it.
+fn tls_from_flags(
+    config: &mut Config,
+    listen: &Option<String>,
+    cert: &Option<String>,
+    key: &Option<String>,
+    client_ca: &Option<String>,
+    admin_tls: bool,
+) -> Result<(), String> {
+    config.tls_listen = listen.as_deref().map(parse_addr).transpose()?;
+    config.admin_tls = admin_tls;
+    let (cert, key) = match (cert, key) {
+        (Some(cert), Some(key)) => (cert, key),
+        (None, None) => {
+            if config.tls_listen.is_some() || admin_tls {
+                return Err(format!(
+                    "{} needs --tls-cert FILE and --tls-key FILE",
+                    if admin_tls {
+                        "--admin-tls"
+                    } else {
+                        "--tls-listen"
+                    }
+                ));
+            }
+            if client_ca.is_some() {
+                return Err("--tls-client-ca needs --tls-listen, --tls-cert and --tls-key".into());
+            }
+            return Ok(());
+        }
+        _ => return Err("--tls-cert and --tls-key go together".into()),
+    };
+    if config.tls_listen.is_none() && !admin_tls {
+        return Err("--tls-cert and --tls-key need --tls-listen ADDR or --admin-tls".into());
+    }
+    if admin_tls && config.metrics.is_none() {
+        return Err("--admin-tls needs --admin ADDR".into());
+    }
+    if config.tls_listen == Some(config.listen) && config.listen.port() != 0 {
+        return Err(format!(
+            "--tls-listen {} is the ws address too: give wss a port of its own",
+            config.listen
+        ));
+    }
+    let settings = crate::tls::TlsSettings {
+        cert: cert.into(),
+        key: key.into(),
+        client_ca: client_ca.as_ref().map(Into::into),
+    };
+    config.tls = Some(crate::tls::Certificates::load(&settings).map_err(|e| e.to_string())?);
+    Ok(())
 }

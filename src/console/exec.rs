@@ -126,12 +126,23 @@ fn stop(shard: &ShardState, reason: Arc<str>) {
 /// within a purge interval; on error nothing changes. A short blocking
 /// read of small files on shard 0.
 pub fn reload(shard: &ShardState) -> Result<String, String> {
-    match (&shard.config.reloader, &shard.config.access) {
-        (Some(reloader), _) => reloader.reload(&shard.config).map(|o| o.to_string()),
-        (None, Some(access)) => access.reload(),
-        (None, None) => {
-            info!("reload: nothing to reload (no --config, access control off)");
-            Err("nothing to reload: no --config and access control is off".into())
+    let config = &shard.config;
+    match (&config.reloader, &config.access, &config.tls) {
+        (Some(reloader), _, _) => reloader.reload(config).map(|o| o.to_string()),
+        (None, None, None) => {
+            info!("reload: nothing to reload (no --config, access control and TLS off)");
+            Err("nothing to reload: no --config, access control and TLS are off".into())
+        }
+        // Embedded without a reloader: the policy and certificate files.
+        (None, access, tls) => {
+            let tls = tls.as_ref().map(|t| t.reload()).transpose();
+            let tls = tls.map_err(|e| e.to_string())?;
+            let policy = access.as_ref().map(|a| a.reload()).transpose()?;
+            Ok([policy, tls.map(|t| format!("tls: {t}"))]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join("; "))
         }
     }
 }

@@ -128,6 +128,7 @@ pub fn presented(request: &Request) -> Presented {
     Presented {
         token: from_query.or_else(from_header),
         console: false,
+        certificate: None,
     }
 }
 

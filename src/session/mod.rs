@@ -19,6 +19,7 @@ mod ws_io;
 use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_lite::future;
@@ -32,6 +33,7 @@ use crate::outbox::Push;
 use crate::protocol::{self, Message, ParseError};
 use crate::shard::{Connection, ConnectionSlot, ShardState};
 use crate::stats::{Metric, ProtocolErrorKind};
+use crate::tls::TlsSession;
 use easechat_auth::Operation;
 use frames::{close_code_for, Decoded, FrameDecoder};
 use handshake::HandshakeError;
@@ -93,8 +95,22 @@ pub async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
     slot: Result<ConnectionSlot, &'static str>,
+    tls: Option<Arc<rustls::ServerConfig>>,
 ) {
-    let stream = SharedStream::new(stream);
+    let tls = match tls.map(TlsSession::new).transpose() {
+        Ok(tls) => tls,
+        Err(e) => {
+            warn!(%peer, error = %e, "cannot start a TLS session");
+            return;
+        }
+    };
+    if tls.is_some() && slot.is_err() {
+        // An answer over wss would cost a TLS handshake: a refused wss
+        // client sees its connection closed instead.
+        warn!(%peer, why = slot.err(), "refusing wss connection: closing it");
+        return;
+    }
+    let stream = SharedStream::new(stream, tls);
     if let Err(why) = slot {
         warn!(%peer, "refusing connection: {why} (503)");
         // Answer at once, without waiting for the request: a flood of
@@ -104,12 +120,40 @@ pub async fn serve(
         return;
     }
 
+    let started = Instant::now();
+    let certificate = match with_timeout(
+        shard.config.handshake_timeout,
+        stream.tls_handshake(&shard.tls_gate),
+    )
+    .await
+    {
+        Some(Ok(())) => {
+            if stream.tls().is_some() {
+                shard.stats.add(Metric::TlsHandshakes, 1);
+            }
+            stream.tls().and_then(TlsSession::peer_identity)
+        }
+        Some(Err(e)) => {
+            shard.stats.add(Metric::TlsHandshakeFailed, 1);
+            debug!(%peer, error = %e, "TLS handshake failed");
+            return;
+        }
+        None => {
+            shard.stats.add(Metric::TlsHandshakeFailed, 1);
+            info!(%peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    if let Some(tls) = stream.tls() {
+        debug!(%peer, tls = %tls.negotiated(), identity = certificate.as_deref(), "TLS handshake done");
+    }
     let access = shard.config.access.clone();
     let authorize: handshake::Authorize<'_, Option<ConnectionAccess>> = Box::new(|presented| {
         let Some(access) = &access else {
             return Ok(None);
         };
         let mut presented = presented;
+        presented.certificate = certificate;
         if presented
             .token
             .as_deref()
@@ -118,6 +162,7 @@ pub async fn serve(
             presented = Presented {
                 token: None,
                 console: true,
+                certificate: None,
             };
         }
         access
@@ -126,7 +171,12 @@ pub async fn serve(
             .map_err(|refusal| (refusal.status, refusal.reason))
     });
     let upgrade = handshake::upgrade_boxed(&stream, authorize);
-    let (leftover, access) = match with_timeout(shard.config.handshake_timeout, upgrade).await {
+    // The TLS handshake and the upgrade share the one deadline.
+    let left = shard
+        .config
+        .handshake_timeout
+        .saturating_sub(started.elapsed());
+    let (leftover, access) = match with_timeout(left, upgrade).await {
         Some(Ok(upgraded)) => upgraded,
         Some(Err(HandshakeError::Refused(why))) => {
             shard.stats.add(Metric::AuthRefused, 1);

@@ -112,9 +112,19 @@ impl Link {
     }
 
     /// Moves everything queued into the pending buffer; returns the number
-    /// of frames.
+    /// of frames. For wss the frames are sealed on the way: copied into the
+    /// shard's plaintext scratch, then encrypted into the pending buffer
+    /// (with any record the read side queued, such as a key update).
     fn take(&self) -> usize {
-        self.conn.outbox.take_all(&mut self.pending.borrow_mut())
+        let mut pending = self.pending.borrow_mut();
+        let Some(tls) = self.stream.tls() else {
+            return self.conn.outbox.take_all(&mut pending);
+        };
+        let mut plaintext = self.shard.tls_plaintext.borrow_mut();
+        let frames = self.conn.outbox.take_all(&mut plaintext);
+        tls.seal(&plaintext, &mut pending);
+        release(&mut plaintext);
+        frames
     }
 
     /// Writes the pending buffer from byte `written` on (the bytes before
@@ -212,6 +222,15 @@ pub async fn run(stream: SharedStream, conn: Rc<Connection>, shard: Rc<ShardStat
             link.mark_dirty();
         }
     }));
+    if let Some(tls) = link.stream.tls() {
+        // Records the read side makes rustls queue go out with the next round.
+        let weak = Rc::downgrade(&link);
+        tls.set_output_hook(Box::new(move || {
+            if let Some(link) = weak.upgrade() {
+                link.mark_dirty();
+            }
+        }));
+    }
     // Frames queued before the hook was set.
     if conn.outbox.has_frames() || conn.outbox.is_closing() {
         link.mark_dirty();
@@ -237,7 +256,7 @@ pub async fn run(stream: SharedStream, conn: Rc<Connection>, shard: Rc<ShardStat
         match next {
             Next::Blocked => {
                 let rest = std::mem::take(&mut *link.pending.borrow_mut());
-                let written = link.stream.write_all(&rest).await;
+                let written = link.stream.write_all_raw(&rest).await;
                 if written.is_ok() {
                     link.shard.stats.add(Metric::BytesOut, rest.len() as u64);
                 }

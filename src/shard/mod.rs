@@ -53,6 +53,11 @@ pub struct ShardState {
     pub router: Router,
     /// Read buffer shared by every connection of the shard.
     pub scratch: RefCell<Vec<u8>>,
+    /// The frames of a wss connection's round, between the outbox and
+    /// their encryption; shared like `scratch`.
+    pub tls_plaintext: RefCell<Vec<u8>>,
+    /// Paces this shard's TLS handshakes.
+    pub tls_gate: crate::tls::HandshakeGate,
     /// Traffic counters.
     pub stats: ShardStats,
     /// Fires when the nexus stops.
@@ -88,6 +93,8 @@ impl ShardState {
             config,
             router,
             scratch: RefCell::new(vec![0; SCRATCH_BYTES]),
+            tls_plaintext: RefCell::new(Vec::new()),
+            tls_gate: crate::tls::HandshakeGate::default(),
             stats: ShardStats::default(),
             shutdown: ShutdownSignal::default(),
             draining: ShutdownSignal::default(),
