@@ -89,7 +89,7 @@ pub fn run(
             let listener =
                 admin::bind(addr).map_err(|source| RunError::MetricsBind { addr, source })?;
             let bound = listener.local_addr().unwrap_or(addr);
-            info!(addr = %bound, token = config.admin_token.is_some(), "admin console and metrics listening (/, /api, /metrics, /healthz)");
+            info!(addr = %bound, token = config.admin_token.is_some(), https = config.admin_tls, "admin console and metrics listening (/, /api, /metrics, /healthz)");
             Some(listener)
         }
         None => None,
@@ -103,6 +103,7 @@ pub fn run(
     let max_connections = config.max_connections;
     let reloader = config.reloader.clone();
     let tls = config.tls.clone();
+    let admin_tls = config.admin_tls;
     let admission = Admission::new(config.max_connections, config.max_connections_per_ip);
     // One link per shard, taken by each shard at start-up; the mutex is
     // touched only then.
@@ -130,7 +131,8 @@ pub fn run(
             );
             app.max_connections = Some(max_connections);
             app.reloader = reloader;
-            match admin::spawn(listener, app, admin_max_connections) {
+            let admin_tls = tls.clone().filter(|_| admin_tls);
+            match admin::spawn(listener, app, admin_max_connections, admin_tls) {
                 Ok(thread) => Some(thread),
                 Err(e) => {
                     error!(error = %e, "cannot start the admin console");

@@ -23,6 +23,7 @@ use super::routes::{self, App};
 use super::timed_io::TimedIo;
 use super::{HEADER_READ_TIMEOUT, IDLE_TIMEOUT, WRITE_TIMEOUT};
 use crate::config::ACCEPT_BACKOFF;
+use crate::tls::Certificates;
 
 /// At most one accept-error log line per this period.
 const ACCEPT_LOG_PERIOD: Duration = Duration::from_secs(10);
@@ -90,6 +91,7 @@ pub fn spawn(
     listener: std::net::TcpListener,
     app: App,
     max_connections: usize,
+    tls: Option<Arc<Certificates>>,
 ) -> std::io::Result<AdminThread> {
     let (stop_tx, stop_rx) = oneshot::channel();
     let thread = thread::Builder::new().name("admin".into()).spawn(move || {
@@ -105,7 +107,7 @@ pub fn spawn(
         };
         runtime.block_on(async move {
             tokio::select! {
-                _ = serve(listener, app, max_connections) => {}
+                _ = serve(listener, app, max_connections, tls) => {}
                 _ = stop_rx => {}
             }
         });
@@ -116,7 +118,12 @@ pub fn spawn(
     })
 }
 
-async fn serve(listener: std::net::TcpListener, app: App, max_connections: usize) {
+async fn serve(
+    listener: std::net::TcpListener,
+    app: App,
+    max_connections: usize,
+    tls: Option<Arc<Certificates>>,
+) {
     let listener = match tokio::net::TcpListener::from_std(listener) {
         Ok(listener) => listener,
         Err(e) => {
@@ -161,14 +168,37 @@ async fn serve(listener: std::net::TcpListener, app: App, max_connections: usize
             evict: evict.clone(),
             alive: Arc::downgrade(&alive),
         });
-        let io = TokioIo::new(timed);
         let service = TowerToHyperService::new(router.clone());
+        // With --admin-tls, each connection starts with the certificate in
+        // force now (a reload swaps it for the next ones).
+        let acceptor = tls
+            .as_ref()
+            .map(|t| tokio_rustls::TlsAcceptor::from(t.current_admin()));
         tokio::spawn(async move {
-            let connection = http1::Builder::new()
+            let builder = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_READ_TIMEOUT)
                 .keep_alive(false)
-                .serve_connection(io, service);
+                .clone();
+            let connection = async move {
+                match acceptor {
+                    None => builder.serve_connection(TokioIo::new(timed), service).await,
+                    Some(acceptor) => {
+                        let handshake = tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(timed));
+                        match handshake.await {
+                            Ok(Ok(stream)) => builder.serve_connection(TokioIo::new(stream), service).await,
+                            Ok(Err(e)) => {
+                                debug!(%peer, error = %e, "admin TLS handshake failed");
+                                Ok(())
+                            }
+                            Err(_) => {
+                                debug!(%peer, "admin TLS handshake timed out");
+                                Ok(())
+                            }
+                        }
+                    }
+                }
+            };
             tokio::select! {
                 ended = connection => {
                     if let Err(e) = ended {

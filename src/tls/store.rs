@@ -48,16 +48,22 @@ pub struct Certificates {
 pub struct Loaded {
     settings: TlsSettings,
     config: Arc<ServerConfig>,
+    /// The admin console's (`--admin-tls`): the same certificate, never a
+    /// client certificate required (its callers prove themselves with the
+    /// admin token).
+    admin: Arc<ServerConfig>,
     summary: String,
 }
 
 impl Loaded {
     /// Reads and checks every file of `settings`; nothing is in force yet.
     pub fn read(settings: &TlsSettings) -> Result<Loaded, TlsError> {
-        let (config, summary) = build(settings)?;
+        let (config, summary) = build(settings, settings.client_ca.as_deref())?;
+        let (admin, _) = build(settings, None)?;
         Ok(Loaded {
             settings: settings.clone(),
             config: Arc::new(config),
+            admin: Arc::new(admin),
             summary,
         })
     }
@@ -86,6 +92,11 @@ impl Certificates {
     /// connections keep the configuration they started with.
     pub fn current(&self) -> Arc<ServerConfig> {
         self.in_force().config.clone()
+    }
+
+    /// The admin console's configuration for a new connection.
+    pub fn current_admin(&self) -> Arc<ServerConfig> {
+        self.in_force().admin.clone()
     }
 
     /// Puts `loaded` in force for new handshakes; live connections keep
@@ -157,7 +168,10 @@ fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
 }
 
 /// Builds the server configuration and its summary from the files.
-fn build(settings: &TlsSettings) -> Result<(ServerConfig, String), TlsError> {
+fn build(
+    settings: &TlsSettings,
+    client_ca: Option<&Path>,
+) -> Result<(ServerConfig, String), TlsError> {
     let chain = certificates(&settings.cert, "--tls-cert")?;
     let key = private_key(&settings.key)?;
     let leaf = identity::describe(&chain[0]).map_err(|e| {
@@ -170,8 +184,8 @@ fn build(settings: &TlsSettings) -> Result<(ServerConfig, String), TlsError> {
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| TlsError(format!("TLS versions: {e}")))?;
-    let mutual = settings.client_ca.is_some();
-    let builder = match &settings.client_ca {
+    let mutual = client_ca.is_some();
+    let builder = match client_ca {
         None => builder.with_no_client_auth(),
         Some(path) => {
             let mut roots = RootCertStore::empty();
