@@ -143,7 +143,7 @@ pub fn run(
         None => None,
     };
     if let (Some(addr), Some(tls)) = (running.second_local_addr(), &tls) {
-        info!(%addr, certificate = %tls.summary(), "wss listening");
+        info!(%addr, certificate = %tls.summary(), "serving wss");
     }
     on_listening(running.local_addr());
     let results = running.join();

@@ -184,9 +184,14 @@ async fn serve(
                 match acceptor {
                     None => builder.serve_connection(TokioIo::new(timed), service).await,
                     Some(acceptor) => {
-                        let handshake = tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(timed));
+                        let handshake =
+                            tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(timed));
                         match handshake.await {
-                            Ok(Ok(stream)) => builder.serve_connection(TokioIo::new(stream), service).await,
+                            Ok(Ok(stream)) => {
+                                builder
+                                    .serve_connection(TokioIo::new(stream), service)
+                                    .await
+                            }
                             Ok(Err(e)) => {
                                 debug!(%peer, error = %e, "admin TLS handshake failed");
                                 Ok(())

@@ -25,7 +25,7 @@ pub fn of_client(cert: &CertificateDer<'_>) -> Option<String> {
         .filter(|name| !name.is_empty())
 }
 
-/// "subject CN=…, valid until …" for the logs; an error when the
+/// `certificate "CN=…" issued by "CN=…" valid until …` for the logs; an error when the
 /// certificate cannot be parsed.
 pub fn describe(cert: &CertificateDer<'_>) -> Result<String, String> {
     let (_, cert) = X509Certificate::from_der(cert.as_ref()).map_err(|e| e.to_string())?;
@@ -36,8 +36,9 @@ pub fn describe(cert: &CertificateDer<'_>) -> Result<String, String> {
         " (NOT VALID NOW)"
     };
     Ok(format!(
-        "certificate \"{}\" valid until {}{expired}",
+        "certificate \"{}\" issued by \"{}\" valid until {}{expired}",
         cert.subject(),
+        cert.issuer(),
         validity.not_after
     ))
 }

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 mod http;
+pub mod pki;
 pub mod tokens;
 
 #[allow(unused_imports)] // not every test binary probes HTTP
@@ -306,6 +307,16 @@ impl Nexus {
         addr
     }
 
+    /// Where it serves wss (`--tls-listen`), from its log.
+    pub fn tls_addr(&mut self) -> SocketAddr {
+        let line = self.wait_log(|l| l.contains("serving wss"));
+        line.split("addr=")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .and_then(|s| s.parse().ok())
+            .expect("address in the wss line")
+    }
+
     /// The shard on which the connection from `peer` was identified (`1h`).
     pub fn shard_of(&mut self, peer: SocketAddr) -> usize {
         // The peer is a field of the connection's span: `peer=ADDR}` or
@@ -430,6 +441,27 @@ impl Client {
         }
     }
 
+    /// Connects to a wss listener at `addr` with `tls` (its trust, its
+    /// client certificate) and upgrades; `Err` with the TLS or upgrade error.
+    pub fn try_connect_tls(
+        addr: SocketAddr,
+        tls: std::sync::Arc<rustls::ClientConfig>,
+    ) -> Result<Client, String> {
+        let stream = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+        stream.set_nodelay(true).unwrap();
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        let url = format!("wss://localhost:{}/", addr.port());
+        match tungstenite::client_tls_with_config(
+            url,
+            stream,
+            None,
+            Some(tungstenite::Connector::Rustls(tls)),
+        ) {
+            Ok((ws, _)) => Ok(Client { ws }),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
     /// Connects and says `1h` with `name`.
     pub fn named(nexus: &Nexus, name: &str) -> Client {
         let mut client = Client::connect(nexus);
@@ -439,10 +471,11 @@ impl Client {
 
     /// Our end's address (the nexus logs it as `peer=`).
     pub fn local_addr(&self) -> SocketAddr {
-        if let MaybeTlsStream::Plain(s) = self.ws.get_ref() {
-            return s.local_addr().expect("local address");
+        match self.ws.get_ref() {
+            MaybeTlsStream::Plain(s) => s.local_addr().expect("local address"),
+            MaybeTlsStream::Rustls(s) => s.get_ref().local_addr().expect("local address"),
+            _ => unreachable!("plain TCP or rustls only"),
         }
-        unreachable!("plain TCP only")
     }
 
     /// Sends one text frame as is.
@@ -513,9 +546,11 @@ impl Client {
     }
 
     fn set_timeout(&mut self, wait: Duration) {
-        if let MaybeTlsStream::Plain(s) = self.ws.get_mut() {
-            s.set_read_timeout(Some(wait.max(Duration::from_millis(1))))
-                .unwrap();
+        let wait = Some(wait.max(Duration::from_millis(1)));
+        match self.ws.get_mut() {
+            MaybeTlsStream::Plain(s) => s.set_read_timeout(wait).unwrap(),
+            MaybeTlsStream::Rustls(s) => s.get_mut().set_read_timeout(wait).unwrap(),
+            _ => {}
         }
     }
 

@@ -1,0 +1,295 @@
+//! wss through the real nexus (two shards): wss and ws clients exchange
+//! messages across shards; a certificate reload under live wss connections
+//! keeps them open while new handshakes get the new certificate, and a bad
+//! file changes nothing; mutual TLS admits a certificate's identity and
+//! refuses a wrong or expired one; garbage and half-open handshakes are
+//! closed at their deadline while a bystander keeps being served.
+
+mod common;
+
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::pki::{self, TestCa};
+use common::{http_get, receive, Bystander, Client, Event, Nexus, PATIENCE};
+
+/// A nexus serving wss with a certificate from `ca`, its files in `dir`.
+fn start_tls(tag: &str, ca: &TestCa, extra: &[&str]) -> (Nexus, std::path::PathBuf) {
+    let dir = pki::dir(tag);
+    let (cert, key) = pki::write(&dir, "server", &ca.server("localhost", None));
+    let mut args = vec![
+        "--tls-listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+    ];
+    args.extend_from_slice(extra);
+    (Nexus::start(&args), dir)
+}
+
+#[test]
+fn wss_and_ws_clients_exchange_messages_across_shards() {
+    let ca = TestCa::new("Test CA");
+    let (mut nexus, _dir) = start_tls("exchange", &ca, &[]);
+    let wss = nexus.tls_addr();
+    let trust = ca.client_config(None);
+    // wss subscribers until both shards have one.
+    let mut subscribers = Vec::new();
+    let mut shards = HashSet::new();
+    for i in 0..64 {
+        let name = format!("wss-{i}");
+        let mut client = Client::try_connect_tls(wss, trust.clone()).expect("wss upgrade");
+        client.hello(&name);
+        shards.insert(nexus.shard_of(client.local_addr()));
+        client.subscribe("room");
+        subscribers.push((name, client));
+        if shards.len() == 2 && subscribers.len() >= 3 {
+            break;
+        }
+    }
+    assert_eq!(shards.len(), 2, "wss connections landed on both shards");
+    let mut ws = [
+        nexus.client_on_shard("ws-0", 0),
+        nexus.client_on_shard("ws-1", 1),
+    ];
+    for client in &mut ws {
+        client.subscribe("room");
+    }
+    nexus.wait_subscribers("room", subscribers.len() + 2);
+
+    // ws → every wss subscriber and the other ws one, on both shards (a
+    // sender never hears itself).
+    ws[0].publish("room", "from ws");
+    for (_, client) in &mut subscribers {
+        assert_eq!(client.recv(), receive("ws-0", "room", "from ws"));
+    }
+    assert_eq!(ws[1].recv(), receive("ws-0", "room", "from ws"));
+    // wss → everyone else, including a message larger than one TLS record.
+    let big = "x".repeat(60_000);
+    let (name, publisher) = &mut subscribers[0];
+    let name = name.clone();
+    publisher.publish("room", "from wss");
+    publisher.publish("room", &big);
+    for (_, client) in subscribers.iter_mut().skip(1) {
+        assert_eq!(client.recv(), receive(&name, "room", "from wss"));
+        assert_eq!(client.recv(), receive(&name, "room", &big));
+    }
+    for client in &mut ws {
+        assert_eq!(client.recv(), receive(&name, "room", "from wss"));
+        assert_eq!(client.recv(), receive(&name, "room", &big));
+    }
+    // A plain WebSocket upgrade on the wss port is not served.
+    let plain = Client::try_connect_target(wss, "/");
+    assert!(plain.is_err(), "plaintext on the wss port was upgraded");
+}
+
+#[test]
+fn a_certificate_reload_keeps_live_connections_and_serves_new_handshakes() {
+    let first = TestCa::new("First CA");
+    let second = TestCa::new("Second CA");
+    let (mut nexus, dir) = start_tls("reload", &first, &[]);
+    let wss = nexus.tls_addr();
+    let mut live = Client::try_connect_tls(wss, first.client_config(None)).unwrap();
+    live.hello("live");
+    live.subscribe("room");
+    let mut publisher = Client::named(&nexus, "pub");
+    nexus.wait_subscribers("room", 1);
+
+    // New files (an Ed25519 key this time), then SIGHUP.
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+    pki::write(&dir, "server", &second.server("localhost", Some(key)));
+    nexus.signal("HUP");
+    nexus.wait_log(|l| l.contains("reloaded") && l.contains("Second CA"));
+
+    publisher.publish("room", "after reload");
+    assert_eq!(live.recv(), receive("pub", "room", "after reload"));
+    let old_trust = Client::try_connect_tls(wss, first.client_config(None));
+    let err = old_trust
+        .err()
+        .expect("the old certificate is no longer served");
+    assert!(
+        err.contains("certificate") || err.contains("Certificate"),
+        "{err}"
+    );
+    let mut fresh =
+        Client::try_connect_tls(wss, second.client_config(None)).expect("new certificate");
+    fresh.hello("fresh");
+    fresh.subscribe("room");
+    nexus.wait_subscribers("room", 2);
+
+    // A broken file is refused; the certificate in force stays.
+    std::fs::write(dir.join("server.pem"), "not a certificate\n").unwrap();
+    nexus.signal("HUP");
+    let refused = nexus.wait_log(|l| l.contains("reload refused"));
+    assert!(
+        refused.contains("server.pem"),
+        "the error names the file: {refused}"
+    );
+    let mut again = Client::try_connect_tls(wss, second.client_config(None)).expect("still served");
+    again.hello("again");
+    publisher.publish("room", "after refusal");
+    assert_eq!(live.recv(), receive("pub", "room", "after refusal"));
+    assert_eq!(fresh.recv(), receive("pub", "room", "after refusal"));
+}
+
+/// `--tls-client-ca`: a client certificate's subject stands in for a
+/// token's identity; none, another CA's or an expired one is refused.
+#[test]
+fn mutual_tls_admits_certificate_identities_and_refuses_bad_certificates() {
+    let server_ca = TestCa::new("Server CA");
+    let client_ca = TestCa::new("Client CA");
+    let stranger_ca = TestCa::new("Stranger CA");
+    let dir = pki::dir("mutual-setup");
+    let client_ca_file = dir.join("clients.pem");
+    std::fs::write(&client_ca_file, &client_ca.pem).unwrap();
+    let policy = dir.join("policy.toml");
+    std::fs::write(
+        &policy,
+        "[identity.\"gs-1\"]\n\
+         publish = { allow = [\"game/*\"] }\n\
+         subscribe = { allow = [\"game/*\"] }\n\
+         [identity.\"tool\"]\n\
+         names = [\"tool-*\"]\n\
+         subscribe = { allow = [\"*\"] }\n",
+    )
+    .unwrap();
+    let key_file = dir.join("hmac.key");
+    std::fs::write(&key_file, "mutual-tls-test-secret-0123456789abcdef\n").unwrap();
+    let (client_ca_file, policy, key_file) = (
+        client_ca_file.display().to_string(),
+        policy.display().to_string(),
+        key_file.display().to_string(),
+    );
+    let (mut nexus, _dir) = start_tls(
+        "mutual",
+        &server_ca,
+        &[
+            "--tls-client-ca",
+            &client_ca_file,
+            "--auth",
+            "required",
+            "--auth-key-file",
+            &key_file,
+            "--auth-policy",
+            &policy,
+        ],
+    );
+    let wss = nexus.tls_addr();
+
+    let good = client_ca.client("gs-1", false);
+    let mut client = Client::try_connect_tls(wss, server_ca.client_config(Some(&good)))
+        .expect("a valid client certificate is admitted without a token");
+    client.hello("gs-1");
+    let tool = client_ca.client("tool", false);
+    let mut listener = Client::try_connect_tls(wss, server_ca.client_config(Some(&tool))).unwrap();
+    listener.hello("tool-7");
+    listener.subscribe("game/1");
+    nexus.wait_subscribers("game/1", 1);
+    client.publish("game/1", "hi");
+    assert_eq!(listener.recv(), receive("gs-1", "game/1", "hi"));
+    nexus.wait_log(|l| l.contains("identity=\"tool\"") && l.contains("name=\"tool-7\""));
+    // The identity's policy applies: another name, another channel.
+    client.publish("ops/restart", "no");
+    match client.next_within(PATIENCE) {
+        Some(Event::Closed(1008, reason)) => assert!(reason.contains("ops/restart"), "{reason}"),
+        other => panic!("expected 1008, got {other:?}"),
+    }
+
+    let refusals = [
+        ("no certificate", server_ca.client_config(None)),
+        (
+            "another CA's certificate",
+            server_ca.client_config(Some(&stranger_ca.client("gs-1", false))),
+        ),
+        (
+            "an expired certificate",
+            server_ca.client_config(Some(&client_ca.client("gs-1", true))),
+        ),
+    ];
+    for (what, config) in refusals {
+        let result = Client::try_connect_tls(wss, config).and_then(|mut c| {
+            // TLS 1.3 clients learn of a refused certificate on their
+            // first read.
+            c.hello("gs-1");
+            match c.next_within(PATIENCE) {
+                Some(Event::Text(t)) => Ok(t),
+                other => Err(format!("{other:?}")),
+            }
+        });
+        assert!(result.is_err(), "{what} was admitted");
+    }
+    // A certificate of the right CA whose identity the policy does not know.
+    let unknown = client_ca.client("intruder", false);
+    let result = Client::try_connect_tls(wss, server_ca.client_config(Some(&unknown)));
+    let err = result.err().expect("an unknown identity is refused");
+    assert!(err.contains("403"), "{err}");
+    nexus.wait_log(|l| l.contains("intruder") && l.contains("no entry in the policy"));
+}
+
+/// Garbage instead of a ClientHello is closed at once; a handshake that
+/// never finishes is closed at `--handshake-timeout`; a bystander on the
+/// same nexus is served throughout.
+#[test]
+fn garbage_and_half_open_handshakes_are_closed_and_touch_no_bystander() {
+    let ca = TestCa::new("Test CA");
+    let (mut nexus, _dir) = start_tls(
+        "abuse",
+        &ca,
+        &["--handshake-timeout", "1", "--admin", "127.0.0.1:0"],
+    );
+    let wss = nexus.tls_addr();
+    let mut bystander = Bystander::new(&mut nexus);
+
+    let mut garbage = TcpStream::connect(wss).unwrap();
+    garbage.set_read_timeout(Some(PATIENCE)).unwrap();
+    garbage
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n\x16\x03\x01\xff\xff garbage")
+        .unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 256];
+    while let Ok(n) = garbage.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "garbage was not closed at once"
+    );
+
+    let half_open: Vec<TcpStream> = (0..50)
+        .map(|_| {
+            let mut s = TcpStream::connect(wss).unwrap();
+            // The first bytes of a ClientHello, and nothing more.
+            s.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]).unwrap();
+            s.set_read_timeout(Some(PATIENCE)).unwrap();
+            s
+        })
+        .collect();
+    bystander.still_served();
+    let started = Instant::now();
+    for mut socket in half_open {
+        let end = socket.read(&mut buf);
+        assert!(
+            matches!(end, Ok(0) | Err(_)),
+            "half-open handshake got {end:?}"
+        );
+    }
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(500) && waited < Duration::from_secs(5),
+        "half-open handshakes closed after {waited:?}, not at the 1 s deadline"
+    );
+    bystander.still_served();
+    let (_, metrics) = http_get(nexus.metrics_addr(), "/metrics");
+    let failures: u64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("easechat_tls_handshake_failures_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert!(failures >= 51, "failures counted: {failures}\n{metrics}");
+}
