@@ -2,6 +2,9 @@
 //! automatic renewal, publish, receive, disconnect — and, opt-in, reconnect
 //! with back-off and re-subscribe, as the deployed Java client does.
 //!
+//! It speaks `ws://` and `wss://` (TLS by rustls; the system's trust roots,
+//! or those of a private CA named by [`Options::ca`]).
+//!
 //! ```no_run
 //! use std::time::Duration;
 //! use easechat::{Client, Options};
@@ -32,10 +35,15 @@ mod connection;
 pub mod record;
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-pub use connection::Connection;
+pub use connection::{tls_config, Connection, WSS_DEFAULT_PORT, WS_DEFAULT_PORT};
+/// The rustls this crate is built with, for [`Connection::open_with`]'s
+/// `ClientConfig`.
+pub use rustls;
 
 /// One message received on a subscribed channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,10 +59,23 @@ pub struct Received {
 /// What can go wrong, with what the nexus said when it closed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// The URL is not `ws://host:port[/path]`.
-    #[error("invalid URL {0:?}: expected ws://host:port/")]
+    /// The URL is not `ws://host[:port][/path]` or `wss://host[:port][/path]`.
+    #[error("invalid URL {0:?}: expected ws://host[:port][/path] or wss://host[:port][/path]")]
     Url(String),
-    /// TCP or the WebSocket upgrade failed.
+    /// The CA file for `wss://` ([`Options::ca`]) cannot be read or holds no
+    /// usable certificate.
+    #[error("CA file {}: {reason}", path.display())]
+    Ca {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// TLS cannot be set up (the system has no trust roots…).
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// TCP, the TLS handshake (a certificate that does not verify…) or the
+    /// WebSocket upgrade failed.
     #[error("cannot connect to {url}: {reason}")]
     Connect {
         /// Where.
@@ -94,6 +115,10 @@ pub struct Options {
     /// The access token presented at every (re)connect, as
     /// `Authorization: Bearer`; the default comes from `EASECHAT_TOKEN`.
     pub token: Option<String>,
+    /// For `wss://`: a PEM file of the CA certificates to trust (exactly
+    /// those); `None` trusts the system's roots. Read once, at
+    /// [`Client::connect`], and used for every reconnect.
+    pub ca: Option<PathBuf>,
 }
 
 /// The environment variable holding the client's access token.
@@ -107,6 +132,7 @@ impl std::fmt::Debug for Options {
             .field("backoff_max", &self.backoff_max)
             .field("renew_at", &self.renew_at)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("ca", &self.ca)
             .finish()
     }
 }
@@ -121,6 +147,7 @@ impl Default for Options {
             token: std::env::var(TOKEN_ENV)
                 .ok()
                 .filter(|t| !t.trim().is_empty()),
+            ca: None,
         }
     }
 }
@@ -151,6 +178,8 @@ pub struct Client {
     url: String,
     name: String,
     options: Options,
+    /// The TLS settings of a `wss://` URL (or of a given CA), built once.
+    tls: Option<Arc<rustls::ClientConfig>>,
     connection: Connection,
     subscriptions: BTreeMap<String, Subscription>,
     reconnects: u64,
@@ -158,14 +187,24 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects to `url` and says `1h` with `name`.
+    /// Connects to `url` (`ws://` or `wss://`) and says `1h` with `name`.
+    ///
+    /// For `wss://`, the trust roots ([`Options::ca`], else the system's)
+    /// are loaded here, once; a CA file is checked even for `ws://`, so a
+    /// bad one is reported whatever the URL.
     pub fn connect(url: &str, name: &str, options: Options) -> Result<Client, ClientError> {
-        let mut connection = Connection::open(url, options.token.as_deref())?;
+        let tls = if options.ca.is_some() || url.starts_with("wss://") {
+            Some(tls_config(options.ca.as_deref())?)
+        } else {
+            None
+        };
+        let mut connection = Connection::open_with(url, options.token.as_deref(), tls.as_ref())?;
         connection.hello(name)?;
         Ok(Client {
             url: url.to_string(),
             name: name.to_string(),
             options,
+            tls,
             connection,
             subscriptions: BTreeMap::new(),
             reconnects: 0,
@@ -298,7 +337,8 @@ impl Client {
     }
 
     fn reopen(&mut self) -> Result<(), ClientError> {
-        let mut connection = Connection::open(&self.url, self.options.token.as_deref())?;
+        let mut connection =
+            Connection::open_with(&self.url, self.options.token.as_deref(), self.tls.as_ref())?;
         connection.hello(&self.name)?;
         let now = Instant::now();
         for (channel, sub) in self.subscriptions.iter_mut() {

@@ -1,5 +1,6 @@
 //! `easechat`: the command-line client. `sub` prints channel traffic,
-//! `pub` publishes, `record` saves traffic to SQLite.
+//! `pub` publishes, `record` saves traffic to SQLite; each speaks `ws://`
+//! or `wss://` (`--ca FILE` for a private CA), `token` mints tokens.
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -84,9 +85,14 @@ struct Sub {
     /// name to say 1h with
     #[argh(option)]
     name: String,
-    /// nexus URL (default ws://127.0.0.1:6500)
+    /// nexus URL, ws://host[:port][/path] or wss://host[:port][/path]
+    /// (default ws://127.0.0.1:6500)
     #[argh(option, default = "default_url()")]
     url: String,
+    /// PEM file of the CA certificates to trust for wss:// (default: the
+    /// system's roots)
+    #[argh(option, arg_name = "file")]
+    ca: Option<PathBuf>,
     /// subscription TTL in seconds, renewed at 90 % (default 600)
     #[argh(option, default = "600")]
     ttl: u64,
@@ -114,9 +120,14 @@ struct Pub {
     /// name to say 1h with
     #[argh(option)]
     name: String,
-    /// nexus URL (default ws://127.0.0.1:6500)
+    /// nexus URL, ws://host[:port][/path] or wss://host[:port][/path]
+    /// (default ws://127.0.0.1:6500)
     #[argh(option, default = "default_url()")]
     url: String,
+    /// PEM file of the CA certificates to trust for wss:// (default: the
+    /// system's roots)
+    #[argh(option, arg_name = "file")]
+    ca: Option<PathBuf>,
     /// channel to publish on
     #[argh(positional)]
     channel: String,
@@ -138,9 +149,14 @@ struct Record {
     /// name to say 1h with
     #[argh(option)]
     name: String,
-    /// nexus URL (default ws://127.0.0.1:6500)
+    /// nexus URL, ws://host[:port][/path] or wss://host[:port][/path]
+    /// (default ws://127.0.0.1:6500)
     #[argh(option, default = "default_url()")]
     url: String,
+    /// PEM file of the CA certificates to trust for wss:// (default: the
+    /// system's roots)
+    #[argh(option, arg_name = "file")]
+    ca: Option<PathBuf>,
     /// SQLite database file (created if missing)
     #[argh(option)]
     db: PathBuf,
@@ -194,9 +210,16 @@ fn stop_flag() -> Result<Arc<AtomicBool>, String> {
 
 /// Options with the token from `file`, else `flag`, else `EASECHAT_TOKEN`
 /// (a token on the command line shows in `ps`: prefer the file or the
-/// environment).
-fn options(token: Option<String>, file: Option<PathBuf>) -> Result<Options, String> {
-    let mut options = Options::default();
+/// environment), and the CA file for wss://.
+fn options(
+    token: Option<String>,
+    file: Option<PathBuf>,
+    ca: Option<PathBuf>,
+) -> Result<Options, String> {
+    let mut options = Options {
+        ca,
+        ..Options::default()
+    };
     if let Some(path) = file {
         let text = std::fs::read_to_string(&path)
             .map_err(|e| format!("--token-file {}: {e}", path.display()))?;
@@ -230,7 +253,7 @@ fn sub(cmd: Sub) -> Result<(), String> {
     let stop = stop_flag()?;
     let options = Options {
         reconnect: cmd.reconnect,
-        ..options(cmd.token, cmd.token_file)?
+        ..options(cmd.token, cmd.token_file, cmd.ca)?
     };
     let mut client = subscribed(&cmd.name, &cmd.url, cmd.ttl, options, &cmd.channels)?;
     let stdout = std::io::stdout();
@@ -255,7 +278,7 @@ fn sub(cmd: Sub) -> Result<(), String> {
 }
 
 fn publish(cmd: Pub) -> Result<(), String> {
-    let options = options(cmd.token, cmd.token_file)?;
+    let options = options(cmd.token, cmd.token_file, cmd.ca)?;
     let mut client = Client::connect(&cmd.url, &cmd.name, options).map_err(|e| e.to_string())?;
     match &cmd.text {
         Some(text) => client
@@ -282,7 +305,7 @@ fn record(cmd: Record) -> Result<(), String> {
         .map_err(|e| format!("{}: {e}", cmd.db.display()))?;
     let options = Options {
         reconnect: cmd.reconnect,
-        ..options(cmd.token, cmd.token_file)?
+        ..options(cmd.token, cmd.token_file, cmd.ca)?
     };
     let mut client = subscribed(&cmd.name, &cmd.url, cmd.ttl, options, &cmd.channels)?;
     let outcome = loop {
