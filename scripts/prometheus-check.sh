@@ -35,8 +35,13 @@ wait_for() { # FILE PATTERN WHAT
   echo "prometheus-check: $3 did not start within 30 s:"; cat "$1"; exit 1
 }
 wait_for "$work/nats.log" "Server is ready" nats-server
+# wss on too, so the certificate series exist (a throwaway self-signed one).
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 -subj /CN=localhost \
+  -keyout "$work/tls.key" -out "$work/tls.pem" 2> /dev/null
+tls_port=$(free_port)
 target/release/ease_chat_nexus "127.0.0.1:$nexus_port" --cores 2 --admin "127.0.0.1:$admin_port" \
-  --nats "nats://127.0.0.1:$nats_port" < /dev/null > /dev/null 2> "$work/nexus.log" &
+  --nats "nats://127.0.0.1:$nats_port" --tls-listen "127.0.0.1:$tls_port" \
+  --tls-cert "$work/tls.pem" --tls-key "$work/tls.key" < /dev/null > /dev/null 2> "$work/nexus.log" &
 pids+=($!)
 wait_for "$work/nexus.log" "ease_chat_nexus: listening" "the nexus"
 

@@ -131,6 +131,7 @@ pub fn run(
             );
             app.max_connections = Some(max_connections);
             app.reloader = reloader;
+            app.tls = tls.clone();
             let admin_tls = tls.clone().filter(|_| admin_tls);
             match admin::spawn(listener, app, admin_max_connections, admin_tls) {
                 Ok(thread) => Some(thread),

@@ -61,6 +61,8 @@ pub struct App {
     pub max_connections: Option<usize>,
     /// The reload path: its counts and the configuration's hash are shown.
     pub reloader: Option<Arc<Reloader>>,
+    /// The wss certificates, when on: `/metrics` shows their expiry.
+    pub tls: Option<Arc<crate::tls::Certificates>>,
 }
 
 impl App {
@@ -90,6 +92,7 @@ impl App {
             access,
             max_connections: None,
             reloader: None,
+            tls: None,
         }
     }
 
@@ -184,7 +187,12 @@ async fn metrics(State(app): State<App>) -> Response {
                 + &render_shards(reply.nr_shards, reply.shards.len())
                 + reply.cluster.as_deref().unwrap_or("")
                 + &render_access(app.access.as_deref())
-                + &render_reloads(app.reloader.as_deref()),
+                + &render_reloads(app.reloader.as_deref())
+                + &app
+                    .tls
+                    .as_ref()
+                    .map(|t| t.render_prometheus())
+                    .unwrap_or_default(),
         )
             .into_response(),
         None => unavailable(),

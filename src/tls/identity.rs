@@ -42,3 +42,9 @@ pub fn describe(cert: &CertificateDer<'_>) -> Result<String, String> {
         validity.not_after
     ))
 }
+
+/// When the certificate stops being valid (Unix seconds).
+pub fn not_after(cert: &CertificateDer<'_>) -> Option<i64> {
+    let (_, cert) = X509Certificate::from_der(cert.as_ref()).ok()?;
+    Some(cert.validity().not_after.timestamp())
+}

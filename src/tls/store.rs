@@ -53,6 +53,8 @@ pub struct Loaded {
     /// admin token).
     admin: Arc<ServerConfig>,
     summary: String,
+    /// When the leaf certificate expires (Unix seconds).
+    not_after: i64,
 }
 
 impl Loaded {
@@ -60,11 +62,13 @@ impl Loaded {
     pub fn read(settings: &TlsSettings) -> Result<Loaded, TlsError> {
         let (config, summary) = build(settings, settings.client_ca.as_deref())?;
         let (admin, _) = build(settings, None)?;
+        let leaf = certificates(&settings.cert, "--tls-cert")?;
         Ok(Loaded {
             settings: settings.clone(),
             config: Arc::new(config),
             admin: Arc::new(admin),
             summary,
+            not_after: identity::not_after(&leaf[0]).unwrap_or(0),
         })
     }
 
@@ -135,6 +139,26 @@ impl Certificates {
     pub fn loads(&self) -> u64 {
         self.loads.load(Ordering::Relaxed)
     }
+
+    /// When the certificate in force expires (Unix seconds), for an alert
+    /// well before it does.
+    pub fn not_after(&self) -> i64 {
+        self.in_force().not_after
+    }
+
+    /// The certificate's expiry and the load count, in Prometheus text.
+    pub fn render_prometheus(&self) -> String {
+        format!(
+            "# HELP easechat_tls_certificate_expiry_timestamp_seconds When the wss certificate in force expires (Unix time).\n\
+             # TYPE easechat_tls_certificate_expiry_timestamp_seconds gauge\n\
+             easechat_tls_certificate_expiry_timestamp_seconds {}\n\
+             # HELP easechat_tls_certificate_loads_total Certificate loads (start-up and reloads).\n\
+             # TYPE easechat_tls_certificate_loads_total counter\n\
+             easechat_tls_certificate_loads_total {}\n",
+            self.not_after(),
+            self.loads()
+        )
+    }
 }
 
 fn read(path: &Path, what: &str) -> Result<Vec<u8>, TlsError> {
@@ -202,8 +226,14 @@ fn build(
     };
     let chain_len = chain.len();
     let mut config = builder.with_single_cert(chain, key).map_err(|e| {
+        let why = match e {
+            rustls::Error::InconsistentKeys(_) => {
+                "the private key does not belong to the certificate".to_string()
+            }
+            other => other.to_string(),
+        };
         TlsError(format!(
-            "--tls-cert {} with --tls-key {}: {e}",
+            "--tls-cert {} with --tls-key {}: {why}",
             settings.cert.display(),
             settings.key.display()
         ))
