@@ -4,6 +4,20 @@
 #   docker run --rm -p 6500:6500 --ulimit memlock=-1 \
 #     --security-opt seccomp=deploy/seccomp-io-uring.json ease-chat-nexus
 #
+# wss beside ws: mount the certificate directory read-only and name the
+# files (the key must be readable by uid 10001, e.g. group-readable with
+# that group, or mode 0644 on a volume only this container sees):
+#
+#   docker run --rm -p 6500:6500 -p 6543:6543 --ulimit memlock=-1 \
+#     --security-opt seccomp=deploy/seccomp-io-uring.json \
+#     -v /etc/easechat/tls:/tls:ro ease-chat-nexus 0.0.0.0:6500 \
+#     --tls-listen 0.0.0.0:6543 --tls-cert /tls/fullchain.pem --tls-key /tls/privkey.pem
+#
+# Rotate by replacing the files on the host and `docker kill -s HUP <name>`:
+# live connections stay, new handshakes get the new certificate. Mount the
+# directory, not the files: a renewal that replaces a file (a new inode, as
+# certbot and cert-manager do) is seen through a directory mount only.
+#
 # Every step below is also run as a plain script by scripts/container-check.sh
 # (in CI), since no Docker engine runs on the development machines.
 
@@ -42,7 +56,8 @@ FROM debian:bookworm-slim
 RUN useradd --system --no-create-home --uid 10001 nexus
 COPY --from=builder /src/target/release/ease_chat_nexus /usr/local/bin/ease_chat_nexus
 USER nexus
-EXPOSE 6500
+# ws; wss when started with --tls-listen 0.0.0.0:6543.
+EXPOSE 6500 6543
 # SIGTERM closes every connection with 1000 "server shutdown" and exits 0.
 STOPSIGNAL SIGTERM
 # No terminal needed: end of standard input only turns the console off.
