@@ -293,3 +293,46 @@ fn garbage_and_half_open_handshakes_are_closed_and_touch_no_bystander() {
         .sum();
     assert!(failures >= 51, "failures counted: {failures}\n{metrics}");
 }
+
+/// The TLS keys in a `--config` file: `--print-config` shows them, and a
+/// reload that names other certificate files puts them in force, while a
+/// new `tls-listen` is reported as needing a restart.
+#[test]
+fn tls_settings_in_a_config_file_reload_with_new_paths() {
+    let first = TestCa::new("File CA one");
+    let second = TestCa::new("File CA two");
+    let dir = pki::dir("config");
+    let (cert1, key1) = pki::write(&dir, "one", &first.server("localhost", None));
+    let (cert2, key2) = pki::write(&dir, "two", &second.server("localhost", None));
+    let config = dir.join("nexus.toml");
+    let write_config = |cert: &str, key: &str, listen: &str| {
+        std::fs::write(
+            &config,
+            format!("tls-listen = \"{listen}\"\ntls-cert = \"{cert}\"\ntls-key = \"{key}\"\n"),
+        )
+        .unwrap();
+    };
+    write_config(&cert1, &key1, "127.0.0.1:0");
+    let config_path = config.display().to_string();
+    let printed = std::process::Command::new(env!("CARGO_BIN_EXE_ease_chat_nexus"))
+        .args(["--config", &config_path, "--print-config"])
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&printed.stdout).to_string();
+    assert!(printed.contains(&format!("tls-cert = \"{cert1}\"")), "{printed}");
+    assert!(printed.contains("tls-listen = \"127.0.0.1:0\""), "{printed}");
+
+    let mut nexus = Nexus::start(&["--config", &config_path]);
+    let wss = nexus.tls_addr();
+    let mut live = Client::try_connect_tls(wss, first.client_config(None)).unwrap();
+    live.hello("live");
+    write_config(&cert2, &key2, "127.0.0.1:1");
+    nexus.console("reload");
+    let reloaded = nexus.output_until(|l| l.starts_with("reloaded") || l.starts_with("error"));
+    let line = reloaded.last().unwrap();
+    assert!(line.contains("File CA two"), "{line}");
+    assert!(line.contains("needs restart: tls-listen"), "{line}");
+    Client::try_connect_tls(wss, second.client_config(None)).expect("the new file is served");
+    live.subscribe("room");
+    nexus.wait_subscribers("room", 1);
+}
