@@ -2,16 +2,18 @@
 //! protocol (raw CDP over a WebSocket): open `/?tap=c/test`, publish from a
 //! WebSocket client and see the message in the page's DOM; publish from
 //! the page's form and see a WebSocket subscriber receive it; take a
-//! screenshot.
+//! screenshot. And wss plus the HTTPS console in a Chromium that trusts a
+//! test CA through its NSS database.
 //!
-//! Without a Chromium binary the test is skipped loudly, except in CI
-//! (`CI=true`), where it fails. Set `UPDATE_SCREENSHOT=1` to write the
+//! Without a Chromium binary the tests are skipped loudly, except in CI
+//! (`CI=true`), where they fail. Set `UPDATE_SCREENSHOT=1` to write the
 //! screenshot to `docs/console.png` (otherwise it goes to the target dir).
 
 mod common;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -19,7 +21,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use common::{receive, Client, Nexus, PATIENCE};
+use common::{pki, receive, Client, Nexus, PATIENCE};
 use serde_json::{json, Value};
 use tungstenite::stream::MaybeTlsStream;
 use tungstenite::{Message, WebSocket};
@@ -41,7 +43,8 @@ fn find_chromium() -> Option<PathBuf> {
     .find(|p| p.exists())
 }
 
-/// A headless Chromium, killed (and its profile removed) on drop.
+/// A headless Chromium in a process group of its own, killed with all its
+/// helper processes (and its profile removed) on drop.
 struct Browser {
     child: Child,
     profile: PathBuf,
@@ -50,9 +53,40 @@ struct Browser {
 
 impl Browser {
     fn start(binary: &Path) -> Browser {
+        Browser::start_with(binary, "console", None)
+    }
+
+    /// Like [`Browser::start`], with a profile of its own named by `tag`
+    /// (the tests run at once, and two Chromiums cannot share a profile).
+    /// With `trusted_ca` (a PEM file), Chromium runs with a private `HOME`
+    /// inside the profile whose NSS database (`~/.pki/nssdb`, where
+    /// Chromium on Linux keeps the user's certificate trust) trusts that
+    /// CA to identify TLS servers.
+    fn start_with(binary: &Path, tag: &str, trusted_ca: Option<&Path>) -> Browser {
         let profile =
-            std::env::temp_dir().join(format!("easechat-chromium-{}", std::process::id()));
-        let mut child = Command::new(binary)
+            std::env::temp_dir().join(format!("easechat-chromium-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&profile);
+        let mut command = Command::new(binary);
+        if let Some(ca) = trusted_ca {
+            let home = profile.join("home");
+            let nssdb = home.join(".pki/nssdb");
+            std::fs::create_dir_all(&nssdb).unwrap();
+            let db = format!("sql:{}", nssdb.display());
+            certutil(&["-d", &db, "-N", "--empty-password"]);
+            certutil(&[
+                "-d",
+                &db,
+                "-A",
+                "-t",
+                "C,,",
+                "-n",
+                "easechat-test-ca",
+                "-i",
+                &ca.display().to_string(),
+            ]);
+            command.env("HOME", &home);
+        }
+        let mut child = command
             .args([
                 "--headless",
                 "--no-sandbox",
@@ -67,6 +101,7 @@ impl Browser {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
+            .process_group(0)
             .spawn()
             .expect("start chromium");
         let stderr = child.stderr.take().unwrap();
@@ -102,10 +137,29 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
+        // The whole group: helpers left alive would write into the profile
+        // while it is being removed.
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.profile);
     }
+}
+
+/// Runs NSS's `certutil` (Debian's libnss3-tools) with `args`.
+fn certutil(args: &[&str]) {
+    let output = Command::new("certutil")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run certutil (Debian package libnss3-tools)");
+    assert!(
+        output.status.success(),
+        "certutil {args:?}: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 /// One DevTools protocol connection (browser or page).
@@ -179,15 +233,22 @@ fn tap_rows_contain(text: &str) -> String {
     )
 }
 
-#[test]
-fn console_in_a_real_browser() {
-    let Some(chromium) = find_chromium().filter(|p| p.exists()) else {
+/// Chromium, or `None` when there is none and the test `test` should be
+/// skipped (loudly); in CI (`CI=true`) a missing Chromium fails the test.
+fn chromium_or_skip(test: &str) -> Option<PathBuf> {
+    let found = find_chromium().filter(|p| p.exists());
+    if found.is_none() {
         if std::env::var("CI").as_deref() == Ok("true") {
             panic!("CI=true but no Chromium found: install Debian's chromium (.ci/run does)");
         }
-        eprintln!(
-            "SKIPPED console_in_a_real_browser: no Chromium (install `chromium` or set CHROMIUM)"
-        );
+        eprintln!("SKIPPED {test}: no Chromium (install `chromium` or set CHROMIUM)");
+    }
+    found
+}
+
+#[test]
+fn console_in_a_real_browser() {
+    let Some(chromium) = chromium_or_skip("console_in_a_real_browser") else {
         return;
     };
     let mut nexus = Nexus::start(&["--admin", "127.0.0.1:0"]);
@@ -289,4 +350,124 @@ fn console_in_a_real_browser() {
     };
     std::fs::write(&path, &png).unwrap();
     eprintln!("screenshot: {}", path.display());
+}
+
+/// wss and `--admin-tls` in a real browser that trusts a test CA, the
+/// way a deployment's browsers trust its certificate: a CA made here
+/// (rcgen) is added to an NSS database in a private `HOME` for Chromium
+/// (`certutil -A -t "C,,"`), which Chromium on Linux reads for the user's
+/// certificate trust; no `--ignore-certificate-errors*` flag. The page
+/// loads `https://localhost:<admin>/healthz`, then opens
+/// `wss://localhost:<wss>/` and exchanges messages both ways with a plain
+/// `ws://` client on the same nexus.
+///
+/// Needs NSS's `certutil` (Debian's libnss3-tools; `.ci/run` installs it)
+/// as well as Chromium; skipped loudly without them, except in CI.
+#[test]
+fn wss_in_a_real_browser_trusting_a_test_ca() {
+    const TEST: &str = "wss_in_a_real_browser_trusting_a_test_ca";
+    let Some(chromium) = chromium_or_skip(TEST) else {
+        return;
+    };
+    let has_certutil = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join("certutil").is_file()));
+    if !has_certutil {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("CI=true but no certutil found: install Debian's libnss3-tools (.ci/run does)");
+        }
+        eprintln!("SKIPPED {TEST}: no certutil (install `libnss3-tools`)");
+        return;
+    }
+    let started = Instant::now();
+
+    let ca = pki::TestCa::new("EaseChat browser test CA");
+    let dir = pki::dir("browser");
+    let (cert, key) = pki::write(&dir, "server", &ca.server("localhost", None));
+    let ca_pem = dir.join("ca.pem");
+    std::fs::write(&ca_pem, &ca.pem).unwrap();
+    let mut nexus = Nexus::start(&[
+        "--tls-listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+        "--admin",
+        "127.0.0.1:0",
+        "--admin-tls",
+    ]);
+    let wss_port = nexus.tls_addr().port();
+    let admin_port = nexus.metrics_addr().port();
+
+    let browser = Browser::start_with(&chromium, "wss", Some(&ca_pem));
+    let _ = std::fs::remove_dir_all(&dir); // Chromium's copy is in its NSS db
+    let mut control = Cdp::connect(&browser.devtools);
+    let target = control.call("Target.createTarget", json!({"url": "about:blank"}));
+    let target_id = target["targetId"].as_str().unwrap();
+    let mut page = Cdp::connect(&format!(
+        "ws://{}/devtools/page/{target_id}",
+        browser.endpoint()
+    ));
+
+    // The admin console over HTTPS: an untrusted certificate would fail the
+    // navigation (errorText net::ERR_CERT_AUTHORITY_INVALID).
+    let healthz = format!("https://localhost:{admin_port}/healthz");
+    let navigated = page.call("Page.navigate", json!({"url": healthz}));
+    assert!(
+        navigated.get("errorText").is_none(),
+        "{healthz} did not load: {navigated}"
+    );
+    page.wait_true(
+        &format!(
+            "location.href === {} && document.body?.innerText.startsWith('ok')",
+            json!(healthz)
+        ),
+        "/healthz over https",
+    );
+
+    // From that page, a WebSocket to the wss listener.
+    page.eval(&format!(
+        "(() => {{
+           window.got = []; window.wsState = 'connecting';
+           const ws = new WebSocket({});
+           window.ws = ws;
+           ws.onopen = () => {{
+             ws.send('1h|7|browser'); ws.send('1c|4|room|300|0'); window.wsState = 'open';
+           }};
+           ws.onmessage = (e) => window.got.push(e.data);
+           ws.onclose = (e) => {{ window.wsState = `closed ${{e.code}} ${{e.reason}}`; }};
+           return true; }})()",
+        json!(format!("wss://localhost:{wss_port}/"))
+    ));
+    page.wait_true(
+        "(() => { if (window.wsState.startsWith('closed')) throw new Error(window.wsState);
+                  return window.wsState === 'open'; })()",
+        "the wss connection",
+    );
+    let mut plain = Client::named(&nexus, "plain");
+    plain.subscribe("room");
+    nexus.wait_subscribers("room", 2);
+
+    // ws -> the browser over wss.
+    plain.publish("room", "to the browser");
+    let expected = receive("plain", "room", "to the browser");
+    assert_eq!(expected, "1r|5|plain|4|room|14|to the browser");
+    page.wait_true(
+        &format!("window.got.includes({})", json!(expected)),
+        "the plain client's message",
+    );
+
+    // The browser over wss -> ws.
+    let text = "from the browser";
+    page.eval(&format!(
+        "(() => {{ window.ws.send({}); return true; }})()",
+        json!(format!("1t|4|room|{}|{text}", text.len()))
+    ));
+    assert_eq!(plain.recv(), receive("browser", "room", text));
+    assert_eq!(
+        page.eval("window.got"),
+        json!([expected]),
+        "the page heard only the plain client (never itself)"
+    );
+    eprintln!("{TEST}: {:?}", started.elapsed());
 }
