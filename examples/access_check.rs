@@ -58,6 +58,7 @@ fn main() {
             Presented {
                 token: Some(token),
                 console: false,
+                certificate: None,
             },
             now,
         )

@@ -268,7 +268,7 @@ impl<M: Send + Weighed + 'static> Links<M> {
                 handle(from, msg);
                 rings.discharge(from, weight);
                 handled += 1;
-                if handled % DRAIN_BATCH == 0 {
+                if handled.is_multiple_of(DRAIN_BATCH) {
                     // A busy ring never makes `next` wait: let others run.
                     future::yield_now().await;
                 }

@@ -605,6 +605,60 @@ pub fn parse_args(args: &[String]) -> Result<Args, (String, i32)> {
     })
 }
 
+/// `--tls-listen`, `--tls-cert`, `--tls-key`, `--tls-client-ca`,
+/// `--admin-tls`: the certificates are read and checked now, so a bad file
+/// refuses to start with a message naming it.
+fn tls_from_flags(
+    config: &mut Config,
+    listen: &Option<String>,
+    cert: &Option<String>,
+    key: &Option<String>,
+    client_ca: &Option<String>,
+    admin_tls: bool,
+) -> Result<(), String> {
+    config.tls_listen = listen.as_deref().map(parse_addr).transpose()?;
+    config.admin_tls = admin_tls;
+    let (cert, key) = match (cert, key) {
+        (Some(cert), Some(key)) => (cert, key),
+        (None, None) => {
+            if config.tls_listen.is_some() || admin_tls {
+                return Err(format!(
+                    "{} needs --tls-cert FILE and --tls-key FILE",
+                    if admin_tls {
+                        "--admin-tls"
+                    } else {
+                        "--tls-listen"
+                    }
+                ));
+            }
+            if client_ca.is_some() {
+                return Err("--tls-client-ca needs --tls-listen, --tls-cert and --tls-key".into());
+            }
+            return Ok(());
+        }
+        _ => return Err("--tls-cert and --tls-key go together".into()),
+    };
+    if config.tls_listen.is_none() && !admin_tls {
+        return Err("--tls-cert and --tls-key need --tls-listen ADDR or --admin-tls".into());
+    }
+    if admin_tls && config.metrics.is_none() {
+        return Err("--admin-tls needs --admin ADDR".into());
+    }
+    if config.tls_listen == Some(config.listen) && config.listen.port() != 0 {
+        return Err(format!(
+            "--tls-listen {} is the ws address too: give wss a port of its own",
+            config.listen
+        ));
+    }
+    let settings = crate::tls::TlsSettings {
+        cert: cert.into(),
+        key: key.into(),
+        client_ca: client_ca.as_ref().map(Into::into),
+    };
+    config.tls = Some(crate::tls::Certificates::load(&settings).map_err(|e| e.to_string())?);
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -730,58 +784,4 @@ mod tests {
             .into_config(&[0])
             .is_err());
     }
-}
-
-/// `--tls-listen`, `--tls-cert`, `--tls-key`, `--tls-client-ca`,
-/// `--admin-tls`: the certificates are read and checked now, so a bad file
-/// refuses to start with a message naming it.
-fn tls_from_flags(
-    config: &mut Config,
-    listen: &Option<String>,
-    cert: &Option<String>,
-    key: &Option<String>,
-    client_ca: &Option<String>,
-    admin_tls: bool,
-) -> Result<(), String> {
-    config.tls_listen = listen.as_deref().map(parse_addr).transpose()?;
-    config.admin_tls = admin_tls;
-    let (cert, key) = match (cert, key) {
-        (Some(cert), Some(key)) => (cert, key),
-        (None, None) => {
-            if config.tls_listen.is_some() || admin_tls {
-                return Err(format!(
-                    "{} needs --tls-cert FILE and --tls-key FILE",
-                    if admin_tls {
-                        "--admin-tls"
-                    } else {
-                        "--tls-listen"
-                    }
-                ));
-            }
-            if client_ca.is_some() {
-                return Err("--tls-client-ca needs --tls-listen, --tls-cert and --tls-key".into());
-            }
-            return Ok(());
-        }
-        _ => return Err("--tls-cert and --tls-key go together".into()),
-    };
-    if config.tls_listen.is_none() && !admin_tls {
-        return Err("--tls-cert and --tls-key need --tls-listen ADDR or --admin-tls".into());
-    }
-    if admin_tls && config.metrics.is_none() {
-        return Err("--admin-tls needs --admin ADDR".into());
-    }
-    if config.tls_listen == Some(config.listen) && config.listen.port() != 0 {
-        return Err(format!(
-            "--tls-listen {} is the ws address too: give wss a port of its own",
-            config.listen
-        ));
-    }
-    let settings = crate::tls::TlsSettings {
-        cert: cert.into(),
-        key: key.into(),
-        client_ca: client_ca.as_ref().map(Into::into),
-    };
-    config.tls = Some(crate::tls::Certificates::load(&settings).map_err(|e| e.to_string())?);
-    Ok(())
 }
