@@ -352,9 +352,10 @@ pub struct LiveLimits {
 /// The keys (flag names) [`LiveLimits`] holds: what a reload applies.
 pub const LIVE_KEYS: &[&str] = &[
     // The certificate files are read again on every reload; new names too.
+    // (`tls-client-ca`: its file is re-read, but turning mutual TLS on or
+    // off, or naming another file, needs a restart.)
     "tls-cert",
     "tls-key",
-    "tls-client-ca",
     "max-subscriptions",
     "max-subscription-bytes",
     "max-partial-bytes",

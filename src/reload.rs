@@ -16,6 +16,7 @@ use std::sync::Mutex;
 use tracing::{info, warn};
 
 use crate::config::{render_toml_with_format, Config, LIVE_KEYS};
+use crate::tls::Loaded;
 
 /// Changes the log filter of the running process.
 pub type LogFilterHandle = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
@@ -177,17 +178,32 @@ impl Reloader {
         for key in old.keys().filter(|k| !new.contains_key(*k)) {
             outcome.needs_restart.push(key.clone());
         }
+        // The certificates to put in force: the files `cli::load` read and
+        // checked, with the client CA file in force (naming another one
+        // needs a restart).
+        let certificates = match (&running.tls, &loaded.config.tls) {
+            (Some(in_force), Some(new)) => {
+                let mut settings = new.settings();
+                settings.client_ca = in_force.settings().client_ca;
+                Some(if settings == new.settings() {
+                    new.loaded()
+                } else {
+                    Loaded::read(&settings).map_err(|e| e.to_string())?
+                })
+            }
+            _ => None,
+        };
         // Apply: everything was validated above (the file, its values, the
-        // log filter, the policy and its keys). The policy is swapped first:
-        // it is the one step that reads its files again and can still fail,
-        // and then nothing else has changed.
+        // log filter, the certificates, the policy and its keys). The
+        // policy is swapped first: it is the one step that reads its files
+        // again and can still fail, and then nothing else has changed.
         if let Some(access) = &running.access {
             outcome.policy = Some(access.reload()?);
         }
-        // The certificate files were read and checked by `cli::load`; new
-        // handshakes get them from here on, live connections keep theirs.
-        if let (Some(running), Some(loaded)) = (&running.tls, &loaded.config.tls) {
-            outcome.certificate = Some(running.install(loaded.loaded()));
+        // New handshakes get the certificates from here on; live
+        // connections keep theirs.
+        if let (Some(in_force), Some(certificates)) = (&running.tls, certificates) {
+            outcome.certificate = Some(in_force.install(certificates));
         }
         if let (Some(filter), Some(set)) = (&loaded.log, &self.log_filter) {
             if old.get("log") != new.get("log") {

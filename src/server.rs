@@ -333,9 +333,14 @@ fn serve(state: &Rc<ShardState>, stream: TcpStream, transport: Transport) {
     let shard = state.clone();
     let slot = state.admit(peer.ip());
     glommio::spawn_local(async move {
-        let tls = match transport {
-            Transport::Plain => None,
-            Transport::Tls => shard.config.tls.as_ref().map(|t| t.current()),
+        let tls = match (transport, &shard.config.tls) {
+            (Transport::Plain, _) => None,
+            (Transport::Tls, Some(certificates)) => {
+                Some((certificates.current(), certificates.max_handshake_bytes()))
+            }
+            // A wss listener without certificates (an embedder's mistake)
+            // serves nothing rather than plaintext.
+            (Transport::Tls, None) => return,
         };
         session::serve(shard, stream, peer, slot, tls).await;
         drop(pass);

@@ -222,6 +222,14 @@ fn mutual_tls_admits_certificate_identities_and_refuses_bad_certificates() {
         });
         assert!(result.is_err(), "{what} was admitted");
     }
+    // A certificate that expires while connected: closed then, as a token.
+    let short = client_ca.client_expiring("gs-1", 2);
+    let mut expiring = Client::try_connect_tls(wss, server_ca.client_config(Some(&short))).unwrap();
+    expiring.hello("gs-1");
+    match expiring.next_within(PATIENCE) {
+        Some(Event::Closed(1008, reason)) => assert_eq!(reason, "certificate expired"),
+        other => panic!("expected 1008 certificate expired, got {other:?}"),
+    }
     // A certificate of the right CA whose identity the policy does not know.
     let unknown = client_ca.client("intruder", false);
     let result = Client::try_connect_tls(wss, server_ca.client_config(Some(&unknown)));

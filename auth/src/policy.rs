@@ -131,10 +131,16 @@ pub enum Credential<'a> {
     Token(&'a str),
     /// The admin console's own tap (proved by a per-process secret).
     Console,
-    /// The subject of a client certificate the TLS layer verified (mutual
-    /// TLS): it names an identity of the policy, whose entry grants its
-    /// names and permissions (a certificate carries no permissions).
-    Certificate(&'a str),
+    /// A client certificate the TLS layer verified (mutual TLS): its
+    /// subject names an identity of the policy, whose entry grants its
+    /// names and permissions (a certificate carries no permissions); the
+    /// connection closes when the certificate expires.
+    Certificate {
+        /// The subject's common name.
+        identity: &'a str,
+        /// The certificate's expiry (Unix seconds).
+        expires: Option<u64>,
+    },
 }
 
 /// One identity's entry, compiled.
@@ -374,14 +380,16 @@ impl Policy {
             (Mode::Optional, Credential::None) => Ok(self.fixed_grant(ANONYMOUS, &self.anonymous)),
             (Mode::Required, Credential::None) => Err(unauthorized("no token")),
             (_, Credential::Token(token)) => self.verify(token, now),
-            (_, Credential::Certificate(subject)) => self.certificate_grant(subject),
+            (_, Credential::Certificate { identity, expires }) => {
+                self.certificate_grant(identity, expires)
+            }
         }
     }
 
     /// A verified client certificate's identity: it must have an entry in
     /// the policy (it says what the identity may do); without `names` the
     /// identity's own name is the only `1h` name allowed.
-    fn certificate_grant(&self, subject: &str) -> Result<Grant, Refusal> {
+    fn certificate_grant(&self, subject: &str, expires: Option<u64>) -> Result<Grant, Refusal> {
         if subject == ANONYMOUS || subject == CONSOLE {
             return Err(forbidden(format!(
                 "certificate claims the reserved identity {subject:?}"
@@ -396,6 +404,7 @@ impl Policy {
         if rules.names.is_none() {
             grant.token_names = PatternSet::exact(subject);
         }
+        grant.closes_at = expires;
         Ok(grant)
     }
 

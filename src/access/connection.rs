@@ -100,6 +100,16 @@ impl ConnectionAccess {
         self.grant.borrow().token_id.clone()
     }
 
+    /// The close reason when the credential runs out: a client certificate
+    /// (mutual TLS, no token) or a token.
+    pub fn expiry_reason(&self) -> &'static str {
+        if self.presented.token.is_none() && self.presented.certificate.is_some() {
+            "certificate expired"
+        } else {
+            "token expired"
+        }
+    }
+
     /// When the token runs out (Unix seconds, leeway included).
     pub fn closes_at(&self) -> Option<u64> {
         self.grant.borrow().closes_at

@@ -36,7 +36,18 @@ pub struct Presented {
     pub console: bool,
     /// The identity of a client certificate verified by mutual TLS; a
     /// token, when one is given too, wins.
-    pub certificate: Option<String>,
+    pub certificate: Option<CertificateIdentity>,
+}
+
+/// What a verified client certificate says: the identity it stands for and
+/// when it stops being valid (the connection closes then, as at a token's
+/// `exp`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateIdentity {
+    /// The subject's common name.
+    pub name: String,
+    /// The certificate's expiry (Unix seconds).
+    pub not_after: Option<u64>,
 }
 
 impl fmt::Debug for Presented {
@@ -205,7 +216,10 @@ fn credential_of(presented: &Presented) -> Credential<'_> {
     match (&presented.token, presented.console, &presented.certificate) {
         (_, true, _) => Credential::Console,
         (Some(token), false, _) => Credential::Token(token),
-        (None, false, Some(subject)) => Credential::Certificate(subject),
+        (None, false, Some(certificate)) => Credential::Certificate {
+            identity: &certificate.name,
+            expires: certificate.not_after,
+        },
         (None, false, None) => Credential::None,
     }
 }

@@ -134,10 +134,15 @@ pub fn reload(shard: &ShardState) -> Result<String, String> {
             Err("nothing to reload: no --config, access control and TLS are off".into())
         }
         // Embedded without a reloader: the policy and certificate files.
+        // Both are read and checked before either is put in force.
         (None, access, tls) => {
-            let tls = tls.as_ref().map(|t| t.reload()).transpose();
-            let tls = tls.map_err(|e| e.to_string())?;
+            let certificates = tls
+                .as_ref()
+                .map(|t| crate::tls::Loaded::read(&t.settings()))
+                .transpose()
+                .map_err(|e| e.to_string())?;
             let policy = access.as_ref().map(|a| a.reload()).transpose()?;
+            let tls = tls.as_ref().zip(certificates).map(|(t, c)| t.install(c));
             Ok([policy, tls.map(|t| format!("tls: {t}"))]
                 .into_iter()
                 .flatten()

@@ -47,6 +47,12 @@ const LINGER: Duration = Duration::from_secs(2);
 /// Most bytes one connection reads per turn: a connection that always has
 /// input gets this share, then every other runnable task gets a turn.
 const READ_SHARE_BYTES: usize = 4 * 1024;
+/// How long a connection may keep finding input ready, read after read,
+/// before it waits [`FAIR_PAUSE`] like a connection that filled its share:
+/// a flood of small reads (each under the share) must not keep the run
+/// queue busy until glommio's 100 ms preemption timer, when no other
+/// connection's completed read is seen.
+const BUSY_SLICE: Duration = Duration::from_micros(500);
 /// How long a connection whose read filled its whole share waits before
 /// reading again. Any wait on a timer puts it behind the executor's next
 /// I/O poll, so the completed reads of every other connection are seen
@@ -89,27 +95,29 @@ enum End {
 
 /// Runs one connection to its end; never panics on client input. Without a
 /// `slot` (the nexus is at `--max-connections`) the upgrade is refused with
-/// HTTP 503.
+/// HTTP 503. `tls` (a wss connection): the server configuration and the
+/// most handshake bytes the client may send.
 pub async fn serve(
     shard: Rc<ShardState>,
     stream: TcpStream,
     peer: SocketAddr,
     slot: Result<ConnectionSlot, &'static str>,
-    tls: Option<Arc<rustls::ServerConfig>>,
+    tls: Option<(Arc<rustls::ServerConfig>, usize)>,
 ) {
-    let tls = match tls.map(TlsSession::new).transpose() {
-        Ok(tls) => tls,
-        Err(e) => {
-            warn!(%peer, error = %e, "cannot start a TLS session");
-            return;
-        }
-    };
     if tls.is_some() && slot.is_err() {
         // An answer over wss would cost a TLS handshake: a refused wss
         // client sees its connection closed instead.
         warn!(%peer, why = slot.err(), "refusing wss connection: closing it");
         return;
     }
+    let max_handshake_bytes = tls.as_ref().map_or(0, |(_, max)| *max);
+    let tls = match tls.map(|(config, _)| TlsSession::new(config)).transpose() {
+        Ok(tls) => tls,
+        Err(e) => {
+            warn!(%peer, error = %e, "cannot start a TLS session");
+            return;
+        }
+    };
     let stream = SharedStream::new(stream, tls);
     if let Err(why) = slot {
         warn!(%peer, "refusing connection: {why} (503)");
@@ -121,12 +129,19 @@ pub async fn serve(
     }
 
     let started = Instant::now();
-    let certificate = match with_timeout(
-        shard.config.handshake_timeout,
-        stream.tls_handshake(&shard.tls_gate),
-    )
-    .await
-    {
+    // Handshake bytes held count against the shard's partial-input budget.
+    let charged = std::cell::Cell::new(0);
+    let charge = |old: usize, new: usize| {
+        let ok = shard.charge_partial(old, new);
+        if ok {
+            charged.set(new);
+        }
+        ok
+    };
+    let handshake = stream.tls_handshake(&shard.tls_gate, max_handshake_bytes, &charge);
+    let handshake = with_timeout(shard.config.handshake_timeout, handshake).await;
+    shard.charge_partial(charged.get(), 0);
+    let certificate = match handshake {
         Some(Ok(())) => {
             if stream.tls().is_some() {
                 shard.stats.add(Metric::TlsHandshakes, 1);
@@ -140,12 +155,12 @@ pub async fn serve(
         }
         None => {
             shard.stats.add(Metric::TlsHandshakeFailed, 1);
-            info!(%peer, "TLS handshake timed out");
+            debug!(%peer, "TLS handshake timed out");
             return;
         }
     };
     if let Some(tls) = stream.tls() {
-        debug!(%peer, tls = %tls.negotiated(), identity = certificate.as_deref(), "TLS handshake done");
+        debug!(%peer, tls = %tls.negotiated(), identity = certificate.as_ref().map(|c| c.name.as_str()), "TLS handshake done");
     }
     let access = shard.config.access.clone();
     let authorize: handshake::Authorize<'_, Option<ConnectionAccess>> = Box::new(|presented| {
@@ -277,6 +292,10 @@ impl<'a> Reader<'a> {
         let mut inbox: Vec<WsMessage> = Vec::new();
         let mut replies: Vec<u8> = Vec::new();
         let mut input_len = 0;
+        // Since when reads have found input ready without waiting.
+        let mut busy_since: Option<Instant> = None;
+        let mut waited = false;
+        let mut ciphertext_mark = stream.tls().map_or(0, TlsSession::ciphertext_in);
         loop {
             // Parse everything this read brought (the first pass parses what
             // came with the handshake). No await until the scratch is consumed.
@@ -334,13 +353,23 @@ impl<'a> Reader<'a> {
             }
             // A connection that always has input never waits on a read:
             // give every other task (readers, writers, rings) a turn first,
-            // and after a full share, everyone's I/O too.
-            if input_len == READ_SHARE_BYTES {
+            // and after a full share, or after reading without waiting for
+            // BUSY_SLICE, everyone's I/O too.
+            let busy_too_long = busy_since.is_some_and(|t: Instant| t.elapsed() >= BUSY_SLICE);
+            // wss: the share counts the ciphertext read (small records carry
+            // less plaintext than the socket gave).
+            let ciphertext = stream.tls().map_or(0, TlsSession::ciphertext_in);
+            let full_share = input_len == READ_SHARE_BYTES
+                || ciphertext - ciphertext_mark >= READ_SHARE_BYTES as u64;
+            ciphertext_mark = ciphertext;
+            if full_share || busy_too_long {
                 glommio::timer::sleep(FAIR_PAUSE).await;
+                busy_since = None;
             } else {
                 future::yield_now().await;
             }
-            let read = stream.read_scratch(&shard.scratch, READ_SHARE_BYTES, &conn.outbox);
+            let read =
+                stream.read_scratch(&shard.scratch, READ_SHARE_BYTES, &conn.outbox, &mut waited);
             let outcome = match self.message_deadline() {
                 None => read.await,
                 Some(left) => match with_timeout(left, read).await {
@@ -348,6 +377,11 @@ impl<'a> Reader<'a> {
                     None => return self.message_timed_out(),
                 },
             };
+            if waited {
+                busy_since = None;
+            } else if busy_since.is_none() {
+                busy_since = Some(Instant::now());
+            }
             input_len = match outcome {
                 ReadOutcome::Data(n) => {
                     conn.heard(Instant::now());

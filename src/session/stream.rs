@@ -43,7 +43,9 @@ pub struct SharedStream(Rc<Inner>);
 
 struct Inner {
     tcp: RefCell<TcpStream>,
-    tls: Option<TlsSession>,
+    /// Boxed: a rustls session is over a kilobyte, and a ws connection
+    /// should not carry its room.
+    tls: Option<Box<TlsSession>>,
 }
 
 impl SharedStream {
@@ -51,13 +53,13 @@ impl SharedStream {
     pub fn new(stream: TcpStream, tls: Option<TlsSession>) -> Self {
         SharedStream(Rc::new(Inner {
             tcp: RefCell::new(stream),
-            tls,
+            tls: tls.map(Box::new),
         }))
     }
 
     /// The TLS state of a wss connection.
     pub fn tls(&self) -> Option<&TlsSession> {
-        self.0.tls.as_ref()
+        self.0.tls.as_deref()
     }
 
     /// One poll for plaintext: decrypted for wss.
@@ -84,13 +86,19 @@ impl SharedStream {
 
     /// Like [`SharedStream::read_shared`], reading at most `limit` bytes,
     /// but stops as soon as `outbox` starts closing (slow consumer, shutdown).
+    /// `waited` is set when the read had to wait for input (it did not
+    /// complete on its first poll).
     pub async fn read_scratch(
         &self,
         scratch: &RefCell<Vec<u8>>,
         limit: usize,
         outbox: &Outbox,
+        waited: &mut bool,
     ) -> ReadOutcome {
-        poll_fn(|cx| {
+        *waited = false;
+        let mut polls = 0u32;
+        let outcome = poll_fn(|cx| {
+            polls += 1;
             if outbox.poll_closing(cx).is_ready() {
                 return Poll::Ready(ReadOutcome::Closing);
             }
@@ -103,14 +111,22 @@ impl SharedStream {
                 Poll::Pending => Poll::Pending,
             }
         })
-        .await
+        .await;
+        *waited = polls > 1;
+        outcome
     }
 
     /// Runs a wss connection's TLS handshake to its end (nothing for ws):
-    /// at most [`MAX_HANDSHAKE_BYTES`](crate::tls::session::MAX_HANDSHAKE_BYTES)
-    /// from the client, each step's crypto paced by the shard's `gate`. The
-    /// caller bounds it in time. On a failure rustls's alert is sent first.
-    pub async fn tls_handshake(&self, gate: &HandshakeGate) -> io::Result<()> {
+    /// at most `max_bytes` from the client, each held byte charged through
+    /// `charge(old, new)` (the shard's partial-input budget; `false` refuses),
+    /// each step paced by the shard's `gate`. The caller bounds it in time
+    /// and gives the charge back. On a failure rustls's alert is sent first.
+    pub async fn tls_handshake(
+        &self,
+        gate: &HandshakeGate,
+        max_bytes: usize,
+        charge: &dyn Fn(usize, usize) -> bool,
+    ) -> io::Result<()> {
         let Some(tls) = &self.0.tls else {
             return Ok(());
         };
@@ -124,16 +140,25 @@ impl SharedStream {
             if n == 0 {
                 return Err(io::ErrorKind::UnexpectedEof.into());
             }
-            received += n;
-            if received > crate::tls::session::MAX_HANDSHAKE_BYTES {
+            if received + n > max_bytes || !charge(received, received + n) {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
-                    "TLS handshake larger than its bound",
+                    "TLS handshake larger than its bound, or the shard's input budget is spent",
                 ));
             }
-            if let Err(e) = gate.step(|| tls.process()).await {
-                let _ = self.flush_tls().await;
-                return Err(e);
+            received += n;
+            match gate.step(|| tls.process()).await {
+                Some(Ok(())) => {}
+                Some(Err(e)) => {
+                    let _ = self.flush_tls().await;
+                    return Err(e);
+                }
+                None => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::WouldBlock,
+                        "too many TLS handshakes waiting on this shard",
+                    ))
+                }
             }
         }
     }

@@ -54,6 +54,7 @@ use uring_batch::{BatchSender, Send};
 use crate::stats::Metric;
 
 use super::stream::SharedStream;
+use crate::tls::TlsSession;
 
 mod coalesce;
 
@@ -243,7 +244,10 @@ pub async fn run(stream: SharedStream, conn: Rc<Connection>, shard: Rc<ShardStat
                 State::Failed => Poll::Ready(Next::Failed),
                 State::Queued => Poll::Pending,
                 State::Idle => {
-                    if link.conn.outbox.has_frames() {
+                    // Records the read side queued while this task held
+                    // the writes (or before the hook was set) go out too.
+                    let tls_output = link.stream.tls().is_some_and(TlsSession::wants_write);
+                    if link.conn.outbox.has_frames() || tls_output {
                         link.mark_dirty();
                         Poll::Pending
                     } else {

@@ -103,7 +103,7 @@ impl ShardState {
             let close: Option<String> = match rights.refresh(now) {
                 Err(refusal) => Some(revoked_reason(&refusal)),
                 Ok(_) if rights.closes_at().is_some_and(|at| now >= at) => {
-                    Some("token expired".to_string())
+                    Some(rights.expiry_reason().to_string())
                 }
                 Ok(_) => conn
                     .name()

@@ -3,26 +3,21 @@
 //! server's own certificate for logs and reload reports.
 
 use rustls_pki_types::CertificateDer;
-use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+use x509_parser::prelude::{FromDer, X509Certificate};
 
-/// The identity a verified client certificate stands for: its subject's
-/// common name, else its first DNS name. `None` when it has neither (such
-/// a client is treated as one without a certificate identity).
+/// The identity a verified client certificate stands for: the common name
+/// of its subject, when it has exactly one, non-empty. No fallback to a DNS
+/// name: a server certificate that also allows client use must not log in
+/// as its host name. `None` makes the client one without a certificate
+/// identity.
 pub fn of_client(cert: &CertificateDer<'_>) -> Option<String> {
     let (_, cert) = X509Certificate::from_der(cert.as_ref()).ok()?;
-    let common_name = cert
-        .subject()
-        .iter_common_name()
-        .find_map(|cn| cn.as_str().ok().map(str::to_string));
-    common_name
-        .or_else(|| {
-            let san = cert.subject_alternative_name().ok()??;
-            san.value.general_names.iter().find_map(|name| match name {
-                GeneralName::DNSName(dns) => Some(dns.to_string()),
-                _ => None,
-            })
-        })
-        .filter(|name| !name.is_empty())
+    let mut names = cert.subject().iter_common_name();
+    let name = names.next()?.as_str().ok()?.to_string();
+    if names.next().is_some() || name.is_empty() {
+        return None;
+    }
+    Some(name)
 }
 
 /// `certificate "CN=…" issued by "CN=…" valid until …` for the logs; an error when the

@@ -9,56 +9,90 @@
 //! rustls want to send (a key update, an alert) wakes the writer through
 //! [`TlsSession::set_output_hook`].
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io::{self, Read, Write};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
 use glommio::sync::Semaphore;
 use rustls::{ServerConfig, ServerConnection};
 
+pub use crate::access::CertificateIdentity;
+
 /// Most ciphertext bytes a client may send before its handshake completes:
-/// a ClientHello with large key shares and a client certificate chain fit
-/// well inside; a client streaming garbage or an endless handshake does not.
-pub const MAX_HANDSHAKE_BYTES: usize = 64 * 1024;
+/// a ClientHello with large key shares fits well inside; a client streaming
+/// garbage or an endless handshake does not. Held bytes are also charged to
+/// the shard's `--max-partial-bytes` while the handshake runs.
+pub const MAX_HANDSHAKE_BYTES: usize = 16 * 1024;
+/// The same bound with mutual TLS, where the client's certificate chain
+/// comes in the handshake too.
+pub const MAX_HANDSHAKE_BYTES_MUTUAL: usize = 48 * 1024;
 
-/// After each handshake step that did crypto work, the shard's other tasks
-/// and its I/O completions get the executor before the next step: see
-/// [`HandshakeGate`].
+/// A handshake step that took at least this long did crypto work (a key
+/// exchange, a signature, a certificate check): the shard's other tasks
+/// and its I/O completions get the executor before the next step.
+const EXPENSIVE_STEP: Duration = Duration::from_micros(20);
+/// The pause after an expensive step: a timer wait, so the executor polls
+/// I/O before the next step runs (`yield_now` would not).
 const HANDSHAKE_PAUSE: Duration = Duration::from_micros(50);
+/// Handshake steps that may wait for their turn on one shard; a newcomer
+/// beyond it is refused at once (its client retries) rather than queued
+/// past its deadline with work already spent on it.
+pub const MAX_WAITING_STEPS: usize = 4096;
 
-/// Paces a shard's TLS handshakes: one handshake step's crypto (a key
-/// exchange and a signature, up to about a millisecond for RSA) at a time,
-/// each followed by a short timer pause so the executor polls I/O and runs
+/// Paces a shard's TLS handshakes: one handshake step at a time, and after
+/// a step that did crypto work (up to about a millisecond for an RSA
+/// signature) a short timer pause, so the executor polls I/O and runs
 /// everyone else before the next. Without it, a storm of ClientHellos made
 /// runnable by one I/O poll would run back to back, holding every
 /// bystander's delivery for the whole storm.
 #[derive(Debug)]
 pub struct HandshakeGate {
     turn: Semaphore,
+    waiting: Cell<usize>,
 }
 
 impl Default for HandshakeGate {
     fn default() -> Self {
         HandshakeGate {
             turn: Semaphore::new(1),
+            waiting: Cell::new(0),
         }
     }
 }
 
+/// Counts a step waiting for its turn, also when its future is dropped.
+struct Waiting<'a>(&'a Cell<usize>);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
+    }
+}
+
 impl HandshakeGate {
-    /// Runs one handshake step's `work` when it is this handshake's turn.
-    pub async fn step<T>(&self, work: impl FnOnce() -> T) -> T {
+    /// Runs one handshake step's `work` when it is this handshake's turn;
+    /// `None` when [`MAX_WAITING_STEPS`] already wait (shed the handshake).
+    pub async fn step<T>(&self, work: impl FnOnce() -> T) -> Option<T> {
+        if self.waiting.get() >= MAX_WAITING_STEPS {
+            return None;
+        }
+        self.waiting.set(self.waiting.get() + 1);
+        let waiting = Waiting(&self.waiting);
         // The semaphore is never closed, so the permit always comes.
         let permit = self.turn.acquire_permit(1).await.ok();
+        drop(waiting);
+        let started = Instant::now();
         let result = work();
-        glommio::timer::sleep(HANDSHAKE_PAUSE).await;
+        if started.elapsed() >= EXPENSIVE_STEP {
+            glommio::timer::sleep(HANDSHAKE_PAUSE).await;
+        }
         drop(permit);
-        result
+        Some(result)
     }
 }
 
@@ -66,6 +100,9 @@ impl HandshakeGate {
 /// socket, each borrow lasting one synchronous call.
 pub struct TlsSession {
     conn: RefCell<ServerConnection>,
+    /// Ciphertext bytes read from the socket after the handshake: a
+    /// reader's fair share counts these, not only the plaintext they carried.
+    ciphertext_in: Cell<u64>,
     /// Wakes the writer when the read side queued records to send.
     output_hook: RefCell<Option<Box<dyn Fn()>>>,
 }
@@ -121,6 +158,7 @@ impl TlsSession {
         conn.set_buffer_limit(None);
         Ok(TlsSession {
             conn: RefCell::new(conn),
+            ciphertext_in: Cell::new(0),
             output_hook: RefCell::new(None),
         })
     }
@@ -181,7 +219,8 @@ impl TlsSession {
                 cx: &mut *cx,
             }) {
                 Ok(0) => return Poll::Ready(Ok(0)),
-                Ok(_) => {
+                Ok(n) => {
+                    self.ciphertext_in.set(self.ciphertext_in.get() + n as u64);
                     let processed = conn.process_new_packets().map(drop).map_err(invalid);
                     if conn.wants_write() {
                         drop(conn);
@@ -194,6 +233,11 @@ impl TlsSession {
                 Err(e) => return Poll::Ready(Err(e)),
             }
         }
+    }
+
+    /// Ciphertext bytes the connection has read since its handshake.
+    pub fn ciphertext_in(&self) -> u64 {
+        self.ciphertext_in.get()
     }
 
     fn wake_writer(&self) {
@@ -231,10 +275,14 @@ impl TlsSession {
     }
 
     /// The identity the client's verified certificate stands for (mutual
-    /// TLS), if it presented one.
-    pub fn peer_identity(&self) -> Option<String> {
+    /// TLS), if it presented one, with the certificate's expiry.
+    pub fn peer_identity(&self) -> Option<CertificateIdentity> {
         let conn = self.conn.borrow();
-        super::identity::of_client(conn.peer_certificates()?.first()?)
+        let leaf = conn.peer_certificates()?.first()?;
+        Some(CertificateIdentity {
+            name: super::identity::of_client(leaf)?,
+            not_after: super::identity::not_after(leaf).and_then(|t| u64::try_from(t).ok()),
+        })
     }
 
     /// The negotiated protocol version and cipher suite, for the logs.

@@ -60,15 +60,38 @@ pub struct Loaded {
 impl Loaded {
     /// Reads and checks every file of `settings`; nothing is in force yet.
     pub fn read(settings: &TlsSettings) -> Result<Loaded, TlsError> {
-        let (config, summary) = build(settings, settings.client_ca.as_deref())?;
-        let (admin, _) = build(settings, None)?;
-        let leaf = certificates(&settings.cert, "--tls-cert")?;
+        // Each file is read once, so everything built comes from the same
+        // bytes even while a renewal is replacing the files.
+        let chain = certificates(&settings.cert, "--tls-cert")?;
+        let key = private_key(&settings.key)?;
+        let client_roots = match &settings.client_ca {
+            Some(path) => Some((path.as_path(), certificates(path, "--tls-client-ca")?)),
+            None => None,
+        };
+        let leaf = identity::describe(&chain[0]).map_err(|e| {
+            TlsError(format!(
+                "--tls-cert {}: the first certificate cannot be parsed: {e}",
+                settings.cert.display()
+            ))
+        })?;
+        let not_after = identity::not_after(&chain[0]).unwrap_or(0);
+        let summary = format!(
+            "{leaf}, chain of {}{}",
+            chain.len(),
+            if client_roots.is_some() {
+                ", client certificates required"
+            } else {
+                ""
+            }
+        );
+        let config = build(settings, chain.clone(), key.clone_key(), client_roots)?;
+        let admin = build(settings, chain, key, None)?;
         Ok(Loaded {
             settings: settings.clone(),
             config: Arc::new(config),
             admin: Arc::new(admin),
             summary,
-            not_after: identity::not_after(&leaf[0]).unwrap_or(0),
+            not_after,
         })
     }
 
@@ -122,6 +145,16 @@ impl Certificates {
     pub fn reload(&self) -> Result<String, TlsError> {
         let loaded = Loaded::read(&self.settings())?;
         Ok(self.install(loaded))
+    }
+
+    /// The most bytes a client may send before its handshake completes
+    /// (more with mutual TLS: its certificate chain comes too).
+    pub fn max_handshake_bytes(&self) -> usize {
+        if self.in_force().settings.client_ca.is_some() {
+            super::session::MAX_HANDSHAKE_BYTES_MUTUAL
+        } else {
+            super::session::MAX_HANDSHAKE_BYTES
+        }
     }
 
     /// The files in force.
@@ -191,29 +224,22 @@ fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     })
 }
 
-/// Builds the server configuration and its summary from the files.
+/// Builds a server configuration from what the files held.
 fn build(
     settings: &TlsSettings,
-    client_ca: Option<&Path>,
-) -> Result<(ServerConfig, String), TlsError> {
-    let chain = certificates(&settings.cert, "--tls-cert")?;
-    let key = private_key(&settings.key)?;
-    let leaf = identity::describe(&chain[0]).map_err(|e| {
-        TlsError(format!(
-            "--tls-cert {}: the first certificate cannot be parsed: {e}",
-            settings.cert.display()
-        ))
-    })?;
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    client_roots: Option<(&Path, Vec<CertificateDer<'static>>)>,
+) -> Result<ServerConfig, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| TlsError(format!("TLS versions: {e}")))?;
-    let mutual = client_ca.is_some();
-    let builder = match client_ca {
+    let builder = match client_roots {
         None => builder.with_no_client_auth(),
-        Some(path) => {
+        Some((path, certs)) => {
             let mut roots = RootCertStore::empty();
-            for cert in certificates(path, "--tls-client-ca")? {
+            for cert in certs {
                 roots
                     .add(cert)
                     .map_err(|e| TlsError(format!("--tls-client-ca {}: {e}", path.display())))?;
@@ -224,7 +250,6 @@ fn build(
             builder.with_client_cert_verifier(verifier)
         }
     };
-    let chain_len = chain.len();
     let mut config = builder.with_single_cert(chain, key).map_err(|e| {
         let why = match e {
             rustls::Error::InconsistentKeys(_) => {
@@ -239,15 +264,11 @@ fn build(
         ))
     })?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    // Resumption makes a reconnect storm cheaper (no signature per client);
-    // the cache is bounded (rustls's default size).
-    let summary = format!(
-        "{leaf}, chain of {chain_len}{}",
-        if mutual {
-            ", client certificates required"
-        } else {
-            ""
-        }
-    );
-    Ok((config, summary))
+    // Resumption makes a reconnect storm cheaper (no signature per client).
+    // Stateless tickets (keys rotating every 6 hours) instead of rustls's
+    // default session cache: no lock shared by the shards, no cache to fill.
+    config.ticketer = rustls::crypto::ring::Ticketer::new()
+        .map_err(|e| TlsError(format!("session tickets: {e}")))?;
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    Ok(config)
 }

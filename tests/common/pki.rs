@@ -67,6 +67,18 @@ impl TestCa {
         self.issue(params, None)
     }
 
+    /// A client certificate whose subject CN is `cn`, valid for `secs`
+    /// more seconds.
+    pub fn client_expiring(&self, cn: &str, secs: u64) -> Issued {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let now = std::time::SystemTime::now();
+        params.not_before = (now - std::time::Duration::from_secs(3600)).into();
+        params.not_after = (now + std::time::Duration::from_secs(secs)).into();
+        self.issue(params, None)
+    }
+
     fn issue(&self, params: CertificateParams, key: Option<KeyPair>) -> Issued {
         let key = key.unwrap_or_else(|| KeyPair::generate().unwrap());
         let cert = params.signed_by(&key, &self.issuer).unwrap();
