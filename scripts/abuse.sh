@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 10's abuse suite (and issue 20's token rows) against the release binary: builds it, runs every
+# Issue 10's abuse suite (and issue 20's token rows, and the wss rows) against the release binary: builds it, runs every
 # scenario of examples/abuse (each against a fresh nexus, --cores 2, default
 # flags unless the scenario names one), then row 9 with
 # scripts/sigterm-cycles.sh, and writes bench-results/<date>-abuse.md with a
@@ -13,8 +13,11 @@
 #   scripts/abuse.sh --cycles 20              # fewer SIGTERM cycles (row 9)
 #   scripts/abuse.sh --nexus-arg --max-partial-bytes --nexus-arg 1048576  # extra nexus flag
 #   scripts/abuse.sh --admin-flag --admin     # if the admin listener's flag is renamed
+#   scripts/abuse.sh --wss                    # every row with wss served too (the tls-* rows always are)
 #   scripts/abuse.sh --date 2026-11-25        # merge into that day's file
 #
+# The wss rows (tls-garbage, tls-slow-handshake, tls-half-open) start the
+# nexus with --tls-listen and a test certificate the tool makes (rcgen).
 # Figures taken while the machine is busy (other builds) are noisy: latency
 # most of all. Exit code 1 if any row failed its bounds.
 set -euo pipefail
@@ -30,7 +33,8 @@ while [ $# -gt 0 ]; do
     --nexus-arg) extra+=(--nexus-arg "$2"); shift 2 ;;
     --admin-flag) extra+=(--admin-flag "$2"); shift 2 ;;
     --date) date_tag="$2"; shift 2 ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    --wss) extra+=(--wss); shift ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -78,6 +82,12 @@ scenario admin-idle "$duration"
 scenario token-bad "$duration"
 scenario token-malformed "$duration"
 scenario token-expiry "$duration"
+# wss: garbage handshakes for the whole duration, then (15 s: past the
+# nexus's 10 s handshake timeout) a dribbled ClientHello and 2,000
+# connections that start one and stop.
+scenario tls-garbage "$duration"
+scenario tls-slow-handshake 15
+scenario tls-half-open 15
 if wanted sigterm-cycles; then
   echo; echo "=== sigterm-cycles ($label, $cycles cycles at --cores 16)"
   status=0
@@ -111,7 +121,8 @@ import json, os, sys
 out_dir, report, commit, ncpu, kernel = sys.argv[1:6]
 order = ["churn", "burst", "cross-shard", "flood", "partial", "partial-fragment",
          "subscriptions", "fd-limit", "admin-idle", "sigterm-cycles",
-         "token-bad", "token-malformed", "token-expiry"]
+         "token-bad", "token-malformed", "token-expiry",
+         "tls-garbage", "tls-slow-handshake", "tls-half-open"]
 issue = {  # the issue's own "before" figures, for reference
     "churn": "RSS 24 → 395–773 MiB in 4–8 s; same-shard bystander p50 2.85 s, max 12.9 s; /healthz 503",
     "burst": "3.1 MiB sent → RSS +507 MiB",
@@ -126,6 +137,9 @@ issue = {  # the issue's own "before" figures, for reference
     "token-bad": "(issue 20) 10,000 bad-token handshakes: all 401, bystanders within bounds",
     "token-malformed": "(issue 20) huge, hostile and malformed tokens: none upgraded",
     "token-expiry": "(issue 20) a busy connection's token expires: 1008 token expired",
+    "tls-garbage": "(wss) garbage where a ClientHello belongs, 10,000+ connections: every one closed at once, fresh wss clients served",
+    "tls-slow-handshake": "(wss) a ClientHello dribbled 1 byte / 200 ms: closed at --handshake-timeout (10 s), nobody else notices",
+    "tls-half-open": "(wss) 2,000 connections send 64 bytes of a ClientHello and stop: all closed at the handshake timeout",
 }
 runs = {}
 for label in ("before", "after"):
@@ -160,14 +174,18 @@ metrics = [
 ]
 lines = []
 w = lines.append
-w("# Abuse suite (issue 10): before → after")
+w("# Abuse suite (issue 10, with issue 20's token rows and the wss rows): before → after")
 w("")
 w(f"Machine: {ncpu} CPUs, kernel {kernel}; report written at commit {commit}. "
   "Each scenario runs against a fresh release nexus (`--cores 2`, `--metrics 127.0.0.1:0`, defaults unless the settings say) "
   "started by `examples/abuse`; RSS is sampled every 100 ms, two bystanders (a publisher and a subscriber on one shard, "
   "on a channel no other shard uses, one message every 5 ms) sit on the abuser's shard and on the other shard, "
   "`/healthz` is polled every 250 ms. Scenarios with many abusers spread over both shards report shard 0 as \"same\". "
-  "Row 9 is `scripts/sigterm-cycles.sh` (start, wait 3 s, SIGTERM at `--cores 16`; a run not stopped within 15 s is a hang).")
+  "Row 9 is `scripts/sigterm-cycles.sh` (start, wait 3 s, SIGTERM at `--cores 16`; a run not stopped within 15 s is a hang). "
+  "The wss rows run the nexus with `--tls-listen` and a test certificate; their abusers never get as far as `1h`, so their "
+  "shard is read from the per-shard `easechat_tls_handshake_failures_total` (a lone abuser on shard 1 makes shard 1 \"same\"), "
+  "and a checker opens a fresh wss connection every 250 ms (handshake, upgrade, `1h`, `1d`, close 1000 within 3 s) that "
+  "must always go through.")
 w("")
 w("**Latency figures on a shared 2-CPU VM are noisy (RSS, loss, close codes and /healthz much less so); "
   "run on a quiet machine.** Reproduce with `scripts/abuse.sh --label before|after`.")
@@ -210,7 +228,7 @@ for label, r in runs.items():
     w("")
 w("## The issue's own before figures (reference)")
 w("")
-w("| scenario | issue 10 (main at 5e10263, 2-CPU VM) |")
+w("| scenario | issue 10 (main at 5e10263, 2-CPU VM); the later rows: what they check |")
 w("|---|---|")
 for name in order:
     w(f"| {name} | {issue[name]} |")

@@ -10,7 +10,7 @@
 #   scripts/bench.sh --duration 30      # longer windows
 #   scripts/bench.sh --quick            # 3 s windows, 400 and 4,000 msg/s only, no scaling runs
 #   scripts/bench.sh --only sweep       # one scenario family (repeatable): floor, sweep,
-#                                       # production, auth, closed, tenchan, saturation, connections, scaling
+#                                       # production, auth, tls, closed, tenchan, saturation, connections, scaling
 #   scripts/bench.sh --repeats 9        # floor/nexus pairs at the production scale (default 5)
 #   scripts/bench.sh --servers nexus    # only one server (nexus or baseline; default both)
 #
@@ -22,14 +22,22 @@
 # BASELINE_ARGS add flags to the servers (e.g. --plain-sends,
 # --coalesce-max-us 0; --feed-queued). Server CPU is read from
 # /proc/PID/stat (utime + stime) every 0.2 s and taken over the load
-# generator's measured window.
+# generator's measured window. BENCH_TLS_PORT (default BENCH_PORT + 1) is
+# the nexus's wss port in the tls family, BENCH_TLS_KEY (ec, the default:
+# ECDSA P-256; or rsa: RSA 2048) the kind of its test certificate's key.
 #
 # The production scale (400 msg/s) is compared with the floor in --repeats
 # alternating pairs (floor, nexus, floor, nexus, ...): on a shared VM the
 # floor's own p99 moves by half from one minute to the next, so one pair
 # decides nothing; the report gives every pair and judges the median ratio.
 # The same holds for the access-control family (auth): --auth off against
-# --auth required with a policy of permissions, --repeats alternating pairs.
+# --auth required with a policy of permissions, --repeats alternating pairs,
+# and for wss (tls): one nexus with its wss listener on (a test CA and
+# server certificate made with openssl in the output directory), loaded
+# over ws then over wss at 400 and at 4,000 msg/s, --repeats alternating
+# pairs, each repeat ending with a handshake storm (2,000 wss connections
+# opened at once while 50 ws clients publish 200 msg/s) and, as its control,
+# the same storm over ws.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -132,6 +140,8 @@ start_server() { # kind cpus cores ring
 stop_server() { kill -TERM "$server_pid"; wait "$server_pid" || true; server_pid=""; }
 
 # run FAMILY NAME SERVER CPUS CORES RING LOAD_CPUS STRESS_ARGS...
+# The load generator connects to URL_SCHEME://127.0.0.1:URL_PORT URL_PATH
+# (default ws, BENCH_PORT, none), with STRESS_ARGS before the run's own.
 run() {
   local family=$1 name=$2 kind=$3 scpus=$4 cores=$5 ring=$6 lcpus=$7; shift 7
   wanted "$family" && has_server "$kind" || return 0
@@ -141,7 +151,9 @@ run() {
   local rss_before; rss_kib_into rss_before "$server_pid"
   local rss_peak=$rss_before status=0 cpu_file="$out_dir/$tag.cpu"
   : > "$cpu_file"
-  taskset -c "$lcpus" "$stress_bin" --url "ws://127.0.0.1:$port${URL_PATH:-}" "$@" \
+  # shellcheck disable=SC2086 # STRESS_ARGS is a list of flags
+  taskset -c "$lcpus" "$stress_bin" --url "${URL_SCHEME:-ws}://127.0.0.1:${URL_PORT:-$port}${URL_PATH:-}" \
+    ${STRESS_ARGS:-} "$@" \
     --json "$out_dir/$tag.json" --hgrm "$out_dir/$tag.hgrm" --name-prefix "$name" \
     > "$out_dir/$tag.txt" 2>&1 &
   local stress_pid=$!
@@ -206,6 +218,52 @@ POLICY
     run auth "auth-off-r$i" nexus "$NEXUS_CPUS" 1 1024 "$LOAD_CPUS" "${fan[@]}" --target-rate 400
     NEXUS_ARGS="${NEXUS_ARGS:-} $auth_flags" URL_PATH="/?token=$auth_token" \
       run auth "auth-required-r$i" nexus "$NEXUS_CPUS" 1 1024 "$LOAD_CPUS" "${fan[@]}" --target-rate 400
+  done
+fi
+# wss beside ws: the nexus with its wss listener on, loaded over ws and over
+# wss in alternating pairs (same flags, same load); then a handshake storm.
+make_test_pki() { # DIR: a test CA and a server certificate for localhost and 127.0.0.1 signed by it
+  local dir=$1 newkey
+  case "${BENCH_TLS_KEY:-ec}" in
+    ec) newkey=(-newkey ec -pkeyopt ec_paramgen_curve:P-256); echo "ECDSA P-256" > "$dir/key-kind" ;;
+    rsa) newkey=(-newkey rsa:2048); echo "RSA 2048" > "$dir/key-kind" ;;
+    *) echo "BENCH_TLS_KEY must be ec or rsa" >&2; exit 2 ;;
+  esac
+  openssl req -x509 "${newkey[@]}" -nodes -days 7 -subj "/CN=EaseChat bench CA" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+    -keyout "$dir/ca.key" -out "$dir/ca.pem" 2>> "$dir/openssl.log"
+  openssl req "${newkey[@]}" -nodes -subj "/CN=localhost" \
+    -keyout "$dir/server.key" -out "$dir/server.csr" 2>> "$dir/openssl.log"
+  printf '%s\n' "subjectAltName=DNS:localhost,IP:127.0.0.1" "extendedKeyUsage=serverAuth" \
+    "basicConstraints=critical,CA:FALSE" "keyUsage=critical,digitalSignature" > "$dir/server.ext"
+  openssl x509 -req -days 7 -in "$dir/server.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" -CAcreateserial \
+    -extfile "$dir/server.ext" -out "$dir/server.pem" 2>> "$dir/openssl.log"
+}
+if has_server nexus && wanted tls; then
+  tls_dir="$out_dir/tls"
+  mkdir -p "$tls_dir"
+  make_test_pki "$tls_dir"
+  tls_port=${BENCH_TLS_PORT:-$((port + 1))}
+  tls_flags="--tls-listen 127.0.0.1:$tls_port --tls-cert $tls_dir/server.pem --tls-key $tls_dir/server.key"
+  # The storm's bystanders: 50 ws clients on one channel, 5 of them
+  # publishing 200 msg/s in all; 2,000 connections opened at once 1 s into
+  # the window: wss, then (the control: what accepting and upgrading that
+  # many costs without TLS) ws.
+  storm=(--clients 50 --publishers 5 --channels 1 --message-size 64 --target-rate 200 --duration "$d"
+         --warmup "$warmup" --connect-storm 2000 --storm-at 1)
+  for i in $(seq 1 "$repeats"); do
+    for rate in 400 4000; do
+      NEXUS_ARGS="${NEXUS_ARGS:-} $tls_flags" \
+        run tls "tls-ws-$rate-r$i" nexus "$NEXUS_CPUS" 1 1024 "$LOAD_CPUS" "${fan[@]}" --target-rate "$rate"
+      NEXUS_ARGS="${NEXUS_ARGS:-} $tls_flags" URL_SCHEME=wss URL_PORT="$tls_port" STRESS_ARGS="--ca $tls_dir/ca.pem" \
+        run tls "tls-wss-$rate-r$i" nexus "$NEXUS_CPUS" 1 1024 "$LOAD_CPUS" "${fan[@]}" --target-rate "$rate"
+    done
+    NEXUS_ARGS="${NEXUS_ARGS:-} $tls_flags" STRESS_ARGS="--ca $tls_dir/ca.pem" \
+      run tls "tls-storm-r$i" nexus "$NEXUS_CPUS" 1 1024 "$LOAD_CPUS" "${storm[@]}" \
+      --storm-url "wss://127.0.0.1:$tls_port"
+    NEXUS_ARGS="${NEXUS_ARGS:-} $tls_flags" \
+      run tls "tls-storm-ws-r$i" nexus "$NEXUS_CPUS" 1 1024 "$LOAD_CPUS" "${storm[@]}" \
+      --storm-url "ws://127.0.0.1:$port"
   done
 fi
 for kind in baseline nexus; do

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Turns one scripts/bench.sh run directory into the Markdown report and the
 SVG plots: the floor, the paced sweep with its ratios (nexus against the
-baseline and against the floor), the other scenarios, and issue 14's targets
+baseline and against the floor), access control and wss against their
+plaintext pairs, the handshake storm, the other scenarios, and the targets
 checked against this run's own measurements."""
 
 import argparse
@@ -94,12 +95,15 @@ def main():
         r = {"family": family, "name": name, "kind": kind, "layout": layout, "load": load,
              "status": int(status), "json": j, "hgrm": os.path.join(d, tag + ".hgrm")}
         if j:
+            r["client_cpu"] = j.get("client_cpu_percent")
+            r["storm"] = j.get("storm")
             lat = j["latency_ms"]
             r.update(dps=j["deliveries_per_second"], p50=lat["p50"], p99=lat["p99"], p999=lat["p99_9"],
                      lost=j["lost"], reordered=j["out_of_order"], publish_rate=j["publish_rate"])
             clients = int(j["settings"]["clients"])
             r["rss_per_conn"] = (int(rss1) - int(rss0)) * 1024 / clients
         r["rss"] = f"{rss0}→{rss1} KiB"
+        r["rss_kib"] = (int(rss0), int(rss1))
         r["cpu"] = window_cpu(os.path.join(d, tag + ".cpu"), a.clk_tck,
                               j.get("window_start_unix") if j else None,
                               j.get("window_end_unix") if j else None)
@@ -253,9 +257,110 @@ def main():
         w(f"| median | | | | | | {fmt(median(auth_p99), '{:.2f}×')} | {fmt(median(auth_cpu), '{:.2f}×')} |")
         w("")
 
+    # wss beside ws: one nexus with its wss listener on, loaded over ws then
+    # over wss, alternating, at 400 and at 4,000 msg/s.
+    tls_pairs = {}  # rate -> [(index, ws run, wss run)]
+    for rate in (400, 4000):
+        tls_pairs[rate] = []
+        i = 1
+        while True:
+            plain, secure = run_of(f"tls-ws-{rate}-r{i}", "nexus"), run_of(f"tls-wss-{rate}-r{i}", "nexus")
+            if not plain and not secure:
+                break
+            if plain.get("json") and secure.get("json"):
+                tls_pairs[rate].append((i, plain, secure))
+            i += 1
+    try:
+        tls_key = open(os.path.join(d, "tls", "key-kind")).read().strip()
+    except OSError:
+        tls_key = "?"
+    tls_p99 = {rate: [ratio(t["p99"], p["p99"]) for (_, p, t) in ps] for rate, ps in tls_pairs.items()}
+    tls_cpu = {rate: [ratio(t["cpu"], p["cpu"]) for (_, p, t) in ps] for rate, ps in tls_pairs.items()}
+    for rate, ps in tls_pairs.items():
+        if not ps:
+            continue
+        w(f"## wss against ws, 350 clients, 1 channel, 10 publishers, 64-byte texts: {len(ps)} alternating pairs at {rate:,} msg/s")
+        w("")
+        w(f"Each pair is one run over ws followed at once by one over wss (TLS 1.3, a test CA's {tls_key} server "
+          "certificate), against the same nexus flags: `--tls-listen` is on in both, so the pair differs only in "
+          "the clients' transport. Judged on the median of the pairs' ratios. Load generator CPU is its own, in % "
+          "of one core, to show it was not the bottleneck.")
+        w("")
+        w("| pair | ws p50 / p99 / p99.9 ms | ws CPU | wss p50 / p99 / p99.9 ms | wss CPU | lost (ws / wss) | "
+          "load generator CPU (ws / wss) | p99 ÷ ws | CPU ÷ ws |")
+        w("|---|---|---|---|---|---|---|---|---|")
+        for (i, p, t), rp, rc in zip(ps, tls_p99[rate], tls_cpu[rate]):
+            failed = "".join(f" ({k} stress exit {r['status']})" for k, r in (("ws", p), ("wss", t)) if r["status"])
+            w(f"| {i}{failed} | {p['p50']:.2f} / {p['p99']:.2f} / {p['p999']:.2f} | {fmt(p['cpu'])} | "
+              f"{t['p50']:.2f} / {t['p99']:.2f} / {t['p999']:.2f} | {fmt(t['cpu'])} | {p['lost']} / {t['lost']} | "
+              f"{fmt(p.get('client_cpu'), '{:.0f}%')} / {fmt(t.get('client_cpu'), '{:.0f}%')} | "
+              f"{fmt(rp, '{:.2f}×')} | {fmt(rc, '{:.2f}×')} |")
+        w(f"| median | | | | | | | {fmt(median(tls_p99[rate]), '{:.2f}×')} | {fmt(median(tls_cpu[rate]), '{:.2f}×')} |")
+        w("")
+
+    # The handshake storm: 2,000 wss connections at once beside ws
+    # bystanders, and its control: the same storm over ws.
+    def storm_runs(prefix):
+        found = []
+        i = 1
+        while True:
+            r = run_of(f"{prefix}-r{i}", "nexus")
+            if not r:
+                break
+            if r.get("json") and r.get("storm"):
+                st = r["storm"]
+                st["server_cpu"] = window_cpu(os.path.join(d, f"{prefix}-r{i}.nexus.cpu"), a.clk_tck,
+                                              st.get("start_unix"), st.get("end_unix"))
+                rss0, rss1 = r["rss_kib"]
+                st["rss_per_conn"] = (rss1 - rss0) * 1024 / max(st["connections"], 1)
+                found.append((i, r, st))
+            i += 1
+        return found
+
+    storms = storm_runs("tls-storm")
+    control = storm_runs("tls-storm-ws")
+    if storms or control:
+        first = (storms or control)[0]
+        load = " ".join(arg for arg in first[1]["load"].split() if not arg.startswith(("ws://", "wss://")))
+        load = load.replace(" --storm-url", "")
+        w(f"## Handshake storm: {first[2]['connections']:,} wss connections ({tls_key} certificate) opened at once, "
+          f"{len(storms)} runs, against the same storm over ws")
+        w("")
+        w(f"Bystanders: `{load}` over ws on the same one-shard nexus; the storm starts 1 s into the window, every "
+          "connection opens at the same instant (TCP connect, for wss a full TLS 1.3 handshake without resumption, "
+          "the WebSocket upgrade) and is held until the window ends. The ws storm is the control: what accepting "
+          "and upgrading that many connections at once costs without TLS. *Time to all*: from the storm's start "
+          "until the last connection got its 101 (or failed). Bystander latency *during* the storm counts the "
+          "messages published while it ran. The storm's client side runs on its own thread at SCHED_IDLE beside "
+          "the bystanders; its CPU is shown: close to its time to all means the load generator, not the nexus, "
+          "bounded the storm. Nexus CPU is averaged over the storm (0.2 s samples); RSS is the peak growth over "
+          "the run per storm connection.")
+        w("")
+        w("| storm | upgraded / errors | time to all s | connect p50 / p99 / max ms | bystanders during storm p50 / p99 / max ms | "
+          "bystanders whole window p99 / max ms | lost | nexus CPU during storm | storm client CPU s | RSS per storm connection |")
+        w("|---|---|---|---|---|---|---|---|---|---|")
+        for label, runs_ in (("wss", storms), ("ws (control)", control)):
+            for i, r, st in runs_:
+                c, b = st["connect_ms"], st["bystander_latency_ms"]
+                failed = "" if r["status"] == 0 else " (stress exit %d)" % r["status"]
+                errors = st["errors"]
+                if errors:
+                    errors = f"{errors} ({'; '.join(f'{n}× {k}' for k, n in st['error_kinds'].items())})"
+                w(f"| {label} {i}{failed} | {st['upgraded']:,} / {errors} | {st['seconds_to_all']:.2f} | "
+                  f"{c['p50']:.0f} / {c['p99']:.0f} / {c['max']:.0f} | {b['p50']:.2f} / {b['p99']:.2f} / {b['max']:.2f} | "
+                  f"{r['p99']:.2f} / {r['json']['latency_ms']['max']:.2f} | {r['lost']} | {fmt(st['server_cpu'])} | "
+                  f"{st['client_cpu_seconds']:.2f} | {st['rss_per_conn'] / 1024:,.1f} KiB |")
+            if runs_:
+                w(f"| {label} median | | {fmt(median([st['seconds_to_all'] for (_, _, st) in runs_]))} | "
+                  f"p99 {fmt(median([st['connect_ms']['p99'] for (_, _, st) in runs_]), '{:.0f}')} | "
+                  f"p99 {fmt(median([st['bystander_latency_ms']['p99'] for (_, _, st) in runs_]))}, "
+                  f"max {fmt(median([st['bystander_latency_ms']['max'] for (_, _, st) in runs_]))} | "
+                  f"p99 {fmt(median([r['p99'] for (_, r, _) in runs_]))} | | | | |")
+        w("")
+
     # Everything else.
     others = [n for n in order if n not in sweep_names
-              and not n.startswith("production-") and not n.startswith("auth-")]
+              and not n.startswith("production-") and not n.startswith("auth-") and not n.startswith("tls-")]
     if others:
         w("## Other scenarios")
         w("")
@@ -346,6 +451,32 @@ def main():
     if auth_pairs:
         check_median("issue 20: --auth required with permissions, p99 ≤ 1.05× off", auth_p99, 1.05)
         check_median("issue 20: --auth required with permissions, CPU ≤ 1.05× off", auth_cpu, 1.05)
+    if tls_pairs.get(400):
+        check_median("wss at the production scale (400 msg/s): p99 ≤ 1.5× ws", tls_p99[400], 1.5)
+        check_median("wss at the production scale (400 msg/s): CPU ≤ 1.5× ws", tls_cpu[400], 1.5)
+    if tls_pairs.get(4000):
+        n = len(tls_pairs[4000])
+        check(f"wss at 4,000 msg/s (as measured): p99 ÷ ws (median of {n} pairs)",
+              fmt(median(tls_p99[4000]), "{:.2f}×"), None)
+        check(f"wss at 4,000 msg/s (as measured): CPU ÷ ws (median of {n} pairs)",
+              fmt(median(tls_cpu[4000]), "{:.2f}×"), None)
+        lost = sum(t["lost"] for (_, _, t) in tls_pairs[4000])
+        check("wss at 4,000 msg/s: 0 lost", str(lost), lost == 0)
+    if storms:
+        n = len(storms)
+        errors = sum(st["errors"] for (_, _, st) in storms)
+        check(f"handshake storm: every one of {storms[0][2]['connections']:,} wss connections upgraded ({n} runs)",
+              f"{errors} errors", errors == 0)
+        check(f"handshake storm (as measured): time to all upgraded (median of {n})",
+              fmt(median([st["seconds_to_all"] for (_, _, st) in storms]), "{:.2f} s"), None)
+        check(f"handshake storm (as measured): bystanders' p99 / max during the storm (median of {n})",
+              f"{fmt(median([st['bystander_latency_ms']['p99'] for (_, _, st) in storms]))} / "
+              f"{fmt(median([st['bystander_latency_ms']['max'] for (_, _, st) in storms]))} ms", None)
+    if control:
+        n = len(control)
+        check(f"ws storm, the control (as measured): bystanders' p99 / max during the storm (median of {n})",
+              f"{fmt(median([st['bystander_latency_ms']['p99'] for (_, _, st) in control]))} / "
+              f"{fmt(median([st['bystander_latency_ms']['max'] for (_, _, st) in control]))} ms", None)
     w("")
 
     # Plots.
@@ -359,7 +490,8 @@ def main():
         else:
             print(f"bench_report: plot {svg}: {res.stderr.strip()}", file=sys.stderr)
 
-    for name in (n for n in order if not n.startswith("production-") and not n.startswith("auth-")):
+    for name in (n for n in order if not n.startswith("production-") and not n.startswith("auth-")
+                 and not n.startswith("tls-")):
         series = [f"{kind}={run_of(name, kind)['hgrm']}" for kind in ("nexus", "baseline")
                   if run_of(name, kind).get("json") and os.path.exists(run_of(name, kind)["hgrm"])]
         if name in sweep_names:
@@ -370,6 +502,14 @@ def main():
                     series.append(f"floor {mode}={fl['hgrm']}")
         if series:
             plot(["curves", "--title", f"{name}: latency by percentile"] + series, f"{name}.svg")
+    # wss against ws: the first pair at each rate.
+    for rate, ps in tls_pairs.items():
+        if ps:
+            _, p, t = ps[0]
+            series = [f"{k}={r['hgrm']}" for k, r in (("ws", p), ("wss", t)) if os.path.exists(r["hgrm"])]
+            if series:
+                plot(["curves", "--title", f"ws against wss at {rate:,} msg/s: latency by percentile"] + series,
+                     f"tls-{rate}.svg")
     sweep_rates = [r for r in rates if run_of(f"sweep-{r}", "nexus") or run_of(f"sweep-{r}", "baseline")]
     if sweep_rates:
         def pts(kind, key):

@@ -16,6 +16,9 @@
 //!
 //! It prints one `ABUSE {json}` line and one markdown table row; exit code
 //! 0 when every bound held, 1 when one failed, 2 on a setup error.
+//!
+//! The `tls-*` rows run the nexus with wss on (`--tls-listen`, a test
+//! certificate made by the tool); `--wss` does so for every row.
 
 mod abusers;
 mod client;
@@ -27,6 +30,7 @@ mod payload;
 mod probe;
 mod scenarios;
 mod summary;
+mod tls;
 mod tokens;
 // Shared with the load generator; the pong half is not needed here.
 #[allow(dead_code)]
@@ -44,9 +48,14 @@ use scenarios::Ctx;
 struct Args {
     /// scenario: churn, burst, cross-shard, flood, partial,
     /// partial-fragment, subscriptions, fd-limit, admin-idle, token-bad,
-    /// token-malformed, token-expiry
+    /// token-malformed, token-expiry, tls-garbage, tls-slow-handshake,
+    /// tls-half-open
     #[argh(option)]
     scenario: String,
+    /// serve wss too (--tls-listen with a test certificate) in any
+    /// scenario; the tls-* scenarios always do
+    #[argh(switch)]
+    wss: bool,
     /// nexus binary (default target/release/ease_chat_nexus)
     #[argh(option, default = "String::from(\"target/release/ease_chat_nexus\")")]
     nexus: String,
@@ -64,7 +73,8 @@ struct Args {
     #[argh(option, default = "8.0")]
     duration: f64,
     /// abusing connections (default per scenario: burst 50, partial 1800,
-    /// subscriptions 20, fd-limit 400, admin-idle 2000, else 1)
+    /// subscriptions 20, fd-limit 400, admin-idle 2000, token-bad 10000,
+    /// token-malformed 2000, tls-garbage 10000, tls-half-open 2000, else 1)
     #[argh(option)]
     connections: Option<usize>,
     /// connections opened at once (default 64)
@@ -113,12 +123,14 @@ fn run(args: &Args) -> Result<bool, String> {
     let row = scenarios::ALL
         .iter()
         .chain(tokens::ALL)
+        .chain(tls::ALL)
         .find(|(name, _)| *name == args.scenario)
         .map(|(_, row)| *row)
         .ok_or_else(|| {
             let names: Vec<&str> = scenarios::ALL
                 .iter()
                 .chain(tokens::ALL)
+                .chain(tls::ALL)
                 .map(|(n, _)| *n)
                 .collect();
             format!("unknown scenario; one of {}", names.join(", "))
@@ -135,6 +147,8 @@ fn run(args: &Args) -> Result<bool, String> {
         "admin-idle" => 2000,
         "token-bad" => 10_000,
         "token-malformed" => 2_000,
+        "tls-garbage" => 10_000,
+        "tls-half-open" => 2_000,
         _ => 1,
     });
     let nofile = args.nofile.or(match args.scenario.as_str() {
@@ -145,6 +159,9 @@ fn run(args: &Args) -> Result<bool, String> {
     let mut extra = args.nexus_arg.clone();
     if args.scenario.starts_with("token-") {
         extra.extend(tokens::setup()?);
+    }
+    if args.wss || args.scenario.starts_with("tls-") {
+        extra.extend(tls::setup()?);
     }
     if args.scenario == "fd-limit" && !extra.iter().any(|a| a == "--max-connections") {
         extra.extend(["--max-connections".to_string(), "20000".to_string()]);
@@ -163,10 +180,18 @@ fn run(args: &Args) -> Result<bool, String> {
         duration: Duration::from_secs_f64(args.duration),
         connections,
         parallel: args.parallel,
+        handshake_timeout: tls::handshake_timeout(&extra),
     };
     eprintln!(
-        "abuse: {} (row {row}) against pid {} at {}, {connections} connection(s), {:.0} s",
-        args.scenario, nexus.pid, ctx.target.addr, args.duration
+        "abuse: {} (row {row}) against pid {} at {}{}, {connections} connection(s), {:.0} s",
+        args.scenario,
+        nexus.pid,
+        ctx.target.addr,
+        ctx.target
+            .tls_addr
+            .map(|a| format!(" (wss {a})"))
+            .unwrap_or_default(),
+        args.duration
     );
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -179,6 +204,7 @@ fn run(args: &Args) -> Result<bool, String> {
     drop(runtime);
     let accept_failed = ctx.target.log.lock().unwrap().accept_failed;
     let stopped = nexus.stop();
+    tls::cleanup();
     let (measures, outcome) = result?;
     let line = summary::Line {
         scenario: &args.scenario,

@@ -32,6 +32,8 @@ pub struct LogState {
     pub refused: u64,
     /// Client listener address.
     pub addr: Option<SocketAddr>,
+    /// wss listener address (`serving wss`), with `--tls-listen`.
+    pub tls_addr: Option<SocketAddr>,
     /// Admin listener address.
     pub metrics: Option<SocketAddr>,
     /// Shards that said `shard started`.
@@ -52,6 +54,8 @@ pub struct Nexus {
 pub struct Target {
     /// Client listener.
     pub addr: SocketAddr,
+    /// wss listener, when the nexus serves wss.
+    pub tls_addr: Option<SocketAddr>,
     /// Admin listener (`--metrics`).
     pub metrics: SocketAddr,
     /// Parsed log.
@@ -84,6 +88,8 @@ fn absorb(state: &mut LogState, line: &str) {
         state.refused += 1;
     } else if line.contains("metrics listening") || line.contains("admin listening") {
         state.metrics = field(line, "addr=").and_then(|a| a.parse().ok());
+    } else if line.contains("serving wss") {
+        state.tls_addr = field(line, "addr=").and_then(|a| a.parse().ok());
     } else if line.contains(" listening addr=") {
         state.addr = field(line, "addr=").and_then(|a| a.parse().ok());
     } else if line.contains("shard started") {
@@ -94,7 +100,8 @@ fn absorb(state: &mut LogState, line: &str) {
 impl Nexus {
     /// Starts `bin 127.0.0.1:0 --cores CORES ADMIN_FLAG 127.0.0.1:0 EXTRA…`
     /// (`admin_flag`: `--metrics` today), under `prlimit --nofile=SOFT:`
-    /// when `nofile` is given, with its log copied to `log_file`.
+    /// when `nofile` is given, with its log copied to `log_file`. With
+    /// `--tls-listen` among `extra` it also waits for the wss address.
     pub fn start(
         bin: &str,
         cores: usize,
@@ -139,17 +146,19 @@ impl Nexus {
                 }
             });
         }
+        let wss = extra.iter().any(|a| a == "--tls-listen");
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             {
                 let state = log.lock().unwrap();
                 if let (Some(addr), Some(metrics)) = (state.addr, state.metrics) {
-                    if state.started >= cores {
+                    if state.started >= cores && (!wss || state.tls_addr.is_some()) {
                         return Ok(Nexus {
                             child,
                             pid,
                             target: Target {
                                 addr,
+                                tls_addr: state.tls_addr,
                                 metrics,
                                 log: log.clone(),
                             },

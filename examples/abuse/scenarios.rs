@@ -28,6 +28,8 @@ pub struct Ctx {
     pub connections: usize,
     /// Connections opened at once.
     pub parallel: usize,
+    /// The nexus's `--handshake-timeout`.
+    pub handshake_timeout: Duration,
 }
 
 /// What the samplers and bystanders measured.
@@ -73,7 +75,8 @@ impl Ctx {
         })
     }
 
-    fn until(&self) -> Instant {
+    /// When the abuse ends.
+    pub fn until(&self) -> Instant {
         Instant::now() + self.duration
     }
 }
@@ -144,6 +147,7 @@ pub async fn run(ctx: &Ctx, name: &str) -> Result<(Measures, Outcome), String> {
         "fd-limit" => fd_limit(ctx).await,
         "admin-idle" => admin_idle(ctx).await,
         token if token.starts_with("token-") => crate::tokens::run(ctx, token).await,
+        tls if tls.starts_with("tls-") => crate::tls::run(ctx, tls).await,
         other => Err(format!("unknown scenario {other:?}")),
     }
 }

@@ -19,7 +19,8 @@ pub const OTHER_P99_MS: f64 = 5.0;
 pub struct Line<'a> {
     /// Scenario name.
     pub scenario: &'a str,
-    /// Row of issue 10's table.
+    /// Row of issue 10's table (or issue 20's; 0: the wss rows, shown as
+    /// `wss`).
     pub row: u32,
     /// before / after.
     pub label: &'a str,
@@ -63,6 +64,15 @@ fn mark(ok: bool) -> &'static str {
 }
 
 impl Line<'_> {
+    /// The row as shown: its number, or `wss` for the wss rows.
+    fn row_label(&self) -> serde_json::Value {
+        if self.row == 0 {
+            json!("wss")
+        } else {
+            json!(self.row)
+        }
+    }
+
     /// (target, held) for each bound.
     pub fn verdicts(&self) -> Vec<(&'static str, bool)> {
         let m = self.measures;
@@ -97,7 +107,7 @@ impl Line<'_> {
             .map(|(k, ok)| (k.to_string(), json!(ok)))
             .collect();
         json!({
-            "scenario": self.scenario, "row": self.row, "label": self.label,
+            "scenario": self.scenario, "row": self.row_label(), "label": self.label,
             "settings": self.settings,
             "rss_base_mib": mib(m.rss_base_kib), "rss_peak_mib": mib(m.rss_peak_kib),
             "fds_peak": m.fds_peak,
@@ -128,7 +138,7 @@ impl Line<'_> {
         };
         format!(
             "| {} | {} ({}) | {:.0} → {:.0} MiB | s{}: {} | s{}: {} | {} | {} | {} | {}; fds peak {} | {} |",
-            self.row,
+            self.row_label().to_string().trim_matches('"'),
             self.scenario,
             self.settings,
             mib(m.rss_base_kib),

@@ -15,17 +15,32 @@
 //! cargo run --release --example stress -- --url ws://127.0.0.1:6500 --clients 350 \
 //!     --publishers 10 --channels 10 --target-rate 3500 --duration 30
 //! ```
+//!
+//! `--url wss://…` (and `--publish-url wss://…`) speak TLS, trusting the CA
+//! of `--ca FILE` (see `transport`). `--connect-storm N` opens N more
+//! connections at once during the window while the clients above keep
+//! publishing, and reports how long the storm took and what the clients'
+//! latency was during it (see `storm`):
+//!
+//! ```sh
+//! cargo run --release --example stress -- --url ws://127.0.0.1:6500 --clients 50 \
+//!     --publishers 5 --channels 1 --target-rate 200 --duration 10 \
+//!     --connect-storm 2000 --storm-url wss://127.0.0.1:6543 --ca ca.pem
+//! ```
 
 mod exit;
 mod hgrm;
 mod payload;
 mod report;
+mod storm;
+mod transport;
 mod window;
 mod ws;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -33,26 +48,43 @@ use std::time::{Duration, Instant};
 
 use argh::FromArgs;
 use easechat_protocol::Message;
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
 use tokio::sync::{Mutex, Semaphore};
 
 use payload::Stamp;
 use report::{RunInfo, Tally};
+use transport::{Plain, RecvHalf, Scheme, Secure, SendHalf, Target, Tls, Transport};
 use window::Window;
 use ws::Incoming;
 
 /// Load generator for EaseChat Nexus (see the module docs).
 #[derive(FromArgs, Debug, Clone)]
 struct Args {
-    /// nexus URL (default ws://127.0.0.1:6500)
+    /// nexus URL, ws://HOST:PORT[/PATH] or wss://… (default
+    /// ws://127.0.0.1:6500)
     #[argh(option, default = "String::from(\"ws://127.0.0.1:6500\")")]
     url: String,
     /// where the publishing clients connect instead of --url (a cluster
-    /// run: publish on one node, subscribe on another)
+    /// run: publish on one node, subscribe on another); ws:// or wss://
     #[argh(option)]
     publish_url: Option<String>,
+    /// PEM file of the CA certificate(s) to trust for wss:// (needed by any
+    /// wss URL; only these CAs are trusted)
+    #[argh(option)]
+    ca: Option<String>,
+    /// open this many more connections at once during the window, while
+    /// the clients keep publishing (default 0: no storm)
+    #[argh(option, default = "0")]
+    connect_storm: usize,
+    /// where the storm connects (default --url)
+    #[argh(option)]
+    storm_url: Option<String>,
+    /// seconds into the measured window the storm starts (default 1)
+    #[argh(option, default = "1.0")]
+    storm_at: f64,
+    /// seconds one storm connection may take to get its 101 before it
+    /// counts as an error (default 30)
+    #[argh(option, default = "30.0")]
+    storm_timeout: f64,
     /// subscribing clients, publishers included (default 350)
     #[argh(option, default = "350")]
     clients: usize,
@@ -106,11 +138,12 @@ const SUBSCRIPTION_TTL: Duration = Duration::from_secs(600);
 #[derive(Debug, Clone)]
 struct Plan {
     args: Args,
-    addr: SocketAddr,
-    host_port: String,
-    path: String,
-    /// Where publishers connect: `--publish-url`, else the same as above.
-    publish_target: (SocketAddr, String, String),
+    /// Where subscribers connect (`--url`).
+    target: Target,
+    /// Where publishers connect: `--publish-url`, else `--url`.
+    publish_target: Target,
+    /// TLS client settings when any URL is wss (`--ca`).
+    tls: Option<Arc<rustls::ClientConfig>>,
     prefix: String,
     /// Subscribers per channel.
     subscribers_on: Vec<u64>,
@@ -133,6 +166,10 @@ struct Shared {
     expected_all: AtomicU64,
     delivered_all: AtomicU64,
     stop: AtomicBool,
+    /// When the connect storm began, ns since origin (0 = no storm yet).
+    storm_from_ns: AtomicU64,
+    /// When its last connection was done (`u64::MAX` until then).
+    storm_until_ns: AtomicU64,
 }
 
 impl Shared {
@@ -154,20 +191,36 @@ fn run(args: Args) -> Result<(), String> {
     {
         return Err("need clients >= 1, channels >= 1, threads >= 1, publishers <= clients".into());
     }
-    let (addr, host_port, path) = parse_url(&args.url)?;
+    let target = Target::parse(&args.url)?;
     let publish_target = match &args.publish_url {
-        Some(url) => parse_url(url)?,
-        None => (addr, host_port.clone(), path.clone()),
+        Some(url) => Target::parse(url)?,
+        None => target.clone(),
     };
+    let storm_target = match &args.storm_url {
+        Some(url) => Target::parse(url)?,
+        None => target.clone(),
+    };
+    if args.connect_storm > 0 && !(args.storm_at >= 0.0 && args.storm_at < args.duration) {
+        return Err("--storm-at must fall inside the window (0 <= storm-at < duration)".into());
+    }
+    let any_wss = [&target, &publish_target]
+        .into_iter()
+        .chain((args.connect_storm > 0).then_some(&storm_target))
+        .any(|t| t.scheme == Scheme::Wss);
+    let tls = match (&args.ca, any_wss) {
+        (Some(ca), _) => Some(transport::client_config(ca)?),
+        (None, true) => return Err("a wss:// URL needs --ca FILE (the CA to trust)".into()),
+        (None, false) => None,
+    };
+    raise_nofile();
     let mut subscribers_on = vec![0u64; args.channels];
     for i in 0..args.clients {
         subscribers_on[i % args.channels] += 1;
     }
     let plan = Plan {
-        addr,
-        host_port,
-        path,
+        target,
         publish_target,
+        tls: tls.clone(),
         prefix: args
             .name_prefix
             .clone()
@@ -190,6 +243,8 @@ fn run(args: Args) -> Result<(), String> {
         expected_all: AtomicU64::new(0),
         delivered_all: AtomicU64::new(0),
         stop: AtomicBool::new(false),
+        storm_from_ns: AtomicU64::new(0),
+        storm_until_ns: AtomicU64::new(u64::MAX),
     });
     let mut handles = Vec::new();
     for t in 0..args.threads {
@@ -231,12 +286,31 @@ fn run(args: Args) -> Result<(), String> {
         .store(measure_from, Ordering::Release);
     shared.end_ns.store(end, Ordering::Release);
     shared.start_ns.store(start, Ordering::Release);
+    let storm = if args.connect_storm > 0 {
+        let plan = storm::StormPlan {
+            connections: args.connect_storm,
+            target: storm_target,
+            start_ns: measure_from + (args.storm_at * 1e9) as u64,
+            timeout: Duration::from_secs_f64(args.storm_timeout),
+        };
+        Some(storm::spawn(plan, tls, shared.clone())?)
+    } else {
+        None
+    };
     sleep_until(&shared, measure_from);
     let cpu_before = cpu_seconds();
     let window_start_unix = unix_seconds();
     sleep_until(&shared, end);
     let cpu_used = cpu_seconds() - cpu_before;
     let window_end_unix = unix_seconds();
+    let storm = match storm {
+        Some(handle) => Some(
+            handle
+                .join()
+                .map_err(|_| "the storm's thread panicked".to_string())?,
+        ),
+        None => None,
+    };
     let deadline = Instant::now() + DRAIN;
     while Instant::now() < deadline
         && shared.delivered_all.load(Ordering::Acquire)
@@ -256,6 +330,7 @@ fn run(args: Args) -> Result<(), String> {
     let info = RunInfo {
         settings: vec![
             ("url", args.url.clone()),
+            ("publish_url", args.publish_url.clone().unwrap_or_default()),
             ("clients", args.clients.to_string()),
             ("publishers", args.publishers.to_string()),
             ("channels", args.channels.to_string()),
@@ -264,11 +339,14 @@ fn run(args: Args) -> Result<(), String> {
             ("message_size", args.message_size.to_string()),
             ("target_rate", args.target_rate.to_string()),
             ("threads", args.threads.to_string()),
+            ("connect_storm", args.connect_storm.to_string()),
+            ("storm_url", args.storm_url.clone().unwrap_or_default()),
         ],
         connect_seconds,
         window_seconds: args.duration,
         window_unix: (window_start_unix, window_end_unix),
         cpu_seconds: cpu_used,
+        storm,
     };
     print!("{}", report::summary(&total, &info));
     if let Some(path) = &args.json {
@@ -278,9 +356,15 @@ fn run(args: Args) -> Result<(), String> {
     if let Some(path) = &args.hgrm {
         std::fs::write(path, &distribution).map_err(|e| format!("{path}: {e}"))?;
     }
-    if total.lost() > 0 || total.out_of_order > 0 || total.connect_errors > 0 || total.closed > 0 {
+    let storm_failed = info.storm.as_ref().map_or(0, |s| s.failed());
+    if total.lost() > 0
+        || total.out_of_order > 0
+        || total.connect_errors > 0
+        || total.closed > 0
+        || storm_failed > 0
+    {
         eprintln!(
-            "stress: FAILED: lost {}, out of order {}, connect errors {}, closed {}",
+            "stress: FAILED: lost {}, out of order {}, connect errors {}, closed {}, storm connections failed {storm_failed}",
             total.lost(),
             total.out_of_order,
             total.connect_errors,
@@ -291,21 +375,16 @@ fn run(args: Args) -> Result<(), String> {
     Ok(())
 }
 
-/// `ws://host:port/path` into the address, `host:port` and path.
-fn parse_url(url: &str) -> Result<(SocketAddr, String, String), String> {
-    let rest = url
-        .strip_prefix("ws://")
-        .ok_or(format!("{url}: a URL must start with ws://"))?;
-    let (host_port, path) = match rest.find('/') {
-        Some(i) => (rest[..i].to_string(), rest[i..].to_string()),
-        None => (rest.to_string(), "/".to_string()),
-    };
-    let addr = host_port
-        .to_socket_addrs()
-        .map_err(|e| format!("{host_port}: {e}"))?
-        .next()
-        .ok_or("no address")?;
-    Ok((addr, host_port, path))
+/// Lets this process hold thousands of sockets (a storm, 10,000 clients).
+fn raise_nofile() {
+    // SAFETY: getrlimit/setrlimit with a struct we own.
+    unsafe {
+        let mut limit: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
 }
 
 fn sleep_until(shared: &Shared, ns: u64) {
@@ -332,141 +411,168 @@ fn cpu_seconds() -> f64 {
     tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
+/// What every client task of one thread shares.
+#[derive(Clone)]
+struct Common {
+    plan: Rc<Plan>,
+    shared: Arc<Shared>,
+    tally: Rc<RefCell<Tally>>,
+    /// The thread's read buffer: a client borrows it only between a
+    /// readiness wake-up and the frames it read, so idle connections cost
+    /// no read buffer.
+    scratch: Rc<RefCell<Vec<u8>>>,
+    tls: Tls,
+    permits: Rc<Semaphore>,
+    connected: Rc<RefCell<usize>>,
+    /// Every client's `1d`, sent at the end.
+    goodbyes: Rc<RefCell<Vec<Goodbye>>>,
+    publishers: Rc<RefCell<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+/// A client's `1d`, ready to send (whatever its connection's type).
+type Goodbye = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()>>>>;
+
 async fn worker(thread: usize, plan: Plan, shared: Arc<Shared>) -> Tally {
-    let plan = Rc::new(plan);
-    let tally = Rc::new(RefCell::new(Tally::new()));
-    let scratch = Rc::new(RefCell::new(vec![0u8; 64 * 1024]));
-    let permits = Rc::new(Semaphore::new(
-        (plan.args.connect_parallel / plan.args.threads).max(1),
-    ));
+    let common = Common {
+        permits: Rc::new(Semaphore::new(
+            (plan.args.connect_parallel / plan.args.threads).max(1),
+        )),
+        tls: Tls::new(plan.tls.clone()),
+        plan: Rc::new(plan),
+        shared,
+        tally: Rc::new(RefCell::new(Tally::new())),
+        scratch: Rc::new(RefCell::new(vec![0u8; 64 * 1024])),
+        connected: Rc::new(RefCell::new(0usize)),
+        goodbyes: Rc::new(RefCell::new(Vec::new())),
+        publishers: Rc::new(RefCell::new(Vec::new())),
+    };
+    let plan = common.plan.clone();
     let mine: Vec<usize> = (0..plan.args.clients)
         .filter(|i| i % plan.args.threads == thread)
         .collect();
-    let connected = Rc::new(RefCell::new(0usize));
-    // Every client's write half, to say `1d` at the end.
-    let writers: Rc<RefCell<Vec<Writer>>> = Rc::new(RefCell::new(Vec::new()));
-    let publishers: Rc<RefCell<Vec<tokio::task::JoinHandle<()>>>> =
-        Rc::new(RefCell::new(Vec::new()));
     let total = mine.len();
     let mut tasks = Vec::new();
     for index in mine {
-        let (plan, shared, tally, scratch, permits, connected, writers, publishers) = (
-            plan.clone(),
-            shared.clone(),
-            tally.clone(),
-            scratch.clone(),
-            permits.clone(),
-            connected.clone(),
-            writers.clone(),
-            publishers.clone(),
-        );
-        tasks.push(tokio::task::spawn_local(async move {
-            let opened = {
-                let _permit = permits.acquire().await.expect("semaphore open");
-                let started = Instant::now();
-                let result = connect(&plan, index).await;
-                *connected.borrow_mut() += 1;
-                match result {
-                    Ok(c) => {
-                        let _ = tally
-                            .borrow_mut()
-                            .connect
-                            .record(started.elapsed().as_nanos() as u64);
-                        Some(c)
-                    }
-                    Err(e) => {
-                        eprintln!("stress: client {index}: {e}");
-                        tally.borrow_mut().connect_errors += 1;
-                        None
-                    }
-                }
-            };
-            let Some((reader, writer, leftover)) = opened else {
-                return;
-            };
-            let writer: Writer = Rc::new(Mutex::new(writer));
-            writers.borrow_mut().push(writer.clone());
-            if index < plan.args.publishers {
-                publishers
-                    .borrow_mut()
-                    .push(tokio::task::spawn_local(publish(
-                        index,
-                        writer.clone(),
-                        plan.clone(),
-                        shared.clone(),
-                        tally.clone(),
-                    )));
-            }
-            receive(reader, writer, leftover, shared, tally, scratch).await;
-        }));
+        let target = if index < plan.args.publishers {
+            &plan.publish_target
+        } else {
+            &plan.target
+        };
+        // One branch per client, then a task specialised for its transport.
+        tasks.push(match target.scheme {
+            Scheme::Ws => tokio::task::spawn_local(client::<Plain>(index, common.clone())),
+            Scheme::Wss => tokio::task::spawn_local(client::<Secure>(index, common.clone())),
+        });
     }
-    while *connected.borrow() < total {
+    while *common.connected.borrow() < total {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    shared.ready.fetch_add(1, Ordering::AcqRel);
+    common.shared.ready.fetch_add(1, Ordering::AcqRel);
     // At the end every client says `1d` and the nexus closes it, which ends
     // its reader.
-    while !shared.stop.load(Ordering::Acquire) {
+    while !common.shared.stop.load(Ordering::Acquire) {
         tokio::time::sleep(STOP_POLL).await;
     }
-    let all: Vec<Writer> = writers.borrow_mut().drain(..).collect();
-    for writer in all {
-        let _ = say_goodbye(&writer).await;
+    let all: Vec<Goodbye> = common.goodbyes.borrow_mut().drain(..).collect();
+    for goodbye in all {
+        goodbye().await;
     }
     for task in tasks {
         let _ = task.await;
     }
-    let publishing: Vec<_> = publishers.borrow_mut().drain(..).collect();
+    let publishing: Vec<_> = common.publishers.borrow_mut().drain(..).collect();
     for task in publishing {
         let _ = task.await;
     }
+    let Common { tally, .. } = common;
     Rc::try_unwrap(tally).expect("all tasks done").into_inner()
+}
+
+/// One client: connects (at most `--connect-parallel` at once), publishes
+/// if it is one of the first `--publishers`, and receives until the end.
+async fn client<T: Transport>(index: usize, common: Common) {
+    let Common {
+        plan,
+        shared,
+        tally,
+        scratch,
+        tls,
+        permits,
+        connected,
+        goodbyes,
+        publishers,
+    } = common;
+    let opened = {
+        let _permit = permits.acquire().await.expect("semaphore open");
+        let started = Instant::now();
+        let result = connect::<T>(&plan, &tls, &scratch, index).await;
+        *connected.borrow_mut() += 1;
+        match result {
+            Ok(c) => {
+                let _ = tally
+                    .borrow_mut()
+                    .connect
+                    .record(started.elapsed().as_nanos() as u64);
+                Some(c)
+            }
+            Err(e) => {
+                eprintln!("stress: client {index}: {e}");
+                tally.borrow_mut().connect_errors += 1;
+                None
+            }
+        }
+    };
+    let Some((reader, writer, leftover)) = opened else {
+        return;
+    };
+    let writer: Writer<T::Send> = Rc::new(Mutex::new(writer));
+    {
+        let writer = writer.clone();
+        goodbyes.borrow_mut().push(Box::new(move || {
+            Box::pin(async move {
+                let _ = say_goodbye(&writer).await;
+            })
+        }));
+    }
+    if index < plan.args.publishers {
+        publishers
+            .borrow_mut()
+            .push(tokio::task::spawn_local(publish(
+                index,
+                writer.clone(),
+                plan.clone(),
+                shared.clone(),
+                tally.clone(),
+            )));
+    }
+    receive(reader, writer, leftover, shared, tally, scratch).await;
 }
 
 /// A connection's write half, shared by its publisher (if any), its reader
 /// (pongs) and the worker (the final `1d`).
-type Writer = Rc<Mutex<OwnedWriteHalf>>;
+type Writer<W> = Rc<Mutex<W>>;
 
-async fn say_goodbye(writer: &Writer) -> std::io::Result<()> {
+async fn say_goodbye<W: SendHalf>(writer: &Writer<W>) -> std::io::Result<()> {
     let mut bye = Vec::new();
     ws::push_message(&mut bye, Message::Disconnect { reason: "done" });
-    writer.lock().await.write_all(&bye).await
+    writer.lock().await.send(&bye).await
 }
 
 /// Opens, upgrades, says `1h` and subscribes; returns the stream halves and
 /// any bytes that followed the upgrade response.
-async fn connect(
+async fn connect<T: Transport>(
     plan: &Plan,
+    tls: &Tls,
+    scratch: &RefCell<Vec<u8>>,
     index: usize,
-) -> Result<(OwnedReadHalf, OwnedWriteHalf, Vec<u8>), String> {
-    let (addr, host_port, path) = if index < plan.args.publishers {
-        (
-            plan.publish_target.0,
-            &plan.publish_target.1,
-            &plan.publish_target.2,
-        )
+) -> Result<(T::Recv, T::Send, Vec<u8>), String> {
+    let target = if index < plan.args.publishers {
+        &plan.publish_target
     } else {
-        (plan.addr, &plan.host_port, &plan.path)
+        &plan.target
     };
-    let mut tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-    tcp.set_nodelay(true).map_err(|e| e.to_string())?;
-    tcp.write_all(&ws::upgrade_request(host_port, path))
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut response = Vec::new();
-    let mut chunk = [0u8; 512];
-    let used = loop {
-        let n = tokio::io::AsyncReadExt::read(&mut tcp, &mut chunk)
-            .await
-            .map_err(|e| e.to_string())?;
-        if n == 0 {
-            return Err("closed during upgrade".into());
-        }
-        response.extend_from_slice(&chunk[..n]);
-        if let Some(used) = ws::parse_upgrade_response(&response).map_err(|e| e.to_string())? {
-            break used;
-        }
-    };
+    let (reader, mut writer, leftover) =
+        transport::open_upgraded::<T>(target, tls, scratch).await?;
     let name = format!("{}-{index}", plan.prefix);
     let channel = format!("bench/{}", index % plan.args.channels);
     let mut hello = Vec::new();
@@ -478,14 +584,13 @@ async fn connect(
             ttl: SUBSCRIPTION_TTL,
         },
     );
-    tcp.write_all(&hello).await.map_err(|e| e.to_string())?;
-    let (reader, writer) = tcp.into_split();
-    Ok((reader, writer, response.split_off(used)))
+    writer.send(&hello).await.map_err(|e| e.to_string())?;
+    Ok((reader, writer, leftover))
 }
 
-async fn publish(
+async fn publish<W: SendHalf>(
     index: usize,
-    stream: Writer,
+    stream: Writer<W>,
     plan: Rc<Plan>,
     shared: Arc<Shared>,
     tally: Rc<RefCell<Tally>>,
@@ -575,15 +680,15 @@ async fn publish(
             t.published += counted_publishes;
             t.expected += counted_deliveries;
         }
-        if stream.lock().await.write_all(&batch).await.is_err() {
+        if stream.lock().await.send(&batch).await.is_err() {
             return;
         }
     }
 }
 
-async fn receive(
-    stream: OwnedReadHalf,
-    writer: Writer,
+async fn receive<R: RecvHalf, W: SendHalf>(
+    mut stream: R,
+    writer: Writer<W>,
     mut pending: Vec<u8>,
     shared: Arc<Shared>,
     tally: Rc<RefCell<Tally>>,
@@ -602,7 +707,7 @@ async fn receive(
         }
         if !pongs.is_empty() {
             // Answer the nexus's keepalive pings, as any WebSocket client does.
-            let _ = writer.lock().await.write_all(&pongs).await;
+            let _ = writer.lock().await.send(&pongs).await;
             pongs.clear();
         }
         // Wait for readiness without holding a buffer, then read into the
@@ -649,6 +754,8 @@ fn consume(
     let now = shared.now_ns();
     let measure_from = shared.measure_from_ns.load(Ordering::Relaxed);
     let end = shared.end_ns.load(Ordering::Relaxed);
+    let storm_from = shared.storm_from_ns.load(Ordering::Relaxed);
+    let storm_until = shared.storm_until_ns.load(Ordering::Relaxed);
     let mut t = tally.borrow_mut();
     let mut used = 0;
     let mut delivered = 0;
@@ -669,9 +776,12 @@ fn consume(
                 }
                 if stamp.sent_ns >= measure_from && stamp.sent_ns < end && measure_from > 0 {
                     t.delivered += 1;
-                    let _ = t
-                        .latency
-                        .record(now.saturating_sub(stamp.sent_ns).max(1_000));
+                    let latency = now.saturating_sub(stamp.sent_ns).max(1_000);
+                    let _ = t.latency.record(latency);
+                    if storm_from > 0 && stamp.sent_ns >= storm_from && stamp.sent_ns <= storm_until
+                    {
+                        let _ = t.storm_latency.record(latency);
+                    }
                 }
             }
             Incoming::Close(code) => {

@@ -30,7 +30,11 @@ pub fn write_transmit(out: &mut Vec<u8>, channel_name: &str, stamp: Stamp, size:
         stamp.publisher, stamp.channel, stamp.seq, stamp.sent_ns
     );
     while text.len() < size {
-        text.push(if text.len() % 8 == 0 { '|' } else { 'x' });
+        text.push(if text.len().is_multiple_of(8) {
+            '|'
+        } else {
+            'x'
+        });
     }
     Message::Transmit {
         channel: channel_name,

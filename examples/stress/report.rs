@@ -5,11 +5,15 @@ use std::fmt::Write as _;
 
 use hdrhistogram::Histogram;
 
+use crate::storm::StormResult;
+
 /// What one thread saw.
 #[derive(Debug)]
 pub struct Tally {
     /// End-to-end latency (publish to receive) of counted deliveries, ns.
     pub latency: Histogram<u64>,
+    /// The same, for messages sent while a connect storm ran.
+    pub storm_latency: Histogram<u64>,
     /// WebSocket connect + upgrade time per connection, ns.
     pub connect: Histogram<u64>,
     /// Publishes sent inside the measurement window.
@@ -32,6 +36,7 @@ impl Tally {
     pub fn new() -> Tally {
         Tally {
             latency: Histogram::new_with_bounds(1_000, 60_000_000_000, 3).expect("bounds"),
+            storm_latency: Histogram::new_with_bounds(1_000, 60_000_000_000, 3).expect("bounds"),
             connect: Histogram::new_with_bounds(1_000, 60_000_000_000, 3).expect("bounds"),
             published: 0,
             expected: 0,
@@ -45,6 +50,9 @@ impl Tally {
     /// Adds another thread's tally to this one.
     pub fn merge(&mut self, other: &Tally) {
         self.latency.add(&other.latency).expect("same bounds");
+        self.storm_latency
+            .add(&other.storm_latency)
+            .expect("same bounds");
         self.connect.add(&other.connect).expect("same bounds");
         self.published += other.published;
         self.expected += other.expected;
@@ -71,8 +79,11 @@ pub struct RunInfo {
     pub window_seconds: f64,
     /// The window's start and end, seconds since the Unix epoch.
     pub window_unix: (f64, f64),
-    /// CPU seconds (user + system) this process used in the window.
+    /// CPU seconds (user + system) this process used in the window (the
+    /// storm's thread included).
     pub cpu_seconds: f64,
+    /// The connect storm, if one ran.
+    pub storm: Option<StormResult>,
 }
 
 fn ms(ns: u64) -> f64 {
@@ -132,7 +143,72 @@ pub fn summary(tally: &Tally, info: &RunInfo) -> String {
         info.cpu_seconds,
         100.0 * info.cpu_seconds / w
     );
+    if let Some(storm) = &info.storm {
+        let errors: Vec<String> = storm
+            .errors
+            .iter()
+            .map(|(kind, n)| format!("{n}× {kind}"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "connect storm: {} of {} upgraded in {:.2} s; per connection p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; errors {}{}",
+            storm.upgraded,
+            storm.connections,
+            storm.seconds,
+            ms(storm.connect.value_at_quantile(0.5)),
+            ms(storm.connect.value_at_quantile(0.99)),
+            ms(storm.connect.max()),
+            storm.failed(),
+            if errors.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", errors.join(", "))
+            }
+        );
+        let s = &tally.storm_latency;
+        let _ = writeln!(
+            out,
+            "latency ms during the storm: p50 {:.3}  p99 {:.3}  max {:.3}  (n={}); storm thread cpu {:.2} s ({:.0}% of its {:.2} s)",
+            ms(s.value_at_quantile(0.5)),
+            ms(s.value_at_quantile(0.99)),
+            ms(s.max()),
+            s.len(),
+            storm.cpu_seconds,
+            100.0 * storm.cpu_seconds / storm.seconds.max(1e-9),
+            storm.seconds
+        );
+    }
     out
+}
+
+/// The storm's figures as a JSON object (`null` without a storm).
+fn storm_json(tally: &Tally, storm: Option<&StormResult>) -> String {
+    let Some(storm) = storm else {
+        return "null".into();
+    };
+    let s = &tally.storm_latency;
+    serde_json::json!({
+        "connections": storm.connections,
+        "upgraded": storm.upgraded,
+        "errors": storm.failed(),
+        "error_kinds": storm.errors,
+        "seconds_to_all": storm.seconds,
+        "start_unix": storm.unix.0,
+        "end_unix": storm.unix.1,
+        "connect_ms": {
+            "p50": ms(storm.connect.value_at_quantile(0.5)),
+            "p99": ms(storm.connect.value_at_quantile(0.99)),
+            "max": ms(storm.connect.max()),
+        },
+        "bystander_latency_ms": {
+            "p50": ms(s.value_at_quantile(0.5)),
+            "p99": ms(s.value_at_quantile(0.99)),
+            "max": ms(s.max()),
+            "count": s.len(),
+        },
+        "client_cpu_seconds": storm.cpu_seconds,
+    })
+    .to_string()
 }
 
 /// Everything as one JSON object.
@@ -149,7 +225,7 @@ pub fn json(tally: &Tally, info: &RunInfo) -> String {
          \"window_seconds\": {:.3}, \"window_start_unix\": {:.3}, \"window_end_unix\": {:.3}, \"published\": {}, \"publish_rate\": {:.1}, \"expected\": {}, \"delivered\": {}, \
          \"deliveries_per_second\": {:.1}, \"lost\": {}, \"out_of_order\": {}, \"connections_closed\": {}, \
          \"latency_ms\": {{\"p50\": {:.4}, \"p90\": {:.4}, \"p99\": {:.4}, \"p99_9\": {:.4}, \"max\": {:.4}, \"count\": {}}}, \
-         \"client_cpu_seconds\": {:.3}, \"client_cpu_percent\": {:.1}}}\n",
+         \"client_cpu_seconds\": {:.3}, \"client_cpu_percent\": {:.1}, \"storm\": {}}}\n",
         settings.join(", "),
         info.connect_seconds,
         ms(tally.connect.value_at_quantile(0.99)),
@@ -172,6 +248,7 @@ pub fn json(tally: &Tally, info: &RunInfo) -> String {
         ms(h.max()),
         h.len(),
         info.cpu_seconds,
-        100.0 * info.cpu_seconds / w
+        100.0 * info.cpu_seconds / w,
+        storm_json(tally, info.storm.as_ref())
     )
 }
