@@ -30,6 +30,13 @@ use crate::shard::{Admission, ShardState};
 /// How often a shard purges expired subscriptions. Expired subscriptions
 /// stop receiving at once (delivery checks the time); this only frees them.
 const PURGE_INTERVAL: Duration = Duration::from_millis(250);
+/// Connections a shard accepts (and starts) in a row before it lets the
+/// executor poll I/O: a connect storm then delays the shard's other
+/// connections by about this many upgrades at a time.
+const ACCEPT_BURST: usize = 16;
+/// The pause after such a burst: a timer wait, which puts the accept loop
+/// behind the executor's next I/O poll.
+const ACCEPT_PAUSE: Duration = Duration::from_micros(50);
 /// How long a stopping shard waits for its sessions to close.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a stopped nexus waits for the cluster bridge to flush.
@@ -273,7 +280,17 @@ fn cluster_link(links: &Mutex<Vec<Option<LinkParts>>>, id: usize) -> Option<Clus
 /// like the rest), never reset.
 async fn accept_loop(state: &Rc<ShardState>, listener: &Listener, transport: Transport) {
     let mut failing: Option<(Instant, u64)> = None;
+    let mut burst = 0;
     loop {
+        // A storm of connections never makes `accept` wait, and each new
+        // session's first turn (its upgrade, when the request is already
+        // there) runs before the executor polls I/O again: after a burst
+        // of accepts, everyone else's completions are reaped first.
+        burst += 1;
+        if burst > ACCEPT_BURST {
+            burst = 0;
+            glommio::timer::sleep(ACCEPT_PAUSE).await;
+        }
         let stop = future::or(state.shutdown.wait(), state.draining.wait());
         match listener.accept_until(stop).await {
             Accepted::Retired(queued) => {

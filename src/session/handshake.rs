@@ -12,6 +12,8 @@ use tungstenite::handshake::server::{create_response, write_response, Request};
 
 use super::stream::SharedStream;
 use crate::access::Presented;
+use crate::tls::session::Turn;
+use crate::tls::HandshakeGate;
 use easechat_auth::Status;
 
 /// Largest HTTP upgrade request accepted.
@@ -34,8 +36,10 @@ pub enum HandshakeError {
     Refused(String),
 }
 
-/// The bytes the client sent after its request, and what `authorize` gave.
-pub type Upgraded<T> = Result<(Vec<u8>, T), HandshakeError>;
+/// The bytes the client sent after its request, what `authorize` gave, and
+/// the connection's turn at the shard's start gate (the caller ends it
+/// once the session is set up).
+pub type Upgraded<'g, T> = Result<(Vec<u8>, T, Turn<'g>), HandshakeError>;
 
 /// What [`upgrade`] decided about the credential before answering 101.
 pub type Authorize<'a, T> = Box<dyn FnOnce(Presented) -> Result<T, (Status, String)> + 'a>;
@@ -44,9 +48,10 @@ pub type Authorize<'a, T> = Box<dyn FnOnce(Presented) -> Result<T, (Status, Stri
 /// sizing every connection's task for them.
 pub fn upgrade_boxed<'a, T: 'a>(
     stream: &'a SharedStream,
+    gate: &'a HandshakeGate,
     authorize: Authorize<'a, T>,
-) -> Pin<Box<dyn Future<Output = Upgraded<T>> + 'a>> {
-    Box::pin(upgrade(stream, authorize))
+) -> Pin<Box<dyn Future<Output = Upgraded<'a, T>> + 'a>> {
+    Box::pin(upgrade(stream, gate, authorize))
 }
 
 /// What to do with the bytes of an upgrade request received so far.
@@ -136,7 +141,15 @@ pub fn presented(request: &Request) -> Presented {
 /// credential before the 101 (a refusal answers 401 or 403 with no detail),
 /// and the bytes the client sent after its request are returned with what
 /// `authorize` gave.
-pub async fn upgrade<'a, T>(stream: &SharedStream, authorize: Authorize<'a, T>) -> Upgraded<T> {
+///
+/// Once the request is complete, the rest (the credential's check, the 101)
+/// runs in a turn at the shard's `gate`, so a connect storm's upgrades,
+/// made runnable together by one I/O poll, do not run back to back.
+pub async fn upgrade<'a, 'g, T>(
+    stream: &SharedStream,
+    gate: &'g HandshakeGate,
+    authorize: Authorize<'a, T>,
+) -> Upgraded<'g, T> {
     let mut request = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     loop {
@@ -152,12 +165,18 @@ pub async fn upgrade<'a, T>(stream: &SharedStream, authorize: Authorize<'a, T>) 
                 consumed,
                 presented,
             } => {
+                let Some(turn) = gate.enter().await else {
+                    return reject(stream, "503 Service Unavailable", "server busy").await;
+                };
                 let granted = match authorize(presented) {
                     Ok(granted) => granted,
-                    Err((status, why)) => return refuse(stream, status, why).await,
+                    Err((status, why)) => {
+                        turn.leave().await;
+                        return refuse(stream, status, why).await;
+                    }
                 };
                 stream.write_all(&response).await?;
-                return Ok((request.split_off(consumed), granted));
+                return Ok((request.split_off(consumed), granted, turn));
             }
             Answer::Reject { status, why } => return reject(stream, status, &why).await,
         }
@@ -167,7 +186,7 @@ pub async fn upgrade<'a, T>(stream: &SharedStream, authorize: Authorize<'a, T>) 
 /// Answers a refused credential: 401 (no or bad token) or 403 (valid but
 /// not allowed), with a body that tells a prober nothing more; the reason
 /// goes to the log only.
-async fn refuse<T>(stream: &SharedStream, status: Status, why: String) -> Upgraded<T> {
+async fn refuse<'g, T>(stream: &SharedStream, status: Status, why: String) -> Upgraded<'g, T> {
     let response: &[u8] = match status {
         Status::Unauthorized => b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 13\r\nConnection: close\r\n\r\nunauthorized\n",
         Status::Forbidden => b"HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 10\r\nConnection: close\r\n\r\nforbidden\n",

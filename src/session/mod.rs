@@ -185,13 +185,13 @@ pub async fn serve(
             .map(Some)
             .map_err(|refusal| (refusal.status, refusal.reason))
     });
-    let upgrade = handshake::upgrade_boxed(&stream, authorize);
+    let upgrade = handshake::upgrade_boxed(&stream, &shard.tls_gate, authorize);
     // The TLS handshake and the upgrade share the one deadline.
     let left = shard
         .config
         .handshake_timeout
         .saturating_sub(started.elapsed());
-    let (leftover, access) = match with_timeout(left, upgrade).await {
+    let (leftover, access, turn) = match with_timeout(left, upgrade).await {
         Some(Ok(upgraded)) => upgraded,
         Some(Err(HandshakeError::Refused(why))) => {
             shard.stats.add(Metric::AuthRefused, 1);
@@ -225,6 +225,8 @@ pub async fn serve(
         debug!("websocket open");
         let writer = glommio::spawn_local(writer::run(stream.clone(), conn.clone(), shard.clone()));
         let mut reader = Reader::new(&shard, &conn, leftover);
+        // The session is set up: the next connection's start may run.
+        turn.leave().await;
         let end = reader.run(&stream).await;
         drop(reader);
         shard.unregister(&conn);

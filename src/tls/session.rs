@@ -32,10 +32,10 @@ pub const MAX_HANDSHAKE_BYTES: usize = 16 * 1024;
 /// comes in the handshake too.
 pub const MAX_HANDSHAKE_BYTES_MUTUAL: usize = 48 * 1024;
 
-/// A handshake step that took at least this long did crypto work (a key
-/// exchange, a signature, a certificate check): the shard's other tasks
+/// Once the steps run since the last pause took this long (one RSA
+/// signature, two ECDSA ones, many cheap steps), the shard's other tasks
 /// and its I/O completions get the executor before the next step.
-const EXPENSIVE_STEP: Duration = Duration::from_micros(20);
+const GATE_SLICE: Duration = Duration::from_micros(200);
 /// The pause after an expensive step: a timer wait, so the executor polls
 /// I/O before the next step runs (`yield_now` would not).
 const HANDSHAKE_PAUSE: Duration = Duration::from_micros(50);
@@ -44,16 +44,18 @@ const HANDSHAKE_PAUSE: Duration = Duration::from_micros(50);
 /// past its deadline with work already spent on it.
 pub const MAX_WAITING_STEPS: usize = 4096;
 
-/// Paces a shard's TLS handshakes: one handshake step at a time, and after
-/// a step that did crypto work (up to about a millisecond for an RSA
-/// signature) a short timer pause, so the executor polls I/O and runs
-/// everyone else before the next. Without it, a storm of ClientHellos made
+/// Paces a shard's TLS handshakes: one handshake step at a time, and once
+/// the steps since the last pause did [`GATE_SLICE`] of work (an RSA
+/// signature alone takes about a millisecond) a short timer pause, so the
+/// executor polls I/O and runs everyone else before the next. Without it, a storm of ClientHellos made
 /// runnable by one I/O poll would run back to back, holding every
 /// bystander's delivery for the whole storm.
 #[derive(Debug)]
 pub struct HandshakeGate {
     turn: Semaphore,
     waiting: Cell<usize>,
+    /// Work done by steps since the last pause.
+    since_pause: Cell<Duration>,
 }
 
 impl Default for HandshakeGate {
@@ -61,6 +63,7 @@ impl Default for HandshakeGate {
         HandshakeGate {
             turn: Semaphore::new(1),
             waiting: Cell::new(0),
+            since_pause: Cell::new(Duration::ZERO),
         }
     }
 }
@@ -75,9 +78,10 @@ impl Drop for Waiting<'_> {
 }
 
 impl HandshakeGate {
-    /// Runs one handshake step's `work` when it is this handshake's turn;
-    /// `None` when [`MAX_WAITING_STEPS`] already wait (shed the handshake).
-    pub async fn step<T>(&self, work: impl FnOnce() -> T) -> Option<T> {
+    /// Waits for this connection's turn; `None` when [`MAX_WAITING_STEPS`]
+    /// already wait (shed the connection). Work done while the [`Turn`] is
+    /// held counts toward the next pause; [`Turn::leave`] ends it.
+    pub async fn enter(&self) -> Option<Turn<'_>> {
         if self.waiting.get() >= MAX_WAITING_STEPS {
             return None;
         }
@@ -86,13 +90,42 @@ impl HandshakeGate {
         // The semaphore is never closed, so the permit always comes.
         let permit = self.turn.acquire_permit(1).await.ok();
         drop(waiting);
-        let started = Instant::now();
+        Some(Turn {
+            gate: self,
+            _permit: permit,
+            started: Instant::now(),
+        })
+    }
+
+    /// Runs one handshake step's `work` in a turn of its own; `None` when
+    /// the connection is shed.
+    pub async fn step<T>(&self, work: impl FnOnce() -> T) -> Option<T> {
+        let turn = self.enter().await?;
         let result = work();
-        if started.elapsed() >= EXPENSIVE_STEP {
-            glommio::timer::sleep(HANDSHAKE_PAUSE).await;
-        }
-        drop(permit);
+        turn.leave().await;
         Some(result)
+    }
+}
+
+/// One connection's turn at the [`HandshakeGate`].
+pub struct Turn<'a> {
+    gate: &'a HandshakeGate,
+    _permit: Option<glommio::sync::Permit<'a>>,
+    started: Instant,
+}
+
+impl Turn<'_> {
+    /// Ends the turn: after [`GATE_SLICE`] of work since the last pause
+    /// (this turn's and earlier ones'), a timer pause first.
+    pub async fn leave(self) {
+        let gate = self.gate;
+        let busy = gate.since_pause.get() + self.started.elapsed();
+        if busy >= GATE_SLICE {
+            gate.since_pause.set(Duration::ZERO);
+            glommio::timer::sleep(HANDSHAKE_PAUSE).await;
+        } else {
+            gate.since_pause.set(busy);
+        }
     }
 }
 
