@@ -386,7 +386,7 @@ def main():
         w("")
 
     # Issue 14's targets, checked against this run.
-    w("## Issue 14 targets, measured in this run")
+    w("## Targets (issues 14, 20, 21), measured in this run")
     w("")
     w("| target | measured | met? |")
     w("|---|---|---|")
