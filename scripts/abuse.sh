@@ -85,6 +85,11 @@ scenario token-expiry "$duration"
 # wss: garbage handshakes for the whole duration, then (15 s: past the
 # nexus's 10 s handshake timeout) a dribbled ClientHello and 2,000
 # connections that start one and stop.
+# Issue 23: a flood of each kind of valid command, and a mix; the
+# abuser's shard is judged on its worst case too (< 10 ms).
+for kind in hello subscribe resubscribe publish-local publish-remote ping mix; do
+  scenario "flood-$kind" "$duration"
+done
 scenario tls-garbage "$duration"
 scenario tls-slow-handshake 15
 scenario tls-half-open 15

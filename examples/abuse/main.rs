@@ -22,6 +22,7 @@
 
 mod abusers;
 mod client;
+mod floods;
 #[path = "../../tests/common/http.rs"]
 mod http;
 mod nexus;
@@ -124,6 +125,7 @@ fn run(args: &Args) -> Result<bool, String> {
         .iter()
         .chain(tokens::ALL)
         .chain(tls::ALL)
+        .chain(floods::ALL)
         .find(|(name, _)| *name == args.scenario)
         .map(|(_, row)| *row)
         .ok_or_else(|| {
@@ -131,6 +133,7 @@ fn run(args: &Args) -> Result<bool, String> {
                 .iter()
                 .chain(tokens::ALL)
                 .chain(tls::ALL)
+                .chain(floods::ALL)
                 .map(|(n, _)| *n)
                 .collect();
             format!("unknown scenario; one of {}", names.join(", "))

@@ -113,7 +113,7 @@ fn growth_per(measures: &Measures, items: usize) -> f64 {
 
 impl Outcome {
     /// The abusers' summary from their reports, with `notes`.
-    fn of(target: &Target, reports: &[Report], notes: String) -> Outcome {
+    pub fn of_reports(target: &Target, reports: &[Report], notes: String) -> Outcome {
         Outcome {
             abuser: abusers::summarise(target, reports),
             notes,
@@ -148,6 +148,7 @@ pub async fn run(ctx: &Ctx, name: &str) -> Result<(Measures, Outcome), String> {
         "admin-idle" => admin_idle(ctx).await,
         token if token.starts_with("token-") => crate::tokens::run(ctx, token).await,
         tls if tls.starts_with("tls-") => crate::tls::run(ctx, tls).await,
+        flood if crate::floods::is_flood(flood) => crate::floods::run(ctx, flood).await,
         other => Err(format!("unknown scenario {other:?}")),
     }
 }
@@ -179,7 +180,7 @@ async fn churn(ctx: &Ctx) -> Result<(Measures, Outcome), String> {
 
 /// A subscriber on `shard` to `channel` that reads everything; returns it
 /// once a probe message from `publisher` has come through.
-async fn sink(
+pub async fn sink_on(
     ctx: &Ctx,
     shard: usize,
     channel: &str,
@@ -207,7 +208,7 @@ async fn sink(
 }
 
 /// Reads the sink until `until`; (fate, texts).
-fn drain_sink(sink: Conn, until: Instant) -> tokio::task::JoinHandle<(Fate, u64)> {
+pub fn drain_sink(sink: Conn, until: Instant) -> tokio::task::JoinHandle<(Fate, u64)> {
     tokio::task::spawn_local(async move {
         // Dropping the write half would end the stream: the nexus would
         // close the sink.
@@ -225,7 +226,7 @@ async fn burst(ctx: &Ctx) -> Result<(Measures, Outcome), String> {
     for i in 1..ctx.connections {
         conns.push(client::on_shard(&ctx.target, &name(i), shard).await?);
     }
-    let sink = sink(ctx, 1 - shard, "b", &mut conns[0]).await?;
+    let sink = sink_on(ctx, 1 - shard, "b", &mut conns[0]).await?;
     let measuring = ctx.measure(shard)?;
     let until = ctx.until();
     let sink = drain_sink(sink, until + Duration::from_secs(2));
@@ -268,7 +269,7 @@ async fn join_reports(tasks: Vec<tokio::task::JoinHandle<Report>>) -> Vec<Report
 /// Row 3: one publisher as fast as it can to a subscriber on the other shard.
 async fn cross_shard(ctx: &Ctx) -> Result<(Measures, Outcome), String> {
     let (mut conn, shard) = client::identified(&ctx.target, "abuser-heavy").await?;
-    let sink = sink(ctx, 1 - shard, "heavy", &mut conn).await?;
+    let sink = sink_on(ctx, 1 - shard, "heavy", &mut conn).await?;
     let measuring = ctx.measure(shard)?;
     let until = ctx.until();
     let sink = drain_sink(sink, until + Duration::from_secs(2));
@@ -358,7 +359,7 @@ async fn partial(ctx: &Ctx, fragment: bool) -> Result<(Measures, Outcome), Strin
         "{} connections open in {open_secs:.1} s ({failed} failed); RSS growth {per_conn:.1} KiB per connection",
         reports.len(),
     );
-    Ok((measures, Outcome::of(&ctx.target, &reports, notes)))
+    Ok((measures, Outcome::of_reports(&ctx.target, &reports, notes)))
 }
 
 /// Row 6: connections each holding 1,024 subscriptions with 1 KiB names.
@@ -387,7 +388,7 @@ async fn subscriptions(ctx: &Ctx) -> Result<(Measures, Outcome), String> {
         "{} connections × 1,024 subscriptions × 1 KiB names ({failed} failed to open); RSS growth {per_sub:.2} KiB per subscription",
         reports.len(),
     );
-    Ok((measures, Outcome::of(&ctx.target, &reports, notes)))
+    Ok((measures, Outcome::of_reports(&ctx.target, &reports, notes)))
 }
 
 /// How a raw upgrade attempt was answered.

@@ -33,10 +33,16 @@ pub fn hello(shard: &ShardState, conn: &Connection, name: &str) -> Verdict {
         return refused(denied);
     }
     match conn.set_name(name) {
-        None => info!(name, "connection identified"),
+        None => {
+            info!(name, "connection identified");
+            // Once: tracing's text formatter appends every recorded value
+            // to the span, so recording each rename would grow it without
+            // bound (a rename flood took 70 MiB in 5 s). The span keeps the
+            // first name; renames are logged (debug) with old and new.
+            Span::current().record("name", name);
+        }
         Some(old) => debug!(old = &*old, name, "connection renamed"),
     }
-    Span::current().record("name", name);
     Verdict::Continue
 }
 
