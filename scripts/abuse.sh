@@ -12,6 +12,7 @@
 #   scripts/abuse.sh --only churn --only flood --duration 5
 #   scripts/abuse.sh --cycles 20              # fewer SIGTERM cycles (row 9)
 #   scripts/abuse.sh --nexus-arg --max-partial-bytes --nexus-arg 1048576  # extra nexus flag
+#   scripts/abuse.sh --label before --nexus /tmp/old/ease_chat_nexus  # another build (before → after)
 #   scripts/abuse.sh --admin-flag --admin     # if the admin listener's flag is renamed
 #   scripts/abuse.sh --wss                    # every row with wss served too (the tls-* rows always are)
 #   scripts/abuse.sh --date 2026-11-25        # merge into that day's file
@@ -34,6 +35,7 @@ while [ $# -gt 0 ]; do
     --admin-flag) extra+=(--admin-flag "$2"); shift 2 ;;
     --date) date_tag="$2"; shift 2 ;;
     --wss) extra+=(--wss); shift ;;
+    --nexus) extra+=(--nexus "$2"); shift 2 ;;
     -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
