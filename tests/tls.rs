@@ -403,3 +403,105 @@ fn the_rust_client_and_the_cli_speak_wss_with_a_private_ca() {
         assert_eq!(plain.recv(), receive("cli", "room", "from the cli"));
     }
 }
+
+/// RSA keys, as PKCS#8 and as PKCS#1 (`BEGIN RSA PRIVATE KEY`), made by
+/// the openssl command (rcgen cannot make RSA keys), and an EC key in SEC1
+/// form (`BEGIN EC PRIVATE KEY`): each is served.
+#[test]
+fn rsa_and_ec_keys_in_every_pem_form_are_served() {
+    if std::process::Command::new("openssl")
+        .arg("version")
+        .output()
+        .is_err()
+    {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true but no openssl"
+        );
+        eprintln!("SKIPPED: no openssl");
+        return;
+    }
+    let ca = TestCa::new("Key form CA");
+    let dir = pki::dir("key-forms");
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "openssl {args:?}: {out:?}");
+        out.stdout
+    };
+    let forms: [(&str, Vec<&str>, Vec<&str>); 3] = [
+        (
+            "rsa-pkcs8",
+            vec![
+                "genpkey",
+                "-algorithm",
+                "RSA",
+                "-pkeyopt",
+                "rsa_keygen_bits:2048",
+            ],
+            vec![],
+        ),
+        (
+            "rsa-pkcs1",
+            vec![
+                "genpkey",
+                "-algorithm",
+                "RSA",
+                "-pkeyopt",
+                "rsa_keygen_bits:2048",
+            ],
+            vec!["rsa", "-traditional"],
+        ),
+        (
+            "ec-sec1",
+            vec![
+                "genpkey",
+                "-algorithm",
+                "EC",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+            ],
+            vec!["ec"],
+        ),
+    ];
+    for (form, generate, convert) in forms {
+        let pkcs8 = String::from_utf8(openssl(&generate)).unwrap();
+        let key = rcgen::KeyPair::from_pem(&pkcs8).unwrap();
+        let mut issued = ca.server("localhost", Some(key));
+        let pkcs8_path = dir.join(format!("{form}.pkcs8"));
+        std::fs::write(&pkcs8_path, &pkcs8).unwrap();
+        issued.key_pem = if convert.is_empty() {
+            pkcs8
+        } else {
+            let mut args = convert.clone();
+            let input = pkcs8_path.display().to_string();
+            args.extend(["-in", &input]);
+            String::from_utf8(openssl(&args)).unwrap()
+        };
+        let expected = match form {
+            "rsa-pkcs1" => "BEGIN RSA PRIVATE KEY",
+            "ec-sec1" => "BEGIN EC PRIVATE KEY",
+            _ => "BEGIN PRIVATE KEY",
+        };
+        assert!(
+            issued.key_pem.contains(expected),
+            "{form}: {}",
+            issued.key_pem
+        );
+        let (cert, key) = pki::write(&dir, form, &issued);
+        let mut nexus = Nexus::start(&[
+            "--tls-listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+        ]);
+        let mut client = Client::try_connect_tls(nexus.tls_addr(), ca.client_config(None))
+            .unwrap_or_else(|e| panic!("{form}: {e}"));
+        client.hello(form);
+        nexus.shard_of(client.local_addr());
+    }
+}
