@@ -11,6 +11,7 @@
 mod commands;
 mod fragments;
 pub mod frames;
+pub mod gate;
 pub mod handshake;
 pub mod stream;
 mod writer;
@@ -138,7 +139,7 @@ pub async fn serve(
         }
         ok
     };
-    let handshake = stream.tls_handshake(&shard.tls_gate, max_handshake_bytes, &charge);
+    let handshake = stream.tls_handshake(&shard.start_gate, max_handshake_bytes, &charge);
     let handshake = with_timeout(shard.config.handshake_timeout, handshake).await;
     shard.charge_partial(charged.get(), 0);
     let certificate = match handshake {
@@ -185,7 +186,7 @@ pub async fn serve(
             .map(Some)
             .map_err(|refusal| (refusal.status, refusal.reason))
     });
-    let upgrade = handshake::upgrade_boxed(&stream, &shard.tls_gate, authorize);
+    let upgrade = handshake::upgrade_boxed(&stream, &shard.start_gate, authorize);
     // The TLS handshake and the upgrade share the one deadline.
     let left = shard
         .config

@@ -21,8 +21,9 @@ use std::task::{Context, Poll};
 use futures_lite::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
 
+use super::gate::StartGate;
 use crate::outbox::Outbox;
-use crate::tls::{HandshakeGate, TlsSession};
+use crate::tls::TlsSession;
 
 /// What a read produced.
 #[derive(Debug)]
@@ -123,7 +124,7 @@ impl SharedStream {
     /// and gives the charge back. On a failure rustls's alert is sent first.
     pub async fn tls_handshake(
         &self,
-        gate: &HandshakeGate,
+        gate: &StartGate,
         max_bytes: usize,
         charge: &dyn Fn(usize, usize) -> bool,
     ) -> io::Result<()> {

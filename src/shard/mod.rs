@@ -56,8 +56,8 @@ pub struct ShardState {
     /// The frames of a wss connection's round, between the outbox and
     /// their encryption; shared like `scratch`.
     pub tls_plaintext: RefCell<Vec<u8>>,
-    /// Paces this shard's TLS handshakes.
-    pub tls_gate: crate::tls::HandshakeGate,
+    /// Paces this shard's connection starts (TLS handshakes, upgrades).
+    pub start_gate: crate::session::gate::StartGate,
     /// Traffic counters.
     pub stats: ShardStats,
     /// Fires when the nexus stops.
@@ -94,7 +94,7 @@ impl ShardState {
             router,
             scratch: RefCell::new(vec![0; SCRATCH_BYTES]),
             tls_plaintext: RefCell::new(Vec::new()),
-            tls_gate: crate::tls::HandshakeGate::default(),
+            start_gate: crate::session::gate::StartGate::default(),
             stats: ShardStats::default(),
             shutdown: ShutdownSignal::default(),
             draining: ShutdownSignal::default(),

@@ -12,8 +12,10 @@
 //!
 //! - [`store`]: the server configuration built from the PEM files, behind a
 //!   lock taken once per handshake, swapped whole by a reload.
-//! - [`session`]: one connection's TLS state and its handshake, bounded in
-//!   bytes and paced so a storm of handshakes cannot hold up a shard.
+//! - [`session`]: one connection's TLS state; its handshake is bounded in
+//!   bytes and paced by the shard's start gate
+//!   ([`crate::session::gate`]) so a storm of handshakes cannot hold up a
+//!   shard.
 //! - [`identity`]: the subject of a verified client certificate, which can
 //!   stand in for a token's identity.
 
@@ -21,5 +23,5 @@ pub mod identity;
 pub mod session;
 pub mod store;
 
-pub use session::{HandshakeGate, TlsSession};
+pub use session::TlsSession;
 pub use store::{Certificates, Loaded, TlsError, TlsSettings};
