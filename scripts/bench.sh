@@ -1,35 +1,51 @@
 #!/usr/bin/env bash
 # EaseChat Nexus benchmark, side by side in one run: this machine's physical
 # floor (examples/floor), the classic Tokio design the nexus replaces
-# (examples/baseline) and the nexus, under the same loads. Writes
+# (examples/baseline), the nexus, and the peers a user would compare it
+# with, Redis pub/sub and NATS, under the same loads. Writes
 # bench-results/<date>-<host>.md (tables and ratios), the raw .json / .hgrm /
 # .cpu files in bench-results/<date>-<host>/ and SVG latency plots there.
-# Stops everything it started.
+# Stops everything it started. scripts/bench-setup.sh installs what it
+# needs (redis-server, nats-server, openssl) with apt-get.
 #
-#   scripts/bench.sh                    # everything, 10 s windows (~10 min)
+#   scripts/bench.sh                    # everything, 10 s windows (~30 min with both peers)
 #   scripts/bench.sh --duration 30      # longer windows
 #   scripts/bench.sh --quick            # 3 s windows, 400 and 4,000 msg/s only, no scaling runs
 #   scripts/bench.sh --only sweep       # one scenario family (repeatable): floor, sweep,
 #                                       # production, auth, tls, closed, tenchan, saturation, connections, scaling
-#   scripts/bench.sh --repeats 9        # floor/nexus pairs at the production scale (default 5)
-#   scripts/bench.sh --servers nexus    # only one server (nexus or baseline; default both)
+#   scripts/bench.sh --repeats 9        # rounds at the production scale (default 5)
+#   scripts/bench.sh --servers nexus,redis  # which servers: nexus, baseline, redis, nats (default: nexus,
+#                                       # baseline and each peer installed: redis-server, nats-server in
+#                                       # PATH or /usr/sbin)
 #
-# The server (one nexus shard, or the baseline's one Tokio worker) runs on
+# The peers run like one shard of the nexus, pinned to NEXUS_CPUS:
+#   taskset -c $NEXUS_CPUS redis-server --port P --bind 127.0.0.1 --save '' --appendonly no --io-threads 1
+#     --protected-mode no --maxclients 20000        (+ REDIS_ARGS)
+#   GOMAXPROCS=1 taskset -c $NEXUS_CPUS nats-server -a 127.0.0.1 -p P   (+ NATS_ARGS)
+# and examples/stress speaks their protocols (redis://, nats://) with the
+# same stamped texts, every publish reaching the same receivers as on the
+# nexus (bench-results/peers.md says how). They run every family the nexus
+# and the baseline run except auth, tls and scaling (nexus features);
+# at the production scale each round is the floor, then the nexus, Redis
+# and NATS, in reverse order every other round.
+#
+# The server (one nexus shard, the baseline's one Tokio worker, a peer) runs on
 # NEXUS_CPUS (default 0), the load generator on LOAD_CPUS (default the last
 # CPU); the floor's sender is pinned like the server and its reader like the
 # load. BENCH_PORT (default 16500) is the servers' port, BENCH_OUT the output
-# directory (the report goes beside it as <dir>.md); NEXUS_ARGS and
-# BASELINE_ARGS add flags to the servers (e.g. --plain-sends,
-# --coalesce-max-us 0; --feed-queued). Server CPU is read from
+# directory (the report goes beside it as <dir>.md); NEXUS_ARGS,
+# BASELINE_ARGS, REDIS_ARGS and NATS_ARGS add flags to the servers (e.g.
+# --plain-sends, --coalesce-max-us 0; --feed-queued). Server CPU is read from
 # /proc/PID/stat (utime + stime) every 0.2 s and taken over the load
 # generator's measured window. BENCH_TLS_PORT (default BENCH_PORT + 1) is
 # the nexus's wss port in the tls family, BENCH_TLS_KEY (ec, the default:
 # ECDSA P-256; or rsa: RSA 2048) the kind of its test certificate's key.
 #
-# The production scale (400 msg/s) is compared with the floor in --repeats
-# alternating pairs (floor, nexus, floor, nexus, ...): on a shared VM the
-# floor's own p99 moves by half from one minute to the next, so one pair
-# decides nothing; the report gives every pair and judges the median ratio.
+# The production scale (400 msg/s) is compared with the floor (and the
+# peers) in --repeats alternating rounds (floor, nexus, redis, nats, floor,
+# nats, redis, nexus, ...): on a shared VM the floor's own p99 moves by half
+# from one minute to the next, so one pair decides nothing; the report gives
+# every pair and judges the median ratio.
 # The same holds for the access-control family (auth): --auth off against
 # --auth required with a policy of permissions, --repeats alternating pairs,
 # and for wss (tls): one nexus with its wss listener on (a test CA and
@@ -46,7 +62,18 @@ duration=10
 quick=0
 repeats=5
 only=()
+# A peer's binary: in PATH, or in /usr/sbin (Debian's nats-server), or none.
+peer_bin() {
+  local path
+  if path=$(command -v "$1" 2>/dev/null); then echo "$path"
+  elif [ -x "/usr/sbin/$1" ]; then echo "/usr/sbin/$1"
+  fi
+}
+redis_bin=$(peer_bin redis-server)
+nats_bin=$(peer_bin nats-server)
 servers=(nexus baseline)
+[ -n "$redis_bin" ] && servers+=(redis)
+[ -n "$nats_bin" ] && servers+=(nats)
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) duration="$2"; shift 2 ;;
@@ -56,6 +83,14 @@ while [ $# -gt 0 ]; do
     --repeats) repeats="$2"; shift 2 ;;
     -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
+  esac
+done
+for kind in "${servers[@]}"; do
+  case "$kind" in
+    nexus|baseline) ;;
+    redis) [ -n "$redis_bin" ] || { echo "--servers redis: no redis-server (scripts/bench-setup.sh installs it)" >&2; exit 2; } ;;
+    nats) [ -n "$nats_bin" ] || { echo "--servers nats: no nats-server (scripts/bench-setup.sh installs it)" >&2; exit 2; } ;;
+    *) echo "unknown server: $kind (nexus, baseline, redis, nats)" >&2; exit 2 ;;
   esac
 done
 
@@ -70,6 +105,9 @@ report="${out_dir}.md"
 mkdir -p "$out_dir"
 runs="$out_dir/runs.tsv"
 : > "$runs"
+# The peers' versions and command lines, for the report.
+peers_file="$out_dir/peers.tsv"
+: > "$peers_file"
 
 if [ "$quick" = 1 ]; then rates=(400 4000); else rates=(400 1000 2000 4000 8000); fi
 warmup=2
@@ -122,6 +160,10 @@ pause() { read -r -t "$1" -u "$pause_fd" _ || true; }
 start_server() { # kind cpus cores ring
   local kind=$1 cpus=$2 cores=$3 ring=$4 log="$out_dir/$1.log"
   case "$kind" in
+    # shellcheck disable=SC2086 # REDIS_ARGS is a list of flags
+    redis) taskset -c "$cpus" "$redis_bin" "${redis_flags[@]}" ${REDIS_ARGS:-} < /dev/null >> "$log" 2>&1 & ;;
+    # shellcheck disable=SC2086 # NATS_ARGS is a list of flags
+    nats) GOMAXPROCS=1 taskset -c "$cpus" "$nats_bin" "${nats_flags[@]}" ${NATS_ARGS:-} < /dev/null >> "$log" 2>&1 & ;;
     # shellcheck disable=SC2086 # NEXUS_ARGS is a list of flags
     nexus) taskset -c "$cpus" "$nexus_bin" "127.0.0.1:$port" --cores "$cores" --ring-size "$ring" --log warn ${NEXUS_ARGS:-} \
              < /dev/null > /dev/null 2>> "$log" & ;;
@@ -139,12 +181,31 @@ start_server() { # kind cpus cores ring
 
 stop_server() { kill -TERM "$server_pid"; wait "$server_pid" || true; server_pid=""; }
 
+# The peers, each like one shard: one I/O thread (Redis is single-threaded
+# apart from background jobs; NATS gets one P), no persistence, loopback
+# only. --maxclients: the connections family opens 10,000 subscribing
+# connections plus Redis's 10 publishing ones (its default is 10,000).
+redis_flags=(--port "$port" --bind 127.0.0.1 --save '' --appendonly no --io-threads 1 --protected-mode no
+             --maxclients 20000)
+nats_flags=(-a 127.0.0.1 -p "$port")
+if has_server redis; then
+  printf 'redis\t%s\ttaskset -c %s %s %s%s\n' "$("$redis_bin" --version)" "$NEXUS_CPUS" "$redis_bin" \
+    "$(printf '%q ' "${redis_flags[@]}")" "${REDIS_ARGS:-}" >> "$peers_file"
+fi
+if has_server nats; then
+  printf 'nats\t%s\tGOMAXPROCS=1 taskset -c %s %s %s%s\n' "$("$nats_bin" --version)" "$NEXUS_CPUS" "$nats_bin" \
+    "$(printf '%q ' "${nats_flags[@]}")" "${NATS_ARGS:-}" >> "$peers_file"
+fi
+
 # run FAMILY NAME SERVER CPUS CORES RING LOAD_CPUS STRESS_ARGS...
 # The load generator connects to URL_SCHEME://127.0.0.1:URL_PORT URL_PATH
-# (default ws, BENCH_PORT, none), with STRESS_ARGS before the run's own.
+# (default ws, BENCH_PORT, none; redis:// and nats:// for the peers), with
+# STRESS_ARGS before the run's own.
 run() {
   local family=$1 name=$2 kind=$3 scpus=$4 cores=$5 ring=$6 lcpus=$7; shift 7
   wanted "$family" && has_server "$kind" || return 0
+  local scheme=${URL_SCHEME:-ws}
+  case "$kind" in redis|nats) scheme=$kind ;; esac
   local tag="$name.$kind"
   echo; echo "=== $name on $kind (CPU $scpus, cores $cores, ring $ring), load on CPU $lcpus: $*"
   start_server "$kind" "$scpus" "$cores" "$ring"
@@ -152,7 +213,7 @@ run() {
   local rss_peak=$rss_before status=0 cpu_file="$out_dir/$tag.cpu"
   : > "$cpu_file"
   # shellcheck disable=SC2086 # STRESS_ARGS is a list of flags
-  taskset -c "$lcpus" "$stress_bin" --url "${URL_SCHEME:-ws}://127.0.0.1:${URL_PORT:-$port}${URL_PATH:-}" \
+  taskset -c "$lcpus" "$stress_bin" --url "$scheme://127.0.0.1:${URL_PORT:-$port}${URL_PATH:-}" \
     ${STRESS_ARGS:-} "$@" \
     --json "$out_dir/$tag.json" --hgrm "$out_dir/$tag.hgrm" --name-prefix "$name" \
     > "$out_dir/$tag.txt" 2>&1 &
@@ -189,10 +250,16 @@ done
 d=$duration
 fan=(--clients 350 --publishers 10 --message-size 64 --duration "$d" --warmup "$warmup" --channels 1)
 ten=(--clients 350 --publishers 10 --message-size 64 --duration "$d" --warmup "$warmup" --channels 10)
-if has_server nexus; then
+# The production scale in rounds: the floor, then the nexus and the peers
+# (in reverse order every other round, so that none always runs first).
+if has_server nexus || has_server redis || has_server nats; then
   for i in $(seq 1 "$repeats"); do
     floor production uring 400 "-r$i"
-    run production "production-r$i" nexus "$NEXUS_CPUS" 1 1024 "$LOAD_CPUS" "${fan[@]}" --target-rate 400
+    order=(nexus redis nats)
+    [ $((i % 2)) = 0 ] && order=(nats redis nexus)
+    for kind in "${order[@]}"; do
+      run production "production-r$i" "$kind" "$NEXUS_CPUS" 1 1024 "$LOAD_CPUS" "${fan[@]}" --target-rate 400
+    done
   done
 fi
 # Issue 20: access control at the production scale. Every client presents a
@@ -266,19 +333,32 @@ if has_server nexus && wanted tls; then
       --storm-url "ws://127.0.0.1:$port"
   done
 fi
-for kind in baseline nexus; do
-  for rate in "${rates[@]}"; do
+# Every scenario runs on each server in turn (the nexus and Redis next to
+# each other), so that the machine drifts as little as possible between them.
+kinds=(nexus redis nats baseline)
+for rate in "${rates[@]}"; do
+  for kind in "${kinds[@]}"; do
     run sweep "sweep-$rate" "$kind" "$NEXUS_CPUS" 1 1024 "$LOAD_CPUS" "${fan[@]}" --target-rate "$rate"
   done
+done
+for kind in "${kinds[@]}"; do
   run closed closed-loop "$kind" "$NEXUS_CPUS" 1 1024 "$LOAD_CPUS" "${fan[@]}" --target-rate 0
-  # Issue 14's own closed loop: 1,000 publishes in flight per publisher
-  # (10 × 1,000 × 349 deliveries), against the baseline that feeds every
-  # queued frame before one flush, as the issue's Tokio nexus must have done
-  # to reach 4.1 M deliveries/s.
+done
+# Issue 14's own closed loop: 1,000 publishes in flight per publisher
+# (10 × 1,000 × 349 deliveries), against the baseline that feeds every
+# queued frame before one flush, as the issue's Tokio nexus must have done
+# to reach 4.1 M deliveries/s.
+for kind in "${kinds[@]}"; do
   BASELINE_ARGS=--feed-queued run closed closed-loop-deep "$kind" "$NEXUS_CPUS" 1 1024 "$LOAD_CPUS" \
     "${fan[@]}" --target-rate 0 --in-flight $((1000 * 10 * 349))
+done
+for kind in "${kinds[@]}"; do
   run tenchan ten-channels "$kind" "$NEXUS_CPUS" 1 1024 "$LOAD_CPUS" "${ten[@]}" --target-rate 3500
+done
+for kind in "${kinds[@]}"; do
   run saturation saturation-ten-channels "$kind" "$NEXUS_CPUS" 1 1024 "$LOAD_CPUS" "${ten[@]}" --target-rate 0
+done
+for kind in "${kinds[@]}"; do
   run connections connections "$kind" "$NEXUS_CPUS" 1 1024 "$LOAD_CPUS" --clients 10000 --publishers 10 \
     --channels 100 --target-rate 100 --duration "$d" --warmup "$warmup" --connect-parallel 256
 done
@@ -289,7 +369,7 @@ if [ "$quick" = 0 ]; then
 fi
 
 python3 scripts/bench_report.py --dir "$out_dir" --report "$report" --plot "$plot_bin" \
-  --clk-tck "$clk_tck" --command "${NEXUS_ARGS:+NEXUS_ARGS='$NEXUS_ARGS' }${BASELINE_ARGS:+BASELINE_ARGS='$BASELINE_ARGS' }scripts/bench.sh${orig_args:+ $orig_args}" \
+  --clk-tck "$clk_tck" --command "${NEXUS_ARGS:+NEXUS_ARGS='$NEXUS_ARGS' }${BASELINE_ARGS:+BASELINE_ARGS='$BASELINE_ARGS' }${REDIS_ARGS:+REDIS_ARGS='$REDIS_ARGS' }${NATS_ARGS:+NATS_ARGS='$NATS_ARGS' }scripts/bench.sh${orig_args:+ $orig_args}" \
   --commit "$(git rev-parse --short HEAD)$(git diff --quiet || echo '+dirty')" \
   --nexus-cpus "$NEXUS_CPUS" --load-cpus "$LOAD_CPUS" --rates "${rates[*]}"
 echo; cat "$report"

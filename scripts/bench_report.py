@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """Turns one scripts/bench.sh run directory into the Markdown report and the
 SVG plots: the floor, the paced sweep with its ratios (nexus against the
-baseline and against the floor), access control and wss against their
-plaintext pairs, the handshake storm, the other scenarios, and the targets
-checked against this run's own measurements."""
+baseline, the floor and Redis), the production scale in rounds with the
+floor and the peers, the peers side by side (Redis pub/sub, NATS) in every
+family they ran, access control and wss against their plaintext pairs, the
+handshake storm, the other scenarios, and the targets checked against this
+run's own measurements."""
 
 import argparse
 import json
@@ -66,6 +68,31 @@ def median(values):
     return statistics.median(known) if known else None
 
 
+# The servers a run may hold, in the order the tables show them, and their
+# names in prose.
+KINDS = ("nexus", "redis", "nats", "baseline")
+LABEL = {"nexus": "nexus", "redis": "Redis", "nats": "NATS", "baseline": "baseline"}
+PEERS = ("redis", "nats")
+# Above this share of its one core, the load generator may have bounded
+# what it measured: such runs are flagged.
+LOADGEN_BUSY_PERCENT = 80.0
+
+
+def per_core_second(r):
+    """Deliveries per second of server CPU (deliveries/s ÷ cores)."""
+    if not r or not r.get("json") or not r.get("cpu"):
+        return None
+    return r["dps"] / r["cpu"]
+
+
+def loadgen(r):
+    """The load generator's CPU in % of one core, flagged when busy."""
+    c = r.get("client_cpu") if r else None
+    if c is None:
+        return "—"
+    return f"{c:.0f}%" + (" ⚠" if c > LOADGEN_BUSY_PERCENT else "")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--dir", required=True)
@@ -111,6 +138,15 @@ def main():
         if name not in order:
             order.append(name)
 
+    # The peers' versions and command lines, as bench.sh ran them.
+    peers = {}  # kind -> (version, command line)
+    try:
+        for line in open(os.path.join(d, "peers.tsv")).read().splitlines():
+            kind, version, command = line.split("\t", 2)
+            peers[kind] = (version, command)
+    except (OSError, ValueError):
+        pass
+
     # Floor runs.
     floor = {}  # (mode, rate) -> json
     for mode in ("send", "uring"):
@@ -137,6 +173,22 @@ def main():
     def run_of(name, kind):
         return runs.get((name, kind), {})
 
+    # Production-scale rounds: the floor, the nexus and the peers at 400
+    # msg/s, one after the other (pairs above are their floor/nexus part).
+    rounds = []  # (index, floor json or None, {kind: run})
+    i = 1
+    while True:
+        fl = load_json(os.path.join(d, f"floor-400-r{i}.uring.json"))
+        rs = {k: run_of(f"production-r{i}", k) for k in ("nexus",) + PEERS}
+        if fl is None and not any(rs.values()):
+            break
+        rounds.append((i, fl, rs))
+        i += 1
+    peer_rounds = {k: [(i, rs["nexus"], rs[k]) for (i, _, rs) in rounds
+                       if rs["nexus"].get("json") and rs[k].get("json")] for k in PEERS}
+    round_p99 = {k: [ratio(n["p99"], p["p99"]) for (_, n, p) in peer_rounds[k]] for k in PEERS}
+    round_cpu = {k: [ratio(n["cpu"], p["cpu"]) for (_, n, p) in peer_rounds[k]] for k in PEERS}
+
     def get(name, kind, key):
         return run_of(name, kind).get(key)
 
@@ -155,10 +207,24 @@ def main():
         pass
     w(f"Machine: {cpus} CPUs ({model}), kernel {platform.release()}. "
       f"Command: `{a.command}` at commit {a.commit}.")
-    w(f"Servers (the nexus with one shard, the Tokio baseline with one worker) ran pinned to CPU {a.nexus_cpus}, "
+    w(f"Servers (the nexus with one shard, the Tokio baseline with one worker, Redis and NATS each like one shard) "
+      f"ran pinned to CPU {a.nexus_cpus}, "
       f"the load generator (examples/stress) to CPU {a.load_cpus}; the floor's sender to CPU {a.nexus_cpus} and "
       f"its reader to CPU {a.load_cpus}. Server CPU is utime + stime from /proc/PID/stat over the load generator's "
       "measured window, in cores. All figures below are from this one run.")
+    w("")
+    if peers:
+        w("Peers (their own protocols, spoken by the same load generator with the same stamped 64-byte texts; every "
+          "publish reaches the same receivers as on the nexus: NATS with `echo:false`, Redis with a publishing "
+          "connection per publisher and a channel name of its own on its own channel, see bench-results/peers.md):")
+        w("")
+        for kind, (version, command) in peers.items():
+            w(f"- **{LABEL.get(kind, kind)}**: {version}; `{command}`")
+        w("")
+    w("The load generator reads every 10th subscriber of each channel in full (latency, order, sender, loss in the "
+      "window) and counts the others' deliveries by their frame headers (ws frame, RESP array, NATS `MSG` line); "
+      "every receiver's count is checked against the deliveries due once the run has drained. Its own CPU (% of "
+      f"its one core) is shown; ⚠ marks runs where it passed {LOADGEN_BUSY_PERCENT:.0f}%.")
     w("")
 
     # The floor.
@@ -182,30 +248,36 @@ def main():
     if any(n == name for (n, _) in runs for name in sweep_names):
         w("## Paced sweep: 350 clients, 1 channel, 349 subscribers, 10 publishers, 64-byte texts")
         w("")
-        w("Ratios: nexus ÷ baseline (same load), and nexus ÷ the io_uring floor at the same publish rate "
-          "(p99 against the floor's fan-out p99, CPU against its sender CPU); `—` where the floor could not keep the rate.")
+        w("Ratios: nexus ÷ baseline (same load), nexus ÷ Redis (same load) and nexus ÷ the io_uring floor at the "
+          "same publish rate (p99 against the floor's fan-out p99, CPU against its sender CPU); `—` where the floor "
+          "could not keep the rate.")
         w("")
-        w("| msg/s | server | deliveries/s | p50 ms | p99 ms | p99.9 ms | lost / reordered | CPU | p99 ÷ baseline | CPU ÷ baseline | p99 ÷ floor | CPU ÷ floor |")
-        w("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        w("| msg/s | server | deliveries/s | p50 ms | p99 ms | p99.9 ms | lost / reordered | CPU | load generator CPU | "
+          "p99 ÷ baseline | CPU ÷ baseline | p99 ÷ Redis | CPU ÷ Redis | p99 ÷ floor | CPU ÷ floor |")
+        w("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for name in sweep_names:
             rate = 0 if name == "closed-loop" else int(name.split("-")[1])
             fl = floor.get(("uring", rate))
             fl_ok = fl is not None and fl["sustained"] and rate > 0
-            for kind in ("baseline", "nexus"):
+            for kind in ("baseline", "nexus", "redis", "nats"):
                 r = run_of(name, kind)
                 if not r:
                     continue
                 label = "closed loop" if rate == 0 else f"{rate:,}"
                 if not r.get("json"):
-                    w(f"| {label} | {kind} | FAILED (no results) | | | | | | | | | |")
+                    w(f"| {label} | {LABEL[kind]} | FAILED (no results) | | | | | | | | | | | | |")
                     continue
-                p99_b = ratio(r["p99"], get(name, "baseline", "p99")) if kind == "nexus" else None
-                cpu_b = ratio(r["cpu"], get(name, "baseline", "cpu")) if kind == "nexus" else None
+                is_n = kind == "nexus"
+                p99_b = ratio(r["p99"], get(name, "baseline", "p99")) if is_n else None
+                cpu_b = ratio(r["cpu"], get(name, "baseline", "cpu")) if is_n else None
+                p99_r = ratio(r["p99"], get(name, "redis", "p99")) if is_n else None
+                cpu_r = ratio(r["cpu"], get(name, "redis", "cpu")) if is_n else None
                 p99_f = ratio(r["p99"], fl["fanout_p99_ms"]) if fl_ok else None
                 cpu_f = ratio(r["cpu"], fl["sender_cpu"]) if fl_ok else None
                 failed = "" if r["status"] == 0 else " (stress exit %d)" % r["status"]
-                w(f"| {label} | {kind}{failed} | {r['dps']:,.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {r['p999']:.2f} | "
-                  f"{r['lost']} / {r['reordered']} | {fmt(r['cpu'])} | {fmt(p99_b, '{:.2f}×')} | {fmt(cpu_b, '{:.2f}×')} | "
+                w(f"| {label} | {LABEL[kind]}{failed} | {r['dps']:,.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {r['p999']:.2f} | "
+                  f"{r['lost']} / {r['reordered']} | {fmt(r['cpu'])} | {loadgen(r)} | {fmt(p99_b, '{:.2f}×')} | "
+                  f"{fmt(cpu_b, '{:.2f}×')} | {fmt(p99_r, '{:.2f}×')} | {fmt(cpu_r, '{:.2f}×')} | "
                   f"{fmt(p99_f, '{:.2f}×')} | {fmt(cpu_f, '{:.2f}×')} |")
         w("")
 
@@ -229,6 +301,121 @@ def main():
               f"{fmt(rp, '{:.2f}×')} | {fmt(rc, '{:.2f}×')} |")
         w(f"| median | | | | | | {fmt(median(pair_p99), '{:.2f}×')} | {fmt(median(pair_cpu), '{:.2f}×')} |")
         w("")
+
+    # The same rounds with the peers (issue 23).
+    if any(peer_rounds[k] for k in PEERS):
+        w(f"## Production scale against the peers: {len(rounds)} rounds at 400 msg/s")
+        w("")
+        w("Each round is the io_uring floor, then the nexus, Redis and NATS under the same load (350 clients, "
+          "1 channel, 10 publishers, 64-byte texts), in reverse order every other round. Ratios are nexus ÷ Redis "
+          "(and ÷ NATS) within the round; the targets are judged on their median. Load generator CPU is its own, "
+          "in % of its one core.")
+        w("")
+        w("| round | floor fan-out p50 / p99 ms, CPU | nexus p50 / p99 / p99.9 ms, CPU | Redis p50 / p99 / p99.9 ms, CPU | "
+          "NATS p50 / p99 / p99.9 ms, CPU | lost (nexus / Redis / NATS) | load generator CPU (nexus / Redis / NATS) | "
+          "p99 ÷ Redis | CPU ÷ Redis | p99 ÷ NATS | CPU ÷ NATS |")
+        w("|---|---|---|---|---|---|---|---|---|---|---|")
+
+        def cell(r):
+            if not r:
+                return "—"
+            if not r.get("json"):
+                return "FAILED (no results)"
+            failed = "" if r["status"] == 0 else f" (stress exit {r['status']})"
+            return f"{r['p50']:.2f} / {r['p99']:.2f} / {r['p999']:.2f}, {fmt(r['cpu'])}{failed}"
+
+        for (i, fl, rs) in rounds:
+            n = rs["nexus"]
+            fl_cell = "—" if fl is None else \
+                f"{fl['fanout_p50_ms']:.2f} / {fl['fanout_p99_ms']:.2f}, {fl['sender_cpu']:.2f}"
+            lost = " / ".join(str(rs[k]["lost"]) if rs[k].get("json") else "—" for k in ("nexus",) + PEERS)
+            lg = " / ".join(loadgen(rs[k]) for k in ("nexus",) + PEERS)
+            rr = []
+            for k in PEERS:
+                ok = n.get("json") and rs[k].get("json")
+                rr.append(fmt(ratio(n["p99"], rs[k]["p99"]) if ok else None, "{:.2f}×"))
+                rr.append(fmt(ratio(n["cpu"], rs[k]["cpu"]) if ok else None, "{:.2f}×"))
+            w(f"| {i} | {fl_cell} | {cell(n)} | {cell(rs['redis'])} | {cell(rs['nats'])} | {lost} | {lg} | "
+              + " | ".join(rr) + " |")
+        w(f"| median | | | | | | | {fmt(median(round_p99['redis']), '{:.2f}×')} | "
+          f"{fmt(median(round_cpu['redis']), '{:.2f}×')} | {fmt(median(round_p99['nats']), '{:.2f}×')} | "
+          f"{fmt(median(round_cpu['nats']), '{:.2f}×')} |")
+        w("")
+
+    # The peers side by side, family by family.
+    peer_scenarios = [(f"sweep-{r}", f"{r:,} msg/s (sweep)") for r in rates] + [
+        ("closed-loop", "closed loop, 32 deliveries in flight per client"),
+        ("closed-loop-deep", "closed loop, 1,000 publishes in flight per publisher"),
+        ("ten-channels", "ten channels, 3,500 msg/s"),
+        ("saturation-ten-channels", "ten channels, closed loop"),
+        ("connections", "10,000 connections, 100 msg/s"),
+    ]
+    peer_scenarios = [(n, lbl) for (n, lbl) in peer_scenarios if any(run_of(n, k).get("json") for k in PEERS)]
+    if peer_scenarios or any(peer_rounds[k] for k in PEERS):
+        w("## The nexus and its peers side by side")
+        w("")
+        w("Each server alone on the server CPU under the same load; deliveries per core-second = deliveries/s ÷ "
+          "server CPU. The 400 msg/s row gives the medians over the production rounds (each server's figure, and "
+          "the median of the rounds' ratios); every other row is one run per server, run one after the other. "
+          "The floor is shown where it kept the rate (fan-out p99, sender CPU).")
+        w("")
+        w("| load | nexus p99 ms / CPU | Redis p99 ms / CPU | NATS p99 ms / CPU | floor p99 ms / CPU | "
+          "deliveries/s (nexus / Redis / NATS) | per core-second (nexus / Redis / NATS) | "
+          "p99 ÷ Redis | CPU ÷ Redis | per core-second ÷ Redis | lost (nexus / Redis / NATS) | load generator CPU (nexus / Redis / NATS) |")
+        w("|---|---|---|---|---|---|---|---|---|---|---|---|")
+
+        def pc(r):
+            return "—" if not r.get("json") else f"{r['p99']:.2f} / {fmt(r['cpu'])}"
+
+        def m(fmt_spec, v):
+            return fmt(v, fmt_spec)
+
+        if rounds:
+            med = {}
+            for k in ("nexus",) + PEERS:
+                rs_k = [rs[k] for (_, _, rs) in rounds if rs[k].get("json")]
+                med[k] = {"p99": median([r["p99"] for r in rs_k]), "cpu": median([r["cpu"] for r in rs_k]),
+                          "dps": median([r["dps"] for r in rs_k]), "pcs": median([per_core_second(r) for r in rs_k]),
+                          "lost": sum(r["lost"] for r in rs_k),
+                          "lg": median([r.get("client_cpu") for r in rs_k]), "n": len(rs_k)}
+            fls = [fl for (_, fl, _) in rounds if fl is not None and fl["lost"] == 0]
+            fl_cell = "—" if not fls else \
+                f"{median([f['fanout_p99_ms'] for f in fls]):.2f} / {median([f['sender_cpu'] for f in fls]):.2f}"
+            pcs_ratio = median([ratio(per_core_second(n), per_core_second(r)) for (_, n, r) in peer_rounds["redis"]])
+
+            def mc(k):
+                return "—" if not med[k]["n"] else f"{m('{:.2f}', med[k]['p99'])} / {m('{:.2f}', med[k]['cpu'])}"
+
+            w(f"| 400 msg/s (production, median of {len(rounds)} rounds) | {mc('nexus')} | {mc('redis')} | {mc('nats')} | "
+              f"{fl_cell} | " + " / ".join(m("{:,.0f}", med[k]["dps"]) for k in ("nexus",) + PEERS) + " | "
+              + " / ".join(m("{:,.0f}", med[k]["pcs"]) for k in ("nexus",) + PEERS) + " | "
+              f"{m('{:.2f}×', median(round_p99['redis']))} | {m('{:.2f}×', median(round_cpu['redis']))} | "
+              f"{m('{:.2f}×', pcs_ratio)} | " + " / ".join(str(med[k]["lost"]) if med[k]["n"] else "—"
+                                                          for k in ("nexus",) + PEERS) + " | "
+              + " / ".join(m("{:.0f}%", med[k]["lg"]) for k in ("nexus",) + PEERS) + " |")
+        for name, label in peer_scenarios:
+            rs = {k: run_of(name, k) for k in ("nexus",) + PEERS}
+            n, r = rs["nexus"], rs["redis"]
+            fl = floor.get(("uring", int(name.split("-")[1]))) if name.startswith("sweep-") else None
+            fl_cell = f"{fl['fanout_p99_ms']:.2f} / {fl['sender_cpu']:.2f}" if fl and fl["sustained"] else "—"
+            both = n.get("json") and r.get("json")
+            w(f"| {label} | {pc(n)} | {pc(r)} | {pc(rs['nats'])} | {fl_cell} | "
+              + " / ".join(m("{:,.0f}", rs[k].get("dps")) for k in ("nexus",) + PEERS) + " | "
+              + " / ".join(m("{:,.0f}", per_core_second(rs[k])) for k in ("nexus",) + PEERS) + " | "
+              f"{m('{:.2f}×', ratio(n['p99'], r['p99']) if both else None)} | "
+              f"{m('{:.2f}×', ratio(n['cpu'], r['cpu']) if both else None)} | "
+              f"{m('{:.2f}×', ratio(per_core_second(n), per_core_second(r)) if both else None)} | "
+              + " / ".join(str(rs[k]["lost"]) if rs[k].get("json") else "—" for k in ("nexus",) + PEERS) + " | "
+              + " / ".join(loadgen(rs[k]) for k in ("nexus",) + PEERS) + " |")
+        w("")
+        conn = {k: run_of("connections", k) for k in ("nexus",) + PEERS}
+        if any(conn[k].get("json") for k in PEERS):
+            w("Memory with 10,000 connections (RSS growth over the run ÷ connections): "
+              + ", ".join(f"{LABEL[k]} {conn[k]['rss_per_conn']:,.0f} B" for k in ("nexus",) + PEERS
+                          if conn[k].get("json"))
+              + ". Redis also holds its 10 publishing connections and, for the 1,000 clients of the publishers' "
+                "channels, one more subscription each (see bench-results/peers.md).")
+            w("")
 
     # Access control (issue 20): off and required alternating at 400 msg/s.
     auth_pairs = []
@@ -364,29 +551,30 @@ def main():
     if others:
         w("## Other scenarios")
         w("")
-        w("| scenario | server | cpus/cores/ring | deliveries/s | p50 ms | p99 ms | lost / reordered | CPU | RSS (per connection) | deliveries ÷ baseline | p99 ÷ baseline | CPU ÷ baseline |")
-        w("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        w("| scenario | server | cpus/cores/ring | deliveries/s | p50 ms | p99 ms | lost / reordered | CPU | load generator CPU | RSS (per connection) | deliveries ÷ baseline | p99 ÷ baseline | CPU ÷ baseline |")
+        w("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for name in others:
-            for kind in ("baseline", "nexus"):
+            for kind in ("baseline", "nexus", "redis", "nats"):
                 r = run_of(name, kind)
                 if not r:
                     continue
                 if not r.get("json"):
-                    w(f"| {name} | {kind} | {r['layout']} | FAILED (no results) | | | | | | | | |")
+                    w(f"| {name} | {LABEL[kind]} | {r['layout']} | FAILED (no results) | | | | | | | | | |")
                     continue
                 is_n = kind == "nexus"
-                w(f"| {name} | {kind} | {r['layout']} | {r['dps']:,.0f} | {r['p50']:.2f} | {r['p99']:.2f} | "
-                  f"{r['lost']} / {r['reordered']} | {fmt(r['cpu'])} | {r['rss']} ({r['rss_per_conn']:,.0f} B) | "
+                failed = "" if r["status"] == 0 else " (stress exit %d)" % r["status"]
+                w(f"| {name} | {LABEL[kind]}{failed} | {r['layout']} | {r['dps']:,.0f} | {r['p50']:.2f} | {r['p99']:.2f} | "
+                  f"{r['lost']} / {r['reordered']} | {fmt(r['cpu'])} | {loadgen(r)} | {r['rss']} ({r['rss_per_conn']:,.0f} B) | "
                   f"{fmt(ratio(r['dps'], get(name, 'baseline', 'dps')) if is_n else None, '{:.2f}×')} | "
                   f"{fmt(ratio(r['p99'], get(name, 'baseline', 'p99')) if is_n else None, '{:.2f}×')} | "
                   f"{fmt(ratio(r['cpu'], get(name, 'baseline', 'cpu')) if is_n else None, '{:.2f}×')} |")
         w("")
-        w("Scenario loads: " + "; ".join(
+        w("Scenario loads (the peers' runs connect to redis:// or nats:// instead): " + "; ".join(
             f"**{n}**: `{next(r['load'] for (nn, _), r in runs.items() if nn == n)}`" for n in others) + ".")
         w("")
 
     # Issue 14's targets, checked against this run.
-    w("## Targets (issues 14, 20, 21), measured in this run")
+    w("## Targets (issues 14, 20, 21, 23), measured in this run")
     w("")
     w("| target | measured | met? |")
     w("|---|---|---|")
@@ -462,6 +650,29 @@ def main():
               fmt(median(tls_cpu[4000]), "{:.2f}×"), None)
         lost = sum(t["lost"] for (_, _, t) in tls_pairs[4000])
         check("wss at 4,000 msg/s: 0 lost", str(lost), lost == 0)
+    # Issue 23: ahead of Redis where it is strongest.
+    def against_redis(label, p99r, cpur, bound):
+        check(f"{label}: p99 ≤ {bound}× Redis's", fmt(p99r, "{:.2f}×"), None if p99r is None else p99r <= bound)
+        check(f"{label}: CPU ≤ {bound}× Redis's", fmt(cpur, "{:.2f}×"), None if cpur is None else cpur <= bound)
+
+    if peer_rounds["redis"]:
+        k = len(peer_rounds["redis"])
+        against_redis(f"issue 23, 400 msg/s (median of {k} rounds)", median(round_p99["redis"]),
+                      median(round_cpu["redis"]), 0.8)
+    elif run_of("sweep-400", "nexus").get("json") and run_of("sweep-400", "redis").get("json"):
+        n, r = run_of("sweep-400", "nexus"), run_of("sweep-400", "redis")
+        against_redis("issue 23, 400 msg/s (one sweep pair)", ratio(n["p99"], r["p99"]), ratio(n["cpu"], r["cpu"]), 0.8)
+    for rate in (2000, 4000, 8000):
+        n, r = run_of(f"sweep-{rate}", "nexus"), run_of(f"sweep-{rate}", "redis")
+        if n.get("json") and r.get("json"):
+            against_redis(f"issue 23, {rate:,} msg/s (one sweep pair)", ratio(n["p99"], r["p99"]),
+                          ratio(n["cpu"], r["cpu"]), 0.5)
+    n, r = run_of("closed-loop-deep", "nexus"), run_of("closed-loop-deep", "redis")
+    if n.get("json") and r.get("json"):
+        pr = ratio(per_core_second(n), per_core_second(r))
+        check("issue 23, closed loop, 1,000 in flight per publisher: deliveries per core-second ≥ 5× Redis's "
+              f"({fmt(per_core_second(n), '{:,.0f}')} against {fmt(per_core_second(r), '{:,.0f}')})",
+              fmt(pr, "{:.2f}×"), None if pr is None else pr >= 5)
     if storms:
         n = len(storms)
         errors = sum(st["errors"] for (_, _, st) in storms)
@@ -492,7 +703,7 @@ def main():
 
     for name in (n for n in order if not n.startswith("production-") and not n.startswith("auth-")
                  and not n.startswith("tls-")):
-        series = [f"{kind}={run_of(name, kind)['hgrm']}" for kind in ("nexus", "baseline")
+        series = [f"{LABEL[kind]}={run_of(name, kind)['hgrm']}" for kind in KINDS
                   if run_of(name, kind).get("json") and os.path.exists(run_of(name, kind)["hgrm"])]
         if name in sweep_names:
             rate = 0 if name == "closed-loop" else int(name.split("-")[1])
@@ -502,6 +713,17 @@ def main():
                     series.append(f"floor {mode}={fl['hgrm']}")
         if series:
             plot(["curves", "--title", f"{name}: latency by percentile"] + series, f"{name}.svg")
+    # The production scale: the first round with a peer in it.
+    for (i, fl, rs) in rounds:
+        if not any(rs[k].get("json") for k in PEERS):
+            continue
+        series = [f"{LABEL[k]}={rs[k]['hgrm']}" for k in ("nexus",) + PEERS
+                  if rs[k].get("json") and os.path.exists(rs[k]["hgrm"])]
+        if fl is not None and os.path.exists(os.path.join(d, f"floor-400-r{i}.uring.hgrm")):
+            series.append(f"floor uring={os.path.join(d, f'floor-400-r{i}.uring.hgrm')}")
+        plot(["curves", "--title", f"production scale, 400 msg/s, round {i}: latency by percentile"] + series,
+             "production-peers.svg")
+        break
     # wss against ws: the first pair at each rate.
     for rate, ps in tls_pairs.items():
         if ps:
@@ -510,7 +732,7 @@ def main():
             if series:
                 plot(["curves", "--title", f"ws against wss at {rate:,} msg/s: latency by percentile"] + series,
                      f"tls-{rate}.svg")
-    sweep_rates = [r for r in rates if run_of(f"sweep-{r}", "nexus") or run_of(f"sweep-{r}", "baseline")]
+    sweep_rates = [r for r in rates if any(run_of(f"sweep-{r}", k) for k in KINDS)]
     if sweep_rates:
         def pts(kind, key):
             return ",".join(f"{r}:{get(f'sweep-{r}', kind, key)}" for r in sweep_rates
@@ -520,14 +742,25 @@ def main():
             return ",".join(f"{r}:{floor[(mode, r)][key]}" for r in sweep_rates
                             if (mode, r) in floor and floor[(mode, r)]["sustained"])
 
+        def pcs_pts(kind):
+            return ",".join(f"{r}:{per_core_second(run_of(f'sweep-{r}', kind))}" for r in sweep_rates
+                            if per_core_second(run_of(f"sweep-{r}", kind)) is not None)
+
         plot(["sweep", "--title", "p99 against offered load", "--y-desc", "p99 latency (ms)",
-              f"nexus={pts('nexus', 'p99')}", f"baseline={pts('baseline', 'p99')}",
+              f"nexus={pts('nexus', 'p99')}", f"Redis={pts('redis', 'p99')}", f"NATS={pts('nats', 'p99')}",
+              f"baseline={pts('baseline', 'p99')}",
               f"floor uring (fan-out p99)={floor_pts('uring', 'fanout_p99_ms')}",
               f"floor send (fan-out p99)={floor_pts('send', 'fanout_p99_ms')}"], "sweep-p99.svg")
         plot(["sweep", "--title", "server CPU against offered load", "--y-desc", "CPU (cores)",
-              f"nexus={pts('nexus', 'cpu')}", f"baseline={pts('baseline', 'cpu')}",
+              f"nexus={pts('nexus', 'cpu')}", f"Redis={pts('redis', 'cpu')}", f"NATS={pts('nats', 'cpu')}",
+              f"baseline={pts('baseline', 'cpu')}",
               f"floor uring (sender)={floor_pts('uring', 'sender_cpu')}",
               f"floor send (sender)={floor_pts('send', 'sender_cpu')}"], "sweep-cpu.svg")
+        if any(pcs_pts(k) for k in PEERS):
+            plot(["sweep", "--title", "deliveries per core-second against offered load",
+                  "--y-desc", "deliveries per second of server CPU",
+                  f"nexus={pcs_pts('nexus')}", f"Redis={pcs_pts('redis')}", f"NATS={pcs_pts('nats')}",
+                  f"baseline={pcs_pts('baseline')}"], "sweep-efficiency.svg")
     if plots:
         w("## Plots")
         w("")

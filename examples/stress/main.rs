@@ -11,6 +11,18 @@
 //! the measured window (after `--warmup`) are counted; the run exits 1 if any
 //! of them was lost or arrived out of order.
 //!
+//! So that the tool is not the bottleneck it measures, only a sample of the
+//! receivers (every `--sample-every`th subscriber of each channel, default
+//! 10) parses every delivery and checks its latency, order and sender;
+//! the others count deliveries by their frame headers alone. Loss is
+//! checked twice: the sample's, message by message in the window, and every
+//! receiver's count against the deliveries due for everything published
+//! (warm-up included) once the run has drained.
+//!
+//! `--url redis://HOST:PORT` and `nats://HOST:PORT` load Redis pub/sub and
+//! NATS the same way, with the same stamped texts, every publish reaching
+//! the same receivers as on the nexus (see `proto`).
+//!
 //! ```sh
 //! cargo run --release --example stress -- --url ws://127.0.0.1:6500 --clients 350 \
 //!     --publishers 10 --channels 10 --target-rate 3500 --duration 30
@@ -31,6 +43,7 @@
 mod exit;
 mod hgrm;
 mod payload;
+mod proto;
 mod report;
 mod storm;
 mod transport;
@@ -38,7 +51,7 @@ mod window;
 mod ws;
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -47,24 +60,25 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use argh::FromArgs;
-use easechat_protocol::Message;
 use tokio::sync::{Mutex, Semaphore};
 
 use payload::Stamp;
+use proto::{Event, Protocol};
 use report::{RunInfo, Tally};
 use transport::{Plain, RecvHalf, Scheme, Secure, SendHalf, Target, Tls, Transport};
 use window::Window;
-use ws::Incoming;
 
 /// Load generator for EaseChat Nexus (see the module docs).
 #[derive(FromArgs, Debug, Clone)]
 struct Args {
-    /// nexus URL, ws://HOST:PORT[/PATH] or wss://… (default
+    /// server URL: the nexus at ws://HOST:PORT[/PATH] or wss://…, or a
+    /// peer at redis://HOST:PORT or nats://HOST:PORT (default
     /// ws://127.0.0.1:6500)
     #[argh(option, default = "String::from(\"ws://127.0.0.1:6500\")")]
     url: String,
     /// where the publishing clients connect instead of --url (a cluster
-    /// run: publish on one node, subscribe on another); ws:// or wss://
+    /// run: publish on one node, subscribe on another); the same protocol
+    /// as --url
     #[argh(option)]
     publish_url: Option<String>,
     /// PEM file of the CA certificate(s) to trust for wss:// (needed by any
@@ -116,6 +130,11 @@ struct Args {
     /// deliveries allowed in flight in closed-loop mode (default 32 per client)
     #[argh(option)]
     in_flight: Option<u64>,
+    /// one subscriber in this many on each channel parses and checks every
+    /// delivery (latency, order, sender, loss in the window); the others
+    /// count deliveries by their headers (default 10; 1: all check)
+    #[argh(option, default = "10")]
+    sample_every: usize,
     /// write the results as JSON here
     #[argh(option)]
     json: Option<String>,
@@ -132,7 +151,7 @@ const DRAIN: Duration = Duration::from_secs(5);
 /// How often idle readers look at the stop flag.
 const STOP_POLL: Duration = Duration::from_millis(100);
 /// Every client's subscription TTL (as the Java client's), longer than a run.
-const SUBSCRIPTION_TTL: Duration = Duration::from_secs(600);
+pub(crate) const SUBSCRIPTION_TTL: Duration = Duration::from_secs(600);
 
 /// Everything a worker thread needs to know, fixed for the run.
 #[derive(Debug, Clone)]
@@ -147,6 +166,8 @@ struct Plan {
     prefix: String,
     /// Subscribers per channel.
     subscribers_on: Vec<u64>,
+    /// Sampled subscribers (those that check every delivery) per channel.
+    sampled_on: Vec<u64>,
     /// Messages per second per publisher (0: closed loop).
     rate_per_publisher: f64,
     in_flight: u64,
@@ -188,8 +209,12 @@ fn run(args: Args) -> Result<(), String> {
         || args.channels == 0
         || args.publishers > args.clients
         || args.threads == 0
+        || args.sample_every == 0
     {
-        return Err("need clients >= 1, channels >= 1, threads >= 1, publishers <= clients".into());
+        return Err(
+            "need clients >= 1, channels >= 1, threads >= 1, sample-every >= 1, publishers <= clients"
+                .into(),
+        );
     }
     let target = Target::parse(&args.url)?;
     let publish_target = match &args.publish_url {
@@ -203,6 +228,12 @@ fn run(args: Args) -> Result<(), String> {
     if args.connect_storm > 0 && !(args.storm_at >= 0.0 && args.storm_at < args.duration) {
         return Err("--storm-at must fall inside the window (0 <= storm-at < duration)".into());
     }
+    if publish_target.scheme.family() != target.scheme.family() {
+        return Err("--publish-url must speak the protocol of --url".into());
+    }
+    if args.connect_storm > 0 && storm_target.scheme.family() != "ws" {
+        return Err("a connect storm (--storm-url, else --url) speaks ws:// or wss://".into());
+    }
     let any_wss = [&target, &publish_target]
         .into_iter()
         .chain((args.connect_storm > 0).then_some(&storm_target))
@@ -214,8 +245,12 @@ fn run(args: Args) -> Result<(), String> {
     };
     raise_nofile();
     let mut subscribers_on = vec![0u64; args.channels];
+    let mut sampled_on = vec![0u64; args.channels];
     for i in 0..args.clients {
         subscribers_on[i % args.channels] += 1;
+        if is_sampled(i, &args) {
+            sampled_on[i % args.channels] += 1;
+        }
     }
     let plan = Plan {
         target,
@@ -226,6 +261,7 @@ fn run(args: Args) -> Result<(), String> {
             .clone()
             .unwrap_or_else(|| format!("stress-{}", std::process::id())),
         subscribers_on,
+        sampled_on,
         rate_per_publisher: if args.publishers == 0 {
             0.0
         } else {
@@ -341,7 +377,11 @@ fn run(args: Args) -> Result<(), String> {
             ("threads", args.threads.to_string()),
             ("connect_storm", args.connect_storm.to_string()),
             ("storm_url", args.storm_url.clone().unwrap_or_default()),
+            ("sample_every", args.sample_every.to_string()),
         ],
+        sampled_receivers: plan.sampled_on.iter().sum::<u64>(),
+        expected_all: shared.expected_all.load(Ordering::Acquire),
+        delivered_all: shared.delivered_all.load(Ordering::Acquire),
         connect_seconds,
         window_seconds: args.duration,
         window_unix: (window_start_unix, window_end_unix),
@@ -358,21 +398,37 @@ fn run(args: Args) -> Result<(), String> {
     }
     let storm_failed = info.storm.as_ref().map_or(0, |s| s.failed());
     if total.lost() > 0
+        || info.lost_all() > 0
+        || info.extra_all() > 0
         || total.out_of_order > 0
+        || total.echoes > 0
+        || total.receivers_mismatched > 0
         || total.connect_errors > 0
         || total.closed > 0
         || storm_failed > 0
     {
         eprintln!(
-            "stress: FAILED: lost {}, out of order {}, connect errors {}, closed {}, storm connections failed {storm_failed}",
+            "stress: FAILED: lost {} (sample, window) / {} (all), extra {}, out of order {}, own messages received {}, \
+             publishes reaching another number of receivers {}, connect errors {}, closed {}, storm connections failed {storm_failed}",
             total.lost(),
+            info.lost_all(),
+            info.extra_all(),
             total.out_of_order,
+            total.echoes,
+            total.receivers_mismatched,
             total.connect_errors,
             total.closed
         );
         std::process::exit(1);
     }
     Ok(())
+}
+
+/// Whether client `index` checks every delivery: every `--sample-every`th
+/// subscriber of each channel (client i is the i / channels-th of channel
+/// i mod channels), so that every channel has its share of the sample.
+fn is_sampled(index: usize, args: &Args) -> bool {
+    (index / args.channels).is_multiple_of(args.sample_every)
 }
 
 /// Lets this process hold thousands of sockets (a storm, 10,000 clients).
@@ -424,12 +480,14 @@ struct Common {
     tls: Tls,
     permits: Rc<Semaphore>,
     connected: Rc<RefCell<usize>>,
-    /// Every client's `1d`, sent at the end.
+    /// Every connection's goodbye, sent at the end.
     goodbyes: Rc<RefCell<Vec<Goodbye>>>,
+    /// The publishing tasks (and the readers of publishing connections of
+    /// their own).
     publishers: Rc<RefCell<Vec<tokio::task::JoinHandle<()>>>>,
 }
 
-/// A client's `1d`, ready to send (whatever its connection's type).
+/// A connection's goodbye, ready to send (whatever its connection's type).
 type Goodbye = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()>>>>;
 
 async fn worker(thread: usize, plan: Plan, shared: Arc<Shared>) -> Tally {
@@ -458,18 +516,22 @@ async fn worker(thread: usize, plan: Plan, shared: Arc<Shared>) -> Tally {
         } else {
             &plan.target
         };
-        // One branch per client, then a task specialised for its transport.
+        // One branch per client, then a task specialised for its transport
+        // and protocol.
+        let c = common.clone();
         tasks.push(match target.scheme {
-            Scheme::Ws => tokio::task::spawn_local(client::<Plain>(index, common.clone())),
-            Scheme::Wss => tokio::task::spawn_local(client::<Secure>(index, common.clone())),
+            Scheme::Ws => tokio::task::spawn_local(client::<Plain, proto::Ws>(index, c)),
+            Scheme::Wss => tokio::task::spawn_local(client::<Secure, proto::Ws>(index, c)),
+            Scheme::Redis => tokio::task::spawn_local(client::<Plain, proto::Resp>(index, c)),
+            Scheme::Nats => tokio::task::spawn_local(client::<Plain, proto::Nats>(index, c)),
         });
     }
     while *common.connected.borrow() < total {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     common.shared.ready.fetch_add(1, Ordering::AcqRel);
-    // At the end every client says `1d` and the nexus closes it, which ends
-    // its reader.
+    // At the end every connection says goodbye and the server closes it,
+    // which ends its reader.
     while !common.shared.stop.load(Ordering::Acquire) {
         tokio::time::sleep(STOP_POLL).await;
     }
@@ -488,9 +550,21 @@ async fn worker(thread: usize, plan: Plan, shared: Arc<Shared>) -> Tally {
     Rc::try_unwrap(tally).expect("all tasks done").into_inner()
 }
 
+/// A connection's halves and the bytes read past its handshake.
+type Opened<T> = (<T as Transport>::Recv, <T as Transport>::Send, Vec<u8>);
+
+/// Who a receiving connection is.
+#[derive(Debug, Clone, Copy)]
+struct Receiver {
+    /// Its client's index (the publisher index its own texts carry).
+    index: u32,
+    /// Whether it checks every delivery (else it counts them).
+    sampled: bool,
+}
+
 /// One client: connects (at most `--connect-parallel` at once), publishes
 /// if it is one of the first `--publishers`, and receives until the end.
-async fn client<T: Transport>(index: usize, common: Common) {
+async fn client<T: Transport, P: Protocol>(index: usize, common: Common) {
     let Common {
         plan,
         shared,
@@ -502,10 +576,20 @@ async fn client<T: Transport>(index: usize, common: Common) {
         goodbyes,
         publishers,
     } = common;
+    let publishes = index < plan.args.publishers;
     let opened = {
         let _permit = permits.acquire().await.expect("semaphore open");
         let started = Instant::now();
-        let result = connect::<T>(&plan, &tls, &scratch, index).await;
+        let result = match connect::<T, P>(&plan, &tls, &scratch, index).await {
+            Ok(subscribed) if publishes && P::SEPARATE_PUBLISHER => {
+                match P::open::<T>(&plan.publish_target, &tls, &scratch).await {
+                    Ok(publishing) => Ok((subscribed, Some(publishing))),
+                    Err(e) => Err(format!("publishing connection: {e}")),
+                }
+            }
+            Ok(subscribed) => Ok((subscribed, None)),
+            Err(e) => Err(e),
+        };
         *connected.borrow_mut() += 1;
         match result {
             Ok(c) => {
@@ -522,82 +606,195 @@ async fn client<T: Transport>(index: usize, common: Common) {
             }
         }
     };
-    let Some((reader, writer, leftover)) = opened else {
+    let Some(((reader, writer, leftover), own_publishing)) = opened else {
         return;
     };
     let writer: Writer<T::Send> = Rc::new(Mutex::new(writer));
-    {
-        let writer = writer.clone();
-        goodbyes.borrow_mut().push(Box::new(move || {
-            Box::pin(async move {
-                let _ = say_goodbye(&writer).await;
-            })
-        }));
-    }
-    if index < plan.args.publishers {
-        publishers
-            .borrow_mut()
-            .push(tokio::task::spawn_local(publish(
+    add_goodbye::<P, _>(&goodbyes, writer.clone());
+    if publishes {
+        let task = match own_publishing {
+            Some::<Opened<T>>((replies_in, publishing, leftover)) => {
+                let publishing: Writer<T::Send> = Rc::new(Mutex::new(publishing));
+                add_goodbye::<P, _>(&goodbyes, publishing.clone());
+                let dues = Dues::default();
+                publishers
+                    .borrow_mut()
+                    .push(tokio::task::spawn_local(replies::<P, _>(
+                        replies_in,
+                        leftover,
+                        dues.clone(),
+                        shared.clone(),
+                        tally.clone(),
+                        scratch.clone(),
+                    )));
+                tokio::task::spawn_local(publish::<P, _>(
+                    index,
+                    publishing,
+                    Some(dues),
+                    plan.clone(),
+                    shared.clone(),
+                    tally.clone(),
+                ))
+            }
+            None => tokio::task::spawn_local(publish::<P, _>(
                 index,
                 writer.clone(),
+                None,
                 plan.clone(),
                 shared.clone(),
                 tally.clone(),
-            )));
+            )),
+        };
+        publishers.borrow_mut().push(task);
     }
-    receive(reader, writer, leftover, shared, tally, scratch).await;
+    let me = Receiver {
+        index: index as u32,
+        sampled: is_sampled(index, &plan.args),
+    };
+    receive::<P, _, _>(reader, writer, leftover, me, shared, tally, scratch).await;
 }
 
 /// A connection's write half, shared by its publisher (if any), its reader
-/// (pongs) and the worker (the final `1d`).
+/// (pongs) and the worker (the goodbye).
 type Writer<W> = Rc<Mutex<W>>;
 
-async fn say_goodbye<W: SendHalf>(writer: &Writer<W>) -> std::io::Result<()> {
-    let mut bye = Vec::new();
-    ws::push_message(&mut bye, Message::Disconnect { reason: "done" });
-    writer.lock().await.send(&bye).await
+/// The receivers each publish of a publishing connection of its own is
+/// due to reach, in order, until the server's reply says how many it did.
+type Dues = Rc<RefCell<VecDeque<u64>>>;
+
+fn add_goodbye<P: Protocol, W: SendHalf>(goodbyes: &RefCell<Vec<Goodbye>>, writer: Writer<W>) {
+    goodbyes.borrow_mut().push(Box::new(move || {
+        Box::pin(async move {
+            let _ = say_goodbye::<P, W>(&writer).await;
+        })
+    }));
 }
 
-/// Opens, upgrades, says `1h` and subscribes; returns the stream halves and
-/// any bytes that followed the upgrade response.
-async fn connect<T: Transport>(
+async fn say_goodbye<P: Protocol, W: SendHalf>(writer: &Writer<W>) -> std::io::Result<()> {
+    let mut writer = writer.lock().await;
+    match P::goodbye() {
+        Some(bye) => writer.send(&bye).await,
+        None => writer.shutdown().await,
+    }
+}
+
+/// The channels client `index` subscribes to: `bench/C` for its channel C,
+/// and where the server would deliver a publisher's texts back to it
+/// (Redis), each other publisher's own name for C (see `proto`).
+fn subscriptions(plan: &Plan, index: usize, echoes: bool) -> Vec<String> {
+    let channels = plan.args.channels;
+    let own = index % channels;
+    let mut names = vec![format!("bench/{own}")];
+    if echoes {
+        names.extend(
+            (0..plan.args.publishers)
+                .filter(|&q| q % channels == own && q != index)
+                .map(|q| format!("bench/{own}/p{q}")),
+        );
+    }
+    names
+}
+
+/// Opens, upgrades (ws), names the connection and subscribes; for a
+/// protocol that confirms subscriptions, waits for the confirmation.
+/// Returns the stream halves and any bytes read past the handshake.
+async fn connect<T: Transport, P: Protocol>(
     plan: &Plan,
     tls: &Tls,
     scratch: &RefCell<Vec<u8>>,
     index: usize,
-) -> Result<(T::Recv, T::Send, Vec<u8>), String> {
+) -> Result<Opened<T>, String> {
     let target = if index < plan.args.publishers {
         &plan.publish_target
     } else {
         &plan.target
     };
-    let (reader, mut writer, leftover) =
-        transport::open_upgraded::<T>(target, tls, scratch).await?;
+    let (mut reader, mut writer, leftover) = P::open::<T>(target, tls, scratch).await?;
     let name = format!("{}-{index}", plan.prefix);
-    let channel = format!("bench/{}", index % plan.args.channels);
     let mut hello = Vec::new();
-    ws::push_message(&mut hello, Message::Hello { name: &name });
-    ws::push_message(
-        &mut hello,
-        Message::Subscribe {
-            channel: &channel,
-            ttl: SUBSCRIPTION_TTL,
-        },
-    );
+    let confirmations = P::subscribe(&mut hello, &name, &subscriptions(plan, index, P::ECHOES));
     writer.send(&hello).await.map_err(|e| e.to_string())?;
+    let leftover = if confirmations > 0 {
+        await_ready::<P, _, _>(&mut reader, &mut writer, leftover, confirmations, scratch).await?
+    } else {
+        leftover
+    };
     Ok((reader, writer, leftover))
 }
 
-async fn publish<W: SendHalf>(
+/// Reads until `wanted` [`Event::Ready`]s came (answering pings); returns
+/// the bytes after them.
+async fn await_ready<P: Protocol, R: RecvHalf, W: SendHalf>(
+    reader: &mut R,
+    writer: &mut W,
+    mut pending: Vec<u8>,
+    mut wanted: usize,
+    scratch: &RefCell<Vec<u8>>,
+) -> Result<Vec<u8>, String> {
+    loop {
+        let mut used = 0;
+        let mut pongs = Vec::new();
+        while wanted > 0 {
+            let Some((event, len)) = P::next(&pending[used..]) else {
+                break;
+            };
+            match event {
+                Event::Ready => wanted -= 1,
+                Event::Ping(payload) => P::push_pong(&mut pongs, payload),
+                Event::Close(code, text) => {
+                    return Err(format!(
+                        "closed while subscribing: {code:?} {}",
+                        String::from_utf8_lossy(text)
+                    ))
+                }
+                // Nothing is published before every client is ready; if
+                // it were, the receiver counts it.
+                Event::Delivery(_) => {
+                    wanted = 0;
+                    break;
+                }
+                Event::Receivers(_) | Event::Other => {}
+            }
+            used += len;
+        }
+        pending.drain(..used);
+        if !pongs.is_empty() {
+            writer.send(&pongs).await.map_err(|e| e.to_string())?;
+        }
+        if wanted == 0 {
+            return Ok(pending);
+        }
+        reader.readable().await.map_err(|e| e.to_string())?;
+        let buf = &mut *scratch.borrow_mut();
+        match reader.try_read(&mut buf[..]) {
+            Ok(0) => return Err("closed while subscribing".into()),
+            Ok(n) => pending.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+async fn publish<P: Protocol, W: SendHalf>(
     index: usize,
     stream: Writer<W>,
+    dues: Option<Dues>,
     plan: Rc<Plan>,
     shared: Arc<Shared>,
     tally: Rc<RefCell<Tally>>,
 ) {
     let channels = plan.args.channels;
     let own_channel = index % channels;
-    let names: Vec<String> = (0..channels).map(|c| format!("bench/{c}")).collect();
+    let names: Vec<String> = (0..channels)
+        .map(|c| {
+            if P::ECHOES && c == own_channel {
+                format!("bench/{c}/p{index}")
+            } else {
+                format!("bench/{c}")
+            }
+        })
+        .collect();
+    let self_sampled = u64::from(is_sampled(index, &plan.args));
     let mut seqs = vec![0u64; channels];
     let mut next_channel = index % channels;
     let mut batch = Vec::with_capacity(64 * 1024);
@@ -661,14 +858,16 @@ async fn publish<W: SendHalf>(
                 sent_ns,
             };
             seqs[channel] += 1;
-            let mut text = Vec::with_capacity(plan.args.message_size + 64);
-            payload::write_transmit(&mut text, &names[channel], stamp, plan.args.message_size);
-            ws::push_text_frame(&mut batch, &text);
-            let due = plan.subscribers_on[channel] - u64::from(channel == own_channel);
+            P::push_publish(&mut batch, &names[channel], stamp, plan.args.message_size);
+            let own = u64::from(channel == own_channel);
+            let due = plan.subscribers_on[channel] - own;
             due_deliveries += due;
+            if let Some(dues) = &dues {
+                dues.borrow_mut().push_back(due);
+            }
             if sent_ns >= measure_from && sent_ns < end {
                 counted_publishes += 1;
-                counted_deliveries += due;
+                counted_deliveries += plan.sampled_on[channel] - own * self_sampled;
             }
         }
         sent += n;
@@ -686,19 +885,85 @@ async fn publish<W: SendHalf>(
     }
 }
 
-async fn receive<R: RecvHalf, W: SendHalf>(
+/// Reads a publishing connection of its own (Redis): every reply says how
+/// many receivers a publish reached, checked against how many it was due.
+async fn replies<P: Protocol, R: RecvHalf>(
+    mut stream: R,
+    mut pending: Vec<u8>,
+    dues: Dues,
+    shared: Arc<Shared>,
+    tally: Rc<RefCell<Tally>>,
+    scratch: Rc<RefCell<Vec<u8>>>,
+) {
+    loop {
+        let mut used = 0;
+        {
+            let mut t = tally.borrow_mut();
+            let mut dues = dues.borrow_mut();
+            while let Some((event, len)) = P::next(&pending[used..]) {
+                used += len;
+                match event {
+                    Event::Receivers(n) => {
+                        t.receivers_checked += 1;
+                        if dues.pop_front() != Some(n) {
+                            t.receivers_mismatched += 1;
+                        }
+                    }
+                    Event::Close(code, text) => {
+                        eprintln!(
+                            "stress: the server answered a publishing connection with {code:?} {}",
+                            String::from_utf8_lossy(text)
+                        );
+                        t.closed += 1;
+                        return;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        pending.drain(..used);
+        if stream.readable().await.is_err() {
+            tally.borrow_mut().closed += 1;
+            return;
+        }
+        let buf = &mut *scratch.borrow_mut();
+        match stream.try_read(&mut buf[..]) {
+            Ok(0) => {
+                if !shared.stop.load(Ordering::Acquire) {
+                    tally.borrow_mut().closed += 1;
+                }
+                return;
+            }
+            Ok(n) => pending.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => {
+                tally.borrow_mut().closed += 1;
+                return;
+            }
+        }
+    }
+}
+
+async fn receive<P: Protocol, R: RecvHalf, W: SendHalf>(
     mut stream: R,
     writer: Writer<W>,
     mut pending: Vec<u8>,
+    me: Receiver,
     shared: Arc<Shared>,
     tally: Rc<RefCell<Tally>>,
     scratch: Rc<RefCell<Vec<u8>>>,
 ) {
     let mut last_seq: HashMap<(u32, u32), u64> = HashMap::new();
     let mut pongs = Vec::new();
+    // The receiver's kind is chosen once per wake-up, not per message.
+    let consume = if me.sampled {
+        consume::<P, true>
+    } else {
+        consume::<P, false>
+    };
     loop {
         if !pending.is_empty() {
-            match consume(&pending, &shared, &tally, &mut last_seq, &mut pongs) {
+            match consume(&pending, me, &shared, &tally, &mut last_seq, &mut pongs) {
                 Some(used) => {
                     pending.drain(..used);
                 }
@@ -706,7 +971,7 @@ async fn receive<R: RecvHalf, W: SendHalf>(
             }
         }
         if !pongs.is_empty() {
-            // Answer the nexus's keepalive pings, as any WebSocket client does.
+            // Answer the server's keepalive pings, as any client does.
             let _ = writer.lock().await.send(&pongs).await;
             pongs.clear();
         }
@@ -732,7 +997,7 @@ async fn receive<R: RecvHalf, W: SendHalf>(
             }
         };
         if pending.is_empty() {
-            match consume(&buf[..n], &shared, &tally, &mut last_seq, &mut pongs) {
+            match consume(&buf[..n], me, &shared, &tally, &mut last_seq, &mut pongs) {
                 Some(used) => pending.extend_from_slice(&buf[used..n]),
                 None => return,
             }
@@ -742,10 +1007,13 @@ async fn receive<R: RecvHalf, W: SendHalf>(
     }
 }
 
-/// Handles every complete frame at the start of `buf`; returns the bytes
-/// used, or `None` when the nexus closed the connection.
-fn consume(
+/// Handles every complete unit at the start of `buf`; returns the bytes
+/// used, or `None` when the server closed the connection. `FULL`: read
+/// every delivery's stamp and check it (the sample); otherwise count
+/// deliveries by their headers.
+fn consume<P: Protocol, const FULL: bool>(
     buf: &[u8],
+    me: Receiver,
     shared: &Shared,
     tally: &RefCell<Tally>,
     last_seq: &mut HashMap<(u32, u32), u64>,
@@ -759,14 +1027,19 @@ fn consume(
     let mut t = tally.borrow_mut();
     let mut used = 0;
     let mut delivered = 0;
-    while let Some((frame, len)) = ws::next_frame(&buf[used..]) {
+    let mut open = true;
+    while let Some((event, len)) = P::next(&buf[used..]) {
         used += len;
-        match frame {
-            Incoming::Text(payload) => {
-                let Some(stamp) = payload::parse_receive(payload) else {
+        match event {
+            Event::Delivery(_) if !FULL => delivered += 1,
+            Event::Delivery(body) => {
+                let Some(stamp) = P::stamp(body) else {
                     continue;
                 };
                 delivered += 1;
+                if stamp.publisher == me.index {
+                    t.echoes += 1;
+                }
                 let key = (stamp.publisher, stamp.channel);
                 match last_seq.get(&key) {
                     Some(&last) if stamp.seq <= last => t.out_of_order += 1,
@@ -784,18 +1057,24 @@ fn consume(
                     }
                 }
             }
-            Incoming::Close(code) => {
+            Event::Close(code, text) => {
                 if !shared.stop.load(Ordering::Acquire) {
-                    eprintln!("stress: nexus closed a connection with {code:?}");
+                    eprintln!(
+                        "stress: the server closed a connection: {code:?} {}",
+                        String::from_utf8_lossy(text)
+                    );
                     t.closed += 1;
                 }
-                shared.delivered_all.fetch_add(delivered, Ordering::AcqRel);
-                return None;
+                open = false;
+                break;
             }
-            Incoming::Ping(payload) => ws::push_pong_frame(pongs, payload),
-            Incoming::Other => {}
+            Event::Ping(payload) => P::push_pong(pongs, payload),
+            Event::Ready | Event::Receivers(_) | Event::Other => {}
         }
     }
     shared.delivered_all.fetch_add(delivered, Ordering::AcqRel);
-    Some(used)
+    if measure_from > 0 && now >= measure_from && now < end {
+        t.arrived += delivered;
+    }
+    open.then_some(used)
 }

@@ -2,7 +2,8 @@
 //!
 //! A text is `<publisher>:<channel>:<seq>:<sent ns>|` followed by filler
 //! that contains `|` (as real chat does), up to the message size. Messages
-//! are written and read with the protocol codec.
+//! are written and read with the protocol codec; Redis and NATS carry the
+//! text alone.
 
 use std::fmt::Write;
 
@@ -21,9 +22,8 @@ pub struct Stamp {
     pub sent_ns: u64,
 }
 
-/// Writes the `1t` message for `stamp` with filler up to `size` text bytes.
-pub fn write_transmit(out: &mut Vec<u8>, channel_name: &str, stamp: Stamp, size: usize) {
-    let mut text = String::with_capacity(size.max(48));
+/// Writes the text for `stamp` with filler up to `size` bytes.
+pub fn write_text(text: &mut String, stamp: Stamp, size: usize) {
     let _ = write!(
         text,
         "{}:{}:{}:{}|",
@@ -36,6 +36,12 @@ pub fn write_transmit(out: &mut Vec<u8>, channel_name: &str, stamp: Stamp, size:
             'x'
         });
     }
+}
+
+/// Writes the `1t` message for `stamp` with filler up to `size` text bytes.
+pub fn write_transmit(out: &mut Vec<u8>, channel_name: &str, stamp: Stamp, size: usize) {
+    let mut text = String::with_capacity(size.max(48));
+    write_text(&mut text, stamp, size);
     Message::Transmit {
         channel: channel_name,
         text: &text,
@@ -48,8 +54,22 @@ pub fn parse_receive(payload: &[u8]) -> Option<Stamp> {
     let Ok(Message::Receive { text, .. }) = parse(std::str::from_utf8(payload).ok()?) else {
         return None;
     };
-    let mut fields = text.split([':', '|']);
-    let mut next = || fields.next()?.parse::<u64>().ok();
+    parse_text(text.as_bytes())
+}
+
+/// Extracts the stamp from a text written by [`write_text`] (what Redis and
+/// NATS deliver as it was published).
+pub fn parse_text(text: &[u8]) -> Option<Stamp> {
+    let mut fields = text.split(|&b| b == b':' || b == b'|');
+    let mut next = || {
+        let digits = fields.next()?;
+        if digits.is_empty() || digits.len() > 19 {
+            return None;
+        }
+        digits.iter().try_fold(0u64, |n, &d| {
+            d.is_ascii_digit().then(|| n * 10 + u64::from(d - b'0'))
+        })
+    };
     Some(Stamp {
         publisher: u32::try_from(next()?).ok()?,
         channel: u32::try_from(next()?).ok()?,

@@ -7,7 +7,9 @@ use hdrhistogram::Histogram;
 
 use crate::storm::StormResult;
 
-/// What one thread saw.
+/// What one thread saw. Latency, order and the window's loss are the
+/// sample's (the receivers that check every delivery); `arrived` counts
+/// every receiver.
 #[derive(Debug)]
 pub struct Tally {
     /// End-to-end latency (publish to receive) of counted deliveries, ns.
@@ -18,13 +20,22 @@ pub struct Tally {
     pub connect: Histogram<u64>,
     /// Publishes sent inside the measurement window.
     pub published: u64,
-    /// Deliveries due for those publishes.
+    /// Deliveries due to the sampled receivers for those publishes.
     pub expected: u64,
-    /// Deliveries received for those publishes.
+    /// Deliveries the sampled receivers got for those publishes.
     pub delivered: u64,
+    /// Deliveries to every receiver that arrived inside the window (by the
+    /// receiver's clock), counted by their headers.
+    pub arrived: u64,
     /// Messages that arrived with a sequence number not above the last one
     /// seen from the same publisher on the same channel.
     pub out_of_order: u64,
+    /// Messages a sampled receiver got from its own client's publisher.
+    pub echoes: u64,
+    /// Publishes whose reply said how many receivers they reached (Redis).
+    pub receivers_checked: u64,
+    /// Of those, publishes that reached another number than due.
+    pub receivers_mismatched: u64,
     /// Connections the nexus closed, or that failed.
     pub closed: u64,
     /// Connections that could not be opened.
@@ -41,7 +52,11 @@ impl Tally {
             published: 0,
             expected: 0,
             delivered: 0,
+            arrived: 0,
             out_of_order: 0,
+            echoes: 0,
+            receivers_checked: 0,
+            receivers_mismatched: 0,
             closed: 0,
             connect_errors: 0,
         }
@@ -57,12 +72,16 @@ impl Tally {
         self.published += other.published;
         self.expected += other.expected;
         self.delivered += other.delivered;
+        self.arrived += other.arrived;
         self.out_of_order += other.out_of_order;
+        self.echoes += other.echoes;
+        self.receivers_checked += other.receivers_checked;
+        self.receivers_mismatched += other.receivers_mismatched;
         self.closed += other.closed;
         self.connect_errors += other.connect_errors;
     }
 
-    /// Deliveries due but not received.
+    /// Deliveries due to the sample in the window but not received.
     pub fn lost(&self) -> u64 {
         self.expected.saturating_sub(self.delivered)
     }
@@ -84,6 +103,25 @@ pub struct RunInfo {
     pub cpu_seconds: f64,
     /// The connect storm, if one ran.
     pub storm: Option<StormResult>,
+    /// Receivers that checked every delivery.
+    pub sampled_receivers: u64,
+    /// Deliveries due to every receiver for everything published (warm-up
+    /// included).
+    pub expected_all: u64,
+    /// Deliveries every receiver counted, once the run drained.
+    pub delivered_all: u64,
+}
+
+impl RunInfo {
+    /// Deliveries due to any receiver that never came.
+    pub fn lost_all(&self) -> u64 {
+        self.expected_all.saturating_sub(self.delivered_all)
+    }
+
+    /// Deliveries beyond those due (a publisher's own, or duplicates).
+    pub fn extra_all(&self) -> u64 {
+        self.delivered_all.saturating_sub(self.expected_all)
+    }
 }
 
 fn ms(ns: u64) -> f64 {
@@ -118,18 +156,32 @@ pub fn summary(tally: &Tally, info: &RunInfo) -> String {
     );
     let _ = writeln!(
         out,
-        "deliveries: {:.0} /s ({} delivered of {} expected; lost {}, out of order {}, connections closed {})",
-        tally.delivered as f64 / w,
+        "deliveries: {:.0} /s in the window; all receivers: {} delivered of {} due (warm-up and drain included; lost {}, extra {}); \
+         sample ({} receivers): {} of {} due in the window (lost {}, out of order {}, own messages {}); connections closed {}",
+        tally.arrived as f64 / w,
+        info.delivered_all,
+        info.expected_all,
+        info.lost_all(),
+        info.extra_all(),
+        info.sampled_receivers,
         tally.delivered,
         tally.expected,
         tally.lost(),
         tally.out_of_order,
+        tally.echoes,
         tally.closed
     );
+    if tally.receivers_checked > 0 {
+        let _ = writeln!(
+            out,
+            "publish replies: {} said how many receivers a publish reached; {} differed from the due count",
+            tally.receivers_checked, tally.receivers_mismatched
+        );
+    }
     let h = &tally.latency;
     let _ = writeln!(
         out,
-        "latency ms: p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}  (n={})",
+        "latency ms (sample): p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}  (n={})",
         ms(h.value_at_quantile(0.5)),
         ms(h.value_at_quantile(0.9)),
         ms(h.value_at_quantile(0.99)),
@@ -223,7 +275,8 @@ pub fn json(tally: &Tally, info: &RunInfo) -> String {
     format!(
         "{{\"settings\": {{{}}}, \"connect_seconds\": {:.3}, \"connect_p99_ms\": {:.3}, \"connect_errors\": {}, \
          \"window_seconds\": {:.3}, \"window_start_unix\": {:.3}, \"window_end_unix\": {:.3}, \"published\": {}, \"publish_rate\": {:.1}, \"expected\": {}, \"delivered\": {}, \
-         \"deliveries_per_second\": {:.1}, \"lost\": {}, \"out_of_order\": {}, \"connections_closed\": {}, \
+         \"deliveries_per_second\": {:.1}, \"lost\": {}, \"extra\": {}, \"out_of_order\": {}, \"connections_closed\": {}, \
+         \"sample\": {}, \"publish_receivers\": {}, \
          \"latency_ms\": {{\"p50\": {:.4}, \"p90\": {:.4}, \"p99\": {:.4}, \"p99_9\": {:.4}, \"max\": {:.4}, \"count\": {}}}, \
          \"client_cpu_seconds\": {:.3}, \"client_cpu_percent\": {:.1}, \"storm\": {}}}\n",
         settings.join(", "),
@@ -235,12 +288,29 @@ pub fn json(tally: &Tally, info: &RunInfo) -> String {
         info.window_unix.1,
         tally.published,
         tally.published as f64 / w,
-        tally.expected,
-        tally.delivered,
-        tally.delivered as f64 / w,
-        tally.lost(),
+        info.expected_all,
+        info.delivered_all,
+        tally.arrived as f64 / w,
+        info.lost_all().max(tally.lost()),
+        info.extra_all(),
         tally.out_of_order,
         tally.closed,
+        serde_json::json!({
+            "receivers": info.sampled_receivers,
+            "every": info.settings.iter().find(|(k, _)| *k == "sample_every").map(|(_, v)| v.clone()),
+            "expected": tally.expected,
+            "delivered": tally.delivered,
+            "lost": tally.lost(),
+            "own_messages": tally.echoes,
+        }),
+        if tally.receivers_checked > 0 {
+            serde_json::json!({
+                "checked": tally.receivers_checked,
+                "mismatched": tally.receivers_mismatched,
+            })
+        } else {
+            serde_json::Value::Null
+        },
         ms(h.value_at_quantile(0.5)),
         ms(h.value_at_quantile(0.9)),
         ms(h.value_at_quantile(0.99)),

@@ -124,6 +124,7 @@ async fn open(target: &Target, tls: &Tls, scratch: &RefCell<Vec<u8>>) -> Result<
     Ok(match target.scheme {
         Scheme::Ws => Box::new(transport::open_upgraded::<Plain>(target, tls, scratch).await?),
         Scheme::Wss => Box::new(transport::open_upgraded::<Secure>(target, tls, scratch).await?),
+        Scheme::Redis | Scheme::Nats => return Err("a connect storm speaks ws or wss".into()),
     })
 }
 

@@ -1,7 +1,7 @@
-//! ws and wss for the load generator: where a URL points, and the two
-//! kinds of connection behind one pair of traits, so a client's task is
-//! generic over them (no dynamic dispatch, and the plain path is the same
-//! tokio calls it always was).
+//! ws and wss for the load generator (and the plain TCP that Redis and NATS
+//! run over): where a URL points, and the two kinds of connection behind
+//! one pair of traits, so a client's task is generic over them (no dynamic
+//! dispatch, and the plain path is the same tokio calls it always was).
 //!
 //! A wss connection drives rustls directly once its handshake (done by
 //! `tokio_rustls::TlsConnector`) is over: ciphertext is read with one
@@ -32,13 +32,28 @@ use crate::ws;
 /// scratch buffer the reader hands over.
 const CIPHER_READ: usize = 32 * 1024;
 
-/// ws or wss.
+/// What a URL speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scheme {
-    /// `ws://`: plain TCP.
+    /// `ws://`: EaseChat v1 over WebSocket, plain TCP.
     Ws,
-    /// `wss://`: TLS.
+    /// `wss://`: the same over TLS.
     Wss,
+    /// `redis://`: Redis pub/sub (RESP), plain TCP.
+    Redis,
+    /// `nats://`: the NATS client protocol, plain TCP.
+    Nats,
+}
+
+impl Scheme {
+    /// The protocol family: ws and wss are one.
+    pub fn family(self) -> &'static str {
+        match self {
+            Scheme::Ws | Scheme::Wss => "ws",
+            Scheme::Redis => "redis",
+            Scheme::Nats => "nats",
+        }
+    }
 }
 
 /// Where a URL points.
@@ -58,15 +73,21 @@ pub struct Target {
 }
 
 impl Target {
-    /// Parses `ws://host[:port][/path]` or `wss://…` (ports default to 80
-    /// and 443).
+    /// Parses `ws://host[:port][/path]`, `wss://…`, `redis://host[:port]`
+    /// or `nats://host[:port]` (ports default to 80, 443, 6379 and 4222).
     pub fn parse(url: &str) -> Result<Target, String> {
         let (scheme, rest, default_port) = if let Some(rest) = url.strip_prefix("ws://") {
             (Scheme::Ws, rest, 80)
         } else if let Some(rest) = url.strip_prefix("wss://") {
             (Scheme::Wss, rest, 443)
+        } else if let Some(rest) = url.strip_prefix("redis://") {
+            (Scheme::Redis, rest, 6379)
+        } else if let Some(rest) = url.strip_prefix("nats://") {
+            (Scheme::Nats, rest, 4222)
         } else {
-            return Err(format!("{url}: a URL must start with ws:// or wss://"));
+            return Err(format!(
+                "{url}: a URL must start with ws://, wss://, redis:// or nats://"
+            ));
         };
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], rest[i..].to_string()),
@@ -156,6 +177,9 @@ pub trait RecvHalf: 'static {
 pub trait SendHalf: 'static {
     /// Writes all of `bytes` (plaintext).
     async fn send(&mut self, bytes: &[u8]) -> io::Result<()>;
+    /// Closes the sending side (a protocol without a goodbye message: the
+    /// server closes when it reads the end of the stream).
+    async fn shutdown(&mut self) -> io::Result<()>;
 }
 
 impl RecvHalf for OwnedReadHalf {
@@ -171,6 +195,10 @@ impl RecvHalf for OwnedReadHalf {
 impl SendHalf for OwnedWriteHalf {
     async fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.write_all(bytes).await
+    }
+
+    async fn shutdown(&mut self) -> io::Result<()> {
+        AsyncWriteExt::shutdown(self).await
     }
 }
 
@@ -364,6 +392,19 @@ impl SendHalf for TlsSend {
         }
         self.tcp.write_all(&self.records).await
     }
+
+    async fn shutdown(&mut self) -> io::Result<()> {
+        self.records.clear();
+        {
+            let mut conn = self.conn.borrow_mut();
+            conn.send_close_notify();
+            while conn.wants_write() {
+                conn.write_tls(&mut self.records)?;
+            }
+        }
+        self.tcp.write_all(&self.records).await?;
+        AsyncWriteExt::shutdown(&mut self.tcp).await
+    }
 }
 
 /// Opens a connection to `target` and upgrades it, reading through the
@@ -421,6 +462,11 @@ mod tests {
         let t = Target::parse("wss://localhost").unwrap();
         assert_eq!(t.addr.port(), 443);
         assert!(matches!(t.server_name().unwrap(), ServerName::DnsName(_)));
+
+        let t = Target::parse("redis://127.0.0.1:16500").unwrap();
+        assert_eq!((t.scheme, t.addr.port()), (Scheme::Redis, 16500));
+        let t = Target::parse("nats://127.0.0.1").unwrap();
+        assert_eq!((t.scheme, t.addr.port()), (Scheme::Nats, 4222));
 
         assert!(Target::parse("http://127.0.0.1:80").is_err());
         assert!(Target::parse("ws://127.0.0.1:notaport").is_err());
