@@ -151,6 +151,8 @@ pub struct Config {
     pub tls: Option<Arc<crate::tls::Certificates>>,
     /// Serve the admin console over HTTPS with the same certificate.
     pub admin_tls: bool,
+    /// Channels that keep history for recovery (`--history`), if any.
+    pub history: Option<Arc<crate::history::HistoryConfig>>,
 }
 
 impl Config {
@@ -190,6 +192,7 @@ impl Config {
             tls_listen: None,
             tls: None,
             admin_tls: false,
+            history: None,
         }
     }
 
@@ -256,6 +259,17 @@ pub fn render_toml(config: &Config, log: Option<&str>) -> String {
     key("plain-sends", config.plain_sends.to_string());
     if let Some(addr) = config.metrics {
         key("admin", q(&addr.to_string()));
+    }
+    if let Some(history) = &config.history {
+        let patterns: Vec<String> = history.patterns.texts().iter().map(|p| q(p)).collect();
+        let limits = &history.limits;
+        key("history", format!("[{}]", patterns.join(", ")));
+        key("history-size", limits.size.to_string());
+        key("history-bytes", limits.bytes.to_string());
+        key("history-ttl", secs(limits.ttl));
+        key("history-channels", limits.channels.to_string());
+        key("history-total-bytes", limits.total_bytes.to_string());
+        key("recover-max", limits.recover_max.to_string());
     }
     key(
         "admin-max-connections",

@@ -24,6 +24,9 @@
 //!   [`shard`] ties them into one shard's live exchange: admission,
 //!   publishing and local fan-out, queries, upkeep. No lock is taken per
 //!   message.
+//! - [`history`] keeps the latest messages of channels that ask for it
+//!   (`--history`) on each channel's home shard, numbered per channel, so
+//!   a client that reconnects recovers what it missed, all or nothing.
 //! - [`access`] enforces access control (`--auth`): each connection's
 //!   grant from its token, checked at the upgrade and on `1h`, `1c`, `1t`;
 //!   the rules are the pure `easechat_auth` crate.
@@ -51,6 +54,7 @@ pub mod cluster;
 pub mod config;
 pub mod console;
 pub mod drain;
+pub mod history;
 pub mod outbox;
 pub mod protocol;
 pub mod reload;

@@ -17,6 +17,7 @@ use std::task::{Poll, Waker};
 use glommio::channels::shared_channel::ConnectedReceiver;
 use shards::{Deferred, Links, RingStats, Weighed};
 
+use crate::history::Sequenced;
 use crate::protocol::decimal_len;
 use crate::protocol::frame::{encode_receive_frame, receive_payload_len};
 use crate::state::interest::{shard_ids, Interest, InterestOwed};
@@ -34,6 +35,7 @@ pub struct Publication {
     frame: Box<[u8]>,
     sender: Range<usize>,
     channel: Range<usize>,
+    text_start: usize,
 }
 
 impl Publication {
@@ -48,10 +50,12 @@ impl Publication {
         let channel_range = channel_start..channel_start + channel.len();
         debug_assert_eq!(&frame[sender_range.clone()], sender.as_bytes());
         debug_assert_eq!(&frame[channel_range.clone()], channel.as_bytes());
+        let text_start = frame.len() - text.len();
         Publication {
             frame,
             sender: sender_range,
             channel: channel_range,
+            text_start,
         }
     }
 
@@ -69,6 +73,11 @@ impl Publication {
     pub fn channel(&self) -> &str {
         std::str::from_utf8(&self.frame[self.channel.clone()]).unwrap_or_default()
     }
+
+    /// The text (to build the positional frame of a channel with history).
+    pub fn text(&self) -> &str {
+        std::str::from_utf8(&self.frame[self.text_start..]).unwrap_or_default()
+    }
 }
 
 /// Everything that crosses a ring. Rare, large payloads are boxed so every
@@ -77,6 +86,16 @@ impl Publication {
 pub enum ShardMsg {
     /// Deliver to this shard's subscribers of the channel.
     Publish(Arc<Publication>),
+    /// A publish on a channel with history, for its home shard to number,
+    /// keep and fan out (see [`crate::history`]).
+    Sequence(Arc<Publication>),
+    /// A numbered publish from the channel's home shard: deliver it.
+    Sequenced(Arc<Sequenced>),
+    /// A subscriber here asks the channel's home shard where the channel
+    /// stands and, with a position, for what it missed.
+    Recover(Box<RecoverAsk>),
+    /// The home shard's answer to [`ShardMsg::Recover`].
+    Recovered(Box<RecoverReply>),
     /// The sending shard now has (true) or no longer has (false)
     /// subscribers on a channel.
     Interest {
@@ -105,6 +124,36 @@ pub enum ShardMsg {
     Drain,
 }
 
+/// A subscriber's question to a channel's home shard (see
+/// [`crate::shard::history`]).
+#[derive(Debug)]
+pub struct RecoverAsk {
+    /// The subscribing connection, on the asking shard.
+    pub conn: crate::state::subscriptions::ConnId,
+    /// The channel.
+    pub channel: Box<str>,
+    /// The client's last position and its epoch, or `None` for a plain
+    /// subscription that only learns where the channel stands.
+    pub after: Option<(u64, Box<str>)>,
+    /// Most bytes the replay may take (room in the subscriber's outbox).
+    pub max_bytes: usize,
+}
+
+/// The home shard's answer: where the channel stood when the subscription
+/// started, and the replay or why there is none.
+#[derive(Debug)]
+pub struct RecoverReply {
+    /// The asking connection.
+    pub conn: crate::state::subscriptions::ConnId,
+    /// The channel.
+    pub channel: Box<str>,
+    /// Whether a position was asked for (a plain subscription's answer
+    /// reports `Subscribed`).
+    pub asked: bool,
+    /// The outcome.
+    pub recovery: crate::state::history::Recovery<Arc<Sequenced>>,
+}
+
 /// Ring slots are allocated up front: keep them at four words.
 const _: () = assert!(std::mem::size_of::<ShardMsg>() <= 32);
 
@@ -112,7 +161,12 @@ impl Weighed for ShardMsg {
     fn weight(&self) -> usize {
         let slot = std::mem::size_of::<ShardMsg>();
         match self {
-            ShardMsg::Publish(p) => slot + std::mem::size_of::<Publication>() + p.frame.len(),
+            ShardMsg::Publish(p) | ShardMsg::Sequence(p) => {
+                slot + std::mem::size_of::<Publication>() + p.frame.len()
+            }
+            ShardMsg::Sequenced(s) => slot + s.weight(),
+            ShardMsg::Recover(ask) => slot + ask.channel.len(),
+            ShardMsg::Recovered(reply) => slot + reply.channel.len(),
             ShardMsg::Interest { channel, .. } => slot + channel.len(),
             ShardMsg::Query { .. }
             | ShardMsg::Answer { .. }
@@ -207,6 +261,14 @@ impl Router {
         for shard in shard_ids(shards) {
             self.links
                 .send(shard, ShardMsg::Publish(publication.clone()));
+        }
+    }
+
+    /// Sends a numbered publish to each shard in `shards`.
+    pub fn forward_sequenced(&self, shards: u64, sequenced: &Arc<Sequenced>) {
+        for shard in shard_ids(shards) {
+            self.links
+                .send(shard, ShardMsg::Sequenced(sequenced.clone()));
         }
     }
 

@@ -124,6 +124,13 @@ metrics! {
     RatePauses => "easechat_rate_pauses_total", counter, "Publishes that waited for their identity's publish rate quota.";
     TlsHandshakes => "easechat_tls_handshakes_total", counter, "wss TLS handshakes completed (--tls-listen).";
     TlsHandshakeFailed => "easechat_tls_handshake_failures_total", counter, "wss TLS handshakes that failed, were refused or timed out.";
+    HistoryChannels => "easechat_history_channels", gauge, "Channels whose history this shard keeps (--history).";
+    HistoryMessages => "easechat_history_messages", gauge, "Messages held in channel histories.";
+    HistoryBytes => "easechat_history_bytes", gauge, "Bytes held in channel histories (--history-bytes, --history-total-bytes).";
+    HistoryEvictions => "easechat_history_evictions_total", counter, "Channel histories evicted (their epoch ended) for --history-channels or --history-total-bytes.";
+    Recovered => "easechat_recoveries_total", counter, "Subscriptions from a position that recovered every missed message.";
+    NotRecovered => "easechat_recoveries_failed_total", counter, "Subscriptions from a position that could not recover (other epoch, evicted, too many, too big, future).";
+    Replayed => "easechat_replayed_messages_total", counter, "Messages replayed by recoveries.";
 }
 
 /// Counters one shard keeps about its own traffic: one cell per [`Metric`]

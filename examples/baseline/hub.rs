@@ -124,6 +124,8 @@ impl Hub {
                 return Verdict::Close(1000, truncate_close_reason(reason).to_string())
             }
             Parsed::Receive { .. } => {}
+            // The seed's design speaks v1 only, where these were malformed.
+            _ => return Verdict::Close(1002, "malformed message".into()),
         }
         Verdict::Continue
     }

@@ -66,57 +66,147 @@ fn string_len(s: &str) -> usize {
     2 + decimal_len(s.len() as u64) + s.len()
 }
 
+/// One wire field, in order: what every message kind is made of.
+enum Field<'a> {
+    Number(u64),
+    Str(&'a str),
+}
+
+impl Field<'_> {
+    fn len(&self) -> usize {
+        match *self {
+            Field::Number(n) => 1 + decimal_len(n),
+            Field::Str(s) => string_len(s),
+        }
+    }
+
+    fn write(&self, out: &mut impl Sink) {
+        match *self {
+            Field::Number(n) => {
+                out.put("|");
+                put_number(out, n);
+            }
+            Field::Str(s) => put_string(out, s),
+        }
+    }
+}
+
 impl Message<'_> {
     /// The two-byte head, `1` and the kind letter.
     fn head(&self) -> &'static str {
         match self {
-            Message::Hello { .. } => "1h",
-            Message::Subscribe { .. } => "1c",
+            Message::Hello { .. } | Message::HelloWith { .. } => "1h",
+            Message::Subscribe { .. } | Message::Recover { .. } => "1c",
             Message::Transmit { .. } => "1t",
             Message::Disconnect { .. } => "1d",
-            Message::Receive { .. } => "1r",
+            Message::Receive { .. } | Message::ReceiveAt { .. } => "1r",
+            Message::Position { .. } => "1p",
         }
     }
 
-    /// The string fields in wire order.
-    fn strings(&self) -> [Option<&str>; 3] {
-        match *self {
-            Message::Hello { name } => [Some(name), None, None],
-            Message::Subscribe { channel, .. } => [Some(channel), None, None],
-            Message::Transmit { channel, text } => [Some(channel), Some(text), None],
-            Message::Disconnect { reason } => [Some(reason), None, None],
+    /// The fields in wire order (at most seven: an extended `1c`).
+    fn fields(&self) -> [Option<Field<'_>>; 7] {
+        use Field::{Number, Str};
+        let ttl = |ttl: &std::time::Duration| {
+            [
+                Some(Number(ttl.as_secs())),
+                Some(Number(u64::from(ttl.subsec_nanos()))),
+            ]
+        };
+        match self {
+            Message::Hello { name } => [Some(Str(name)), None, None, None, None, None, None],
+            Message::HelloWith { name, options } => [
+                Some(Str(name)),
+                Some(Str(options)),
+                None,
+                None,
+                None,
+                None,
+                None,
+            ],
+            Message::Subscribe { channel, ttl: t } => {
+                let [s, n] = ttl(t);
+                [Some(Str(channel)), s, n, None, None, None, None]
+            }
+            Message::Recover {
+                channel,
+                ttl: t,
+                offset,
+                epoch,
+            } => {
+                let [s, n] = ttl(t);
+                let (o, e) = (Some(Number(*offset)), Some(Str(epoch)));
+                [Some(Str(channel)), s, n, o, e, None, None]
+            }
+            Message::Transmit { channel, text } => [
+                Some(Str(channel)),
+                Some(Str(text)),
+                None,
+                None,
+                None,
+                None,
+                None,
+            ],
+            Message::Disconnect { reason } => {
+                [Some(Str(reason)), None, None, None, None, None, None]
+            }
             Message::Receive {
                 sender,
                 channel,
                 text,
-            } => [Some(sender), Some(channel), Some(text)],
+            } => [
+                Some(Str(sender)),
+                Some(Str(channel)),
+                Some(Str(text)),
+                None,
+                None,
+                None,
+                None,
+            ],
+            Message::ReceiveAt {
+                sender,
+                channel,
+                text,
+                offset,
+                epoch,
+            } => [
+                Some(Str(sender)),
+                Some(Str(channel)),
+                Some(Str(text)),
+                Some(Number(*offset)),
+                Some(Str(epoch)),
+                None,
+                None,
+            ],
+            Message::Position {
+                channel,
+                status,
+                offset,
+                epoch,
+            } => [
+                Some(Str(channel)),
+                Some(Number(status.code())),
+                Some(Number(*offset)),
+                Some(Str(epoch)),
+                None,
+                None,
+                None,
+            ],
         }
     }
 
     fn write(&self, out: &mut impl Sink) {
         out.put(self.head());
-        for s in self.strings().into_iter().flatten() {
-            put_string(out, s);
-        }
-        if let Message::Subscribe { ttl, .. } = self {
-            out.put("|");
-            put_number(out, ttl.as_secs());
-            out.put("|");
-            put_number(out, u64::from(ttl.subsec_nanos()));
+        for field in self.fields().iter().flatten() {
+            field.write(out);
         }
     }
 
     /// Byte length of the wire form, without building it (to size a
     /// buffer or a WebSocket header first).
     pub fn encoded_len(&self) -> usize {
-        let strings: usize = self.strings().into_iter().flatten().map(string_len).sum();
-        let ttl = match self {
-            Message::Subscribe { ttl, .. } => {
-                2 + decimal_len(ttl.as_secs()) + decimal_len(u64::from(ttl.subsec_nanos()))
-            }
-            _ => 0,
-        };
-        self.head().len() + strings + ttl
+        let fields: usize = self.fields().iter().flatten().map(Field::len).sum();
+        self.head().len() + fields
     }
 
     /// Appends the wire form to `out` (which may already hold a header).
@@ -175,8 +265,44 @@ mod tests {
                 },
                 "1r|5|alice|7|c/lobby|10|helloworld",
             ),
+            (
+                Message::HelloWith {
+                    name: "alice",
+                    options: "positions",
+                },
+                "1h|5|alice|9|positions",
+            ),
+            (
+                Message::Recover {
+                    channel: "c/lobby",
+                    ttl: Duration::from_secs(300),
+                    offset: 41,
+                    epoch: "k7",
+                },
+                "1c|7|c/lobby|300|0|41|2|k7",
+            ),
+            (
+                Message::ReceiveAt {
+                    sender: "alice",
+                    channel: "c/lobby",
+                    text: "helloworld",
+                    offset: 42,
+                    epoch: "k7",
+                },
+                "1r|5|alice|7|c/lobby|10|helloworld|42|2|k7",
+            ),
+            (
+                Message::Position {
+                    channel: "c/lobby",
+                    status: crate::PositionStatus::Recovered,
+                    offset: 42,
+                    epoch: "k7",
+                },
+                "1p|7|c/lobby|1|42|2|k7",
+            ),
         ];
         for (message, wire) in cases {
+            assert_eq!(crate::parse(wire), Ok(message), "{wire}");
             assert_eq!(message.encode(), wire);
             assert_eq!(message.encoded_len(), wire.len(), "{wire}");
             let mut bytes = b"head".to_vec();

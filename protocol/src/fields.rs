@@ -75,6 +75,12 @@ impl<'a> Fields<'a> {
         Ok(&self.text[start..end])
     }
 
+    /// Whether every byte has been read (an extension's fields may follow
+    /// the v1 ones).
+    pub(super) fn at_end(&self) -> bool {
+        self.pos == self.text.len()
+    }
+
     /// Checks that nothing is left after the last field.
     pub(super) fn end(self) -> Result<(), ParseError> {
         if self.pos == self.text.len() {

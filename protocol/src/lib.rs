@@ -8,6 +8,13 @@
 //! codec. `parse(&m.encode()) == Ok(m)` for every message.
 //! `docs/protocol.md` describes the format in prose.
 //!
+//! Beside v1, the opt-in *positions* extension (`docs/protocol.md`,
+//! "Positions and recovery"): a client that says `1h|<len>|<name>|<len>|positions`
+//! receives `1r` frames with a channel position appended, may subscribe
+//! from a position ([`Message::Recover`]) and is told how that went
+//! ([`Message::Position`]). The extra fields only ever follow the v1 ones,
+//! so a v1 message parses exactly as before.
+//!
 //! ```
 //! use easechat_protocol::{parse, Message};
 //!
@@ -65,6 +72,105 @@ pub enum Message<'a> {
         /// The text.
         text: &'a str,
     },
+    /// Extension: `1h|<len>|<name>|<len>|<options>`, a `1h` that also asks
+    /// for extensions (a comma-separated list; `positions` is the one there
+    /// is). Unknown options are ignored, so a newer client works with an
+    /// older nexus of this extension.
+    HelloWith {
+        /// As in [`Message::Hello`].
+        name: &'a str,
+        /// What the client asks for, e.g. `positions`.
+        options: &'a str,
+    },
+    /// Extension: `1c|<len>|<channel>|<seconds>|<nanos>|<offset>|<len>|<epoch>`,
+    /// subscribe and first receive everything published on the channel
+    /// after `offset` in `epoch`, all of it or nothing.
+    Recover {
+        /// The channel to listen to.
+        channel: &'a str,
+        /// Time to live from now (not zero).
+        ttl: Duration,
+        /// The last position the client received.
+        offset: u64,
+        /// The epoch that position belongs to.
+        epoch: &'a str,
+    },
+    /// Extension: `1r|…|<text>|<offset>|<len>|<epoch>`, a `1r` on a channel
+    /// with history, sent to clients that asked for positions.
+    ReceiveAt {
+        /// The publisher's name.
+        sender: &'a str,
+        /// The channel it was published on.
+        channel: &'a str,
+        /// The text.
+        text: &'a str,
+        /// Its position on the channel: contiguous within an epoch.
+        offset: u64,
+        /// The channel history's epoch.
+        epoch: &'a str,
+    },
+    /// Extension: `1p|<len>|<channel>|<status>|<offset>|<len>|<epoch>`, the
+    /// nexus's answer to a first subscription of a positions client on a
+    /// channel with history (and to every [`Message::Recover`]): where the
+    /// channel stands and whether the missed messages follow.
+    Position {
+        /// The channel.
+        channel: &'a str,
+        /// Subscribed, recovered or not recovered.
+        status: PositionStatus,
+        /// The channel's last position when the subscription started: live
+        /// messages follow from `offset + 1`.
+        offset: u64,
+        /// The channel history's epoch (empty: the channel keeps none).
+        epoch: &'a str,
+    },
+}
+
+/// How a subscription of a positions client started (`1p`'s status field).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PositionStatus {
+    /// `0`: a plain subscription; no recovery was asked.
+    Subscribed,
+    /// `1`: everything after the client's position follows, then live ones.
+    Recovered,
+    /// `2`: the missed messages are not all held (or the position is from
+    /// another epoch, the future, or past the recovery limit); none are
+    /// replayed, live ones follow from the reported position.
+    NotRecovered,
+}
+
+impl PositionStatus {
+    /// The wire number.
+    pub fn code(self) -> u64 {
+        match self {
+            PositionStatus::Subscribed => 0,
+            PositionStatus::Recovered => 1,
+            PositionStatus::NotRecovered => 2,
+        }
+    }
+
+    fn from_code(code: u64) -> Result<Self, ParseError> {
+        match code {
+            0 => Ok(PositionStatus::Subscribed),
+            1 => Ok(PositionStatus::Recovered),
+            2 => Ok(PositionStatus::NotRecovered),
+            _ => Err(ParseError::Malformed("unknown position status")),
+        }
+    }
+}
+
+impl Message<'_> {
+    /// Whether this message uses the positions extension (a v1 nexus or
+    /// client would refuse it as malformed or of an unknown kind).
+    pub fn is_extension(&self) -> bool {
+        matches!(
+            self,
+            Message::HelloWith { .. }
+                | Message::Recover { .. }
+                | Message::ReceiveAt { .. }
+                | Message::Position { .. }
+        )
+    }
 }
 
 /// Why a frame is not a valid message; each maps to a close code.
@@ -73,7 +179,7 @@ pub enum ParseError {
     /// The first byte is not `1`.
     #[error("unsupported protocol version")]
     UnsupportedVersion,
-    /// The kind after `1` is not one of h, c, t, d, r.
+    /// The kind after `1` is not one of h, c, t, d, r (or the extension's p).
     #[error("unknown message kind")]
     UnknownKind,
     /// A field is missing, not a number, too long, or bytes are left over.
@@ -99,16 +205,31 @@ pub fn parse(frame: &str) -> Result<Message<'_>, ParseError> {
     let kind = *bytes.get(1).ok_or(ParseError::Malformed("missing kind"))?;
     let mut fields = Fields::new(frame, 2);
     let message = match kind {
-        b'h' => Message::Hello {
-            name: fields.string()?,
-        },
+        b'h' => {
+            let name = fields.string()?;
+            if fields.at_end() {
+                Message::Hello { name }
+            } else {
+                Message::HelloWith {
+                    name,
+                    options: fields.string()?,
+                }
+            }
+        }
         b'c' => {
             let channel = fields.string()?;
             let seconds = fields.number()?;
             let nanos = fields.number()?;
-            Message::Subscribe {
-                channel,
-                ttl: Duration::from_secs(seconds).saturating_add(Duration::from_nanos(nanos)),
+            let ttl = Duration::from_secs(seconds).saturating_add(Duration::from_nanos(nanos));
+            if fields.at_end() {
+                Message::Subscribe { channel, ttl }
+            } else {
+                Message::Recover {
+                    channel,
+                    ttl,
+                    offset: fields.number()?,
+                    epoch: fields.string()?,
+                }
             }
         }
         b't' => Message::Transmit {
@@ -118,10 +239,29 @@ pub fn parse(frame: &str) -> Result<Message<'_>, ParseError> {
         b'd' => Message::Disconnect {
             reason: fields.string()?,
         },
-        b'r' => Message::Receive {
-            sender: fields.string()?,
+        b'r' => {
+            let (sender, channel, text) = (fields.string()?, fields.string()?, fields.string()?);
+            if fields.at_end() {
+                Message::Receive {
+                    sender,
+                    channel,
+                    text,
+                }
+            } else {
+                Message::ReceiveAt {
+                    sender,
+                    channel,
+                    text,
+                    offset: fields.number()?,
+                    epoch: fields.string()?,
+                }
+            }
+        }
+        b'p' => Message::Position {
             channel: fields.string()?,
-            text: fields.string()?,
+            status: PositionStatus::from_code(fields.number()?)?,
+            offset: fields.number()?,
+            epoch: fields.string()?,
         },
         _ => return Err(ParseError::UnknownKind),
     };

@@ -9,12 +9,15 @@ use std::time::Duration;
 
 use argh::FromArgs;
 
+use easechat_auth::pattern::PatternSet;
 use easechat_auth::secret::{load_token, TOKEN_ENV};
 use easechat_auth::{Mode, PolicyFiles};
 
 use crate::access::Access;
 use crate::cluster::ClusterConfig;
 use crate::config::{self, Config, MAX_SHARDS};
+use crate::history::HistoryConfig;
+use crate::state::history::HistoryLimits;
 
 /// EaseChat Nexus: a thread-per-core WebSocket channel message exchange.
 ///
@@ -198,6 +201,39 @@ pub struct Args {
     #[argh(switch)]
     pub admin_tls: bool,
 
+    /// keep history on channels matching this pattern (repeatable; `*`
+    /// matches any run of characters), so clients that ask for positions
+    /// recover what they missed after a reconnect
+    #[argh(option)]
+    pub history: Vec<String>,
+
+    /// messages kept per channel with history (default 1000)
+    #[argh(option, default = "crate::history::DEFAULT_SIZE")]
+    pub history_size: usize,
+
+    /// bytes kept per channel with history (default 1048576)
+    #[argh(option, default = "crate::history::DEFAULT_BYTES")]
+    pub history_bytes: usize,
+
+    /// seconds a message stays in a channel's history (default 300)
+    #[argh(option, default = "crate::history::DEFAULT_TTL.as_secs()")]
+    pub history_ttl: u64,
+
+    /// channels with history per shard; past it the least recently used
+    /// lose theirs (default 10000)
+    #[argh(option, default = "crate::history::DEFAULT_CHANNELS")]
+    pub history_channels: usize,
+
+    /// bytes of history per shard, all channels together; past it the
+    /// least recently used channels lose theirs (default 268435456)
+    #[argh(option, default = "crate::history::DEFAULT_TOTAL_BYTES")]
+    pub history_total_bytes: usize,
+
+    /// most messages one recovery replays; a client that missed more is
+    /// told it did not recover (default 1000)
+    #[argh(option, default = "crate::history::DEFAULT_RECOVER_MAX")]
+    pub recover_max: u64,
+
     /// log filter, overriding RUST_LOG (error, warn, info, debug, trace)
     #[argh(option)]
     pub log: Option<String>,
@@ -310,6 +346,7 @@ impl Args {
                 ));
             }
         }
+        config.history = history_from_flags(&self)?;
         config.access = access_from_flags(self.auth, self.auth_key_file, self.auth_policy)?;
         tls_from_flags(
             &mut config,
@@ -348,9 +385,41 @@ impl Args {
             (None, Some(_)) => return Err("--nats-user-file needs --nats".into()),
             _ => {}
         }
+        if let Some(cluster) = &mut config.cluster {
+            cluster.history = config.history.clone();
+        }
         config.sync_live();
         Ok(config)
     }
+}
+
+/// The `--history` settings, `None` without a pattern.
+fn history_from_flags(args: &Args) -> Result<Option<std::sync::Arc<HistoryConfig>>, String> {
+    if args.history.is_empty() {
+        return Ok(None);
+    }
+    let patterns = PatternSet::new(&args.history).map_err(|e| format!("--history: {e}"))?;
+    let limits = HistoryLimits {
+        size: positive("--history-size", args.history_size)?,
+        bytes: positive("--history-bytes", args.history_bytes)?,
+        ttl: Duration::from_secs(positive("--history-ttl", args.history_ttl as usize)? as u64),
+        channels: positive("--history-channels", args.history_channels)?,
+        recover_max: positive("--recover-max", args.recover_max as usize)? as u64,
+        total_bytes: positive("--history-total-bytes", args.history_total_bytes)?,
+    };
+    if limits.total_bytes < limits.bytes {
+        return Err(format!(
+            "--history-total-bytes ({}) must be at least --history-bytes ({})",
+            limits.total_bytes, limits.bytes
+        ));
+    }
+    if limits.ttl > config::MAX_TTL_CAP {
+        return Err("--history-ttl must be at most ten years".into());
+    }
+    Ok(Some(std::sync::Arc::new(HistoryConfig {
+        patterns,
+        limits,
+    })))
 }
 
 /// Loads the access policy named by `--auth`, `--auth-key-file` and

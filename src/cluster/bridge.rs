@@ -120,6 +120,8 @@ impl Drop for Channel {
 }
 
 struct Bridge {
+    /// `--history`: messages of those channels go to their home shard.
+    history: Option<Arc<crate::history::HistoryConfig>>,
     client: Client,
     node: Arc<str>,
     inboxes: Arc<[ShardInbox]>,
@@ -175,6 +177,7 @@ async fn run(
     };
     info!(node = &*config.node_id, servers = ?config.servers, "cluster bridge started");
     let mut bridge = Bridge {
+        history: config.history.clone(),
         client,
         node: Arc::from(config.node_id.as_str()),
         inboxes,
@@ -357,9 +360,12 @@ impl Bridge {
             return;
         };
         debug!(channel, "subscribed on NATS");
+        let shards = self.inboxes.len();
+        let home = self.history.as_ref().and_then(|h| h.home(channel, shards));
         entry.forwarder = Some(tokio::spawn(forward(
             subscriber,
             Arc::from(channel),
+            home,
             entry.shards.clone(),
             self.node.clone(),
             self.inboxes.clone(),
@@ -435,10 +441,12 @@ impl Bridge {
 }
 
 /// Hands every message of one channel's subscription to the shards that
-/// listen to the channel.
+/// listen to the channel, or, for a channel with history, to its home
+/// shard (`home`), which numbers it and forwards it over the rings.
 async fn forward(
     mut subscriber: Subscriber,
     channel: Arc<str>,
+    home: Option<usize>,
     shards: Arc<AtomicU64>,
     node: Arc<str>,
     inboxes: Arc<[ShardInbox]>,
@@ -449,7 +457,11 @@ async fn forward(
             Ok(remote) => {
                 stats.received.fetch_add(1, Ordering::Relaxed);
                 let remote = Arc::new(remote);
-                for shard in shard_ids(shards.load(Ordering::Relaxed)) {
+                let targets = match home {
+                    Some(home) => 1 << home,
+                    None => shards.load(Ordering::Relaxed),
+                };
+                for shard in shard_ids(targets) {
                     if let Some(inbox) = inboxes.get(shard) {
                         inbox.push(remote.clone(), &stats);
                     }

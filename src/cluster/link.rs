@@ -29,6 +29,7 @@ use super::wire::{publish_weight, Remote};
 use super::ClusterStats;
 use crate::outbox::Frame;
 use crate::protocol::frame::encode_receive_frame;
+use crate::router::Publication;
 use crate::shard::ShardState;
 
 /// How often interest the bridge has not taken yet is offered again.
@@ -210,6 +211,14 @@ pub async fn serve(state: Rc<ShardState>) {
 /// Delivers a message from another node to this shard's subscribers,
 /// encoding its `1r` once.
 fn deliver(state: &ShardState, remote: &Remote) {
+    if let Some(home) = state.history_home(&remote.channel) {
+        // The bridge sends a channel with history to its home shard only.
+        if home == state.id {
+            let publication = Publication::new(&remote.sender, &remote.channel, &remote.text);
+            state.sequence(Arc::new(publication));
+        }
+        return;
+    }
     let frame: Frame =
         Rc::from(&encode_receive_frame(&remote.sender, &remote.channel, &remote.text)[..]);
     state.deliver(&remote.sender, &remote.channel, &frame);

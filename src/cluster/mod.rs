@@ -51,6 +51,10 @@ pub struct ClusterConfig {
     pub node_id_given: bool,
     /// Where the NATS user was read from (printed by `--print-config`).
     pub user_file: Option<String>,
+    /// Which channels keep history (`--history`): the bridge hands their
+    /// messages from other nodes to their home shard only, which numbers
+    /// them and forwards them to the shards that listen.
+    pub history: Option<Arc<crate::history::HistoryConfig>>,
 }
 
 /// A NATS URL fit for logs and printed configuration: a `user:password@`
@@ -127,6 +131,7 @@ impl ClusterConfig {
             user: None,
             node_id_given,
             user_file: None,
+            history: None,
         })
     }
 }

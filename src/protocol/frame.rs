@@ -24,7 +24,12 @@ fn receive<'a>(sender: &'a str, channel: &'a str, text: &'a str) -> Message<'a> 
 
 /// Builds the complete unmasked WebSocket text frame carrying a `1r`.
 pub fn encode_receive_frame(sender: &str, channel: &str, text: &str) -> Vec<u8> {
-    let message = receive(sender, channel, text);
+    encode_text_frame(&receive(sender, channel, text))
+}
+
+/// Builds the complete unmasked WebSocket text frame carrying `message`
+/// (the positions extension's `1r` and `1p` too).
+pub fn encode_text_frame(message: &Message<'_>) -> Vec<u8> {
     let payload_len = message.encoded_len();
     let header = FrameHeader {
         opcode: OpCode::Data(Data::Text),

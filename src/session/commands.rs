@@ -46,8 +46,57 @@ pub fn hello(shard: &ShardState, conn: &Connection, name: &str) -> Verdict {
     Verdict::Continue
 }
 
-/// `1c`: subscribes, renews or unsubscribes.
+/// `1h` with options (the positions extension): names the connection and
+/// turns on what it asks for; unknown options are ignored.
+pub fn hello_with(shard: &ShardState, conn: &Connection, name: &str, options: &str) -> Verdict {
+    let verdict = hello(shard, conn, name);
+    if matches!(verdict, Verdict::Continue) && options.split(',').any(|o| o.trim() == "positions") {
+        conn.enable_positions();
+    }
+    verdict
+}
+
+/// `1c`: subscribes, renews or unsubscribes. A positions client's first
+/// subscription to a channel with history is told where it stands (`1p`).
 pub fn subscribe(
+    shard: &ShardState,
+    conn: &Rc<Connection>,
+    channel: &str,
+    ttl: Duration,
+) -> Verdict {
+    let first = conn.positions() && !ttl.is_zero() && !shard.is_subscribed(conn, channel);
+    if conn.positions() && ttl.is_zero() {
+        conn.finish_waiting(channel);
+    }
+    let verdict = subscribe_v1(shard, conn, channel, ttl);
+    if first && matches!(verdict, Verdict::Continue) && shard.is_subscribed(conn, channel) {
+        shard.start_position(conn, channel, None);
+    }
+    verdict
+}
+
+/// The `1c` extension: subscribes, then replays everything after `offset`
+/// in `epoch`, or tells the client it could not (see `crate::shard::history`).
+pub fn recover(
+    shard: &ShardState,
+    conn: &Rc<Connection>,
+    channel: &str,
+    ttl: Duration,
+    offset: u64,
+    epoch: &str,
+) -> Verdict {
+    if ttl.is_zero() {
+        return subscribe(shard, conn, channel, ttl);
+    }
+    let verdict = subscribe_v1(shard, conn, channel, ttl);
+    if matches!(verdict, Verdict::Continue) && shard.is_subscribed(conn, channel) {
+        shard.start_position(conn, channel, Some((offset, epoch)));
+    }
+    verdict
+}
+
+/// `1c` as v1 has it.
+fn subscribe_v1(
     shard: &ShardState,
     conn: &Rc<Connection>,
     channel: &str,

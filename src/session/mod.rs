@@ -469,6 +469,28 @@ async fn on_text(shard: &ShardState, conn: &Rc<Connection>, text: &str) -> Verdi
         Message::Transmit { channel, text } => commands::transmit(shard, conn, channel, text),
         Message::Disconnect { reason } => commands::disconnect(reason),
         Message::Receive { .. } => Verdict::Continue,
+        Message::HelloWith { name, options } => commands::hello_with(shard, conn, name, options),
+        Message::Recover {
+            channel,
+            ttl,
+            offset,
+            epoch,
+        } if conn.positions() => commands::recover(shard, conn, channel, ttl, offset, epoch),
+        // What a v1 nexus answers, byte for byte: the extension's fields are
+        // bytes left after the last v1 field, `1p` is an unknown kind.
+        Message::Recover { .. } | Message::ReceiveAt { .. } => {
+            let e = ParseError::Malformed("bytes left after the last field");
+            Verdict::Close(
+                e.close_code(),
+                e.to_string(),
+                Cause::Protocol(ProtocolErrorKind::Malformed),
+            )
+        }
+        Message::Position { .. } => Verdict::Close(
+            ParseError::UnknownKind.close_code(),
+            ParseError::UnknownKind.to_string(),
+            Cause::Protocol(ProtocolErrorKind::Kind),
+        ),
     }
 }
 
@@ -489,7 +511,7 @@ async fn wait_for_room(shard: &ShardState, conn: &Connection, message: &Message<
                     .await;
             }
         }
-        Message::Subscribe { channel, ttl }
+        Message::Subscribe { channel, ttl } | Message::Recover { channel, ttl, .. }
             if !router.has_interest_room()
                 && shard.subscribe_changes_interest(conn, channel, ttl) =>
         {

@@ -83,7 +83,9 @@ impl ShardState {
     pub fn set_local_interest(&self, channel: &Rc<str>, interested: bool) {
         self.router.set_local_interest(channel, interested);
         if let Some(cluster) = &self.cluster {
-            cluster.interest(channel, interested);
+            // A home shard keeps listening to the other nodes while it
+            // keeps the channel's history.
+            cluster.interest(channel, interested || self.holds_history(channel));
         }
     }
 
@@ -103,9 +105,14 @@ impl ShardState {
         }
     }
 
-    /// The other shards a publish on `channel` goes to, as a bit set.
+    /// The other shards a publish on `channel` goes to, as a bit set (a
+    /// channel with history: its home shard, which forwards it).
     pub fn publish_targets(&self, channel: &str) -> u64 {
-        self.router.interested_shards(channel)
+        match self.history_home(channel) {
+            Some(home) if home == self.id => 0,
+            Some(home) => 1 << home,
+            None => self.router.interested_shards(channel),
+        }
     }
 
     /// Checks that a publish of `text` on `channel` as `sender` can be
@@ -132,6 +139,10 @@ impl ShardState {
         self.stats.add(Metric::Publishes, 1);
         if let Some(cluster) = &self.cluster {
             cluster.publish(sender, channel, text);
+        }
+        if let Some(home) = self.history_home(channel) {
+            self.publish_to_home(home, Arc::new(Publication::new(sender, channel, text)));
+            return;
         }
         let remote = self.router.interested_shards(channel);
         let local = self.index.borrow().has_channel(channel);

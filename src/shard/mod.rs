@@ -5,6 +5,7 @@
 //! - [`access`]: access control on live connections (expiry, reloads).
 //! - [`admission`]: connection slots (`--max-connections`, per address).
 //! - [`exchange`]: subscribing and publishing, local fan-out, forwarding.
+//! - [`history`]: channel history on its home shard, positions, recovery.
 //! - [`queries`]: answering other shards, asking all of them.
 //! - [`upkeep`]: keepalive, expiry purge, shutdown.
 //!
@@ -13,6 +14,7 @@
 pub mod access;
 pub mod admission;
 pub mod exchange;
+pub mod history;
 pub mod queries;
 pub mod upkeep;
 
@@ -20,6 +22,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use glommio::sync::Gate;
 use shards::Asks;
@@ -27,9 +30,11 @@ use shards::Asks;
 use crate::access::ConnectionAccess;
 use crate::cluster::ClusterLink;
 use crate::config::Config;
+use crate::history::Sequenced;
 use crate::router::Router;
 use crate::shutdown::ShutdownSignal;
 pub use crate::state::connection::{Connection, Liveness};
+use crate::state::history::Histories;
 use crate::state::subscriptions::{ConnId, SubscriptionIndex};
 use crate::state::views::Answer;
 use crate::stats::{Metric, ShardStats};
@@ -82,11 +87,21 @@ pub struct ShardState {
     pub cluster: Option<ClusterLink>,
     /// Token expiries and policy reloads seen by this shard.
     access_sweep: access::AccessSweep,
+    /// The histories of the channels whose home this shard is (`--history`).
+    histories: Option<RefCell<Histories<Arc<Sequenced>>>>,
 }
 
 impl ShardState {
     /// A shard with no connections; `admission` is shared by all shards.
     pub fn new(core: usize, config: Config, router: Router, admission: Admission) -> Self {
+        let histories = config.history.as_ref().map(|history| {
+            // Epochs differ between shards and runs: a position from before
+            // a restart never passes for a current one.
+            let mut seed = [0u8; 8];
+            let _ = getrandom::fill(&mut seed);
+            let seed = u64::from_le_bytes(seed) ^ router.shard_id() as u64;
+            RefCell::new(Histories::new(history.limits, seed))
+        });
         ShardState {
             id: router.shard_id(),
             core,
@@ -108,6 +123,7 @@ impl ShardState {
             paused: Cell::new(0),
             cluster: None,
             access_sweep: access::AccessSweep::default(),
+            histories,
         }
     }
 

@@ -17,6 +17,18 @@ impl ShardState {
     pub fn on_ring_message(&self, from: usize, msg: ShardMsg) {
         match msg {
             ShardMsg::Publish(publication) => self.deliver_remote(&publication),
+            ShardMsg::Sequence(publication) => self.sequence(publication),
+            ShardMsg::Sequenced(sequenced) => {
+                if self
+                    .index
+                    .borrow()
+                    .has_channel(sequenced.publication.channel())
+                {
+                    self.deliver_sequenced(&sequenced);
+                }
+            }
+            ShardMsg::Recover(ask) => self.answer_recover(from, *ask),
+            ShardMsg::Recovered(reply) => self.on_recovered(*reply),
             ShardMsg::Interest {
                 channel,
                 interested,
@@ -155,6 +167,17 @@ impl ShardState {
         ];
         for (metric, value) in gauges {
             self.stats.set(metric, value as u64);
+        }
+        if let Some(histories) = &self.histories {
+            let histories = histories.borrow();
+            self.stats
+                .set(Metric::HistoryChannels, histories.channel_count() as u64);
+            self.stats
+                .set(Metric::HistoryMessages, histories.messages() as u64);
+            self.stats
+                .set(Metric::HistoryBytes, histories.bytes() as u64);
+            self.stats
+                .set(Metric::HistoryEvictions, histories.evicted_channels());
         }
         self.stats.set(Metric::RingMessages, rings.sent);
         self.stats.set(Metric::RingFull, rings.full_waits);

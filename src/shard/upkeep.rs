@@ -64,6 +64,9 @@ impl ShardState {
             }
         }
         self.sweep_access();
+        if let Some(histories) = &self.histories {
+            histories.borrow_mut().expire(Instant::now());
+        }
         for channel in emptied {
             debug!(
                 shard = self.id,

@@ -1,12 +1,15 @@
 //! One client connection as its shard sees it.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::subscriptions::ConnId;
 use crate::access::ConnectionAccess;
+use crate::history::Sequenced;
 use crate::outbox::Outbox;
 
 /// A connection in a shard's table: its name and its outbound queue.
@@ -30,6 +33,18 @@ pub struct Connection {
     /// Boxed: fan-out walks connections, and a trusted one should not carry
     /// the rights' bytes in its cache lines.
     pub access: Option<Box<ConnectionAccess>>,
+    /// Set once the client asked for positions (`1h` with `positions`):
+    /// the channels whose recovery it is waiting for. Boxed for the same
+    /// reason as `access`.
+    positions: RefCell<Option<Box<Positions>>>,
+}
+
+/// A positions client's channels waiting for their home shard's answer:
+/// the numbered frames that arrived meanwhile, held so that the replay
+/// goes first and nothing is sent twice (the answer's offset decides).
+#[derive(Debug, Default)]
+pub struct Positions {
+    waiting: HashMap<Box<str>, Vec<Arc<Sequenced>>>,
 }
 
 /// What keepalive should do about a connection.
@@ -62,6 +77,7 @@ impl Connection {
             last_heard: Cell::new(Instant::now()),
             pinged_at: Cell::new(None),
             access,
+            positions: RefCell::new(None),
         }
     }
 
@@ -98,6 +114,63 @@ impl Connection {
     /// Names or renames the connection; returns the previous name.
     pub fn set_name(&self, name: &str) -> Option<Rc<str>> {
         self.name.replace(Some(Rc::from(name)))
+    }
+
+    /// Whether the client asked for positions.
+    pub fn positions(&self) -> bool {
+        self.positions.borrow().is_some()
+    }
+
+    /// Records that the client asked for positions (for good).
+    pub fn enable_positions(&self) {
+        let mut positions = self.positions.borrow_mut();
+        if positions.is_none() {
+            *positions = Some(Box::default());
+        }
+    }
+
+    /// Starts holding `channel`'s numbered frames until its home shard
+    /// answers (see [`Connection::finish_waiting`]).
+    pub fn start_waiting(&self, channel: &str) {
+        if let Some(positions) = self.positions.borrow_mut().as_mut() {
+            positions.waiting.entry(channel.into()).or_default();
+        }
+    }
+
+    /// Holds `frame` if its channel waits for an answer; false otherwise
+    /// (the caller sends it).
+    pub fn hold(&self, channel: &str, frame: &Arc<Sequenced>) -> bool {
+        match self.positions.borrow_mut().as_mut() {
+            Some(positions) => match positions.waiting.get_mut(channel) {
+                Some(held) => {
+                    held.push(frame.clone());
+                    true
+                }
+                None => false,
+            },
+            None => false,
+        }
+    }
+
+    /// Ends the wait for `channel`: the frames held meanwhile, or `None`
+    /// when it was not waiting (unsubscribed, or answered already).
+    pub fn finish_waiting(&self, channel: &str) -> Option<Vec<Arc<Sequenced>>> {
+        self.positions
+            .borrow_mut()
+            .as_mut()
+            .and_then(|positions| positions.waiting.remove(channel))
+    }
+
+    /// Frames held for channels waiting for an answer (the outbox bound
+    /// counts them toward a recovery's room).
+    pub fn held_bytes(&self) -> usize {
+        self.positions.borrow().as_ref().map_or(0, |p| {
+            p.waiting
+                .values()
+                .flatten()
+                .map(|f| f.positional().len())
+                .sum()
+        })
     }
 }
 

@@ -6,10 +6,13 @@
 //! - [`interest`]: which other shards listen to what, and what this shard
 //!   still owes them about its own channels.
 //! - [`views`]: the questions shards answer about themselves, and the answers.
+//! - [`history`]: per-channel message history, positions and all-or-nothing
+//!   recovery.
 //! - [`listing`]: the admin console's channel and client lists, capped per
 //!   shard and merged across shards.
 
 pub mod connection;
+pub mod history;
 pub mod interest;
 pub mod listing;
 pub mod subscriptions;

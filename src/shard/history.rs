@@ -1,0 +1,316 @@
+//! The shard's side of channel history (see [`crate::history`]): numbering
+//! publishes on the channels whose home this shard is, delivering numbered
+//! frames, and starting positions clients' subscriptions — where the
+//! channel stands and, when asked, the replay of what they missed.
+//!
+//! How the seam between replay and live messages is closed: the home shard
+//! answers a subscription in one step between two publishes, so every
+//! message numbered up to the answer's `top` is in the replay (or was
+//! sent before the subscription), and every later one reaches the
+//! subscriber live. When the subscriber sits on another shard, its live
+//! frames are held while the question and answer cross the rings; when
+//! the answer arrives, held frames at or below `top` are dropped and the
+//! rest follow the replay. Offsets decide, not timing.
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tracing::debug;
+
+use super::ShardState;
+use crate::history::Sequenced;
+use crate::outbox::{Frame, Push};
+use crate::protocol::frame::encode_text_frame;
+use crate::protocol::{Message, PositionStatus};
+use crate::router::{Publication, RecoverAsk, RecoverReply, ShardMsg};
+use crate::state::connection::Connection;
+use crate::state::history::Recovery;
+use crate::stats::Metric;
+
+impl ShardState {
+    /// The home shard of `channel` when it keeps history (`--history`).
+    pub fn history_home(&self, channel: &str) -> Option<usize> {
+        self.config
+            .history
+            .as_ref()?
+            .home(channel, self.router.nr_shards())
+    }
+
+    /// Whether this shard keeps `channel`'s history now.
+    pub fn holds_history(&self, channel: &str) -> bool {
+        self.histories
+            .as_ref()
+            .is_some_and(|h| h.borrow().holds(channel))
+    }
+
+    /// Hands a publish on a channel with history to its home shard.
+    pub(super) fn publish_to_home(&self, home: usize, publication: Arc<Publication>) {
+        if home == self.id {
+            self.sequence(publication);
+        } else {
+            self.router.send(home, ShardMsg::Sequence(publication));
+        }
+    }
+
+    /// On the home shard: numbers `publication`, keeps it, delivers it here
+    /// and forwards it to the shards that listen.
+    pub fn sequence(&self, publication: Arc<Publication>) {
+        let Some(histories) = &self.histories else {
+            return;
+        };
+        let sequenced = histories.borrow_mut().append_with(
+            publication.channel(),
+            Instant::now(),
+            |offset, epoch| {
+                let sequenced =
+                    Arc::new(Sequenced::new(publication.clone(), offset, epoch.clone()));
+                let weight = sequenced.weight();
+                (sequenced, weight)
+            },
+        );
+        self.follow_history_changes();
+        let channel = publication.channel();
+        if self.index.borrow().has_channel(channel) {
+            self.deliver_sequenced(&sequenced);
+        }
+        let remote = self.router.interested_shards(channel);
+        if remote != 0 {
+            self.router.forward_sequenced(remote, &sequenced);
+        }
+    }
+
+    /// Queues a numbered publish to this shard's subscribers: the
+    /// positional frame to positions clients (held while their
+    /// subscription waits for its answer), the v1 frame to the others.
+    /// Each frame is copied into shared memory once, and only if needed.
+    pub fn deliver_sequenced(&self, sequenced: &Arc<Sequenced>) {
+        let publication = &sequenced.publication;
+        let (sender, channel) = (publication.sender(), publication.channel());
+        let (mut plain, mut positional): (Option<Frame>, Option<Frame>) = (None, None);
+        let mut delivered = 0;
+        for subscriber in self.index.borrow().subscribers(channel, Instant::now()) {
+            if subscriber.is_named(sender) {
+                continue;
+            }
+            let frame = if subscriber.positions() {
+                if subscriber.hold(channel, sequenced) {
+                    continue;
+                }
+                positional.get_or_insert_with(|| Rc::from(sequenced.positional()))
+            } else {
+                plain.get_or_insert_with(|| Rc::from(publication.frame()))
+            };
+            match subscriber.outbox.push(frame) {
+                Push::Queued => delivered += 1,
+                Push::Closed => {}
+                Push::Overflow => self.close_slow_consumer(subscriber),
+            }
+        }
+        self.stats.add(Metric::Deliveries, delivered);
+    }
+
+    /// After a positions client's first subscription on a channel, or any
+    /// subscription from a position (`after`): tells it where the channel
+    /// stands (`1p`) and replays what it missed, all or nothing. A channel
+    /// without history answers a recovery with "not recovered", epoch "".
+    pub fn start_position(&self, conn: &Rc<Connection>, channel: &str, after: Option<(u64, &str)>) {
+        let Some(home) = self.history_home(channel) else {
+            if after.is_some() {
+                self.stats.add(Metric::NotRecovered, 1);
+                self.push_position(conn, channel, PositionStatus::NotRecovered, 0, "");
+            }
+            return;
+        };
+        // The replay must fit the room left in the subscriber's outbox.
+        let used = conn.outbox.queued_bytes() + conn.held_bytes();
+        let max_bytes = self.config.max_outbox_bytes.saturating_sub(used);
+        if home == self.id {
+            let recovery = self.recover_here(channel, after, max_bytes);
+            self.finish_position(conn, channel, after.is_some(), recovery, Vec::new());
+            return;
+        }
+        conn.start_waiting(channel);
+        let ask = RecoverAsk {
+            conn: conn.id,
+            channel: channel.into(),
+            after: after.map(|(offset, epoch)| (offset, epoch.into())),
+            max_bytes,
+        };
+        self.router.send(home, ShardMsg::Recover(Box::new(ask)));
+    }
+
+    /// The home shard's answer: where `channel` stands and, with `after`,
+    /// the replay or why not.
+    fn recover_here(
+        &self,
+        channel: &str,
+        after: Option<(u64, &str)>,
+        max_bytes: usize,
+    ) -> Recovery<Arc<Sequenced>> {
+        let histories = self.histories.as_ref().expect("history is on");
+        let now = Instant::now();
+        let recovery = match after {
+            Some((offset, epoch)) => histories.borrow_mut().recover(
+                channel,
+                offset,
+                epoch,
+                max_bytes,
+                |s| s.positional().len(),
+                now,
+            ),
+            None => {
+                let (top, epoch) = histories.borrow_mut().position(channel, now);
+                Recovery {
+                    top,
+                    epoch,
+                    outcome: Ok(Vec::new()),
+                }
+            }
+        };
+        self.follow_history_changes();
+        recovery
+    }
+
+    /// On the home shard: answers a subscriber on shard `from`.
+    pub fn answer_recover(&self, from: usize, ask: RecoverAsk) {
+        // From this answer on, every publish here must reach `from`: its
+        // subscriber exists already, while its interest announcement may
+        // still be on the way. (If that subscriber left in the same
+        // instant, `from` gets this channel's frames until its interest
+        // next changes, and drops them: harmless.)
+        self.router.on_interest(from, &ask.channel, true);
+        let after = ask
+            .after
+            .as_ref()
+            .map(|(offset, epoch)| (*offset, &**epoch));
+        let recovery = self.recover_here(&ask.channel, after, ask.max_bytes);
+        let reply = RecoverReply {
+            conn: ask.conn,
+            asked: ask.after.is_some(),
+            channel: ask.channel,
+            recovery,
+        };
+        self.router.send(from, ShardMsg::Recovered(Box::new(reply)));
+    }
+
+    /// On the subscriber's shard: the home shard's answer arrived.
+    pub fn on_recovered(&self, reply: RecoverReply) {
+        let conn = self.connections.borrow().get(&reply.conn).cloned();
+        let Some(conn) = conn else {
+            return;
+        };
+        // Not waiting any more: unsubscribed, or closed, meanwhile.
+        let Some(held) = conn.finish_waiting(&reply.channel) else {
+            return;
+        };
+        self.finish_position(&conn, &reply.channel, reply.asked, reply.recovery, held);
+    }
+
+    /// Sends the `1p`, the replay (when recovered) and the frames held
+    /// meanwhile that came after the answer's position.
+    fn finish_position(
+        &self,
+        conn: &Connection,
+        channel: &str,
+        asked: bool,
+        recovery: Recovery<Arc<Sequenced>>,
+        held: Vec<Arc<Sequenced>>,
+    ) {
+        let status = match (&recovery.outcome, asked) {
+            (_, false) => PositionStatus::Subscribed,
+            (Ok(_), true) => PositionStatus::Recovered,
+            (Err(_), true) => PositionStatus::NotRecovered,
+        };
+        if asked {
+            let metric = match status {
+                PositionStatus::Recovered => Metric::Recovered,
+                _ => Metric::NotRecovered,
+            };
+            self.stats.add(metric, 1);
+        }
+        match &recovery.outcome {
+            Ok(replay) if asked => debug!(
+                channel,
+                replayed = replay.len(),
+                top = recovery.top,
+                "recovered"
+            ),
+            Err(why) => debug!(
+                channel,
+                why = why.as_str(),
+                top = recovery.top,
+                "not recovered"
+            ),
+            Ok(_) => {}
+        }
+        if !self.push_position(conn, channel, status, recovery.top, &recovery.epoch) {
+            return;
+        }
+        let replay = recovery.outcome.as_deref().unwrap_or_default();
+        let after_answer = held
+            .iter()
+            .filter(|s| s.epoch != recovery.epoch || s.offset > recovery.top);
+        let mut replayed = 0;
+        for sequenced in replay.iter().chain(after_answer) {
+            if conn.is_named(sequenced.publication.sender()) {
+                continue;
+            }
+            match conn.outbox.push(&Rc::from(sequenced.positional())) {
+                Push::Queued => replayed += 1,
+                Push::Closed => return,
+                Push::Overflow => {
+                    self.close_slow_consumer(conn);
+                    return;
+                }
+            }
+        }
+        self.stats
+            .add(Metric::Replayed, replay.len().min(replayed) as u64);
+        self.stats.add(Metric::Deliveries, replayed as u64);
+    }
+
+    /// Queues a `1p`; false when the connection is closing or overflowed.
+    fn push_position(
+        &self,
+        conn: &Connection,
+        channel: &str,
+        status: PositionStatus,
+        offset: u64,
+        epoch: &str,
+    ) -> bool {
+        let frame: Frame = Rc::from(encode_text_frame(&Message::Position {
+            channel,
+            status,
+            offset,
+            epoch,
+        }));
+        match conn.outbox.push(&frame) {
+            Push::Queued => true,
+            Push::Closed => false,
+            Push::Overflow => {
+                self.close_slow_consumer(conn);
+                false
+            }
+        }
+    }
+
+    /// Keeps the cluster bridge's interest in step with the histories this
+    /// shard keeps: a node keeps receiving a channel's messages from other
+    /// nodes while it keeps the channel's history, so a client that
+    /// recovers here misses nothing published elsewhere.
+    fn follow_history_changes(&self) {
+        let Some(histories) = &self.histories else {
+            return;
+        };
+        let (started, evicted) = histories.borrow_mut().take_changes();
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
+        for channel in started.iter().chain(&evicted) {
+            let interested =
+                histories.borrow().holds(channel) || self.index.borrow().has_channel(channel);
+            cluster.interest(channel, interested);
+        }
+    }
+}

@@ -1,0 +1,599 @@
+//! Per-channel message history and recovery: pure data, no I/O, the clock
+//! passed in.
+//!
+//! A channel's history is a window of its latest messages, each at an
+//! *offset*: offsets are contiguous (1, 2, 3 …) within an *epoch*, and the
+//! epoch is a fresh random string whenever the channel's history starts
+//! over (the nexus restarted, or the channel's history was evicted), so a
+//! position from an older history never passes for a current one. The
+//! window is bounded by count, bytes and age ([`HistoryLimits`]); trimming
+//! it keeps the epoch (offsets stay meaningful, old ones are simply no
+//! longer held).
+//!
+//! Recovery is all or nothing ([`Histories::recover`]): a client that last
+//! saw offset P in epoch E gets every message after P, or none of them and
+//! the reason. The shard that owns the channel's history
+//! (`crate::shard::history`) answers it in one step, between two
+//! publishes, so nothing can slip between the replay and the live stream.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How much history one channel keeps, and what a recovery may return.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryLimits {
+    /// Messages held per channel (`--history-size`).
+    pub size: usize,
+    /// Bytes held per channel (`--history-bytes`).
+    pub bytes: usize,
+    /// Age past which a message is dropped (`--history-ttl`).
+    pub ttl: Duration,
+    /// Channels with history per shard (`--history-channels`): past it the
+    /// least recently published ones are evicted (their epoch ends).
+    pub channels: usize,
+    /// Most messages one recovery replays (`--recover-max`).
+    pub recover_max: u64,
+    /// Bytes of history per shard, all channels together
+    /// (`--history-total-bytes`): past it the least recently used
+    /// channels are evicted.
+    pub total_bytes: usize,
+}
+
+/// Why a recovery did not happen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotRecovered {
+    /// The client's epoch is not the channel's (restart, eviction, or a
+    /// position from another node).
+    OtherEpoch,
+    /// The client's offset is past the channel's last one.
+    Future,
+    /// Some of the missed messages are no longer held.
+    Evicted,
+    /// More messages were missed than one recovery returns.
+    TooMany,
+    /// The replay would not fit the subscriber's outbound queue.
+    TooBig,
+}
+
+impl NotRecovered {
+    /// For logs and the client's report.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotRecovered::OtherEpoch => "other epoch",
+            NotRecovered::Future => "position from the future",
+            NotRecovered::Evicted => "missed messages no longer held",
+            NotRecovered::TooMany => "more missed than --recover-max",
+            NotRecovered::TooBig => "replay larger than the outbound queue",
+        }
+    }
+}
+
+/// The answer to a recovery: where the channel stands, and either every
+/// missed message (oldest first) or why not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovery<T> {
+    /// The channel's last offset now: live messages follow from `top + 1`.
+    pub top: u64,
+    /// The channel's epoch.
+    pub epoch: Arc<str>,
+    /// `Ok(missed messages)` or `Err(why)`; never a partial replay.
+    pub outcome: Result<Vec<T>, NotRecovered>,
+}
+
+#[derive(Debug)]
+struct Entry<T> {
+    offset: u64,
+    at: Instant,
+    bytes: usize,
+    item: T,
+}
+
+/// One channel's history.
+#[derive(Debug)]
+struct ChannelHistory<T> {
+    epoch: Arc<str>,
+    /// The last offset given out (0: none yet in this epoch).
+    top: u64,
+    entries: VecDeque<Entry<T>>,
+    bytes: usize,
+    /// For eviction of the least recently used channels.
+    last_used: Instant,
+}
+
+impl<T> ChannelHistory<T> {
+    fn trim(&mut self, limits: &HistoryLimits, now: Instant) -> (usize, usize) {
+        let (mut count, mut bytes) = (0, 0);
+        while let Some(front) = self.entries.front() {
+            let old = now.saturating_duration_since(front.at) >= limits.ttl;
+            if !old && self.entries.len() <= limits.size && self.bytes <= limits.bytes {
+                break;
+            }
+            self.bytes -= front.bytes;
+            bytes += front.bytes;
+            count += 1;
+            self.entries.pop_front();
+        }
+        (count, bytes)
+    }
+}
+
+/// Every channel's history on one shard (the channels whose home it is).
+#[derive(Debug)]
+pub struct Histories<T> {
+    channels: HashMap<Arc<str>, ChannelHistory<T>>,
+    limits: HistoryLimits,
+    messages: usize,
+    bytes: usize,
+    evicted_channels: u64,
+    epochs: EpochSource,
+    /// Channels whose history started or was evicted since the last
+    /// [`Histories::take_changes`] (the cluster bridge's interest follows).
+    started: Vec<Arc<str>>,
+    evicted: Vec<Arc<str>>,
+}
+
+/// What one channel's history looks like, for the console and the API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryView {
+    /// The channel.
+    pub channel: String,
+    /// Its epoch.
+    pub epoch: String,
+    /// Its last offset.
+    pub top: u64,
+    /// Messages held.
+    pub messages: usize,
+    /// Bytes held.
+    pub bytes: usize,
+}
+
+impl<T: Clone> Histories<T> {
+    /// No history yet; `seed` makes this shard's epochs differ from other
+    /// shards' and other runs' (take it from the OS's random source).
+    pub fn new(limits: HistoryLimits, seed: u64) -> Self {
+        Histories {
+            channels: HashMap::new(),
+            limits,
+            messages: 0,
+            bytes: 0,
+            evicted_channels: 0,
+            epochs: EpochSource(seed),
+            started: Vec::new(),
+            evicted: Vec::new(),
+        }
+    }
+
+    /// The channel's history, started now (new epoch) if there is none.
+    fn channel(&mut self, channel: &str, now: Instant) -> &mut ChannelHistory<T> {
+        if !self.channels.contains_key(channel) {
+            if self.channels.len() >= self.limits.channels {
+                self.evict_least_used();
+            }
+            let history = ChannelHistory {
+                epoch: self.epochs.next(),
+                top: 0,
+                entries: VecDeque::new(),
+                bytes: 0,
+                last_used: now,
+            };
+            self.channels.insert(Arc::from(channel), history);
+            self.started.push(Arc::from(channel));
+        }
+        self.channels.get_mut(channel).expect("inserted above")
+    }
+
+    /// Evicts the least recently used tenth of the channels in one pass,
+    /// so a stream of new channels costs O(log n) each, not a scan each.
+    fn evict_least_used(&mut self) {
+        let mut by_use: Vec<(Instant, Arc<str>)> = self
+            .channels
+            .iter()
+            .map(|(name, h)| (h.last_used, name.clone()))
+            .collect();
+        let evict = (by_use.len() / 10).max(1);
+        by_use.select_nth_unstable_by_key(evict - 1, |(used, _)| *used);
+        for (_, name) in by_use.into_iter().take(evict) {
+            if let Some(history) = self.channels.remove(&name) {
+                self.messages -= history.entries.len();
+                self.bytes -= history.bytes;
+                self.evicted_channels += 1;
+                self.evicted.push(name);
+            }
+        }
+    }
+
+    /// Appends `item` (of `bytes` bytes) to `channel`'s history; returns
+    /// its offset and the epoch.
+    pub fn append(
+        &mut self,
+        channel: &str,
+        item: T,
+        bytes: usize,
+        now: Instant,
+    ) -> (u64, Arc<str>) {
+        let mut position = (0, Arc::from(""));
+        self.append_with(channel, now, |offset, epoch| {
+            position = (offset, epoch.clone());
+            (item, bytes)
+        });
+        position
+    }
+
+    /// Appends what `make` builds for the channel's next offset and epoch
+    /// (an item and its size in bytes), and returns the item. Past the
+    /// shard's total bytes the least recently used channels are evicted.
+    pub fn append_with(
+        &mut self,
+        channel: &str,
+        now: Instant,
+        make: impl FnOnce(u64, &Arc<str>) -> (T, usize),
+    ) -> T {
+        let limits = self.limits;
+        let history = self.channel(channel, now);
+        history.top += 1;
+        history.last_used = now;
+        let (item, bytes) = make(history.top, &history.epoch);
+        history.entries.push_back(Entry {
+            offset: history.top,
+            at: now,
+            bytes,
+            item: item.clone(),
+        });
+        history.bytes += bytes;
+        let (dropped, dropped_bytes) = history.trim(&limits, now);
+        self.messages = self.messages + 1 - dropped;
+        self.bytes = self.bytes + bytes - dropped_bytes;
+        while self.bytes > limits.total_bytes && self.channels.len() > 1 {
+            self.evict_least_used();
+        }
+        item
+    }
+
+    /// Where `channel` stands (its last offset and epoch), starting its
+    /// history if it has none (a new subscriber learns the epoch to come).
+    pub fn position(&mut self, channel: &str, now: Instant) -> (u64, Arc<str>) {
+        let history = self.channel(channel, now);
+        history.last_used = now;
+        (history.top, history.epoch.clone())
+    }
+
+    /// Everything published on `channel` after `after` in `epoch`, or why
+    /// not; at most `recover_max` messages, and at most `max_bytes` bytes
+    /// as `sent_bytes` counts what replaying an item sends.
+    pub fn recover(
+        &mut self,
+        channel: &str,
+        after: u64,
+        epoch: &str,
+        max_bytes: usize,
+        sent_bytes: impl Fn(&T) -> usize,
+        now: Instant,
+    ) -> Recovery<T> {
+        let limits = self.limits;
+        let history = self.channel(channel, now);
+        history.last_used = now;
+        let (dropped, dropped_bytes) = history.trim(&limits, now);
+        let (top, current) = (history.top, history.epoch.clone());
+        let outcome = if *history.epoch != *epoch {
+            Err(NotRecovered::OtherEpoch)
+        } else if after > top {
+            Err(NotRecovered::Future)
+        } else if top - after > limits.recover_max {
+            Err(NotRecovered::TooMany)
+        } else if after < top && history.entries.front().is_none_or(|e| e.offset > after + 1) {
+            Err(NotRecovered::Evicted)
+        } else {
+            let missed = (top - after) as usize;
+            let start = history.entries.len() - missed;
+            let replay = history.entries.range(start..);
+            if replay.clone().map(|e| sent_bytes(&e.item)).sum::<usize>() > max_bytes {
+                Err(NotRecovered::TooBig)
+            } else {
+                Ok(replay.map(|e| e.item.clone()).collect())
+            }
+        };
+        self.messages -= dropped;
+        self.bytes -= dropped_bytes;
+        Recovery {
+            top,
+            epoch: current,
+            outcome,
+        }
+    }
+
+    /// Drops messages past their age on every channel (upkeep).
+    pub fn expire(&mut self, now: Instant) {
+        let limits = self.limits;
+        for history in self.channels.values_mut() {
+            let (count, bytes) = history.trim(&limits, now);
+            self.messages -= count;
+            self.bytes -= bytes;
+        }
+    }
+
+    /// The channels whose history started, and those evicted, since the
+    /// last call.
+    pub fn take_changes(&mut self) -> (Vec<Arc<str>>, Vec<Arc<str>>) {
+        (
+            std::mem::take(&mut self.started),
+            std::mem::take(&mut self.evicted),
+        )
+    }
+
+    /// Messages held, all channels together.
+    pub fn messages(&self) -> usize {
+        self.messages
+    }
+
+    /// Bytes held, all channels together.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Channels with history.
+    pub fn channel_count(&self) -> usize {
+        self.channels.len()
+    }
+
+    /// Channels whose history was evicted (their epoch ended) so far.
+    pub fn evicted_channels(&self) -> u64 {
+        self.evicted_channels
+    }
+
+    /// Whether `channel` has a history here (kept or started).
+    pub fn holds(&self, channel: &str) -> bool {
+        self.channels.contains_key(channel)
+    }
+
+    /// `channel`'s history, for the console and the API.
+    pub fn view(&self, channel: &str) -> Option<HistoryView> {
+        self.channels.get(channel).map(|h| HistoryView {
+            channel: channel.to_string(),
+            epoch: h.epoch.to_string(),
+            top: h.top,
+            messages: h.entries.len(),
+            bytes: h.bytes,
+        })
+    }
+
+    /// Every channel's history whose name contains `filter`, at most `limit`.
+    pub fn views(&self, filter: &str, limit: usize) -> Vec<HistoryView> {
+        let mut names: Vec<&Arc<str>> = self
+            .channels
+            .keys()
+            .filter(|name| name.contains(filter))
+            .collect();
+        names.sort();
+        names
+            .into_iter()
+            .take(limit)
+            .filter_map(|name| self.view(name))
+            .collect()
+    }
+}
+
+/// Epoch strings: 12 hex digits from a seeded SplitMix64 sequence, so
+/// starting a channel's history costs no system call.
+#[derive(Debug)]
+struct EpochSource(u64);
+
+impl EpochSource {
+    fn next(&mut self) -> Arc<str> {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        Arc::from(format!("{:012x}", z >> 16))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn limits() -> HistoryLimits {
+        HistoryLimits {
+            size: 5,
+            bytes: 1000,
+            ttl: Duration::from_secs(60),
+            channels: 100,
+            recover_max: 4,
+            total_bytes: 1 << 20,
+        }
+    }
+
+    fn filled(n: u64) -> (Histories<u64>, Arc<str>, Instant) {
+        let mut h = Histories::new(limits(), 7);
+        let now = Instant::now();
+        let (_, epoch) = h.position("c", now);
+        for i in 1..=n {
+            assert_eq!(h.append("c", i, 10, now), (i, epoch.clone()));
+        }
+        (h, epoch, now)
+    }
+
+    #[test]
+    fn the_recovery_table() {
+        let (mut h, epoch, now) = filled(7); // holds 3..=7
+        let r = |h: &mut Histories<u64>, after, epoch: &str| {
+            h.recover("c", after, epoch, usize::MAX, |_| 10, now)
+                .outcome
+        };
+        assert_eq!(r(&mut h, 7, &epoch), Ok(vec![]), "same position");
+        assert_eq!(r(&mut h, 4, &epoch), Ok(vec![5, 6, 7]), "from a position");
+        assert_eq!(
+            r(&mut h, 2, &epoch),
+            Err(NotRecovered::TooMany),
+            "5 missed, limit 4"
+        );
+        assert_eq!(
+            r(&mut h, 1, &epoch),
+            Err(NotRecovered::TooMany),
+            "limit exceeded"
+        );
+        assert_eq!(
+            r(&mut h, 8, &epoch),
+            Err(NotRecovered::Future),
+            "from the future"
+        );
+        assert_eq!(
+            r(&mut h, 5, "other"),
+            Err(NotRecovered::OtherEpoch),
+            "wrong epoch"
+        );
+        let recovery = h.recover("c", 4, &epoch, 25, |_| 10, now);
+        assert_eq!(recovery.outcome, Err(NotRecovered::TooBig), "30 bytes > 25");
+        assert_eq!((recovery.top, recovery.epoch), (7, epoch.clone()));
+        // Evicted: a bigger recovery limit, so only the window decides.
+        let mut big = Histories::new(
+            HistoryLimits {
+                recover_max: 100,
+                ..limits()
+            },
+            7,
+        );
+        let (_, e) = big.position("c", now);
+        for i in 1..=7 {
+            big.append("c", i, 10, now);
+        }
+        assert_eq!(
+            big.recover("c", 1, &e, usize::MAX, |_| 10, now).outcome,
+            Err(NotRecovered::Evicted)
+        );
+        assert_eq!(
+            big.recover("c", 2, &e, usize::MAX, |_| 10, now).outcome,
+            Ok(vec![3, 4, 5, 6, 7])
+        );
+    }
+
+    #[test]
+    fn an_empty_history_recovers_its_start_and_nothing_else() {
+        let mut h: Histories<u64> = Histories::new(limits(), 1);
+        let now = Instant::now();
+        let (top, epoch) = h.position("c", now);
+        assert_eq!(top, 0);
+        let r = h.recover("c", 0, &epoch, usize::MAX, |_| 10, now);
+        assert_eq!(r.outcome, Ok(vec![]));
+        assert_eq!(
+            h.recover("c", 1, &epoch, usize::MAX, |_| 10, now).outcome,
+            Err(NotRecovered::Future)
+        );
+    }
+
+    #[test]
+    fn age_and_bytes_trim_the_window_but_keep_the_epoch() {
+        let mut h = Histories::new(
+            HistoryLimits {
+                bytes: 25,
+                ..limits()
+            },
+            3,
+        );
+        let start = Instant::now();
+        let (_, epoch) = h.position("c", start);
+        for i in 1..=4 {
+            h.append("c", i, 10, start);
+        }
+        assert_eq!(
+            (h.messages(), h.bytes()),
+            (2, 20),
+            "25 bytes hold two of 10"
+        );
+        h.expire(start + Duration::from_secs(61));
+        assert_eq!((h.messages(), h.bytes()), (0, 0));
+        let later = start + Duration::from_secs(62);
+        assert_eq!(
+            h.recover("c", 4, &epoch, usize::MAX, |_| 10, later).outcome,
+            Ok(vec![])
+        );
+        assert_eq!(
+            h.recover("c", 3, &epoch, usize::MAX, |_| 10, later).outcome,
+            Err(NotRecovered::Evicted)
+        );
+        assert_eq!(h.append("c", 5, 10, later), (5, epoch));
+    }
+
+    #[test]
+    fn evicted_channels_start_a_new_epoch() {
+        let mut h = Histories::new(
+            HistoryLimits {
+                channels: 10,
+                ..limits()
+            },
+            9,
+        );
+        let now = Instant::now();
+        let (_, first) = h.position("c0", now);
+        h.append("c0", 1, 10, now);
+        for i in 1..=10 {
+            h.position(&format!("c{i}"), now + Duration::from_millis(i));
+        }
+        assert!(h.channel_count() <= 10);
+        assert_eq!(h.evicted_channels(), 1);
+        assert_eq!((h.messages(), h.bytes()), (0, 0));
+        let (top, epoch) = h.position("c0", now + Duration::from_secs(1));
+        assert_ne!(epoch, first);
+        assert_eq!(top, 0);
+        let r = h.recover("c0", 1, &first, usize::MAX, |_| 10, now);
+        assert_eq!(r.outcome, Err(NotRecovered::OtherEpoch));
+    }
+
+    proptest! {
+        /// Offsets go up by one within an epoch, and a recovery either
+        /// replays exactly the offsets after the client's, in order, or
+        /// nothing at all.
+        #[test]
+        fn offsets_are_contiguous_and_recovery_is_all_or_nothing(
+            ops in proptest::collection::vec((0u8..4, 0u64..12, 1usize..40), 1..200),
+        ) {
+            let mut h = Histories::new(
+                HistoryLimits { size: 6, bytes: 120, ttl: Duration::from_secs(5), channels: 2, recover_max: 5, total_bytes: 200 },
+                11,
+            );
+            let start = Instant::now();
+            let mut last: HashMap<String, (u64, Arc<str>)> = HashMap::new();
+            for (step, (op, arg, bytes)) in ops.into_iter().enumerate() {
+                let now = start + Duration::from_millis(step as u64 * 300);
+                let channel = format!("c{}", arg % 3);
+                match op {
+                    0 | 1 => {
+                        let (offset, epoch) = h.append(&channel, (0, 0), bytes, now);
+                        if let Some((prev, prev_epoch)) = last.get(&channel) {
+                            if *prev_epoch == epoch {
+                                prop_assert_eq!(offset, prev + 1);
+                            } else {
+                                prop_assert_eq!(offset, 1);
+                            }
+                        }
+                        last.insert(channel.clone(), (offset, epoch.clone()));
+                        // The item remembers its own position.
+                        h.channels.get_mut(channel.as_str()).unwrap().entries.back_mut().unwrap().item = (offset, 0);
+                    }
+                    2 => {
+                        let (top, epoch) = h.position(&channel, now);
+                        let after = top.saturating_sub(arg % 8);
+                        let r = h.recover(&channel, after, &epoch, usize::MAX, |_| 10, now);
+                        if let Ok(replay) = r.outcome {
+                            let offsets: Vec<u64> = replay.iter().map(|(o, _)| *o).collect();
+                            let expected: Vec<u64> = (after + 1..=top).collect();
+                            prop_assert_eq!(offsets, expected);
+                        }
+                        let r = h.recover(&channel, after, "not-an-epoch", usize::MAX, |_| 10, now);
+                        prop_assert_eq!(r.outcome, Err(NotRecovered::OtherEpoch));
+                    }
+                    _ => h.expire(now),
+                }
+                let held: usize = h.channels.values().map(|c| c.entries.len()).sum();
+                let bytes: usize = h.channels.values().map(|c| c.bytes).sum();
+                prop_assert_eq!(h.messages(), held);
+                prop_assert_eq!(h.bytes(), bytes);
+                for c in h.channels.values() {
+                    prop_assert!(c.entries.len() <= 6 && c.bytes <= 120);
+                }
+            }
+        }
+    }
+}
