@@ -6,10 +6,8 @@
 //! what changed but needs a restart (addresses, shard count, ring size …).
 //! A file with an error changes nothing.
 
-use std::collections::hash_map::DefaultHasher;
 use std::collections::BTreeMap;
 use std::fmt;
-use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
@@ -87,11 +85,24 @@ fn keys(rendered: &str) -> BTreeMap<String, String> {
 }
 
 /// A short hash of a configuration's keys and values, for `/metrics` and
-/// `/api/stats`: equal configurations, equal hashes.
+/// `/api/stats`: equal configurations, equal hashes, on every build and
+/// every Rust release (std's `DefaultHasher` promises neither), so nodes
+/// and restarts can be compared. 64-bit FNV-1a of the effective keys as
+/// `key = value` lines in key order (what `--print-config` prints, without
+/// its comments), as 16 hex digits. A change detector, not a MAC.
 pub fn config_hash(keys: &BTreeMap<String, String>) -> String {
-    let mut hasher = DefaultHasher::new();
-    keys.hash(&mut hasher);
-    format!("{:016x}", hasher.finish())
+    const OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut hash = OFFSET_BASIS;
+    for (key, value) in keys {
+        for part in [key.as_bytes(), b" = ", value.as_bytes(), b"\n"] {
+            for &byte in part {
+                hash ^= u64::from(byte);
+                hash = hash.wrapping_mul(PRIME);
+            }
+        }
+    }
+    format!("{hash:016x}")
 }
 
 impl Reloader {
@@ -232,5 +243,24 @@ mod tests {
         assert_eq!(k.len(), 2);
         assert_eq!(config_hash(&k), config_hash(&keys(text)));
         assert_ne!(config_hash(&k), config_hash(&keys("max-ttl = 6\n")));
+    }
+
+    #[test]
+    fn the_hash_is_fnv1a_of_the_sorted_lines_and_never_changes() {
+        // Pinned values (computed outside Rust): a new toolchain or build
+        // must give the same hash for the same configuration.
+        assert_eq!(config_hash(&BTreeMap::new()), "cbf29ce484222325");
+        let k = keys("max-ttl = 5\nlisten = \"1.2.3.4:5\"\n");
+        assert_eq!(config_hash(&k), "03598ec8f8ecd76d");
+        // Keys are hashed in order, whatever order the file had.
+        assert_eq!(
+            config_hash(&k),
+            config_hash(&keys("listen = \"1.2.3.4:5\"\nmax-ttl = 5\n"))
+        );
+        // A key and its value do not run together.
+        assert_ne!(
+            config_hash(&keys("ab = c\n")),
+            config_hash(&keys("a = bc\n"))
+        );
     }
 }

@@ -462,3 +462,353 @@ fn a_flood_of_bad_tokens_costs_nothing_else() {
     // The log was not flooded: at most 10 refusal lines a second per shard.
     nexus.wait_log(|l| l.contains("not logged"));
 }
+
+/// The admin listener's address, from the log of a nexus started with
+/// `--admin 127.0.0.1:0`.
+fn admin_of(nexus: &mut Nexus) -> std::net::SocketAddr {
+    nexus.metrics_addr()
+}
+
+/// The sum over shards of a counter in `/metrics` (0 when absent).
+fn metric_sum(admin: std::net::SocketAddr, name: &str) -> u64 {
+    let (status, body) = common::http_get(admin, "/metrics");
+    assert!(status.contains("200"), "{status}: {body}");
+    body.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Polls `/metrics` until `name` sums to at least `at_least`; its value.
+fn wait_metric(admin: std::net::SocketAddr, name: &str, at_least: u64) -> u64 {
+    let deadline = Instant::now() + common::PATIENCE;
+    loop {
+        let value = metric_sum(admin, name);
+        if value >= at_least {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} stayed at {value}, expected at least {at_least}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_reload_adds_an_identity_and_a_key_that_were_refused_before() {
+    let setup = Setup::new("reload-add");
+    std::fs::write(
+        setup.dir.join("k2027.key"),
+        "the-2027-secret-of-this-test-0123456789\n",
+    )
+    .unwrap();
+    let before = r#"
+        require_known_identity = true
+        [identity."gs-1"]
+        publish = { allow = ["*"] }
+        subscribe = { allow = ["*"] }
+    "#;
+    let policy = setup.policy(before);
+    let mut nexus = start(
+        &setup,
+        &["--auth-policy", &policy, "--admin", "127.0.0.1:0"],
+    );
+    let admin = admin_of(&mut nexus);
+    let mut watchers = pair_known(&mut nexus);
+    let mut gs1 = open(&nexus, &claims("gs-1", &["*"], &["*"]), "gs-1");
+    gs1.subscribe("news");
+    nexus.wait_subscribers("news", 1);
+
+    // An identity the policy does not know (403), a key it does not hold (401).
+    let newcomer = claims("newcomer", &["news"], &[]);
+    let err = connect(&nexus, &sign(&newcomer))
+        .err()
+        .expect("unknown identity");
+    assert!(err.contains("403"), "{err}");
+    let new_key = SigningKey::from_file_bytes(
+        b"the-2027-secret-of-this-test-0123456789",
+        Some("k2027".into()),
+    )
+    .unwrap();
+    let keyed = new_key
+        .sign(&Claims {
+            name: Some("gs-1-new".into()),
+            ..claims("gs-1", &["*"], &["*"])
+        })
+        .unwrap();
+    let err = connect(&nexus, &keyed).err().expect("unknown kid");
+    assert!(err.contains("401"), "{err}");
+
+    // The policy gains both; POST /api/reload applies it.
+    setup.policy(&format!(
+        "{before}
+        [identity.\"newcomer\"]
+        publish = {{ allow = [\"news\"] }}
+        [[key]]
+        kid = \"k2027\"
+        alg = \"HS256\"
+        file = \"k2027.key\"
+        "
+    ));
+    let (status, body) = common::http_post_json(admin, "/api/reload", "{}");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"ok\":true"), "{body}");
+    let mut fresh = open(&nexus, &newcomer, "newcomer");
+    fresh.publish("news", "made it");
+    assert_eq!(gs1.recv(), receive("newcomer", "news", "made it"));
+    let mut rotated = connect(&nexus, &keyed).expect("the new kid is accepted");
+    rotated.hello("gs-1-new");
+    rotated.publish("news", "new key");
+    assert_eq!(gs1.recv(), receive("gs-1-new", "news", "new key"));
+    still_served(&mut watchers, "after the reload");
+}
+
+/// [`pair`] under a policy with `require_known_identity` that knows only
+/// `gs-1`: the watchers' tokens are `gs-1`'s, for the names `watcher-*`.
+fn pair_known(nexus: &mut Nexus) -> (Client, Client) {
+    let token = Claims {
+        name: Some("watcher-*".into()),
+        ..claims("gs-1", &["watch"], &["watch"])
+    };
+    let mut sub = open(nexus, &token, "watcher-sub");
+    sub.subscribe("watch");
+    let publisher = open(nexus, &token, "watcher-pub");
+    nexus.wait_subscribers("watch", 1);
+    (sub, publisher)
+}
+
+/// A PKCS#8 private key PEM and its public key PEM (SPKI).
+fn key_pair(alg: &'static rcgen::SignatureAlgorithm) -> (String, String) {
+    let pair = rcgen::KeyPair::generate_for(alg).unwrap();
+    (pair.serialize_pem(), pair.public_key_pem())
+}
+
+#[test]
+fn asymmetric_tokens_are_chosen_by_kid_across_a_rotation() {
+    let setup = Setup::new("asym");
+    // The nexus holds only the public keys: an ES256 key going out and an
+    // EdDSA key coming in, both in force during the rotation.
+    let (old_private, old_public) = key_pair(&rcgen::PKCS_ECDSA_P256_SHA256);
+    let (new_private, new_public) = key_pair(&rcgen::PKCS_ED25519);
+    std::fs::write(setup.dir.join("old.pub"), &old_public).unwrap();
+    std::fs::write(setup.dir.join("new.pub"), &new_public).unwrap();
+    let keys_new = r#"
+        [[key]]
+        kid = "ed-2027"
+        alg = "EdDSA"
+        file = "new.pub"
+    "#;
+    let keys_both = format!(
+        r#"
+        [[key]]
+        kid = "es-2026"
+        alg = "ES256"
+        file = "old.pub"
+        {keys_new}"#
+    );
+    let policy = setup.policy(&keys_both);
+    // No --auth-key-file: the policy's public keys are the only keys.
+    let mut nexus = Nexus::start(&["--auth", "required", "--auth-policy", &policy]);
+    let signer = |pem: &str, kid: &str| {
+        SigningKey::from_file_bytes(pem.as_bytes(), Some(kid.into())).unwrap()
+    };
+    let old = signer(&old_private, "es-2026");
+    let new = signer(&new_private, "ed-2027");
+    assert_eq!(format!("{:?}", old.algorithm()), "ES256");
+    assert_eq!(format!("{:?}", new.algorithm()), "EdDSA");
+
+    let mut ear = connect(&nexus, &new.sign(&claims("ear", &[], &["*"])).unwrap())
+        .expect("an EdDSA token by its kid");
+    ear.hello("ear");
+    ear.subscribe("game/chat");
+    nexus.wait_subscribers("game/chat", 1);
+    let mut gs_old = connect(
+        &nexus,
+        &old.sign(&claims("gs-1", &["game/*"], &[])).unwrap(),
+    )
+    .expect("an ES256 token by its kid");
+    gs_old.hello("gs-1");
+    gs_old.publish("game/chat", "signed ES256");
+    assert_eq!(ear.recv(), receive("gs-1", "game/chat", "signed ES256"));
+
+    // Refused at the upgrade: an unknown kid, a token signed by another
+    // key under a known kid, and a key presented under the other's kid.
+    let token = claims("gs-2", &["*"], &["*"]);
+    let (stranger, _) = key_pair(&rcgen::PKCS_ECDSA_P256_SHA256);
+    for (what, forged) in [
+        (
+            "unknown kid",
+            signer(&old_private, "es-2025").sign(&token).unwrap(),
+        ),
+        (
+            "another key",
+            signer(&stranger, "es-2026").sign(&token).unwrap(),
+        ),
+        (
+            "swapped kid",
+            signer(&old_private, "ed-2027").sign(&token).unwrap(),
+        ),
+        (
+            "HMAC under an ES256 kid",
+            SigningKey::from_file_bytes(SECRET.as_bytes(), Some("es-2026".into()))
+                .unwrap()
+                .sign(&token)
+                .unwrap(),
+        ),
+    ] {
+        let err = connect(&nexus, &forged)
+            .err()
+            .unwrap_or_else(|| panic!("{what}: accepted"));
+        assert!(err.contains("401"), "{what}: {err}");
+    }
+
+    // The rotation ends: the old key leaves the policy. Its live
+    // connection is closed, its tokens are refused; the new key's stay.
+    setup.policy(keys_new);
+    nexus.signal("HUP");
+    assert_eq!(
+        gs_old.expect_close(),
+        (1008, "token no longer accepted".into())
+    );
+    let err = connect(
+        &nexus,
+        &old.sign(&claims("gs-1", &["game/*"], &[])).unwrap(),
+    )
+    .err()
+    .expect("the retired kid is refused");
+    assert!(err.contains("401"), "{err}");
+    let mut gs_new = connect(
+        &nexus,
+        &new.sign(&claims("gs-1", &["game/*"], &[])).unwrap(),
+    )
+    .expect("the new kid still works");
+    gs_new.hello("gs-1");
+    gs_new.publish("game/chat", "signed EdDSA");
+    assert_eq!(ear.recv(), receive("gs-1", "game/chat", "signed EdDSA"));
+}
+
+#[test]
+fn the_bytes_per_second_quota_paces_without_losing_anything() {
+    let setup = Setup::new("bytes-rate");
+    // 20,000 text bytes/s (a burst of one second's worth): 60 messages of
+    // 1,000 bytes take at least (60,000 - 20,000) / 20,000 = 2 s.
+    let policy = setup.policy(
+        r#"
+        [identity."bulky"]
+        publish_bytes_rate = 20000
+        "#,
+    );
+    let mut nexus = start(
+        &setup,
+        &["--auth-policy", &policy, "--admin", "127.0.0.1:0"],
+    );
+    let admin = admin_of(&mut nexus);
+    let mut ear = open(&nexus, &claims("ear", &[], &["*"]), "ear");
+    ear.subscribe("bulk");
+    nexus.wait_subscribers("bulk", 1);
+    let mut bulky = open(&nexus, &claims("bulky", &["*"], &[]), "bulky");
+    assert_eq!(metric_sum(admin, "easechat_rate_pauses_total"), 0);
+    let text = |i: usize| format!("{i:04}{}", "x".repeat(996));
+    let started = Instant::now();
+    for i in 0..60 {
+        bulky.publish("bulk", &text(i));
+    }
+    for i in 0..60 {
+        assert_eq!(
+            ear.recv(),
+            receive("bulky", "bulk", &text(i)),
+            "message {i}"
+        );
+    }
+    let elapsed = started.elapsed();
+    eprintln!("60,000 bytes at 20,000 bytes/s: {elapsed:?}");
+    // At least half the theoretical 2 s: paced, not merely slow.
+    assert!(
+        elapsed >= Duration::from_millis(1000),
+        "not paced: 60,000 bytes in {elapsed:?}"
+    );
+    assert!(wait_metric(admin, "easechat_rate_pauses_total", 1) >= 1);
+}
+
+#[test]
+fn denials_are_counted_clients_show_their_token_and_the_console_is_checked() {
+    let setup = Setup::new("denials");
+    let policy = setup.policy(
+        r#"
+        [console]
+        publish = { allow = ["ops/*"] }
+        subscribe = { allow = ["*"] }
+        "#,
+    );
+    let mut nexus = start(
+        &setup,
+        &["--auth-policy", &policy, "--admin", "127.0.0.1:0"],
+    );
+    let admin = admin_of(&mut nexus);
+    let listener = Claims {
+        name: Some("ear-*".into()),
+        ..claims("listener", &[], &["*"])
+    };
+    let mut ear = open(&nexus, &listener, "ear-1");
+    ear.subscribe("game/chat");
+    ear.subscribe("ops/news");
+    nexus.wait_subscribers("ops/news", 1);
+
+    // /api/clients: who the token says the connection is.
+    let (status, body) = common::http_get(admin, "/api/clients?filter=ear-1");
+    assert!(status.contains("200"), "{status}: {body}");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let client = &json["clients"][0];
+    assert_eq!(client["name"], "ear-1", "{json}");
+    assert_eq!(client["identity"], "listener", "{json}");
+    assert_eq!(client["token_id"], "jti-listener", "{json}");
+
+    // A denied publish closes its connection and is counted.
+    assert_eq!(metric_sum(admin, "easechat_access_denied_total"), 0);
+    assert_eq!(metric_sum(admin, "easechat_auth_refused_total"), 0);
+    let mut rogue = open(&nexus, &claims("rogue", &["game/*"], &[]), "rogue");
+    rogue.publish("ops/news", "fake news");
+    assert_eq!(
+        rogue.expect_close(),
+        (1008, "publish to \"ops/news\" denied".into())
+    );
+    assert_eq!(wait_metric(admin, "easechat_access_denied_total", 1), 1);
+    // A refused upgrade is counted apart.
+    assert!(connect(&nexus, "not-a-token")
+        .err()
+        .unwrap()
+        .contains("401"));
+    assert_eq!(wait_metric(admin, "easechat_auth_refused_total", 1), 1);
+    assert_eq!(metric_sum(admin, "easechat_access_denied_total"), 1);
+
+    // The console identity may publish on ops/* only, through the API too.
+    let publish = |channel: &str, text: &str| {
+        let body = serde_json::json!({"sender": "ops", "channel": channel, "text": text});
+        common::http_post_json(admin, "/api/publish", &body.to_string())
+    };
+    let (status, body) = publish("game/chat", "from the console");
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("denied for the console identity"), "{body}");
+    let (status, body) = publish("ops/news", "maintenance at noon");
+    assert_eq!(status, 200, "{body}");
+    // Only the allowed one arrives.
+    assert_eq!(
+        ear.recv(),
+        receive("ops", "ops/news", "maintenance at noon")
+    );
+    ear.expect_silence(Duration::from_millis(300));
+    // The console's push is held to the same rule.
+    nexus.console("push ops game/chat typed at the console");
+    let out = nexus.output_until(|l| l.contains("pushed"));
+    assert!(
+        out.last()
+            .unwrap()
+            .contains("denied for the console identity"),
+        "{out:?}"
+    );
+    ear.expect_silence(Duration::from_millis(300));
+}

@@ -471,3 +471,74 @@ fn health_probes_answer_as_load_balancers_send_them() {
         thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// `GET /readyz HTTP/1.0` on its own connection: the status and the body,
+/// or None while nothing listens on `addr`.
+fn readyz(addr: SocketAddr) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(PATIENCE)).ok()?;
+    stream.write_all(b"GET /readyz HTTP/1.0\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n")?.1.to_string();
+    Some((status, body))
+}
+
+/// Polls `/readyz` until it answers `status`; the body.
+fn wait_readyz(admin: SocketAddr, status: u16) -> String {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let answer = readyz(admin);
+        if let Some((s, body)) = &answer {
+            if *s == status {
+                return body.clone();
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/readyz never answered {status}: {answer:?}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn readyz_is_starting_until_every_shard_answers_then_keeps_a_connection_budget() {
+    // Probes from before the process exists until the first 200: whatever
+    // comes before it must say `starting` (not a stuck shard, not a drain).
+    let admin: SocketAddr = common::free_loopback_addr().parse().unwrap();
+    let prober = thread::spawn(move || {
+        let deadline = Instant::now() + PATIENCE;
+        let mut early = Vec::new();
+        while Instant::now() < deadline {
+            match readyz(admin) {
+                Some((200, _)) => return (true, early),
+                Some(answer) => early.push(answer),
+                None => thread::sleep(Duration::from_millis(2)),
+            }
+        }
+        (false, early)
+    });
+    let admin_flag = admin.to_string();
+    let nexus = Nexus::start(&["--admin", &admin_flag, "--max-connections", "2"]);
+    let (ready, early) = prober.join().unwrap();
+    assert!(ready, "never ready: {early:?}");
+    assert!(
+        early
+            .iter()
+            .all(|(status, body)| *status == 503 && body == "not ready: starting\n"),
+        "{early:?}"
+    );
+    // Over its budget (95 % of --max-connections): not ready, and ready
+    // again once below it. The connections themselves are served.
+    let a = Client::named(&nexus, "a");
+    assert_eq!(wait_readyz(admin, 200), "ready\n");
+    let _b = Client::named(&nexus, "b");
+    assert_eq!(
+        wait_readyz(admin, 503),
+        "not ready: near --max-connections\n"
+    );
+    drop(a);
+    assert_eq!(wait_readyz(admin, 200), "ready\n");
+}

@@ -1,12 +1,16 @@
 //! `--config FILE` through the real binary: precedence (file < flags),
-//! errors with the key and the line, `--print-config`, and a nexus started
-//! from a file alone.
+//! errors with the key and the line, `--print-config` of every key, a nexus
+//! started from a file alone, the reload counters and configuration hash of
+//! `/api/stats`, and `--log-format json`.
 
 mod common;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
+use std::time::Duration;
 
 use common::{Client, Nexus};
+use serde_json::Value;
 
 fn nexus(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_ease_chat_nexus"))
@@ -217,4 +221,247 @@ fn odd_values_aliases_and_secrets_in_urls() {
     let (code, _, err) = nexus(&["--config", &path]);
     assert_eq!(code, 2);
     assert!(err.contains("line 2"), "{err}");
+}
+
+/// The settings keys of the binary, from its own `--help` usage line (the
+/// text `--config` derives its keys from): `[--name <name>]`,
+/// `[--name <name...>]`, `[--name]`, without `config`, `print-config`, `help`.
+fn keys_of_help() -> BTreeSet<String> {
+    let (code, out, err) = nexus(&["--help"]);
+    assert_eq!(code, 0, "{err}");
+    let usage = out.lines().next().expect("a usage line");
+    assert!(usage.starts_with("Usage: "), "{usage}");
+    usage
+        .split('[')
+        .skip(1)
+        .filter_map(|part| part.split(']').next()?.strip_prefix("--"))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .filter(|name| !name.is_empty() && !["config", "print-config", "help"].contains(name))
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn every_key_is_read_from_a_file_and_printed_back_without_secrets() {
+    let dir = common::pki::dir("config-every-key");
+    let path = |name: &str| dir.join(name).display().to_string();
+    // The files the keys name, real enough for every check the binary runs.
+    let ca = common::pki::TestCa::new("config test CA");
+    let (cert, key) = common::pki::write(&dir, "server", &ca.server("localhost", None));
+    std::fs::write(path("client-ca.pem"), &ca.pem).unwrap();
+    std::fs::write(path("admin.token"), "admin-token-SECRET-value\n").unwrap();
+    std::fs::write(path("hmac.key"), "hmac-SECRET-0123456789-0123456789-abc\n").unwrap();
+    std::fs::write(path("nats.user"), "natsuser:nats-SECRET-password\n").unwrap();
+    std::fs::write(path("policy.toml"), "leeway = 1\n").unwrap();
+    let q = |s: &str| format!("{s:?}");
+    // Every key, each set away from its default; the value as printed.
+    let settings: Vec<(&str, String)> = vec![
+        ("cores", "1".into()),
+        ("ring-size", "64".into()),
+        ("backlog", "128".into()),
+        ("max-message-bytes", "32768".into()),
+        ("max-outbox-bytes", "524288".into()),
+        ("max-subscriptions", "7".into()),
+        ("handshake-timeout", "4".into()),
+        ("max-ttl", "3600".into()),
+        ("max-connections", "900".into()),
+        ("keepalive", "11".into()),
+        ("keepalive-timeout", "12".into()),
+        ("max-name-bytes", "200".into()),
+        ("max-ring-backlog-bytes", "1048576".into()),
+        ("message-timeout", "9".into()),
+        ("max-partial-bytes", "1000000".into()),
+        ("max-subscription-bytes", "2000000".into()),
+        ("max-connections-per-ip", "5".into()),
+        ("lame-duck-duration", "3".into()),
+        ("lame-duck-grace", "0.25".into()),
+        ("coalesce-max-us", "700".into()),
+        ("plain-sends", "true".into()),
+        ("admin", q("127.0.0.1:19650")),
+        ("admin-token-file", q(&path("admin.token"))),
+        ("admin-max-connections", "9".into()),
+        (
+            "nats",
+            format!("[{}, {}]", q("nats://127.0.0.1:1"), q("nats://127.0.0.1:2")),
+        ),
+        ("node-id", q("node-a")),
+        ("nats-user-file", q(&path("nats.user"))),
+        ("auth", q("required")),
+        ("auth-key-file", q(&path("hmac.key"))),
+        ("auth-policy", q(&path("policy.toml"))),
+        ("tls-listen", q("127.0.0.1:17443")),
+        ("tls-cert", q(&cert)),
+        ("tls-key", q(&key)),
+        ("tls-client-ca", q(&path("client-ca.pem"))),
+        ("admin-tls", "true".into()),
+        ("history", format!("[{}, {}]", q("game/*"), q("chat/*"))),
+        ("history-size", "500".into()),
+        ("history-bytes", "524288".into()),
+        ("history-ttl", "120".into()),
+        ("history-channels", "5000".into()),
+        ("history-total-bytes", "134217728".into()),
+        ("recover-max", "200".into()),
+        ("log", q("debug")),
+        ("log-format", q("json")),
+    ];
+    // The list above is every key the binary has (`metrics` is the alias
+    // of `admin`, checked in odd_values_aliases_and_secrets_in_urls): a new
+    // flag fails here until it is added.
+    let listed: BTreeSet<String> = settings.iter().map(|(k, _)| k.to_string()).collect();
+    let mut expected = keys_of_help();
+    assert!(expected.remove("metrics"), "{expected:?}");
+    assert_eq!(listed, expected, "keys of --help vs keys set here");
+
+    let mut text = String::from("listen = \"127.0.0.1:17003\"\n");
+    for (key, value) in &settings {
+        text.push_str(&format!("{key} = {value}\n"));
+    }
+    let file = file("every-key.toml", &text);
+    let (code, out, err) = nexus(&["--config", &file, "--print-config"]);
+    assert_eq!(code, 0, "{err}\n{text}");
+    let printed: BTreeMap<&str, &str> = out
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once(" = "))
+        .collect();
+    assert_eq!(printed.get("listen"), Some(&"\"127.0.0.1:17003\""), "{out}");
+    let wrong: Vec<String> = settings
+        .iter()
+        .filter(|(key, value)| printed.get(key) != Some(&value.as_str()))
+        .map(|(key, value)| format!("{key} = {value} (printed: {:?})", printed.get(key)))
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "not printed back as set:\n{}\nprinted:\n{out}",
+        wrong.join("\n")
+    );
+    // Files are named, never shown.
+    for secret in ["SECRET", "natsuser", "PRIVATE KEY", "BEGIN"] {
+        assert!(!out.contains(secret), "{secret:?} printed:\n{out}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The configuration hash as the nexus computes it: 64-bit FNV-1a of the
+/// effective keys, `key = value` lines in key order (`--print-config`'s
+/// lines without comments). Stable across builds and Rust releases.
+fn fnv1a_of_keys(print_config: &str) -> String {
+    let keys: BTreeMap<&str, &str> = print_config
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once(" = "))
+        .collect();
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for (key, value) in keys {
+        for byte in format!("{key} = {value}\n").bytes() {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    format!("{hash:016x}")
+}
+
+/// `/api/stats`'s `config` block, and the hash in `/metrics`.
+fn config_block(admin: std::net::SocketAddr) -> (Value, String) {
+    let (status, body) = common::http_get(admin, "/api/stats");
+    assert!(status.contains("200"), "{status}: {body}");
+    let stats: Value = serde_json::from_str(&body).unwrap();
+    let metrics = common::http_get(admin, "/metrics").1;
+    let info = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("easechat_config_info{hash=\""))
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no easechat_config_info in\n{metrics}"))
+        .to_string();
+    (stats["config"].clone(), info)
+}
+
+#[test]
+fn api_stats_shows_reload_counts_and_a_stable_hash_of_the_config() {
+    let path = file(
+        "hash.toml",
+        "max-subscriptions = 4\nadmin = \"127.0.0.1:0\"\n",
+    );
+    // What the nexus below runs with (Nexus::start's own arguments first).
+    let printed = |extra: &[&str]| {
+        let mut args = vec!["127.0.0.1:0", "--cores", "2", "--config", &path];
+        args.extend_from_slice(extra);
+        args.push("--print-config");
+        let (code, out, err) = nexus(&args);
+        assert_eq!(code, 0, "{err}");
+        out
+    };
+    let first = fnv1a_of_keys(&printed(&[]));
+    let mut nexus = Nexus::start(&["--config", &path]);
+    let admin = nexus.metrics_addr();
+    let (config, info) = config_block(admin);
+    assert_eq!(config["reloads"], 0, "{config}");
+    assert_eq!(config["reload_failures"], 0, "{config}");
+    assert_eq!(config["hash"], first.as_str(), "{config}");
+    assert_eq!(info, first);
+
+    // A reload that changes a live limit: counted, and a new hash.
+    std::fs::write(&path, "max-subscriptions = 5\nadmin = \"127.0.0.1:0\"\n").unwrap();
+    let (status, body) = common::http_post_json(admin, "/api/reload", "{}");
+    assert_eq!(status, 200, "{body}");
+    let second = fnv1a_of_keys(&printed(&[]));
+    assert_ne!(first, second);
+    let (config, info) = config_block(admin);
+    assert_eq!(config["reloads"], 1, "{config}");
+    assert_eq!(config["reload_failures"], 0, "{config}");
+    assert_eq!(config["hash"], second.as_str(), "{config}");
+    assert_eq!(info, second);
+
+    // A refused reload: counted, the hash of the configuration in force stays.
+    std::fs::write(&path, "max-subscriptions = \"many\"\n").unwrap();
+    let (status, body) = common::http_post_json(admin, "/api/reload", "{}");
+    assert_eq!(status, 400, "{body}");
+    let (config, info) = config_block(admin);
+    assert_eq!(config["reloads"], 1, "{config}");
+    assert_eq!(config["reload_failures"], 1, "{config}");
+    assert_eq!(config["hash"], second.as_str(), "{config}");
+    assert_eq!(info, second);
+}
+
+#[test]
+fn json_logs_are_one_object_per_line_with_the_connection_fields() {
+    let mut nexus = Nexus::start_json_logs(&[]);
+    let mut client = Client::named(&nexus, "json-client");
+    let peer = client.local_addr().to_string();
+    client.subscribe("c/json");
+    nexus.wait_subscribers("c/json", 1);
+    let parse = |line: &str| -> Value {
+        let value: Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not one JSON object ({e}): {line}"));
+        assert!(value.is_object(), "{line}");
+        value
+    };
+    let of_peer = |line: &str, message: &str| {
+        line.contains(&format!(r#""message":"{message}""#))
+            && line.contains(&format!(r#""peer":"{peer}""#))
+    };
+    let identified = parse(&nexus.wait_log(|l| of_peer(l, "connection identified")));
+    assert_eq!(identified["level"], "INFO", "{identified}");
+    assert_eq!(identified["fields"]["name"], "json-client", "{identified}");
+    assert!(identified["timestamp"].is_string(), "{identified}");
+    assert!(identified["target"].is_string(), "{identified}");
+    // The connection's span: its id (shard#number) and its peer.
+    let span = &identified["span"];
+    assert_eq!(span["peer"], peer.as_str(), "{identified}");
+    let conn = span["conn"].as_str().expect("conn in the span").to_string();
+    assert!(conn.starts_with('s') && conn.contains('#'), "{identified}");
+    drop(client);
+    let lost = parse(&nexus.wait_log(|l| of_peer(l, "connection lost")));
+    assert_eq!(lost["span"]["conn"], conn.as_str(), "{lost}");
+    // One object per line, every line: nothing spills onto a second line.
+    std::thread::sleep(Duration::from_millis(100));
+    nexus.console("stats");
+    nexus.output_until(|l| !l.is_empty());
+    for line in &nexus.log {
+        let value = parse(line);
+        assert!(
+            value["level"].is_string() && value["fields"]["message"].is_string(),
+            "{line}"
+        );
+    }
 }

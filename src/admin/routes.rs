@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -63,6 +63,9 @@ pub struct App {
     pub reloader: Option<Arc<Reloader>>,
     /// The wss certificates, when on: `/metrics` shows their expiry.
     pub tls: Option<Arc<crate::tls::Certificates>>,
+    /// Set the first time every shard answered (see [`readiness`]); until
+    /// then `/readyz` says `starting`.
+    pub started: Arc<AtomicBool>,
 }
 
 impl App {
@@ -93,6 +96,7 @@ impl App {
             max_connections: None,
             reloader: None,
             tls: None,
+            started: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -112,8 +116,13 @@ impl App {
     }
 
     async fn stats(&self, timeout: Duration) -> Option<StatsReply> {
-        self.ask(|reply| AdminRequest::Stats { timeout, reply }, timeout)
-            .await
+        let reply = self
+            .ask(|reply| AdminRequest::Stats { timeout, reply }, timeout)
+            .await;
+        if reply.as_ref().is_some_and(|r| r.complete) {
+            self.started.store(true, Ordering::Relaxed);
+        }
+        reply
     }
 }
 
@@ -264,40 +273,77 @@ async fn reload(State(app): State<App>) -> Response {
     }
 }
 
-/// `GET /readyz`: 200 when the nexus should be sent new clients; 503 while
-/// a shard does not answer, while stopping or draining, and while the
-/// connections are within 5 % of `--max-connections` (Kubernetes
-/// readiness, a load balancer's pool membership). Says nothing else.
+/// Within this share of `--max-connections` the nexus is not ready.
+const READY_CONNECTIONS_SHARE: f64 = 0.95;
+
+/// `GET /readyz`: 200 `ready` when the nexus should be sent new clients
+/// (Kubernetes readiness, a load balancer's pool membership); 503 `not
+/// ready: WHY` otherwise. Says nothing else. See [`readiness`].
 async fn readyz(State(app): State<App>) -> Response {
-    let Some(reply) = app.stats(HEALTH_TIMEOUT).await else {
-        return (StatusCode::SERVICE_UNAVAILABLE, "not ready: no answer\n").into_response();
+    let reply = app.stats(HEALTH_TIMEOUT).await;
+    match readiness(
+        reply.as_ref(),
+        app.started.load(Ordering::Relaxed),
+        app.max_connections,
+    ) {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        )
+            .into_response(),
+    }
+}
+
+/// Why the nexus is not ready, from shard 0's answer (`None`: no answer
+/// in time), whether every shard has ever answered (`started`), and
+/// `--max-connections` as the shards apply it. In order:
+///
+/// - `starting`: not every shard has answered yet since the process
+///   started. The admin listener is bound before the shards start, and a
+///   shard answers from the executor that runs its accept loop, so once
+///   all have answered, all are listening.
+/// - `no answer` / `a shard did not answer`: shard 0, or another shard,
+///   did not answer within [`HEALTH_TIMEOUT`] (stuck or stopping).
+/// - `stopping`, `draining`: a stop or a lame-duck drain is under way
+///   (clients are being moved off; new ones should go elsewhere).
+/// - `near --max-connections`: over its budget. The budget is the
+///   connection cap of all shards together (`--max-connections`, lowered
+///   at start to what the open-files limit allows): at or above 95 % of
+///   it, new upgrades would soon be refused with 503, so a balancer should
+///   send clients elsewhere first. The memory budgets
+///   (`--max-subscription-bytes`, `--max-partial-bytes`, the ring backlog)
+///   are per shard and answered per request (a refusal, a pause), not
+///   here.
+pub fn readiness(
+    reply: Option<&StatsReply>,
+    started: bool,
+    max_connections: Option<usize>,
+) -> Result<(), &'static str> {
+    let complete = reply.is_some_and(|r| r.complete);
+    if !started && !complete {
+        return Err("starting");
+    }
+    let Some(reply) = reply else {
+        return Err("no answer");
     };
     let open: u64 = reply
         .shards
         .iter()
         .map(|s| s.get(crate::stats::Metric::ConnectionsOpen))
         .sum();
-    let near_cap = app
-        .max_connections
-        .is_some_and(|max| open as f64 >= max as f64 * 0.95);
-    let why = if !reply.complete {
-        Some("a shard did not answer")
+    let near_cap =
+        max_connections.is_some_and(|max| open as f64 >= max as f64 * READY_CONNECTIONS_SHARE);
+    if !reply.complete {
+        Err("a shard did not answer")
     } else if reply.stopping {
-        Some("stopping")
+        Err("stopping")
     } else if reply.draining {
-        Some("draining")
+        Err("draining")
     } else if near_cap {
-        Some("near --max-connections")
+        Err("near --max-connections")
     } else {
-        None
-    };
-    match why {
-        None => (StatusCode::OK, "ready\n").into_response(),
-        Some(why) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: {why}\n"),
-        )
-            .into_response(),
+        Ok(())
     }
 }
 
@@ -520,5 +566,55 @@ async fn publish(State(app): State<App>, Json(body): Json<PublishBody>) -> Respo
         Some(Ok(())) => Json(json!({"ok": true})).into_response(),
         Some(Err(message)) => bad_request(message),
         None => unavailable(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::Metric;
+
+    fn reply(complete: bool, open: u64) -> StatsReply {
+        let mut shard = StatsSnapshot::empty(0);
+        shard.set(Metric::ConnectionsOpen, open);
+        StatsReply {
+            shards: vec![shard],
+            complete,
+            stopping: false,
+            draining: false,
+            cluster: None,
+            nr_shards: 2,
+        }
+    }
+
+    #[test]
+    fn readiness_starts_not_ready_and_counts_the_connection_budget() {
+        // Before every shard has answered once: starting, not "stuck".
+        assert_eq!(readiness(None, false, Some(100)), Err("starting"));
+        assert_eq!(
+            readiness(Some(&reply(false, 0)), false, Some(100)),
+            Err("starting")
+        );
+        // The first complete answer is ready at once.
+        assert_eq!(readiness(Some(&reply(true, 0)), false, Some(100)), Ok(()));
+        // Later, a silent shard is a shard that stopped answering.
+        assert_eq!(
+            readiness(Some(&reply(false, 0)), true, Some(100)),
+            Err("a shard did not answer")
+        );
+        assert_eq!(readiness(None, true, Some(100)), Err("no answer"));
+        // The budget: 95 % of --max-connections.
+        assert_eq!(readiness(Some(&reply(true, 94)), true, Some(100)), Ok(()));
+        assert_eq!(
+            readiness(Some(&reply(true, 95)), true, Some(100)),
+            Err("near --max-connections")
+        );
+        assert_eq!(readiness(Some(&reply(true, 10_000)), true, None), Ok(()));
+        let mut draining = reply(true, 0);
+        draining.draining = true;
+        assert_eq!(readiness(Some(&draining), true, None), Err("draining"));
+        let mut stopping = reply(true, 0);
+        stopping.stopping = true;
+        assert_eq!(readiness(Some(&stopping), true, None), Err("stopping"));
     }
 }

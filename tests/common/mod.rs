@@ -10,7 +10,7 @@ pub mod pki;
 pub mod tokens;
 
 #[allow(unused_imports)] // not every test binary probes HTTP
-pub use http::{healthz, http_get};
+pub use http::{healthz, http_get, http_post_json};
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -129,6 +129,44 @@ impl Nexus {
         nexus.addr = addr.parse().expect("socket address");
         nexus.wait_log(|l| l.contains("shard started shard=0"));
         nexus.wait_log(|l| l.contains("shard started shard=1"));
+        nexus
+    }
+
+    /// Like [`Nexus::start`] with `--log-format json`: the same start-up
+    /// lines are awaited in their JSON form (`"message":"listening"` with
+    /// its `"addr"`, then both shards' `"shard started"`).
+    pub fn start_json_logs(extra: &[&str]) -> Nexus {
+        let mut child = Command::new(nexus_binary())
+            .args(["127.0.0.1:0", "--cores", "2", "--log-format", "json"])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the nexus binary");
+        let stdout = lines_of(child.stdout.take().unwrap());
+        let stderr = lines_of(child.stderr.take().unwrap());
+        let stdin = child.stdin.take();
+        let mut nexus = Nexus {
+            child,
+            stdin,
+            stdout,
+            stderr,
+            addr: "0.0.0.0:0".parse().unwrap(),
+            log: Vec::new(),
+        };
+        let line = nexus.wait_log(|l| l.contains(r#""message":"listening","addr":""#));
+        let addr = line
+            .split(r#""addr":""#)
+            .nth(1)
+            .and_then(|s| s.split('"').next())
+            .expect("address in the listening line");
+        nexus.addr = addr.parse().expect("socket address");
+        for shard in 0..2 {
+            let started = format!(r#""message":"shard started","shard":{shard},"#);
+            nexus.wait_log(|l| l.contains(&started));
+        }
         nexus
     }
 
