@@ -6,7 +6,7 @@
 use std::net::TcpStream;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 use rustls_pki_types::pem::PemObject;
@@ -17,7 +17,7 @@ use tungstenite::protocol::frame::CloseFrame;
 use tungstenite::stream::MaybeTlsStream;
 use tungstenite::{Message as WsMessage, WebSocket};
 
-use crate::{ClientError, Received};
+use crate::{ClientError, Event, Position, Received, RecoveryReport};
 use easechat_protocol::{self as protocol, Message};
 
 /// How long [`Connection::disconnect`] waits for the nexus's close after `1d`.
@@ -285,6 +285,31 @@ impl Connection {
         self.send(Message::Hello { name })
     }
 
+    /// `1h` with extension options (comma-separated, e.g. `positions`):
+    /// names the connection and asks for the extensions. Only for a nexus
+    /// that knows them; an older one closes with 1002.
+    pub fn hello_with(&mut self, name: &str, options: &str) -> Result<(), ClientError> {
+        self.send(Message::HelloWith { name, options })
+    }
+
+    /// `1c` from a position (positions extension, after
+    /// [`Connection::hello_with`] `positions`): subscribes for `ttl` and
+    /// first receives everything published on `channel` after `from`, or
+    /// a report that it cannot be recovered.
+    pub fn recover(
+        &mut self,
+        channel: &str,
+        ttl: Duration,
+        from: &Position,
+    ) -> Result<(), ClientError> {
+        self.send(Message::Recover {
+            channel,
+            ttl,
+            offset: from.offset,
+            epoch: &from.epoch,
+        })
+    }
+
     /// `1c`: subscribes for `ttl` (zero unsubscribes).
     pub fn subscribe(&mut self, channel: &str, ttl: Duration) -> Result<(), ClientError> {
         self.send(Message::Subscribe { channel, ttl })
@@ -295,8 +320,25 @@ impl Connection {
         self.send(Message::Transmit { channel, text })
     }
 
-    /// Waits up to `wait` for a `1r`; `Ok(None)` on timeout.
+    /// Waits up to `wait` for a `1r`; `Ok(None)` on timeout. A message's
+    /// position and the nexus's `1p` reports are left out: see
+    /// [`Connection::recv_event`].
     pub fn recv(&mut self, wait: Duration) -> Result<Option<Received>, ClientError> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.recv_event(left)? {
+                Some(Event::Message { message, .. }) => return Ok(Some(message)),
+                Some(_) if Instant::now() < deadline => continue,
+                _ => return Ok(None),
+            }
+        }
+    }
+
+    /// Waits up to `wait` for a `1r` (with its position, if it has one) or
+    /// a `1p` report (whose [`RecoveryReport::from`] is `None`: only the
+    /// sender of the recovery knows it); `Ok(None)` on timeout.
+    pub fn recv_event(&mut self, wait: Duration) -> Result<Option<Event>, ClientError> {
         // On the TCP stream under TLS too: rustls keeps a partly read
         // record, so a timed-out read resumes where it stopped.
         let tcp = match self.ws.get_ref() {
@@ -310,23 +352,12 @@ impl Connection {
         }
         loop {
             match self.ws.read() {
-                Ok(WsMessage::Text(text)) => match protocol::parse(&text) {
-                    Ok(Message::Receive {
-                        sender,
-                        channel,
-                        text,
-                    }) => {
-                        return Ok(Some(Received {
-                            sender: sender.to_string(),
-                            channel: channel.to_string(),
-                            text: text.to_string(),
-                        }))
+                Ok(WsMessage::Text(text)) => {
+                    return match protocol::parse(&text) {
+                        Ok(message) => event(message).map(Some),
+                        Err(e) => Err(ClientError::Protocol(e.to_string())),
                     }
-                    Ok(other) => {
-                        return Err(ClientError::Protocol(format!("unexpected {other:?}")))
-                    }
-                    Err(e) => return Err(ClientError::Protocol(e.to_string())),
-                },
+                }
                 Ok(WsMessage::Close(frame)) => {
                     let (code, reason) = frame
                         .map(|f| (u16::from(f.code), f.reason.to_string()))
@@ -382,9 +413,101 @@ impl Connection {
     }
 }
 
+/// What a frame from the nexus means to a client: only `1r` and `1p` are
+/// sent to clients.
+fn event(message: Message<'_>) -> Result<Event, ClientError> {
+    Ok(match message {
+        Message::Receive {
+            sender,
+            channel,
+            text,
+        } => Event::Message {
+            message: Received {
+                sender: sender.to_string(),
+                channel: channel.to_string(),
+                text: text.to_string(),
+            },
+            position: None,
+        },
+        Message::ReceiveAt {
+            sender,
+            channel,
+            text,
+            offset,
+            epoch,
+        } => Event::Message {
+            message: Received {
+                sender: sender.to_string(),
+                channel: channel.to_string(),
+                text: text.to_string(),
+            },
+            position: Some(Position {
+                offset,
+                epoch: epoch.to_string(),
+            }),
+        },
+        Message::Position {
+            channel,
+            status,
+            offset,
+            epoch,
+        } => Event::Report(RecoveryReport {
+            channel: channel.to_string(),
+            status,
+            offset,
+            epoch: epoch.to_string(),
+            from: None,
+        }),
+        other => return Err(ClientError::Protocol(format!("unexpected {other:?}"))),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use easechat_protocol::PositionStatus;
+
+    #[test]
+    fn frames_become_events() {
+        let parsed = |frame: &str| event(protocol::parse(frame).unwrap());
+        let received = Received {
+            sender: "a".into(),
+            channel: "h/x".into(),
+            text: "t|\n".into(),
+        };
+        assert_eq!(
+            parsed("1r|1|a|3|h/x|3|t|\n").unwrap(),
+            Event::Message {
+                message: received.clone(),
+                position: None
+            }
+        );
+        assert_eq!(
+            parsed("1r|1|a|3|h/x|3|t|\n|17|3|k|1").unwrap(),
+            Event::Message {
+                message: received,
+                position: Some(Position {
+                    offset: 17,
+                    epoch: "k|1".into()
+                })
+            }
+        );
+        assert_eq!(
+            parsed("1p|3|h/x|2|523|3|def").unwrap(),
+            Event::Report(RecoveryReport {
+                channel: "h/x".into(),
+                status: PositionStatus::NotRecovered,
+                offset: 523,
+                epoch: "def".into(),
+                from: None,
+            })
+        );
+        // What only clients send is not expected from the nexus.
+        assert!(matches!(
+            parsed("1t|1|c|1|x"),
+            Err(ClientError::Protocol(_))
+        ));
+    }
 
     fn target(url: &str) -> Option<(bool, &str, u16)> {
         Target::parse(url).ok().map(|t| (t.tls, t.host, t.port))

@@ -1,6 +1,8 @@
-//! `easechat`: the command-line client. `sub` prints channel traffic,
-//! `pub` publishes, `record` saves traffic to SQLite; each speaks `ws://`
-//! or `wss://` (`--ca FILE` for a private CA), `token` mints tokens.
+//! `easechat`: the command-line client. `sub` prints channel traffic
+//! (with `--recover` and `--resume-file`, without losing what is published
+//! while it is away), `pub` publishes, `record` saves traffic to SQLite;
+//! each speaks `ws://` or `wss://` (`--ca FILE` for a private CA), `token`
+//! mints tokens.
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -11,7 +13,8 @@ use std::time::Duration;
 
 use argh::FromArgs;
 use easechat::record::Recorder;
-use easechat::{Client, ClientError, Options};
+use easechat::resume::ResumeFile;
+use easechat::{Client, ClientError, Event, Options, PositionStatus, RecoveryReport};
 
 /// EaseChat command-line client.
 #[derive(FromArgs, Debug)]
@@ -73,8 +76,24 @@ struct Token {
 }
 
 /// Print every message on the channels (sender, channel, text).
+///
+/// With --recover, on channels where the nexus keeps history (its
+/// --history), a reconnect first receives what was missed. With
+/// --resume-file, so does the next run: `easechat sub --name NAME --json
+/// --recover --resume-file FILE CHANNEL...`, killed and run again with the
+/// same FILE, prints exactly what it missed, then live messages. When a
+/// channel cannot be recovered (the history no longer holds the gap, or
+/// was restarted), one line on standard error says so, and live messages
+/// follow.
 #[derive(FromArgs, Debug)]
-#[argh(subcommand, name = "sub")]
+#[argh(
+    subcommand,
+    name = "sub",
+    note = "The resume file is a JSON object mapping each channel to its last position,
+{{\"CHANNEL\":{{\"offset\":17,\"epoch\":\"k3x9\"}}}}, replaced (written beside it,
+then renamed) after every message is printed and flushed. A missing or empty
+file starts without positions; a corrupt one is an error."
+)]
 struct Sub {
     /// access token (prefer --token-file or EASECHAT_TOKEN: argv is visible)
     #[argh(option)]
@@ -96,12 +115,22 @@ struct Sub {
     /// subscription TTL in seconds, renewed at 90 % (default 600)
     #[argh(option, default = "600")]
     ttl: u64,
-    /// one JSON object per line instead of text
+    /// one JSON object per line instead of text (sender, channel, text,
+    /// and offset and epoch on channels with history under --recover)
     #[argh(switch)]
     json: bool,
     /// reconnect with back-off if the connection is lost
     #[argh(switch)]
     reconnect: bool,
+    /// reconnect with back-off and recover what was missed meanwhile on
+    /// channels with history (asks the nexus for positions; needs a nexus
+    /// with the positions extension)
+    #[argh(switch)]
+    recover: bool,
+    /// keep the position per channel in this file as messages are printed,
+    /// and recover from it at start (implies --recover)
+    #[argh(option, arg_name = "file")]
+    resume_file: Option<PathBuf>,
     /// channels to listen to
     #[argh(positional)]
     channels: Vec<String>,
@@ -237,10 +266,26 @@ fn subscribed(
     options: Options,
     channels: &[String],
 ) -> Result<Client, String> {
+    subscribed_from(name, url, ttl, options, channels, None)
+}
+
+/// Connects and subscribes, each channel from its position in `resume`
+/// when there is one.
+fn subscribed_from(
+    name: &str,
+    url: &str,
+    ttl: u64,
+    options: Options,
+    channels: &[String],
+    resume: Option<&ResumeFile>,
+) -> Result<Client, String> {
     if channels.is_empty() {
         return Err("name at least one channel".into());
     }
     let mut client = Client::connect(url, name, options).map_err(|e| e.to_string())?;
+    for (channel, position) in resume.iter().flat_map(|r| r.positions()) {
+        client.set_position(channel, position.clone());
+    }
     for channel in channels {
         client
             .subscribe(channel, Duration::from_secs(ttl.max(1)))
@@ -251,30 +296,90 @@ fn subscribed(
 
 fn sub(cmd: Sub) -> Result<(), String> {
     let stop = stop_flag()?;
+    let mut resume = match &cmd.resume_file {
+        Some(path) => Some(ResumeFile::open(path).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let recover = cmd.recover || resume.is_some();
     let options = Options {
-        reconnect: cmd.reconnect,
+        reconnect: cmd.reconnect || recover,
+        positions: recover,
         ..options(cmd.token, cmd.token_file, cmd.ca)?
     };
-    let mut client = subscribed(&cmd.name, &cmd.url, cmd.ttl, options, &cmd.channels)?;
+    let mut client = subscribed_from(
+        &cmd.name,
+        &cmd.url,
+        cmd.ttl,
+        options,
+        &cmd.channels,
+        resume.as_ref(),
+    )?;
     let stdout = std::io::stdout();
     while !stop.load(Ordering::Relaxed) {
-        let Some(m) = client.recv(TICK).map_err(|e| e.to_string())? else {
-            continue;
+        let channel = match client.recv_event(TICK).map_err(|e| e.to_string())? {
+            None => continue,
+            Some(Event::Message {
+                message: m,
+                position,
+            }) => {
+                let line = if cmd.json {
+                    let mut json = serde_json::json!({
+                        "sender": m.sender, "channel": m.channel, "text": m.text
+                    });
+                    if let Some(p) = position {
+                        json["offset"] = p.offset.into();
+                        json["epoch"] = p.epoch.into();
+                    }
+                    json.to_string()
+                } else {
+                    format!("[{}] {}: {}", m.channel, m.sender, m.text)
+                };
+                // Printed and flushed before the resume file records it: a
+                // kill in between costs a duplicate at the next run, never
+                // a loss.
+                let mut out = stdout.lock();
+                if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+                    break; // the reader of our output went away
+                }
+                m.channel
+            }
+            Some(Event::Report(report)) => {
+                if report.status == PositionStatus::NotRecovered {
+                    let _ = writeln!(std::io::stderr(), "{}", not_recovered(&report));
+                }
+                report.channel
+            }
+            Some(_) => continue,
         };
-        let line = if cmd.json {
-            serde_json::json!({ "sender": m.sender, "channel": m.channel, "text": m.text })
-                .to_string()
-        } else {
-            format!("[{}] {}: {}", m.channel, m.sender, m.text)
-        };
-        let mut out = stdout.lock();
-        if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
-            break; // the reader of our output went away
+        if let Some(resume) = resume.as_mut() {
+            resume.update(&channel, client.position(&channel));
+            resume.save().map_err(|e| e.to_string())?;
         }
     }
     client
         .disconnect("easechat sub done")
         .or_else(ignore_closed)
+}
+
+/// The line `sub` prints on standard error when a channel could not be
+/// recovered: one line, whatever characters the channel or epochs hold.
+fn not_recovered(report: &RecoveryReport) -> String {
+    let problem = report
+        .problem()
+        .unwrap_or_else(|| "the nexus did not recover it".into());
+    let line = format!(
+        "easechat: could not recover {}: {problem}; continuing with live messages",
+        report.channel
+    );
+    line.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 fn publish(cmd: Pub) -> Result<(), String> {
@@ -387,5 +492,31 @@ fn ignore_closed(e: ClientError) -> Result<(), String> {
         }
         ClientError::Closed { .. } | ClientError::Lost(_) => Ok(()),
         other => Err(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use easechat::Position;
+
+    #[test]
+    fn a_failed_recovery_is_one_line_naming_channel_and_positions() {
+        let report = RecoveryReport {
+            channel: "c/x\nnext".into(),
+            status: PositionStatus::NotRecovered,
+            offset: 523,
+            epoch: "def".into(),
+            from: Some(Position {
+                offset: 17,
+                epoch: "abc".into(),
+            }),
+        };
+        assert_eq!(
+            not_recovered(&report),
+            "easechat: could not recover c/x\\nnext: resumed from 17 in epoch abc, \
+             channel now at 523 in epoch def (the channel's history was restarted or \
+             evicted since); continuing with live messages"
+        );
     }
 }
