@@ -1,7 +1,7 @@
 //! Recovery through the real nexus with `--history 'h/*'`: the client
 //! library and `easechat sub --recover --resume-file` (the names an outside
-//! check relies on). Ignored until the nexus's history lands; the same
-//! scenarios run now against a stand-in in `recovery.rs`.
+//! check relies on). The same scenarios, with cuts a real nexus cannot be
+//! made to do on cue, run against a scripted stand-in in `recovery.rs`.
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
@@ -143,7 +143,6 @@ fn pipe(mut from: TcpStream, mut to: TcpStream) {
 }
 
 #[test]
-#[ignore = "needs the nexus's history (in progress)"]
 fn sub_resumes_after_a_kill_with_exactly_what_it_missed() {
     let mut nexus = history_nexus();
     let url = nexus.url();
@@ -186,7 +185,6 @@ fn sub_resumes_after_a_kill_with_exactly_what_it_missed() {
 }
 
 #[test]
-#[ignore = "needs the nexus's history (in progress)"]
 fn sub_says_when_it_cannot_recover_then_prints_live_messages() {
     let mut nexus = history_nexus();
     let url = nexus.url();
@@ -248,7 +246,6 @@ fn sub_says_when_it_cannot_recover_then_prints_live_messages() {
 }
 
 #[test]
-#[ignore = "needs the nexus's history (in progress)"]
 fn the_library_recovers_a_cut_connection_exactly() {
     let mut nexus = history_nexus();
     let url = nexus.url();
@@ -294,7 +291,6 @@ fn the_library_recovers_a_cut_connection_exactly() {
 }
 
 #[test]
-#[ignore = "needs the nexus's history (in progress)"]
 fn the_library_reports_a_restart_it_cannot_recover_from() {
     let listen = common::free_loopback_addr();
     let mut nexus = Nexus::start_at(&listen, &["--history", "h/*"]);
