@@ -453,6 +453,9 @@ fn json_logs_are_one_object_per_line_with_the_connection_fields() {
     drop(client);
     let lost = parse(&nexus.wait_log(|l| of_peer(l, "connection lost")));
     assert_eq!(lost["span"]["conn"], conn.as_str(), "{lost}");
+    // The endpoint's name is a span field of its own (`name` is the span's).
+    assert_eq!(lost["span"]["endpoint"], "json-client", "{lost}");
+    assert_eq!(lost["span"]["name"], "session", "{lost}");
     // One object per line, every line: nothing spills onto a second line.
     std::thread::sleep(Duration::from_millis(100));
     nexus.console("stats");

@@ -320,7 +320,7 @@ fn java_client_limits() {
     driver.event(|e| e[0] == "closed" && e[1] == "k", PATIENCE);
     // It drops the TCP connection without a close frame.
     let line = nexus.wait_log(|l| {
-        l.contains("name=\"k\"")
+        l.contains("endpoint=\"k\"")
             && (l.contains("connection closed") || l.contains("connection lost"))
     });
     assert!(

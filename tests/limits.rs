@@ -78,7 +78,7 @@ fn silent_peers_are_pinged_then_closed_and_live_ones_stay() {
     while started.elapsed() < Duration::from_secs(4) {
         assert_eq!(lively.next_within(Duration::from_millis(100)), None);
     }
-    nexus.wait_log(|l| l.contains("keepalive timeout") && l.contains("name=\"silent\""));
+    nexus.wait_log(|l| l.contains("keepalive timeout") && l.contains("endpoint=\"silent\""));
     let subs = nexus.wait_subscribers("c", 1);
     assert!(subs[0].contains("\"lively\""), "{subs:?}");
     assert_eq!(

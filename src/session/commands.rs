@@ -39,7 +39,7 @@ pub fn hello(shard: &ShardState, conn: &Connection, name: &str) -> Verdict {
             // to the span, so recording each rename would grow it without
             // bound (a rename flood took 70 MiB in 5 s). The span keeps the
             // first name; renames are logged (debug) with old and new.
-            Span::current().record("name", name);
+            Span::current().record("endpoint", name);
         }
         Some(old) => debug!(old = &*old, name, "connection renamed"),
     }

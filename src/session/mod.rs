@@ -213,12 +213,12 @@ pub async fn serve(
     let token_id = access.as_ref().and_then(|a| a.token_id());
     let conn = shard.register(peer, access);
     // Every log line of this connection carries its label, peer and name
-    // (and identity and token id with access control on).
+    // (as `endpoint`: JSON logs already use `name` for the span's own; and identity and token id with access control on).
     let span = info_span!(
         "session",
         conn = %shard.label(conn.id),
         %peer,
-        name = field::Empty,
+        endpoint = field::Empty,
         identity = identity.as_deref(),
         token = token_id.as_deref(),
     );

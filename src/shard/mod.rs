@@ -152,7 +152,7 @@ impl ShardState {
             "session",
             conn = %self.label(conn.id),
             peer = %conn.peer,
-            name = conn.name().as_deref().unwrap_or(""),
+            endpoint = conn.name().as_deref().unwrap_or(""),
         )
     }
 

@@ -358,7 +358,7 @@ impl Nexus {
     /// The shard on which the connection from `peer` was identified (`1h`).
     pub fn shard_of(&mut self, peer: SocketAddr) -> usize {
         // The peer is a field of the connection's span: `peer=ADDR}` or
-        // `peer=ADDR name=…}`.
+        // `peer=ADDR endpoint=…}`.
         let keys = [format!("peer={peer} "), format!("peer={peer}}}")];
         let line = self.wait_log(|l| {
             l.contains("connection identified") && keys.iter().any(|k| l.contains(k.as_str()))
