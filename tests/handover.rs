@@ -245,3 +245,144 @@ fn handover_to_a_successor_loses_only_within_each_clients_gap() {
     publisher_node.console("stop");
     assert!(publisher_node.wait_exit().success());
 }
+
+/// The recovering variant: the same handover with `--history` on every
+/// node and JetStream on the NATS server, and clients that ask for
+/// positions. Every client recovers on the successor: it receives every
+/// message from its first to the last exactly once, in order, and its
+/// re-subscription reports "recovered".
+#[test]
+fn handover_with_history_recovers_every_message_on_the_successor() {
+    let store = std::env::temp_dir().join(format!("easechat-js-{}", std::process::id()));
+    let store_arg = store.display().to_string();
+    let Some(nats) = Nats::start_with(&["-js", "-sd", &store_arg]) else {
+        return;
+    };
+    let url = nats.url();
+    let history = ["--history", "c/*"];
+    let drain = [
+        "--lame-duck-duration",
+        &DURATION.to_string(),
+        "--lame-duck-grace",
+        &GRACE.to_string(),
+    ]
+    .map(String::from);
+    let mut old_args: Vec<&str> = vec!["--nats", &url, "--node-id", "old"];
+    old_args.extend(history);
+    old_args.extend(drain.iter().map(String::as_str));
+    let mut old = Nexus::start_at(&common::free_loopback_addr(), &old_args);
+    old.wait_log(|l| l.contains("shared through JetStream"));
+    let addr = old.addr;
+    let mut publisher_node = node_with(&nats, "pub", &history);
+    publisher_node.wait_log(|l| l.contains("shared through JetStream"));
+
+    let subscribers: Vec<Client> = (0..CLIENTS)
+        .map(|i| {
+            let options = Options {
+                reconnect: true,
+                positions: true,
+                ..Options::default()
+            };
+            let mut client = Client::connect(&old.url(), &format!("sub{i}"), options)
+                .unwrap_or_else(|e| panic!("sub{i} connect: {e}"));
+            client.subscribe(CHANNEL, Duration::from_secs(600)).unwrap();
+            client
+        })
+        .collect();
+    old.wait_subscribers(CHANNEL, CLIENTS);
+
+    let stop_publishing = Arc::new(AtomicBool::new(false));
+    let publisher = {
+        let stop = stop_publishing.clone();
+        let url = publisher_node.url();
+        thread::spawn(move || {
+            let mut client = Client::connect(&url, "publisher", Options::default()).unwrap();
+            let mut seq = 0u64;
+            let start = Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                client.transmit(CHANNEL, &format!("seq {seq}")).unwrap();
+                seq += 1;
+                let next = start + Duration::from_millis(5 * seq);
+                client
+                    .recv(next.saturating_duration_since(Instant::now()))
+                    .unwrap();
+            }
+            seq
+        })
+    };
+    let last_seq: Arc<Mutex<Option<u64>>> = Arc::default();
+    let receivers: Vec<_> = subscribers
+        .into_iter()
+        .map(|mut client| {
+            let last_seq = last_seq.clone();
+            thread::spawn(move || {
+                let deadline = Instant::now() + Duration::from_secs(45);
+                let mut seqs: Vec<u64> = Vec::new();
+                let mut reports = Vec::new();
+                while Instant::now() < deadline {
+                    let done = *last_seq.lock().unwrap();
+                    if done.is_some() && seqs.last().copied() >= done {
+                        break;
+                    }
+                    if let Some(m) = client.recv(Duration::from_millis(100)).unwrap() {
+                        let seq = m.text.strip_prefix("seq ").expect("seq N").parse().unwrap();
+                        seqs.push(seq);
+                    }
+                    reports.extend(client.take_reports());
+                }
+                (
+                    client.name().to_string(),
+                    seqs,
+                    client.reconnects(),
+                    reports,
+                )
+            })
+        })
+        .collect();
+
+    thread::sleep(Duration::from_millis(500));
+    let new_args = [
+        "--nats",
+        url.as_str(),
+        "--node-id",
+        "new",
+        "--history",
+        "c/*",
+    ];
+    let mut new = Nexus::start_at(&addr.to_string(), &new_args);
+    new.wait_log(|l| l.contains("shared through JetStream"));
+    old.signal("USR2");
+    assert!(old.wait_exit().success(), "old process");
+    new.wait_subscribers(CHANNEL, CLIENTS);
+    thread::sleep(Duration::from_secs(1));
+    stop_publishing.store(true, Ordering::Relaxed);
+    let total = publisher.join().unwrap();
+    *last_seq.lock().unwrap() = Some(total - 1);
+    for r in receivers {
+        let (name, seqs, reconnects, reports) = r.join().unwrap();
+        assert_eq!(reconnects, 1, "{name} reconnected {reconnects} times");
+        let first = *seqs.first().expect("messages before the drain");
+        let expected: Vec<u64> = (first..total).collect();
+        if seqs != expected {
+            let missing: Vec<u64> = expected
+                .iter()
+                .filter(|s| !seqs.contains(s))
+                .copied()
+                .collect();
+            panic!(
+                "{name}: {} received of {}, missing {:?}…, reports {reports:?}",
+                seqs.len(),
+                expected.len(),
+                &missing[..missing.len().min(10)]
+            );
+        }
+        assert!(
+            reports.iter().any(|r| r.recovered()),
+            "{name}: no recovery reported: {reports:?}"
+        );
+    }
+    eprintln!("handover with history: {CLIENTS} clients, {total} messages, none lost, none twice");
+    publisher_node.console("stop");
+    assert!(publisher_node.wait_exit().success());
+    let _ = std::fs::remove_dir_all(&store);
+}

@@ -30,7 +30,8 @@ use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
 use super::directory::{self, DirectoryQuery, DIRECTORY_SUBJECT};
-use super::inbox::ShardInbox;
+use super::inbox::{Inbound, ShardInbox};
+use super::jetstream::SharedHistory;
 use super::subject::{subject_for, MAX_SUBJECT_BYTES};
 use super::wire::{self, Ignored};
 use super::{ClusterConfig, ClusterStats};
@@ -61,6 +62,23 @@ pub enum ToBridge {
         channel: Box<str>,
         /// The text.
         text: Box<str>,
+    },
+    /// A local publish on a history channel, to number in JetStream.
+    History {
+        /// The publisher's name.
+        sender: Box<str>,
+        /// The channel.
+        channel: Box<str>,
+        /// The text.
+        text: Box<str>,
+    },
+    /// Read a history channel's window back from JetStream for its home
+    /// shard.
+    ReadWindow {
+        /// The home shard.
+        shard: usize,
+        /// The channel.
+        channel: Box<str>,
     },
     /// The latest state of one shard's interest in one channel.
     Interest {
@@ -120,6 +138,8 @@ impl Drop for Channel {
 }
 
 struct Bridge {
+    /// History shared through JetStream, when the server has it.
+    shared: Option<SharedHistory>,
     /// `--history`: messages of those channels go to their home shard.
     history: Option<Arc<crate::history::HistoryConfig>>,
     client: Client,
@@ -176,7 +196,21 @@ async fn run(
         }
     };
     info!(node = &*config.node_id, servers = ?config.servers, "cluster bridge started");
+    let shared = match &config.history {
+        Some(history) => {
+            SharedHistory::start(
+                &client,
+                Arc::from(config.node_id.as_str()),
+                history.clone(),
+                inboxes.clone(),
+                stats.clone(),
+            )
+            .await
+        }
+        None => None,
+    };
     let mut bridge = Bridge {
+        shared,
         history: config.history.clone(),
         client,
         node: Arc::from(config.node_id.as_str()),
@@ -270,6 +304,44 @@ impl Bridge {
                 channel,
                 interested,
             } => self.on_interest(shard, channel, interested).await,
+            ToBridge::History {
+                sender,
+                channel,
+                text,
+            } => {
+                let weight = super::wire::publish_weight(&sender, &channel, &text);
+                self.stats.queued_bytes.fetch_sub(weight, Ordering::Relaxed);
+                match &mut self.shared {
+                    Some(shared) => shared.publish(sender, channel, text).await,
+                    None => {
+                        // JetStream went away between the shard's look and
+                        // now: the home shard numbers it, others get it plain.
+                        let home = crate::history::home_shard(&channel, self.inboxes.len());
+                        let remote = super::wire::Remote {
+                            sender: sender.clone(),
+                            channel: Arc::from(&*channel),
+                            text: text.clone(),
+                        };
+                        if let Some(inbox) = self.inboxes.get(home) {
+                            inbox.push(Inbound::Unnumbered(Arc::new(remote)), &self.stats);
+                        }
+                        self.publish(&sender, &channel, text).await
+                    }
+                }
+            }
+            ToBridge::ReadWindow { shard, channel } => match &self.shared {
+                Some(shared) => shared.read_window(channel, shard),
+                None => {
+                    let window = super::jetstream::Window {
+                        channel,
+                        messages: Vec::new(),
+                        read: false,
+                    };
+                    if let Some(inbox) = self.inboxes.get(shard) {
+                        inbox.push(Inbound::Window(Box::new(window)), &self.stats);
+                    }
+                }
+            },
         }
     }
 
@@ -463,7 +535,7 @@ async fn forward(
                 };
                 for shard in shard_ids(targets) {
                     if let Some(inbox) = inboxes.get(shard) {
-                        inbox.push(remote.clone(), &stats);
+                        inbox.push(Inbound::Publish(remote.clone()), &stats);
                     }
                 }
             }

@@ -1,6 +1,6 @@
 //! The bridge's way into a shard: a bounded queue plus a doorbell.
 //!
-//! The bridge thread pushes [`Remote`] messages without waiting; a full
+//! The bridge thread pushes [`Inbound`] messages without waiting; a full
 //! queue (a shard far behind) drops the message and counts it. The
 //! doorbell is rung only when the push made the queue non-empty, so a
 //! busy shard is not woken once per message: the shard drains the whole
@@ -13,8 +13,37 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use shards::doorbell::{doorbell, Bell, Ringer};
 use tracing::warn;
 
+use super::jetstream::{Numbered, Window};
 use super::wire::Remote;
 use super::ClusterStats;
+
+/// What the bridge hands a shard.
+#[derive(Debug)]
+pub enum Inbound {
+    /// A message from another node (core NATS), for the shard's
+    /// subscribers (or, on a history channel, for its home shard to number).
+    Publish(Arc<Remote>),
+    /// A history message JetStream numbered, for its home shard.
+    Numbered(Box<Numbered>),
+    /// A local history publish JetStream could not take: the home shard
+    /// numbers it itself.
+    Unnumbered(Arc<Remote>),
+    /// A channel's window read back from JetStream, for its home shard.
+    Window(Box<Window>),
+}
+
+impl Inbound {
+    /// What it holds while queued.
+    pub fn weight(&self) -> usize {
+        match self {
+            Inbound::Publish(remote) | Inbound::Unnumbered(remote) => remote.weight(),
+            Inbound::Numbered(numbered) => numbered.weight(),
+            Inbound::Window(window) => {
+                64 + window.messages.iter().map(|m| m.weight()).sum::<usize>()
+            }
+        }
+    }
+}
 
 /// Messages from NATS one shard may have waiting.
 pub const INBOX_CAPACITY: usize = 16 * 1024;
@@ -26,7 +55,7 @@ pub const INBOX_MAX_BYTES: usize = 16 * 1024 * 1024;
 #[derive(Debug)]
 pub struct ShardInbox {
     shard: usize,
-    queue: Sender<Arc<Remote>>,
+    queue: Sender<Inbound>,
     ringer: Ringer,
     /// Bytes waiting (shared with the shard, which takes them off).
     bytes: Arc<AtomicUsize>,
@@ -38,7 +67,7 @@ pub struct ShardInbox {
 #[derive(Debug)]
 pub struct InboxReceiver {
     /// Messages from NATS, in arrival order.
-    pub queue: Receiver<Arc<Remote>>,
+    pub queue: Receiver<Inbound>,
     /// Rung when the queue became non-empty.
     pub bell: Bell,
     /// Bytes waiting: the shard subtracts each message's weight once
@@ -69,7 +98,7 @@ pub fn inbox(shard: usize) -> std::io::Result<(ShardInbox, InboxReceiver)> {
 
 impl ShardInbox {
     /// Queues `msg` for the shard, or drops and counts it if the queue is full.
-    pub fn push(&self, msg: Arc<Remote>, stats: &ClusterStats) {
+    pub fn push(&self, msg: Inbound, stats: &ClusterStats) {
         let weight = msg.weight();
         let sent = if self.bytes.load(Ordering::Relaxed) + weight > INBOX_MAX_BYTES {
             Err(TrySendError::Full(msg))

@@ -24,6 +24,7 @@ use tokio::sync::mpsc::Sender;
 use tracing::{info, warn};
 
 use super::bridge::ToBridge;
+use super::inbox::Inbound;
 use super::inbox::InboxReceiver;
 use super::wire::{publish_weight, Remote};
 use super::ClusterStats;
@@ -85,18 +86,56 @@ impl ClusterLink {
         &self.stats
     }
 
+    /// Whether channel history is shared through JetStream right now
+    /// (see [`super::jetstream`]).
+    pub fn shares_history(&self) -> bool {
+        self.stats.history_shared.load(Ordering::Relaxed)
+    }
+
+    /// Hands a local publish on a history channel to the bridge, to be
+    /// numbered in JetStream (it comes back to the home shard numbered).
+    /// False when the bridge cannot take it (the caller numbers it locally).
+    pub fn publish_history(&self, sender: &str, channel: &str, text: &str) -> bool {
+        self.send_publish(sender, channel, text, true)
+    }
+
+    /// Asks the bridge to read `channel`'s window back from JetStream for
+    /// this shard (its home); the answer arrives as [`Inbound::Window`].
+    /// False when the bridge cannot take the question now.
+    pub fn read_window(&self, channel: &str) -> bool {
+        let ask = ToBridge::ReadWindow {
+            shard: self.shard,
+            channel: channel.into(),
+        };
+        self.try_send(ask).is_ok()
+    }
+
     /// Hands a local publish to the bridge for the other nodes.
     pub fn publish(&self, sender: &str, channel: &str, text: &str) {
+        self.send_publish(sender, channel, text, false);
+    }
+
+    /// Queues a publish for the bridge; false (and counted) when it cannot.
+    fn send_publish(&self, sender: &str, channel: &str, text: &str, history: bool) -> bool {
         let weight = publish_weight(sender, channel, text);
         let queued = &self.stats.queued_bytes;
         let sent = if queued.load(Ordering::Relaxed) + weight > MAX_QUEUED_BYTES {
             Err(TrySendError::Full(()))
         } else {
             queued.fetch_add(weight, Ordering::Relaxed);
-            let msg = ToBridge::Publish {
-                sender: sender.into(),
-                channel: channel.into(),
-                text: text.into(),
+            let (sender, channel, text) = (sender.into(), channel.into(), text.into());
+            let msg = if history {
+                ToBridge::History {
+                    sender,
+                    channel,
+                    text,
+                }
+            } else {
+                ToBridge::Publish {
+                    sender,
+                    channel,
+                    text,
+                }
             };
             self.try_send(msg).map_err(|e| {
                 queued.fetch_sub(weight, Ordering::Relaxed);
@@ -111,6 +150,7 @@ impl ClusterLink {
                 if self.dropping.replace(false) {
                     info!(shard = self.shard, "cluster bridge keeps up again");
                 }
+                true
             }
             Err(e) => {
                 self.stats.count_dropped(1);
@@ -125,6 +165,7 @@ impl ClusterLink {
                          for other nodes; local delivery goes on"
                     );
                 }
+                false
             }
         }
     }
@@ -188,9 +229,19 @@ pub async fn serve(state: Rc<ShardState>) {
     let mut bell = inbox.bell.adopt();
     loop {
         let mut handled = 0;
-        while let Ok(remote) = inbox.queue.try_recv() {
-            deliver(&state, &remote);
-            inbox.bytes.fetch_sub(remote.weight(), Ordering::Relaxed);
+        while let Ok(inbound) = inbox.queue.try_recv() {
+            let weight = inbound.weight();
+            match inbound {
+                Inbound::Publish(remote) => deliver(&state, &remote),
+                Inbound::Unnumbered(remote) => {
+                    let publication =
+                        Publication::new(&remote.sender, &remote.channel, &remote.text);
+                    state.sequence(Arc::new(publication));
+                }
+                Inbound::Numbered(numbered) => state.mirror_numbered(*numbered),
+                Inbound::Window(window) => state.on_window(*window),
+            }
+            inbox.bytes.fetch_sub(weight, Ordering::Relaxed);
             handled += 1;
             if handled % INBOX_BATCH == 0 {
                 future::yield_now().await;

@@ -16,6 +16,7 @@
 pub mod bridge;
 pub mod directory;
 pub mod inbox;
+pub mod jetstream;
 pub mod link;
 pub mod subject;
 pub mod wire;
@@ -191,6 +192,9 @@ pub struct ClusterStats {
     /// Bytes of publishes queued for the bridge by every shard (a budget,
     /// not exported).
     pub queued_bytes: std::sync::atomic::AtomicUsize,
+    /// True while channel history is shared through JetStream (read by the
+    /// shards for every history publish; see [`jetstream`]).
+    pub history_shared: std::sync::atomic::AtomicBool,
 }
 
 /// The counters' names, help and kinds, in output order.

@@ -137,12 +137,24 @@ impl ShardState {
     /// the other shards' budget wait for [`crate::router::Router::room`] first.
     pub fn publish(&self, sender: &str, channel: &str, text: &str) {
         self.stats.add(Metric::Publishes, 1);
-        if let Some(cluster) = &self.cluster {
-            cluster.publish(sender, channel, text);
-        }
         if let Some(home) = self.history_home(channel) {
+            match &self.cluster {
+                // Numbered by JetStream for the whole cluster; it comes back
+                // to the home shard, which delivers it.
+                Some(cluster)
+                    if cluster.shares_history()
+                        && cluster.publish_history(sender, channel, text) =>
+                {
+                    return;
+                }
+                Some(cluster) => cluster.publish(sender, channel, text),
+                None => {}
+            }
             self.publish_to_home(home, Arc::new(Publication::new(sender, channel, text)));
             return;
+        }
+        if let Some(cluster) = &self.cluster {
+            cluster.publish(sender, channel, text);
         }
         let remote = self.router.interested_shards(channel);
         let local = self.index.borrow().has_channel(channel);

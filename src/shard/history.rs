@@ -19,13 +19,14 @@ use std::time::Instant;
 use tracing::debug;
 
 use super::ShardState;
+use crate::cluster::jetstream::{Numbered, Window};
 use crate::history::Sequenced;
 use crate::outbox::{Frame, Push};
 use crate::protocol::frame::encode_text_frame;
 use crate::protocol::{Message, PositionStatus};
 use crate::router::{Publication, RecoverAsk, RecoverReply, ShardMsg};
 use crate::state::connection::Connection;
-use crate::state::history::Recovery;
+use crate::state::history::{NotRecovered, Recovery};
 use crate::stats::Metric;
 
 impl ShardState {
@@ -70,13 +71,50 @@ impl ShardState {
             },
         );
         self.follow_history_changes();
-        let channel = publication.channel();
+        self.fan_out_sequenced(&sequenced);
+    }
+
+    /// On the home shard, with history shared through JetStream: mirrors a
+    /// message JetStream numbered, then delivers and forwards it like
+    /// [`ShardState::sequence`] does (a duplicate is dropped).
+    pub fn mirror_numbered(&self, numbered: Numbered) {
+        let Some(histories) = &self.histories else {
+            return;
+        };
+        let publication = Arc::new(Publication::new(
+            &numbered.sender,
+            &numbered.channel,
+            &numbered.text,
+        ));
+        let offset = numbered.offset;
+        let sequenced = histories.borrow_mut().append_at(
+            &numbered.channel,
+            offset,
+            &numbered.epoch,
+            Instant::now(),
+            |epoch| {
+                let sequenced =
+                    Arc::new(Sequenced::new(publication.clone(), offset, epoch.clone()));
+                let weight = sequenced.weight();
+                (sequenced, weight)
+            },
+        );
+        self.follow_history_changes();
+        if let Some(sequenced) = sequenced {
+            self.fan_out_sequenced(&sequenced);
+        }
+    }
+
+    /// Delivers a numbered publish here and forwards it to the shards
+    /// that listen.
+    fn fan_out_sequenced(&self, sequenced: &Arc<Sequenced>) {
+        let channel = sequenced.publication.channel();
         if self.index.borrow().has_channel(channel) {
-            self.deliver_sequenced(&sequenced);
+            self.deliver_sequenced(sequenced);
         }
         let remote = self.router.interested_shards(channel);
         if remote != 0 {
-            self.router.forward_sequenced(remote, &sequenced);
+            self.router.forward_sequenced(remote, sequenced);
         }
     }
 
@@ -125,11 +163,6 @@ impl ShardState {
         // The replay must fit the room left in the subscriber's outbox.
         let used = conn.outbox.queued_bytes() + conn.held_bytes();
         let max_bytes = self.config.max_outbox_bytes.saturating_sub(used);
-        if home == self.id {
-            let recovery = self.recover_here(channel, after, max_bytes);
-            self.finish_position(conn, channel, after.is_some(), recovery, Vec::new());
-            return;
-        }
         conn.start_waiting(channel);
         let ask = RecoverAsk {
             conn: conn.id,
@@ -137,19 +170,42 @@ impl ShardState {
             after: after.map(|(offset, epoch)| (offset, epoch.into())),
             max_bytes,
         };
-        self.router.send(home, ShardMsg::Recover(Box::new(ask)));
+        if home == self.id {
+            self.handle_ask(self.id, ask, false);
+        } else {
+            self.router.send(home, ShardMsg::Recover(Box::new(ask)));
+        }
     }
 
     /// The home shard's answer: where `channel` stands and, with `after`,
-    /// the replay or why not.
+    /// the replay or why not; `None` when the answer needs the channel's
+    /// window from JetStream first (`final_answer` rules that out).
     fn recover_here(
         &self,
         channel: &str,
         after: Option<(u64, &str)>,
         max_bytes: usize,
-    ) -> Recovery<Arc<Sequenced>> {
+        final_answer: bool,
+    ) -> Option<Recovery<Arc<Sequenced>>> {
         let histories = self.histories.as_ref().expect("history is on");
         let now = Instant::now();
+        let shared = self.cluster.as_ref().is_some_and(|c| c.shares_history());
+        if shared && histories.borrow().known_position(channel).is_none() {
+            // Numbered by JetStream, never seen here: read it back first;
+            // after that, a channel JetStream holds nothing of has no epoch.
+            if !final_answer {
+                return None;
+            }
+            let outcome = match after {
+                None | Some((0, _)) => Ok(Vec::new()),
+                Some(_) => Err(NotRecovered::OtherEpoch),
+            };
+            return Some(Recovery {
+                top: 0,
+                epoch: Arc::from(""),
+                outcome,
+            });
+        }
         let recovery = match after {
             Some((offset, epoch)) => histories.borrow_mut().recover(
                 channel,
@@ -169,7 +225,95 @@ impl ShardState {
             }
         };
         self.follow_history_changes();
-        recovery
+        let window_may_help = matches!(
+            recovery.outcome,
+            Err(NotRecovered::OtherEpoch | NotRecovered::Evicted | NotRecovered::Future)
+        );
+        if shared && window_may_help && !final_answer {
+            return None;
+        }
+        Some(recovery)
+    }
+
+    /// On the home shard: answers a subscriber on shard `from` (this one
+    /// included), now or once JetStream's window for the channel is read.
+    fn handle_ask(&self, from: usize, ask: RecoverAsk, final_answer: bool) {
+        let after = ask
+            .after
+            .as_ref()
+            .map(|(offset, epoch)| (*offset, &**epoch));
+        match self.recover_here(&ask.channel, after, ask.max_bytes, final_answer) {
+            Some(recovery) => self.reply(from, ask, recovery),
+            None => {
+                let mut waiting = self.window_asks.borrow_mut();
+                let asks = waiting.entry(ask.channel.clone()).or_default();
+                asks.push((from, ask));
+                if asks.len() == 1 {
+                    let channel = asks[0].1.channel.clone();
+                    drop(waiting);
+                    let asked = self
+                        .cluster
+                        .as_ref()
+                        .is_some_and(|c| c.read_window(&channel));
+                    if !asked {
+                        self.answer_window_asks(&channel);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends the answer to the asking shard (or takes it here).
+    fn reply(&self, from: usize, ask: RecoverAsk, recovery: Recovery<Arc<Sequenced>>) {
+        let reply = RecoverReply {
+            conn: ask.conn,
+            asked: ask.after.is_some(),
+            channel: ask.channel,
+            recovery,
+        };
+        if from == self.id {
+            self.on_recovered(reply);
+        } else {
+            self.router.send(from, ShardMsg::Recovered(Box::new(reply)));
+        }
+    }
+
+    /// On the home shard: JetStream's window for a channel arrived; the
+    /// mirror takes what it lacked and the asks waiting for it are answered.
+    pub fn on_window(&self, window: Window) {
+        if let (Some(histories), true) = (&self.histories, window.read) {
+            let now = Instant::now();
+            if let Some(epoch) = window.messages.last().map(|m| m.epoch.clone()) {
+                let entries = window
+                    .messages
+                    .into_iter()
+                    .map(|m| {
+                        let publication =
+                            Arc::new(Publication::new(&m.sender, &m.channel, &m.text));
+                        let sequenced =
+                            Arc::new(Sequenced::new(publication, m.offset, Arc::from(&*epoch)));
+                        let weight = sequenced.weight();
+                        (m.offset, sequenced, weight)
+                    })
+                    .collect();
+                histories
+                    .borrow_mut()
+                    .merge_window(&window.channel, &epoch, entries, now);
+                self.follow_history_changes();
+            }
+        }
+        self.answer_window_asks(&window.channel);
+    }
+
+    fn answer_window_asks(&self, channel: &str) {
+        let asks = self
+            .window_asks
+            .borrow_mut()
+            .remove(channel)
+            .unwrap_or_default();
+        for (from, ask) in asks {
+            self.handle_ask(from, ask, true);
+        }
     }
 
     /// On the home shard: answers a subscriber on shard `from`.
@@ -180,18 +324,7 @@ impl ShardState {
         // instant, `from` gets this channel's frames until its interest
         // next changes, and drops them: harmless.)
         self.router.on_interest(from, &ask.channel, true);
-        let after = ask
-            .after
-            .as_ref()
-            .map(|(offset, epoch)| (*offset, &**epoch));
-        let recovery = self.recover_here(&ask.channel, after, ask.max_bytes);
-        let reply = RecoverReply {
-            conn: ask.conn,
-            asked: ask.after.is_some(),
-            channel: ask.channel,
-            recovery,
-        };
-        self.router.send(from, ShardMsg::Recovered(Box::new(reply)));
+        self.handle_ask(from, ask, false);
     }
 
     /// On the subscriber's shard: the home shard's answer arrived.

@@ -46,6 +46,9 @@ pub use exchange::SubscribeError;
 /// so idle connections hold no read buffer of their own.
 const SCRATCH_BYTES: usize = 64 * 1024;
 
+/// A recovery asked by shard `.0`, waiting for JetStream's window.
+type WindowAsk = (usize, crate::router::RecoverAsk);
+
 /// Everything one shard owns.
 pub struct ShardState {
     /// This shard's id.
@@ -89,6 +92,8 @@ pub struct ShardState {
     access_sweep: access::AccessSweep,
     /// The histories of the channels whose home this shard is (`--history`).
     histories: Option<RefCell<Histories<Arc<Sequenced>>>>,
+    /// Recoveries waiting for a channel's window from JetStream, by channel.
+    window_asks: RefCell<HashMap<Box<str>, Vec<WindowAsk>>>,
 }
 
 impl ShardState {
@@ -124,6 +129,7 @@ impl ShardState {
             cluster: None,
             access_sweep: access::AccessSweep::default(),
             histories,
+            window_asks: RefCell::default(),
         }
     }
 

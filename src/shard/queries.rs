@@ -2,14 +2,18 @@
 //! console, `/metrics` and the admin API ask, answered here and gathered
 //! from every shard over the rings.
 
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use super::ShardState;
 use crate::router::ShardMsg;
+use crate::state::history::HistoryView;
 use crate::state::listing::{
     top, ChannelList, ChannelQuery, ClientList, ClientQuery, ClientView, MAX_LIMIT,
 };
-use crate::state::views::{Answer, KeywordReport, Query, ShardSummary, SubscriptionView};
+use crate::state::views::{
+    Answer, HeldHistory, KeywordReport, Query, ShardSummary, SubscriptionView,
+};
 use crate::stats::{Metric, StatsSnapshot};
 
 impl ShardState {
@@ -90,22 +94,59 @@ impl ShardState {
                 expires_in: expires - now,
             });
         }
+        // Only the channel's home shard holds its history.
+        report.history = self
+            .histories
+            .as_ref()
+            .and_then(|h| h.borrow().view(keyword))
+            .map(|view| HeldHistory {
+                shard: self.id,
+                view,
+            });
         report
     }
 
-    /// This shard's top channels matching `query`.
+    /// This shard's top channels matching `query`, with the histories it
+    /// holds of them (a channel whose history is held here is listed even
+    /// without a subscriber here).
     fn answer_channels(&self, query: &ChannelQuery, now: Instant) -> ChannelList {
         let index = self.index.borrow();
-        let matching: Vec<(String, usize)> = index
+        let mut matching: Vec<(String, usize)> = index
             .channel_names()
             .filter(|name| name.contains(&*query.filter))
             .map(|name| (name.to_string(), index.subscribers(name, now).count()))
             .filter(|(_, count)| *count > 0)
             .collect();
+        let mut held: HashMap<String, HistoryView> = HashMap::new();
+        if let Some(histories) = &self.histories {
+            held = histories
+                .borrow()
+                .views(&query.filter, usize::MAX)
+                .into_iter()
+                .map(|view| (view.channel.clone(), view))
+                .collect();
+            let listed: HashSet<&str> = matching.iter().map(|(name, _)| name.as_str()).collect();
+            let history_only: Vec<String> = held
+                .keys()
+                .filter(|name| !listed.contains(name.as_str()))
+                .cloned()
+                .collect();
+            matching.extend(history_only.into_iter().map(|name| (name, 0)));
+        }
         let total = matching.len();
+        let channels = top(matching, query.sort, query.limit.min(MAX_LIMIT));
+        let histories = if held.is_empty() {
+            Vec::new()
+        } else {
+            channels
+                .iter()
+                .filter_map(|(name, _)| held.remove(name))
+                .collect()
+        };
         ChannelList {
             shard: self.id,
-            channels: top(matching, query.sort, query.limit.min(MAX_LIMIT)),
+            channels,
+            histories,
             matching: total,
         }
     }

@@ -99,9 +99,23 @@ struct ChannelHistory<T> {
     bytes: usize,
     /// For eviction of the least recently used channels.
     last_used: Instant,
+    /// Numbered elsewhere (JetStream, see [`Histories::append_at`]): this
+    /// is a mirror, and numbering a message here would collide.
+    mirrored: bool,
 }
 
 impl<T> ChannelHistory<T> {
+    /// Starts the channel over in `epoch` just before `offset` (a new
+    /// epoch, or a gap the mirror cannot fill).
+    fn restart(&mut self, epoch: Arc<str>, top: u64) -> (usize, usize) {
+        let dropped = (self.entries.len(), self.bytes);
+        self.entries.clear();
+        self.bytes = 0;
+        self.epoch = epoch;
+        self.top = top;
+        dropped
+    }
+
     fn trim(&mut self, limits: &HistoryLimits, now: Instant) -> (usize, usize) {
         let (mut count, mut bytes) = (0, 0);
         while let Some(front) = self.entries.front() {
@@ -176,6 +190,7 @@ impl<T: Clone> Histories<T> {
                 entries: VecDeque::new(),
                 bytes: 0,
                 last_used: now,
+                mirrored: false,
             };
             self.channels.insert(Arc::from(channel), history);
             self.started.push(Arc::from(channel));
@@ -230,7 +245,17 @@ impl<T: Clone> Histories<T> {
         make: impl FnOnce(u64, &Arc<str>) -> (T, usize),
     ) -> T {
         let limits = self.limits;
+        let fresh = self.epochs.next();
         let history = self.channel(channel, now);
+        if history.mirrored {
+            // Numbered here now (the shared numbering is unavailable): a
+            // new epoch, so no position of the mirror passes for one here.
+            let (count, bytes) = history.restart(fresh, 0);
+            history.mirrored = false;
+            self.messages -= count;
+            self.bytes -= bytes;
+        }
+        let history = self.channels.get_mut(channel).expect("made above");
         history.top += 1;
         history.last_used = now;
         let (item, bytes) = make(history.top, &history.epoch);
@@ -248,6 +273,116 @@ impl<T: Clone> Histories<T> {
             self.evict_least_used();
         }
         item
+    }
+
+    /// Appends an item numbered elsewhere (JetStream) at `offset` in
+    /// `epoch`: the history mirrors that numbering. A duplicate (at or
+    /// below the top, same epoch) is ignored (`None`); another epoch, or a
+    /// gap, starts the mirror over at this offset.
+    pub fn append_at(
+        &mut self,
+        channel: &str,
+        offset: u64,
+        epoch: &str,
+        now: Instant,
+        make: impl FnOnce(&Arc<str>) -> (T, usize),
+    ) -> Option<T> {
+        let limits = self.limits;
+        let history = self.channel(channel, now);
+        history.last_used = now;
+        let same_epoch = history.mirrored && *history.epoch == *epoch;
+        if same_epoch && offset <= history.top {
+            return None;
+        }
+        let (mut dropped, mut dropped_bytes) = (0, 0);
+        if !same_epoch || offset != history.top + 1 {
+            let epoch = if same_epoch {
+                history.epoch.clone()
+            } else {
+                Arc::from(epoch)
+            };
+            (dropped, dropped_bytes) = history.restart(epoch, offset.saturating_sub(1));
+            history.mirrored = true;
+        }
+        history.top = offset;
+        let (item, bytes) = make(&history.epoch);
+        history.entries.push_back(Entry {
+            offset,
+            at: now,
+            bytes,
+            item: item.clone(),
+        });
+        history.bytes += bytes;
+        let (trimmed, trimmed_bytes) = history.trim(&limits, now);
+        self.messages = self.messages + 1 - dropped - trimmed;
+        self.bytes = self.bytes + bytes - dropped_bytes - trimmed_bytes;
+        while self.bytes > limits.total_bytes && self.channels.len() > 1 {
+            self.evict_least_used();
+        }
+        Some(item)
+    }
+
+    /// Completes a mirror with the window read back from JetStream
+    /// (`entries`: consecutive offsets of `epoch`, oldest first): older
+    /// entries go in front of what the mirror holds, or the window replaces
+    /// a mirror of another epoch. `top` is the window's last offset (or the
+    /// empty channel's 0 with epoch `""`).
+    pub fn merge_window(
+        &mut self,
+        channel: &str,
+        epoch: &str,
+        entries: Vec<(u64, T, usize)>,
+        now: Instant,
+    ) {
+        let Some(&(last, _, _)) = entries.last() else {
+            // Nothing held there: the mirror stays as it is, or learns
+            // nothing (an unknown channel stays unknown).
+            return;
+        };
+        let limits = self.limits;
+        let history = self.channel(channel, now);
+        history.last_used = now;
+        let (mut dropped, mut dropped_bytes) = (0, 0);
+        let same = history.mirrored && *history.epoch == *epoch;
+        if !same || history.top < last {
+            // Another epoch, or a mirror behind the window: the window wins.
+            (dropped, dropped_bytes) = history.restart(Arc::from(epoch), last);
+            history.mirrored = true;
+        }
+        let front = history
+            .entries
+            .front()
+            .map_or(history.top + 1, |e| e.offset);
+        let mut added = (0, 0);
+        for (offset, item, bytes) in entries.into_iter().rev() {
+            if offset >= front {
+                continue;
+            }
+            if offset + 1
+                != history
+                    .entries
+                    .front()
+                    .map_or(history.top + 1, |e| e.offset)
+            {
+                break;
+            }
+            history.entries.push_front(Entry {
+                offset,
+                at: now,
+                bytes,
+                item,
+            });
+            history.bytes += bytes;
+            added = (added.0 + 1, added.1 + bytes);
+        }
+        let (trimmed, trimmed_bytes) = history.trim(&limits, now);
+        self.messages = self.messages + added.0 - dropped - trimmed;
+        self.bytes = self.bytes + added.1 - dropped_bytes - trimmed_bytes;
+    }
+
+    /// The channel's position if it keeps history here, without starting one.
+    pub fn known_position(&self, channel: &str) -> Option<(u64, Arc<str>)> {
+        self.channels.get(channel).map(|h| (h.top, h.epoch.clone()))
     }
 
     /// Where `channel` stands (its last offset and epoch), starting its
@@ -275,7 +410,10 @@ impl<T: Clone> Histories<T> {
         history.last_used = now;
         let (dropped, dropped_bytes) = history.trim(&limits, now);
         let (top, current) = (history.top, history.epoch.clone());
-        let outcome = if *history.epoch != *epoch {
+        // `0` in epoch "" is "from the start": a client that subscribed
+        // before the channel had any message.
+        let from_start = after == 0 && epoch.is_empty();
+        let outcome = if *history.epoch != *epoch && !from_start {
             Err(NotRecovered::OtherEpoch)
         } else if after > top {
             Err(NotRecovered::Future)

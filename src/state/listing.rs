@@ -1,11 +1,15 @@
 //! The admin console's listings: a shard's channels with subscriber
-//! counts, and its clients. Capped on the shard side, so 100,000 channels
-//! never build a huge answer on a ring; merged across shards here.
+//! counts (and, with `--history`, the histories it holds), and its
+//! clients. Capped on the shard side, so 100,000 channels never build a
+//! huge answer on a ring; merged across shards here.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
+
+use crate::state::history::HistoryView;
+use crate::state::views::HeldHistory;
 
 /// Largest `limit` a channel or client question may ask for.
 pub const MAX_LIMIT: usize = 1000;
@@ -35,8 +39,12 @@ pub struct ChannelQuery {
 pub struct ChannelList {
     /// The answering shard.
     pub shard: usize,
-    /// (channel, live subscribers on this shard), in the query's order.
+    /// (channel, live subscribers on this shard), in the query's order. A
+    /// channel whose history this shard holds is listed even with no
+    /// subscriber here (count 0).
     pub channels: Vec<(String, usize)>,
+    /// The histories this shard holds of the channels in `channels`.
+    pub histories: Vec<HistoryView>,
     /// Matching channels on this shard before the cap.
     pub matching: usize,
 }
@@ -87,8 +95,10 @@ pub struct ChannelRow {
     pub name: String,
     /// Subscribers on every shard together.
     pub subscribers: usize,
-    /// shard → subscribers there.
+    /// shard → subscribers there (shards with subscribers only).
     pub per_shard: BTreeMap<usize, usize>,
+    /// The channel's history, when a shard holds one (`--history`).
+    pub history: Option<HeldHistory>,
 }
 
 fn order(sort: ChannelSort) -> impl Fn(&(String, usize), &(String, usize)) -> std::cmp::Ordering {
@@ -118,7 +128,9 @@ pub fn top(
 /// [`ChannelSort::Subscribers`] the result is exact for the channels shown
 /// when every shard's top `limit` holds them (the usual case: a busy channel
 /// is busy everywhere); a channel just outside one shard's cut may show
-/// fewer subscribers than it has.
+/// fewer subscribers than it has. A channel's history comes from the one
+/// shard that holds it; a channel with history and no subscriber is a row
+/// with 0 subscribers.
 pub fn merge_channels(lists: &[ChannelList], query: &ChannelQuery) -> Vec<ChannelRow> {
     let mut rows: BTreeMap<&str, ChannelRow> = BTreeMap::new();
     for list in lists {
@@ -127,9 +139,20 @@ pub fn merge_channels(lists: &[ChannelList], query: &ChannelQuery) -> Vec<Channe
                 name: name.clone(),
                 subscribers: 0,
                 per_shard: BTreeMap::new(),
+                history: None,
             });
             row.subscribers += count;
-            row.per_shard.insert(list.shard, *count);
+            if *count > 0 {
+                row.per_shard.insert(list.shard, *count);
+            }
+        }
+        for view in &list.histories {
+            if let Some(row) = rows.get_mut(view.channel.as_str()) {
+                row.history = Some(HeldHistory {
+                    shard: list.shard,
+                    view: view.clone(),
+                });
+            }
         }
     }
     let totals: Vec<(String, usize)> = rows
@@ -150,7 +173,18 @@ mod tests {
         ChannelList {
             shard,
             channels: channels.iter().map(|(n, c)| (n.to_string(), *c)).collect(),
+            histories: Vec::new(),
             matching: channels.len(),
+        }
+    }
+
+    fn view(channel: &str, top: u64) -> HistoryView {
+        HistoryView {
+            channel: channel.into(),
+            epoch: "3f9a0c1d2e4b".into(),
+            top,
+            messages: 2,
+            bytes: 300,
         }
     }
 
@@ -182,5 +216,31 @@ mod tests {
         assert_eq!(rows[0].subscribers, 5);
         assert_eq!(rows[0].per_shard, BTreeMap::from([(0, 1), (1, 4)]));
         assert_eq!(rows[1].name, "x");
+    }
+
+    #[test]
+    fn histories_join_their_rows_and_history_only_channels_show() {
+        let query = ChannelQuery {
+            filter: "".into(),
+            sort: ChannelSort::Subscribers,
+            limit: 10,
+        };
+        let mut home = list(1, &[("h/a", 0), ("h/b", 0), ("c", 1)]);
+        home.histories = vec![view("h/a", 42), view("h/b", 7)];
+        let rows = merge_channels(&[list(0, &[("h/a", 3)]), home], &query);
+        let names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["h/a", "c", "h/b"]);
+        assert_eq!(rows[0].subscribers, 3);
+        assert_eq!(rows[0].per_shard, BTreeMap::from([(0, 3)]), "no 0 counts");
+        assert_eq!(
+            rows[0].history,
+            Some(HeldHistory {
+                shard: 1,
+                view: view("h/a", 42)
+            })
+        );
+        assert_eq!(rows[1].history, None);
+        assert_eq!((rows[2].subscribers, rows[2].per_shard.len()), (0, 0));
+        assert_eq!(rows[2].history.as_ref().map(|h| h.view.top), Some(7));
     }
 }

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::state::history::HistoryView;
 use crate::state::listing::{ChannelList, ChannelQuery, ClientList, ClientQuery};
 use crate::stats::StatsSnapshot;
 
@@ -73,4 +74,17 @@ pub struct KeywordReport {
     pub endpoint_channels: Vec<SubscriptionView>,
     /// Subscriptions of the channel named KEYWORD.
     pub channel_subscribers: Vec<SubscriptionView>,
+    /// The history of the channel named KEYWORD, from the shard that holds
+    /// it (its home shard, `--history`); `None` from every other shard.
+    pub history: Option<HeldHistory>,
+}
+
+/// A channel's history and the shard that holds it, for `list KEYWORD`
+/// and `/api/channels`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldHistory {
+    /// The shard that holds it (the channel's home shard).
+    pub shard: usize,
+    /// Position, epoch, messages and bytes held.
+    pub view: HistoryView,
 }
