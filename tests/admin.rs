@@ -1,6 +1,6 @@
 //! The admin console's HTTP surface through the real binary: JSON shapes,
-//! publish, the tap stream, token, `Origin` and `Host` checks, and the
-//! listener's connection cap and header timeout.
+//! publish, the tap stream, token, `Origin` and `Host` checks, the
+//! listener's connection cap and header timeout, and channel histories.
 
 mod common;
 
@@ -11,6 +11,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{receive, Client, Nexus, PATIENCE};
+use ease_chat_nexus::history::{home_shard, HELD_OVERHEAD};
+use easechat_protocol::Message as Wire;
 use serde_json::Value;
 
 /// A parsed HTTP response.
@@ -183,6 +185,116 @@ fn json_api_shapes_publish_and_tap() {
     assert_eq!(page.status, 200);
     assert!(page.body.contains("EaseChat Nexus") && page.head.contains("text/html"));
     assert_eq!(get(admin, "/nothing-here").status, 404);
+}
+
+/// Polls `/api/channels?filter=FILTER&sort=name` until `channel` is listed.
+fn wait_listed(admin: SocketAddr, filter: &str, channel: &str) -> Value {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let json = get(admin, &format!("/api/channels?filter={filter}&sort=name")).json();
+        if json["channels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == channel)
+        {
+            return json;
+        }
+        assert!(Instant::now() < deadline, "{channel} never listed: {json}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// What the history holds for one short message: both frames (each with
+/// a 2-byte WebSocket header) and the bookkeeping.
+fn held_bytes(sender: &str, channel: &str, text: &str, offset: u64, epoch: &str) -> u64 {
+    let positional = Wire::ReceiveAt {
+        sender,
+        channel,
+        text,
+        offset,
+        epoch,
+    }
+    .encode();
+    (2 + receive(sender, channel, text).len() + 2 + positional.len() + HELD_OVERHEAD) as u64
+}
+
+/// With `--history`, `/api/channels` gives each channel with history its
+/// `history` object (from its home shard), lists channels that have a
+/// history and no subscriber, and leaves other channels' rows as in v1.
+#[test]
+fn channels_show_each_history() {
+    let mut nexus = Nexus::start(&["--admin", "127.0.0.1:0", "--history", "h/*"]);
+    let admin = nexus.metrics_addr();
+    let mut sub = Client::named(&nexus, "sub");
+    sub.subscribe("h/api");
+    sub.subscribe("c/plain");
+    let row = wait_channel(admin, "h/api", 1);
+    assert!(row.get("history").is_none(), "no history yet: {row}");
+    let mut publisher = Client::named(&nexus, "pub");
+    for i in 1..=3 {
+        publisher.publish("h/api", &format!("m{i}"));
+    }
+    for i in 1..=3 {
+        assert_eq!(sub.recv(), receive("pub", "h/api", &format!("m{i}")));
+    }
+    // Published on with nobody listening: a history and no subscriber.
+    publisher.publish("h/quiet", "nobody hears this");
+    let json = wait_listed(admin, "h/", "h/quiet");
+    assert_eq!(json["complete"], true);
+    // An upper bound: h/api counts on its home shard and on its
+    // subscriber's, when they differ.
+    let matching = json["matching"].as_u64().unwrap();
+    assert!((2..=3).contains(&matching), "{json}");
+    let rows = json["channels"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{json}");
+
+    let api = &rows[0];
+    assert_eq!(api["name"], "h/api");
+    assert_eq!(api["subscribers"], 1);
+    assert_eq!(api["shards"].as_object().unwrap().len(), 1, "{api}");
+    let history = &api["history"];
+    let epoch = history["epoch"].as_str().expect("an epoch").to_string();
+    assert_eq!(epoch.len(), 12, "{history}");
+    assert!(epoch.bytes().all(|b| b.is_ascii_hexdigit()), "{history}");
+    let bytes: u64 = (1..=3)
+        .map(|i| held_bytes("pub", "h/api", &format!("m{i}"), i, &epoch))
+        .sum();
+    assert_eq!(
+        *history,
+        serde_json::json!({
+            "position": 3,
+            "epoch": epoch,
+            "messages": 3,
+            "bytes": bytes,
+            "shard": home_shard("h/api", 2),
+        })
+    );
+
+    let quiet = &rows[1];
+    assert_eq!(quiet["name"], "h/quiet");
+    assert_eq!(quiet["subscribers"], 0);
+    assert_eq!(quiet["shards"], serde_json::json!({}));
+    assert_eq!(quiet["history"]["position"], 1, "{quiet}");
+    assert_eq!(quiet["history"]["messages"], 1, "{quiet}");
+    assert_eq!(quiet["history"]["shard"], home_shard("h/quiet", 2));
+    assert_ne!(quiet["history"]["epoch"], history["epoch"]);
+
+    // A channel without history: the v1 row, no `history` key.
+    let plain = wait_channel(admin, "c/plain", 1);
+    assert_eq!(
+        plain.as_object().unwrap().keys().collect::<Vec<_>>(),
+        ["cluster", "name", "shards", "subscribers"]
+    );
+    // Sorted by subscribers, history-only channels come last.
+    let json = get(admin, "/api/channels").json();
+    let names: Vec<&str> = json["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["c/plain", "h/api", "h/quiet"], "{json}");
 }
 
 #[test]

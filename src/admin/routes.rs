@@ -469,7 +469,7 @@ async fn channels(State(app): State<App>, Query(params): Query<ChannelParams>) -
                 .iter()
                 .map(|(shard, n)| (shard.to_string(), Value::from(*n)))
                 .collect();
-            json!({
+            let mut channel = json!({
                 "name": row.name,
                 "subscribers": row.subscribers,
                 "shards": per_shard,
@@ -477,7 +477,18 @@ async fn channels(State(app): State<App>, Query(params): Query<ChannelParams>) -
                 "cluster": other_nodes
                     .as_ref()
                     .map(|counts| Value::from(counts.get(&row.name).copied().unwrap_or(0))),
-            })
+            });
+            // Only on channels with history (`--history`): no key otherwise.
+            if let Some(held) = &row.history {
+                channel["history"] = json!({
+                    "position": held.view.top,
+                    "epoch": held.view.epoch,
+                    "messages": held.view.messages,
+                    "bytes": held.view.bytes,
+                    "shard": held.shard,
+                });
+            }
+            channel
         })
         .collect();
     Json(json!({

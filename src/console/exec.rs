@@ -14,7 +14,9 @@ use super::{Control, DEFAULT_STOP_REASON, POLL_INTERVAL};
 use crate::admin::{self, requests::check_publish};
 use crate::router::ShardMsg;
 use crate::shard::ShardState;
-use crate::state::views::{Answer, KeywordReport, Query, ShardSummary, SubscriptionView};
+use crate::state::views::{
+    Answer, HeldHistory, KeywordReport, Query, ShardSummary, SubscriptionView,
+};
 use crate::stats::render_console;
 
 /// How long shard 0 waits for the other shards' answers.
@@ -74,7 +76,8 @@ async fn run(shard: &Rc<ShardState>, cmd: Command) {
                 Answer::Keyword(r) => Some(r),
                 _ => None,
             });
-            print(&format_keyword(&keyword, reports));
+            let home = shard.history_home(&keyword);
+            print(&format_keyword(&keyword, reports, home));
         }
         Command::Push {
             sender,
@@ -197,13 +200,35 @@ fn format_summary(summaries: impl Iterator<Item = ShardSummary>) -> String {
     out
 }
 
-fn format_keyword(keyword: &str, reports: impl Iterator<Item = KeywordReport>) -> String {
+/// `list KEYWORD`: the v1 lines (endpoint KEYWORD's subscriptions, then
+/// channel KEYWORD's subscribers, each header followed by exactly its count
+/// of lines), preceded, when KEYWORD is a channel with history (`home`: its
+/// home shard), by one `history of …` line. That line comes first so that
+/// a reader of the v1 lines that skips to the `endpoint` header still
+/// reads them whole.
+fn format_keyword(
+    keyword: &str,
+    reports: impl Iterator<Item = KeywordReport>,
+    home: Option<usize>,
+) -> String {
     let mut listens = Vec::new();
     let mut subscribers = Vec::new();
+    let mut history = None;
     for report in reports {
         listens.extend(report.endpoint_channels);
         subscribers.extend(report.channel_subscribers);
+        history = history.or(report.history);
     }
+    let mut out = match (history, home) {
+        (Some(HeldHistory { shard, view }), _) => format!(
+            "history of {keyword:?} on shard {shard}: position {}, epoch {}, {} messages, {} bytes held\n",
+            view.top, view.epoch, view.messages, view.bytes
+        ),
+        (None, Some(home)) => format!(
+            "history of {keyword:?} on shard {home}: none held (a new epoch starts with the next publish or positions subscription)\n"
+        ),
+        (None, None) => String::new(),
+    };
     let line = |v: &SubscriptionView, what: &str| {
         format!(
             "\n  {what}  [{}] expires in {:.1}s",
@@ -213,10 +238,10 @@ fn format_keyword(keyword: &str, reports: impl Iterator<Item = KeywordReport>) -
     };
     listens.sort_by(|a, b| (&a.channel, &a.connection).cmp(&(&b.channel, &b.connection)));
     subscribers.sort_by(|a, b| (&a.name, &a.connection).cmp(&(&b.name, &b.connection)));
-    let mut out = format!(
+    out.push_str(&format!(
         "endpoint {keyword:?} listens to {} channels:",
         listens.len()
-    );
+    ));
     for v in &listens {
         out.push_str(&line(v, &format!("{:?}", v.channel)));
     }
