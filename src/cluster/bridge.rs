@@ -41,6 +41,9 @@ use crate::state::interest::shard_ids;
 pub const LINGER: Duration = Duration::from_secs(2);
 /// How often lingering subscriptions are checked (and failed ones retried).
 const SWEEP_INTERVAL: Duration = Duration::from_millis(250);
+/// How often sharing history through JetStream is tried again after it
+/// could not be set up or failed.
+const HISTORY_RETRY: Duration = Duration::from_secs(10);
 /// Longest pause between two reconnect attempts: cross-node delivery is
 /// back within about this long after NATS is.
 const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(1);
@@ -140,6 +143,8 @@ impl Drop for Channel {
 struct Bridge {
     /// History shared through JetStream, when the server has it.
     shared: Option<SharedHistory>,
+    /// When to try sharing history again (see `retry_shared_history`).
+    next_history_try: Instant,
     /// `--history`: messages of those channels go to their home shard.
     history: Option<Arc<crate::history::HistoryConfig>>,
     client: Client,
@@ -204,12 +209,14 @@ async fn run(
                 history.clone(),
                 inboxes.clone(),
                 stats.clone(),
+                true,
             )
             .await
         }
         None => None,
     };
     let mut bridge = Bridge {
+        next_history_try: Instant::now() + HISTORY_RETRY,
         shared,
         history: config.history.clone(),
         client,
@@ -465,6 +472,39 @@ impl Bridge {
             .collect();
         for channel in unsubscribed {
             self.subscribe(&channel).await;
+        }
+        self.retry_shared_history(now).await;
+    }
+
+    /// Shares history through JetStream once it can: the stream is set up
+    /// again when it could not be at start, and after JetStream refused a
+    /// publish, numbering returns to it once it answers again.
+    async fn retry_shared_history(&mut self, now: Instant) {
+        let connected = self.client.connection_state() == State::Connected;
+        if !connected || now < self.next_history_try {
+            return;
+        }
+        self.next_history_try = now + HISTORY_RETRY;
+        match (&self.shared, &self.history) {
+            (None, Some(history)) => {
+                self.shared = SharedHistory::start(
+                    &self.client,
+                    self.node.clone(),
+                    history.clone(),
+                    self.inboxes.clone(),
+                    self.stats.clone(),
+                    false,
+                )
+                .await;
+            }
+            (Some(shared), _) if !self.stats.history_shared.load(Ordering::Relaxed) => {
+                let back = shared.answers().await;
+                self.stats.history_shared.store(back, Ordering::Relaxed);
+                if back {
+                    info!("JetStream answers again: channel history is shared again");
+                }
+            }
+            _ => {}
         }
     }
 

@@ -156,6 +156,7 @@ impl SharedHistory {
         history: Arc<HistoryConfig>,
         inboxes: Arc<[ShardInbox]>,
         stats: Arc<ClusterStats>,
+        first: bool,
     ) -> Option<SharedHistory> {
         let context = js::new(client.clone());
         let limits = history.limits;
@@ -171,12 +172,17 @@ impl SharedHistory {
         };
         let stream = match context.get_or_create_stream(config).await {
             Ok(stream) => stream,
-            Err(e) => {
+            Err(e) if first => {
                 warn!(
                     error = %e,
                     "JetStream unavailable: channel history stays per node (a client \
-                     recovers only on the node it left; run nats-server with -js to share it)"
+                     recovers only on the node it left; run nats-server with -js to share \
+                     it); tried again every 10 s"
                 );
+                return None;
+            }
+            Err(e) => {
+                debug!(error = %e, "JetStream still unavailable");
                 return None;
             }
         };
@@ -238,6 +244,12 @@ impl SharedHistory {
         let _ = queue.send((sender, text)).await;
         self.sequencers.insert(channel, queue);
         self.sequencers.retain(|_, queue| !queue.is_closed());
+    }
+
+    /// Whether JetStream answers (the stream is there).
+    pub async fn answers(&self) -> bool {
+        self.context.get_stream_no_info(STREAM).await.is_ok()
+            && self.context.query_account().await.is_ok()
     }
 
     /// Reads `channel`'s window back for its home shard `shard`.

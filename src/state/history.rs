@@ -679,6 +679,43 @@ mod tests {
         assert_eq!(r.outcome, Err(NotRecovered::OtherEpoch));
     }
 
+    #[test]
+    fn a_mirror_follows_numbers_given_elsewhere() {
+        let mut h: Histories<u64> = Histories::new(limits(), 5);
+        let now = Instant::now();
+        let at = |h: &mut Histories<u64>, offset, epoch: &str| {
+            h.append_at("c", offset, epoch, now, |_| (offset, 10))
+        };
+        assert_eq!(at(&mut h, 7, "js"), Some(7), "starts mid-stream");
+        assert_eq!(at(&mut h, 8, "js"), Some(8));
+        assert_eq!(at(&mut h, 8, "js"), None, "a duplicate is dropped");
+        assert_eq!(
+            h.known_position("c").map(|(t, e)| (t, e.to_string())),
+            Some((8, "js".into()))
+        );
+        let r = h.recover("c", 7, "js", usize::MAX, |_| 10, now);
+        assert_eq!(r.outcome, Ok(vec![8]));
+        assert_eq!(at(&mut h, 11, "js"), Some(11), "a gap starts over");
+        assert_eq!(
+            h.recover("c", 8, "js", usize::MAX, |_| 10, now).outcome,
+            Err(NotRecovered::Evicted)
+        );
+        // The window read back fills what the mirror lacks, in front.
+        h.merge_window("c", "js", (6..=11).map(|o| (o, o, 10)).collect(), now);
+        assert_eq!(
+            h.recover("c", 8, "js", usize::MAX, |_| 10, now).outcome,
+            Ok(vec![9, 10, 11])
+        );
+        assert_eq!(h.messages(), 5, "the size bound holds (7..=11)");
+        // Another epoch replaces the mirror; local numbering after it
+        // starts an epoch of its own.
+        assert_eq!(at(&mut h, 1, "js2"), Some(1));
+        let (offset, local) = h.append("c", 99, 10, now);
+        assert_eq!(offset, 1);
+        assert_ne!(&*local, "js2");
+        assert_eq!((h.messages(), h.bytes()), (1, 10));
+    }
+
     proptest! {
         /// Offsets go up by one within an epoch, and a recovery either
         /// replays exactly the offsets after the client's, in order, or
