@@ -28,6 +28,13 @@
 //!     --publishers 10 --channels 10 --target-rate 3500 --duration 30
 //! ```
 //!
+//! `--positions` (ws/wss) makes every client ask for the positions
+//! extension at `1h` (docs/protocol.md): against a nexus with `--history`,
+//! each subscription is answered by a `1p` (not counted as a delivery) and
+//! every `1r` carries its channel position, which the sampled receivers
+//! check: strictly increasing, and contiguous for a receiver that does not
+//! publish (the nexus never delivers a publisher's own messages to it).
+//!
 //! `--url wss://…` (and `--publish-url wss://…`) speak TLS, trusting the CA
 //! of `--ca FILE` (see `transport`). `--connect-storm N` opens N more
 //! connections at once during the window while the clients above keep
@@ -144,6 +151,10 @@ struct Args {
     /// name prefix for this run's clients (default stress-<pid>)
     #[argh(option)]
     name_prefix: Option<String>,
+    /// every client asks for positions (`1h` with the option `positions`,
+    /// ws/wss only): on channels with history it receives positional `1r`s
+    #[argh(switch)]
+    positions: bool,
 }
 
 /// How long to wait after the window for in-flight deliveries.
@@ -227,6 +238,9 @@ fn run(args: Args) -> Result<(), String> {
     };
     if args.connect_storm > 0 && !(args.storm_at >= 0.0 && args.storm_at < args.duration) {
         return Err("--storm-at must fall inside the window (0 <= storm-at < duration)".into());
+    }
+    if args.positions && target.scheme.family() != "ws" {
+        return Err("--positions is an EaseChat extension: it needs a ws:// or wss:// URL".into());
     }
     if publish_target.scheme.family() != target.scheme.family() {
         return Err("--publish-url must speak the protocol of --url".into());
@@ -378,6 +392,7 @@ fn run(args: Args) -> Result<(), String> {
             ("connect_storm", args.connect_storm.to_string()),
             ("storm_url", args.storm_url.clone().unwrap_or_default()),
             ("sample_every", args.sample_every.to_string()),
+            ("positions", args.positions.to_string()),
         ],
         sampled_receivers: plan.sampled_on.iter().sum::<u64>(),
         expected_all: shared.expected_all.load(Ordering::Acquire),
@@ -401,6 +416,7 @@ fn run(args: Args) -> Result<(), String> {
         || info.lost_all() > 0
         || info.extra_all() > 0
         || total.out_of_order > 0
+        || total.offset_errors > 0
         || total.echoes > 0
         || total.receivers_mismatched > 0
         || total.connect_errors > 0
@@ -408,12 +424,14 @@ fn run(args: Args) -> Result<(), String> {
         || storm_failed > 0
     {
         eprintln!(
-            "stress: FAILED: lost {} (sample, window) / {} (all), extra {}, out of order {}, own messages received {}, \
-             publishes reaching another number of receivers {}, connect errors {}, closed {}, storm connections failed {storm_failed}",
+            "stress: FAILED: lost {} (sample, window) / {} (all), extra {}, out of order {}, position gaps or repeats {}, \
+             own messages received {}, publishes reaching another number of receivers {}, connect errors {}, closed {}, \
+             storm connections failed {storm_failed}",
             total.lost(),
             info.lost_all(),
             info.extra_all(),
             total.out_of_order,
+            total.offset_errors,
             total.echoes,
             total.receivers_mismatched,
             total.connect_errors,
@@ -560,6 +578,11 @@ struct Receiver {
     index: u32,
     /// Whether it checks every delivery (else it counts them).
     sampled: bool,
+    /// Whether it asked for positions (`--positions`).
+    positions: bool,
+    /// Whether its client publishes (its own messages are not delivered to
+    /// it, so its positions skip them).
+    publishes: bool,
 }
 
 /// One client: connects (at most `--connect-parallel` at once), publishes
@@ -650,6 +673,8 @@ async fn client<T: Transport, P: Protocol>(index: usize, common: Common) {
     let me = Receiver {
         index: index as u32,
         sampled: is_sampled(index, &plan.args),
+        positions: plan.args.positions,
+        publishes,
     };
     receive::<P, _, _>(reader, writer, leftover, me, shared, tally, scratch).await;
 }
@@ -712,7 +737,12 @@ async fn connect<T: Transport, P: Protocol>(
     let (mut reader, mut writer, leftover) = P::open::<T>(target, tls, scratch).await?;
     let name = format!("{}-{index}", plan.prefix);
     let mut hello = Vec::new();
-    let confirmations = P::subscribe(&mut hello, &name, &subscriptions(plan, index, P::ECHOES));
+    let confirmations = P::subscribe(
+        &mut hello,
+        &name,
+        &subscriptions(plan, index, P::ECHOES),
+        plan.args.positions,
+    );
     writer.send(&hello).await.map_err(|e| e.to_string())?;
     let leftover = if confirmations > 0 {
         await_ready::<P, _, _>(&mut reader, &mut writer, leftover, confirmations, scratch).await?
@@ -953,7 +983,7 @@ async fn receive<P: Protocol, R: RecvHalf, W: SendHalf>(
     tally: Rc<RefCell<Tally>>,
     scratch: Rc<RefCell<Vec<u8>>>,
 ) {
-    let mut last_seq: HashMap<(u32, u32), u64> = HashMap::new();
+    let mut seen = Seen::default();
     let mut pongs = Vec::new();
     // The receiver's kind is chosen once per wake-up, not per message.
     let consume = if me.sampled {
@@ -963,7 +993,7 @@ async fn receive<P: Protocol, R: RecvHalf, W: SendHalf>(
     };
     loop {
         if !pending.is_empty() {
-            match consume(&pending, me, &shared, &tally, &mut last_seq, &mut pongs) {
+            match consume(&pending, me, &shared, &tally, &mut seen, &mut pongs) {
                 Some(used) => {
                     pending.drain(..used);
                 }
@@ -997,7 +1027,7 @@ async fn receive<P: Protocol, R: RecvHalf, W: SendHalf>(
             }
         };
         if pending.is_empty() {
-            match consume(&buf[..n], me, &shared, &tally, &mut last_seq, &mut pongs) {
+            match consume(&buf[..n], me, &shared, &tally, &mut seen, &mut pongs) {
                 Some(used) => pending.extend_from_slice(&buf[used..n]),
                 None => return,
             }
@@ -1007,18 +1037,31 @@ async fn receive<P: Protocol, R: RecvHalf, W: SendHalf>(
     }
 }
 
+/// What a sampled receiver saw last.
+#[derive(Debug, Default)]
+struct Seen {
+    /// The last sequence number per (publisher, channel).
+    seq: HashMap<(u32, u32), u64>,
+    /// The last position per channel (`--positions`).
+    offset: HashMap<u32, u64>,
+}
+
 /// Handles every complete unit at the start of `buf`; returns the bytes
 /// used, or `None` when the server closed the connection. `FULL`: read
-/// every delivery's stamp and check it (the sample); otherwise count
-/// deliveries by their headers.
+/// every delivery's stamp (and position) and check it (the sample);
+/// otherwise count deliveries by their headers.
 fn consume<P: Protocol, const FULL: bool>(
     buf: &[u8],
     me: Receiver,
     shared: &Shared,
     tally: &RefCell<Tally>,
-    last_seq: &mut HashMap<(u32, u32), u64>,
+    seen: &mut Seen,
     pongs: &mut Vec<u8>,
 ) -> Option<usize> {
+    let Seen {
+        seq: last_seq,
+        offset: last_offset,
+    } = seen;
     let now = shared.now_ns();
     let measure_from = shared.measure_from_ns.load(Ordering::Relaxed);
     let end = shared.end_ns.load(Ordering::Relaxed);
@@ -1033,10 +1076,20 @@ fn consume<P: Protocol, const FULL: bool>(
         match event {
             Event::Delivery(_) if !FULL => delivered += 1,
             Event::Delivery(body) => {
-                let Some(stamp) = P::stamp(body) else {
+                let Some((stamp, offset)) = P::stamp(body, me.positions) else {
                     continue;
                 };
                 delivered += 1;
+                if let Some(offset) = offset {
+                    t.positional += 1;
+                    // Contiguous for a receiver that does not publish;
+                    // increasing for one that does (its own are skipped).
+                    match last_offset.insert(stamp.channel, offset) {
+                        Some(prev) if offset <= prev => t.offset_errors += 1,
+                        Some(prev) if !me.publishes && offset != prev + 1 => t.offset_errors += 1,
+                        _ => {}
+                    }
+                }
                 if stamp.publisher == me.index {
                     t.echoes += 1;
                 }

@@ -49,10 +49,13 @@ pub fn write_transmit(out: &mut Vec<u8>, channel_name: &str, stamp: Stamp, size:
     .write_to(out);
 }
 
-/// Extracts the stamp from a `1r` payload.
+/// Extracts the stamp from a `1r` payload: v1's, or the positions
+/// extension's (`1r` with the channel position appended, sent to clients
+/// that asked for positions on a channel with history).
 pub fn parse_receive(payload: &[u8]) -> Option<Stamp> {
-    let Ok(Message::Receive { text, .. }) = parse(std::str::from_utf8(payload).ok()?) else {
-        return None;
+    let text = match parse(std::str::from_utf8(payload).ok()?) {
+        Ok(Message::Receive { text, .. } | Message::ReceiveAt { text, .. }) => text,
+        _ => return None,
     };
     parse_text(text.as_bytes())
 }
@@ -105,5 +108,14 @@ mod tests {
         }
         .encode();
         assert_eq!(parse_receive(receive.as_bytes()), Some(stamp));
+        let positional = Message::ReceiveAt {
+            sender: "alice",
+            channel,
+            text,
+            offset: 41,
+            epoch: "e1",
+        }
+        .encode();
+        assert_eq!(parse_receive(positional.as_bytes()), Some(stamp));
     }
 }

@@ -20,11 +20,17 @@
 //! subscribing connection is then the only one left out, as on the nexus.
 //! Redis answers every `PUBLISH` with the number of clients that got it,
 //! which the publishing connection's reader checks against its own count.
+//!
+//! With `--positions` (ws/wss only) a client says `1h` with the options
+//! `positions` (docs/protocol.md, "Positions and recovery"): on a channel
+//! with history it is answered by one `1p` per subscription (not a
+//! delivery) and receives every `1r` with the channel position appended,
+//! which the sampled receivers parse ([`Protocol::stamp`]) and check.
 
 use std::cell::RefCell;
 use std::io::Write as _;
 
-use easechat_protocol::Message;
+use easechat_protocol::{parse, Message};
 
 use crate::payload::{self, Stamp};
 use crate::transport::{self, Target, Tls, Transport};
@@ -69,9 +75,10 @@ pub trait Protocol: 'static {
     ) -> Result<(T::Recv, T::Send, Vec<u8>), String>;
 
     /// Appends what names the connection `name` and subscribes it to
-    /// `channels`; returns how many [`Event::Ready`] confirm it (0: the
-    /// protocol confirms nothing).
-    fn subscribe(out: &mut Vec<u8>, name: &str, channels: &[String]) -> usize;
+    /// `channels` (asking for positions when `positions`: ws only); returns
+    /// how many [`Event::Ready`] confirm it (0: the protocol confirms
+    /// nothing).
+    fn subscribe(out: &mut Vec<u8>, name: &str, channels: &[String], positions: bool) -> usize;
 
     /// Appends one publish on `channel` of the text stamped with `stamp`,
     /// `size` bytes long.
@@ -81,8 +88,9 @@ pub trait Protocol: 'static {
     /// `None` if more bytes are needed.
     fn next(buf: &[u8]) -> Option<(Event<'_>, usize)>;
 
-    /// The stamp of a delivery's body.
-    fn stamp(body: &[u8]) -> Option<Stamp>;
+    /// The stamp of a delivery's body and, for a positional `1r` (the
+    /// client asked for `positions`), its channel position.
+    fn stamp(body: &[u8], positions: bool) -> Option<(Stamp, Option<u64>)>;
 
     /// Appends the answer to a [`Event::Ping`].
     fn push_pong(out: &mut Vec<u8>, payload: &[u8]);
@@ -107,8 +115,18 @@ impl Protocol for Ws {
         transport::open_upgraded::<T>(target, tls, scratch).await
     }
 
-    fn subscribe(out: &mut Vec<u8>, name: &str, channels: &[String]) -> usize {
-        ws::push_message(out, Message::Hello { name });
+    fn subscribe(out: &mut Vec<u8>, name: &str, channels: &[String], positions: bool) -> usize {
+        if positions {
+            ws::push_message(
+                out,
+                Message::HelloWith {
+                    name,
+                    options: "positions",
+                },
+            );
+        } else {
+            ws::push_message(out, Message::Hello { name });
+        }
         for channel in channels {
             ws::push_message(
                 out,
@@ -130,6 +148,10 @@ impl Protocol for Ws {
     fn next(buf: &[u8]) -> Option<(Event<'_>, usize)> {
         let (frame, len) = ws::next_frame(buf)?;
         let event = match frame {
+            // A positions client's `1p` (where the channel stood when it
+            // subscribed) is not a delivery; every other text is a `1r`,
+            // plain or positional.
+            Incoming::Text(payload) if payload.starts_with(b"1p") => Event::Other,
             Incoming::Text(payload) => Event::Delivery(payload),
             Incoming::Close(code) => Event::Close(code, b""),
             Incoming::Ping(payload) => Event::Ping(payload),
@@ -138,8 +160,19 @@ impl Protocol for Ws {
         Some((event, len))
     }
 
-    fn stamp(body: &[u8]) -> Option<Stamp> {
-        payload::parse_receive(body)
+    fn stamp(body: &[u8], positions: bool) -> Option<(Stamp, Option<u64>)> {
+        if !positions {
+            return payload::parse_receive(body).map(|stamp| (stamp, None));
+        }
+        match parse(std::str::from_utf8(body).ok()?) {
+            Ok(Message::Receive { text, .. }) => {
+                Some((payload::parse_text(text.as_bytes())?, None))
+            }
+            Ok(Message::ReceiveAt { text, offset, .. }) => {
+                Some((payload::parse_text(text.as_bytes())?, Some(offset)))
+            }
+            _ => None,
+        }
     }
 
     fn push_pong(out: &mut Vec<u8>, payload: &[u8]) {
@@ -215,7 +248,7 @@ impl Protocol for Resp {
         Ok((read, write, Vec::new()))
     }
 
-    fn subscribe(out: &mut Vec<u8>, _name: &str, channels: &[String]) -> usize {
+    fn subscribe(out: &mut Vec<u8>, _name: &str, channels: &[String], _: bool) -> usize {
         let _ = write!(out, "*{}\r\n", channels.len() + 1);
         push_bulk(out, b"SUBSCRIBE");
         for channel in channels {
@@ -274,8 +307,8 @@ impl Protocol for Resp {
         Some((event, used))
     }
 
-    fn stamp(body: &[u8]) -> Option<Stamp> {
-        payload::parse_text(body)
+    fn stamp(body: &[u8], _: bool) -> Option<(Stamp, Option<u64>)> {
+        payload::parse_text(body).map(|stamp| (stamp, None))
     }
 
     fn push_pong(_: &mut Vec<u8>, _: &[u8]) {}
@@ -302,7 +335,7 @@ impl Protocol for Nats {
         Ok((read, write, Vec::new()))
     }
 
-    fn subscribe(out: &mut Vec<u8>, _name: &str, channels: &[String]) -> usize {
+    fn subscribe(out: &mut Vec<u8>, _name: &str, channels: &[String], _: bool) -> usize {
         out.extend_from_slice(b"CONNECT {\"verbose\":false,\"pedantic\":false,\"echo\":false}\r\n");
         for (sid, channel) in channels.iter().enumerate() {
             let _ = write!(out, "SUB {channel} {}\r\n", sid + 1);
@@ -349,8 +382,8 @@ impl Protocol for Nats {
         Some((event, used))
     }
 
-    fn stamp(body: &[u8]) -> Option<Stamp> {
-        payload::parse_text(body)
+    fn stamp(body: &[u8], _: bool) -> Option<(Stamp, Option<u64>)> {
+        payload::parse_text(body).map(|stamp| (stamp, None))
     }
 
     fn push_pong(out: &mut Vec<u8>, _: &[u8]) {
@@ -395,17 +428,95 @@ mod tests {
         let Event::Delivery(body) = e else {
             panic!("{e:?}")
         };
-        assert_eq!(Resp::stamp(body), Some(stamp()));
+        assert_eq!(Resp::stamp(body, false), Some((stamp(), None)));
         let (e, m) = Resp::next(&rest[n..]).unwrap();
         assert!(matches!(e, Event::Receivers(349)));
         let (e, _) = Resp::next(&rest[n + m..]).unwrap();
         assert!(matches!(e, Event::Other));
         let mut sub = Vec::new();
         assert_eq!(
-            Resp::subscribe(&mut sub, "x", &["a".into(), "bc".into()]),
+            Resp::subscribe(&mut sub, "x", &["a".into(), "bc".into()], false),
             2
         );
         assert_eq!(sub, b"*3\r\n$9\r\nSUBSCRIBE\r\n$1\r\na\r\n$2\r\nbc\r\n");
+    }
+
+    #[test]
+    fn ws_positional_frames_count_as_deliveries_and_1p_does_not() {
+        let mut text = String::new();
+        payload::write_text(&mut text, stamp(), 64);
+        let mut server = Vec::new();
+        let position = Message::Position {
+            channel: "bench/0",
+            status: easechat_protocol::PositionStatus::Subscribed,
+            offset: 7,
+            epoch: "ab12",
+        };
+        ws::push_text_frame(&mut server, position.encode().as_bytes());
+        let plain = Message::Receive {
+            sender: "p3",
+            channel: "bench/0",
+            text: &text,
+        };
+        let positional = Message::ReceiveAt {
+            sender: "p3",
+            channel: "bench/0",
+            text: &text,
+            offset: 8,
+            epoch: "ab12",
+        };
+        ws::push_text_frame(&mut server, plain.encode().as_bytes());
+        ws::push_text_frame(&mut server, positional.encode().as_bytes());
+        // The server's frames are unmasked: drop the (zero) masks and the
+        // mask bits the client-side writer added.
+        let server = unmask(&server);
+        let (e, a) = Ws::next(&server).unwrap();
+        assert!(matches!(e, Event::Other), "{e:?}");
+        let (e, b) = Ws::next(&server[a..]).unwrap();
+        let Event::Delivery(body) = e else {
+            panic!("{e:?}")
+        };
+        assert_eq!(Ws::stamp(body, true), Some((stamp(), None)));
+        assert_eq!(Ws::stamp(body, false), Some((stamp(), None)));
+        let (e, _) = Ws::next(&server[a + b..]).unwrap();
+        let Event::Delivery(body) = e else {
+            panic!("{e:?}")
+        };
+        assert_eq!(Ws::stamp(body, true), Some((stamp(), Some(8))));
+        assert_eq!(Ws::stamp(body, false), Some((stamp(), None)));
+        let mut hello = Vec::new();
+        assert_eq!(Ws::subscribe(&mut hello, "n", &["bench/0".into()], true), 0);
+        let hello = unmask(&hello);
+        let (Incoming::Text(first), _) = ws::next_frame(&hello).unwrap() else {
+            panic!("not a text frame")
+        };
+        assert_eq!(first, b"1h|1|n|9|positions");
+    }
+
+    /// Client frames as the server would send them: without the mask bit
+    /// and the (zero) masking key of [`ws::push_text_frame`].
+    fn unmask(frames: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at < frames.len() {
+            let (len, header) = match frames[at + 1] & 0x7f {
+                126 => (
+                    u16::from_be_bytes([frames[at + 2], frames[at + 3]]) as usize,
+                    4,
+                ),
+                127 => (
+                    u64::from_be_bytes(frames[at + 2..at + 10].try_into().unwrap()) as usize,
+                    10,
+                ),
+                n => (n as usize, 2),
+            };
+            out.push(frames[at]);
+            out.push(frames[at + 1] & 0x7f);
+            out.extend_from_slice(&frames[at + 2..at + header]);
+            out.extend_from_slice(&frames[at + header + 4..at + header + 4 + len]);
+            at += header + 4 + len;
+        }
+        out
     }
 
     #[test]
@@ -427,7 +538,7 @@ mod tests {
         let Event::Delivery(body) = e else {
             panic!("{e:?}")
         };
-        assert_eq!(Nats::stamp(body), Some(stamp()));
+        assert_eq!(Nats::stamp(body, false), Some((stamp(), None)));
         let (e, _) = Nats::next(&rest[c..]).unwrap();
         assert!(matches!(e, Event::Ping(_)));
     }

@@ -32,6 +32,12 @@ pub struct Tally {
     pub out_of_order: u64,
     /// Messages a sampled receiver got from its own client's publisher.
     pub echoes: u64,
+    /// Deliveries the sample got as positional `1r`s (`--positions` on a
+    /// channel with history).
+    pub positional: u64,
+    /// Of those, positions not above the last on their channel, or (for a
+    /// receiver that does not publish) not the last + 1: a gap or a repeat.
+    pub offset_errors: u64,
     /// Publishes whose reply said how many receivers they reached (Redis).
     pub receivers_checked: u64,
     /// Of those, publishes that reached another number than due.
@@ -55,6 +61,8 @@ impl Tally {
             arrived: 0,
             out_of_order: 0,
             echoes: 0,
+            positional: 0,
+            offset_errors: 0,
             receivers_checked: 0,
             receivers_mismatched: 0,
             closed: 0,
@@ -75,6 +83,8 @@ impl Tally {
         self.arrived += other.arrived;
         self.out_of_order += other.out_of_order;
         self.echoes += other.echoes;
+        self.positional += other.positional;
+        self.offset_errors += other.offset_errors;
         self.receivers_checked += other.receivers_checked;
         self.receivers_mismatched += other.receivers_mismatched;
         self.closed += other.closed;
@@ -171,6 +181,13 @@ pub fn summary(tally: &Tally, info: &RunInfo) -> String {
         tally.echoes,
         tally.closed
     );
+    if tally.positional > 0 || tally.offset_errors > 0 {
+        let _ = writeln!(
+            out,
+            "positions (sample): {} positional deliveries, {} gaps or repeats",
+            tally.positional, tally.offset_errors
+        );
+    }
     if tally.receivers_checked > 0 {
         let _ = writeln!(
             out,
@@ -302,6 +319,8 @@ pub fn json(tally: &Tally, info: &RunInfo) -> String {
             "delivered": tally.delivered,
             "lost": tally.lost(),
             "own_messages": tally.echoes,
+            "positional": tally.positional,
+            "position_errors": tally.offset_errors,
         }),
         if tally.receivers_checked > 0 {
             serde_json::json!({

@@ -100,26 +100,8 @@ impl Nexus {
             }
             None => Command::new(binary),
         };
-        let mut child = command
-            .args([listen, "--cores", "2"])
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start the nexus binary");
-        let stdout = lines_of(child.stdout.take().unwrap());
-        let stderr = lines_of(child.stderr.take().unwrap());
-        let stdin = child.stdin.take();
-        let mut nexus = Nexus {
-            child,
-            stdin,
-            stdout,
-            stderr,
-            addr: "0.0.0.0:0".parse().unwrap(),
-            log: Vec::new(),
-        };
+        command.args([listen, "--cores", "2"]).args(extra);
+        let mut nexus = Nexus::spawn(command);
         let line = nexus.wait_log(|l| l.contains("listening addr="));
         let addr = line
             .split("addr=")
@@ -136,26 +118,11 @@ impl Nexus {
     /// lines are awaited in their JSON form (`"message":"listening"` with
     /// its `"addr"`, then both shards' `"shard started"`).
     pub fn start_json_logs(extra: &[&str]) -> Nexus {
-        let mut child = Command::new(nexus_binary())
+        let mut command = Command::new(nexus_binary());
+        command
             .args(["127.0.0.1:0", "--cores", "2", "--log-format", "json"])
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start the nexus binary");
-        let stdout = lines_of(child.stdout.take().unwrap());
-        let stderr = lines_of(child.stderr.take().unwrap());
-        let stdin = child.stdin.take();
-        let mut nexus = Nexus {
-            child,
-            stdin,
-            stdout,
-            stderr,
-            addr: "0.0.0.0:0".parse().unwrap(),
-            log: Vec::new(),
-        };
+            .args(extra);
+        let mut nexus = Nexus::spawn(command);
         let line = nexus.wait_log(|l| l.contains(r#""message":"listening","addr":""#));
         let addr = line
             .split(r#""addr":""#)
@@ -168,6 +135,29 @@ impl Nexus {
             nexus.wait_log(|l| l.contains(&started));
         }
         nexus
+    }
+
+    /// Runs `command` (the nexus with its arguments) with piped standard
+    /// streams and `RUST_LOG=info`; the caller waits for its start-up lines.
+    fn spawn(mut command: Command) -> Nexus {
+        let mut child = command
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the nexus binary");
+        let stdout = lines_of(child.stdout.take().unwrap());
+        let stderr = lines_of(child.stderr.take().unwrap());
+        let stdin = child.stdin.take();
+        Nexus {
+            child,
+            stdin,
+            stdout,
+            stderr,
+            addr: "0.0.0.0:0".parse().unwrap(),
+            log: Vec::new(),
+        }
     }
 
     /// The `ws://` URL of this nexus.
