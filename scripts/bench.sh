@@ -12,7 +12,8 @@
 #   scripts/bench.sh --duration 30      # longer windows
 #   scripts/bench.sh --quick            # 3 s windows, 400 and 4,000 msg/s only, no scaling runs
 #   scripts/bench.sh --only sweep       # one scenario family (repeatable): floor, sweep,
-#                                       # production, auth, tls, closed, tenchan, saturation, connections, scaling
+#                                       # production, auth, tls, history, retention, recovery, closed, tenchan,
+#                                       # saturation, connections, scaling
 #   scripts/bench.sh --repeats 9        # rounds at the production scale (default 5)
 #   scripts/bench.sh --servers nexus,redis  # which servers: nexus, baseline, redis, nats (default: nexus,
 #                                       # baseline and each peer installed: redis-server, nats-server in
@@ -54,6 +55,41 @@
 # pairs, each repeat ending with a handshake storm (2,000 wss connections
 # opened at once while 50 ws clients publish 200 msg/s) and, as its control,
 # the same storm over ws.
+#
+# Issue 24, history and recovery (three families):
+#   history    the production scale (350 clients, 1 channel, 10 publishers,
+#              64-byte texts, 400 msg/s, one shard) against the nexus
+#              without history, with --history '*' (every channel numbered and
+#              kept; the subscribers are v1 clients: the cost of numbering and
+#              keeping on the hot path), and with --history '*' while every
+#              client asks for positions (examples/stress --positions: 1h with
+#              the option "positions", positional 1r frames, which the sampled
+#              receivers parse and check for gaps), in --repeats rounds (off,
+#              on, positions; reversed every other round). Judged on the
+#              median ratio (on ÷ off, positions ÷ off) of p99 and CPU,
+#              target <= 1.1x.
+#   retention  memory per retained message: examples/recovery_storm retain
+#              publishes RETAIN_MESSAGES (default 200,000; 50,000 with
+#              --quick) 64-byte texts over 10 channels into a nexus that keeps
+#              them all (--history '*' with size, bytes and total bytes far
+#              above that), reading the nexus's VmRSS and
+#              easechat_history_bytes (/metrics on --admin) before and after:
+#              RSS growth and the metric per retained message.
+#   recovery   a reconnect storm per gap of 0, 10 and 300 messages
+#              (RECOVERY_GAPS): STORM_CLIENTS (default 300) positions clients
+#              on one history channel while a publisher publishes 400 msg/s;
+#              all drop their connections at once, exactly GAP more messages
+#              are published, all reconnect at once subscribing from their
+#              last position while publishing goes on; --repeats cycles per
+#              nexus (a fresh one per gap). Time from the reconnect until
+#              every client has its whole replay and is live, the nexus's CPU
+#              over that window, its RSS (sampled every 2 ms) and VmHWM; every
+#              offset every client gets is checked (0 gaps, 0 duplicates).
+#   scripts/bench.sh --only history --only retention --only recovery   # issue 24 alone
+#   scripts/bench.sh --only history --duration 2 --repeats 1           # a functional check
+# BENCH_ADMIN_PORT (default BENCH_PORT + 2) is the nexus's admin port in the
+# retention and recovery families. Results: history-*.nexus.{json,txt,cpu,hgrm},
+# retain.{json,txt}, recovery-gap<G>.{json,txt} in the output directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -116,13 +152,15 @@ warmup=2
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
 ulimit -l unlimited 2>/dev/null || true
 
-cargo build --release --bin ease_chat_nexus --example stress --example floor --example baseline --example plot
+cargo build --release --bin ease_chat_nexus --example stress --example floor --example baseline --example plot \
+  --example recovery_storm
 cargo build --release -p easechat --bin easechat
 nexus_bin=target/release/ease_chat_nexus
 baseline_bin=target/release/examples/baseline
 stress_bin=target/release/examples/stress
 floor_bin=target/release/examples/floor
 plot_bin=target/release/examples/plot
+recovery_bin=target/release/examples/recovery_storm
 easechat_bin=target/release/easechat
 clk_tck=$(getconf CLK_TCK)
 
@@ -164,9 +202,12 @@ start_server() { # kind cpus cores ring
     redis) taskset -c "$cpus" "$redis_bin" "${redis_flags[@]}" ${REDIS_ARGS:-} < /dev/null >> "$log" 2>&1 & ;;
     # shellcheck disable=SC2086 # NATS_ARGS is a list of flags
     nats) GOMAXPROCS=1 taskset -c "$cpus" "$nats_bin" "${nats_flags[@]}" ${NATS_ARGS:-} < /dev/null >> "$log" 2>&1 & ;;
-    # shellcheck disable=SC2086 # NEXUS_ARGS is a list of flags
-    nexus) taskset -c "$cpus" "$nexus_bin" "127.0.0.1:$port" --cores "$cores" --ring-size "$ring" --log warn ${NEXUS_ARGS:-} \
-             < /dev/null > /dev/null 2>> "$log" & ;;
+    # NEXUS_ARGS is a list of flags, split on white space but not globbed
+    # (--history '*').
+    nexus) local nexus_args=()
+           read -r -a nexus_args <<< "${NEXUS_ARGS:-}"
+           taskset -c "$cpus" "$nexus_bin" "127.0.0.1:$port" --cores "$cores" --ring-size "$ring" --log warn \
+             "${nexus_args[@]}" < /dev/null > /dev/null 2>> "$log" & ;;
     # shellcheck disable=SC2086 # BASELINE_ARGS is a list of flags
     baseline) taskset -c "$cpus" "$baseline_bin" "127.0.0.1:$port" --threads "$cores" ${BASELINE_ARGS:-} \
              < /dev/null > /dev/null 2>> "$log" & ;;
@@ -331,6 +372,59 @@ if has_server nexus && wanted tls; then
     NEXUS_ARGS="${NEXUS_ARGS:-} $tls_flags" \
       run tls "tls-storm-ws-r$i" nexus "$NEXUS_CPUS" 1 1024 "$LOAD_CPUS" "${storm[@]}" \
       --storm-url "ws://127.0.0.1:$port"
+  done
+fi
+# Issue 24: history at the production scale, off / on (v1 subscribers) /
+# on with positions clients, in rounds (reversed every other round).
+history_flags="--history *"
+if has_server nexus && wanted history; then
+  for i in $(seq 1 "$repeats"); do
+    order=(off on positions)
+    [ $((i % 2)) = 0 ] && order=(positions on off)
+    for variant in "${order[@]}"; do
+      case "$variant" in
+        off) run history "history-off-r$i" nexus "$NEXUS_CPUS" 1 1024 "$LOAD_CPUS" "${fan[@]}" --target-rate 400 ;;
+        on) NEXUS_ARGS="${NEXUS_ARGS:-} $history_flags" \
+              run history "history-on-r$i" nexus "$NEXUS_CPUS" 1 1024 "$LOAD_CPUS" "${fan[@]}" --target-rate 400 ;;
+        positions) NEXUS_ARGS="${NEXUS_ARGS:-} $history_flags" \
+              run history "history-positions-r$i" nexus "$NEXUS_CPUS" 1 1024 "$LOAD_CPUS" "${fan[@]}" \
+                --target-rate 400 --positions ;;
+      esac
+    done
+  done
+fi
+# Issue 24: memory per retained message and the reconnect storm, each
+# against a nexus of its own (one shard on NEXUS_CPUS, the admin console on
+# for /metrics), examples/recovery_storm on LOAD_CPUS. It times itself
+# (bounded: --timeout per phase) and reads the nexus's CPU and memory from
+# /proc/PID; `timeout` bounds the whole run besides.
+admin_port=${BENCH_ADMIN_PORT:-$((port + 2))}
+history_tool() { # FAMILY NAME NEXUS_FLAGS -- TOOL_ARGS...
+  local family=$1 name=$2 flags=$3 status=0; shift 4
+  echo; echo "=== $name (nexus on CPU $NEXUS_CPUS with $flags, load on CPU $LOAD_CPUS): recovery_storm $*"
+  NEXUS_ARGS="${NEXUS_ARGS:-} --admin 127.0.0.1:$admin_port $flags" start_server nexus "$NEXUS_CPUS" 1 1024
+  timeout 900 taskset -c "$LOAD_CPUS" "$recovery_bin" "$@" --url "ws://127.0.0.1:$port" \
+    --admin "127.0.0.1:$admin_port" --server-pid "$server_pid" --json "$out_dir/$name.json" \
+    > "$out_dir/$name.txt" 2>&1 || status=$?
+  stop_server
+  cat "$out_dir/$name.txt"
+  printf '%s\t%s\t%s\t%s\t%s\n' "$family" "$name" "$status" "$flags" "$*" >> "$out_dir/history-tools.tsv"
+}
+: > "$out_dir/history-tools.tsv"
+if has_server nexus && wanted retention; then
+  retain_messages=${RETAIN_MESSAGES:-$([ "$quick" = 1 ] && echo 50000 || echo 200000)}
+  # Bounds far above what is published: every message stays.
+  retain_flags="--history * --history-size $((retain_messages * 2)) --history-bytes 4000000000"
+  retain_flags+=" --history-total-bytes 8000000000 --history-ttl 86400"
+  history_tool retention retain "$retain_flags" -- \
+    retain --messages "$retain_messages" --channels 10 --message-size 64
+fi
+if has_server nexus && wanted recovery; then
+  read -r -a recovery_gaps <<< "${RECOVERY_GAPS:-0 10 300}"
+  for gap in "${recovery_gaps[@]}"; do
+    history_tool recovery "recovery-gap$gap" "--history *" -- \
+      storm --clients "${STORM_CLIENTS:-300}" --channels 1 --gap "$gap" --rate 400 --cycles "$repeats" \
+      --message-size 64 --name-prefix "recovery-gap$gap"
   done
 fi
 # Every scenario runs on each server in turn (the nexus and Redis next to

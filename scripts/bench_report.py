@@ -4,8 +4,9 @@ SVG plots: the floor, the paced sweep with its ratios (nexus against the
 baseline, the floor and Redis), the production scale in rounds with the
 floor and the peers, the peers side by side (Redis pub/sub, NATS) in every
 family they ran, access control and wss against their plaintext pairs, the
-handshake storm, the other scenarios, and the targets checked against this
-run's own measurements."""
+handshake storm, history on against off (issue 24) with memory per retained
+message and the reconnect storm, the other scenarios, and the targets checked
+against this run's own measurements."""
 
 import argparse
 import json
@@ -545,9 +546,150 @@ def main():
                   f"p99 {fmt(median([r['p99'] for (_, r, _) in runs_]))} | | | | |")
         w("")
 
+    # Issue 24: history at the production scale, off / on (v1 subscribers)
+    # / on with positions clients, in rounds.
+    history_rounds = []  # (index, off, on, positions)
+    i = 1
+    while True:
+        off, on, pos = (run_of(f"history-{v}-r{i}", "nexus") for v in ("off", "on", "positions"))
+        if not off and not on and not pos:
+            break
+        history_rounds.append((i, off, on, pos))
+        i += 1
+
+    def history_ratio(key, variant):
+        return [ratio(r[key], o[key]) for (_, o, on, pos) in history_rounds
+                for r in ((on if variant == "on" else pos),) if o.get("json") and r.get("json")]
+
+    hist_p99 = {v: history_ratio("p99", v) for v in ("on", "positions")}
+    hist_cpu = {v: history_ratio("cpu", v) for v in ("on", "positions")}
+    if history_rounds:
+        w(f"## History at the production scale: {len(history_rounds)} rounds at 400 msg/s (issue 24)")
+        w("")
+        w("Each round runs the same load (350 clients, 1 channel, 10 publishers, 64-byte texts, one shard) against "
+          "the nexus without history (*off*), with `--history '*'` (*on*: every publish numbered on its channel's "
+          "home shard and kept in the channel's history with the default bounds; the subscribers are v1 clients, "
+          "so they get the v1 frames) and with `--history '*'` while every client asks for positions (*positions*: "
+          "`1h` with the option `positions`, every `1r` positional; the sampled receivers parse them and check "
+          "each position: +1 for a receiver that does not publish). Off, on, positions, in reverse every other "
+          "round. Ratios are against *off* of the same round; judged on their median.")
+        w("")
+        w("| round | off p50 / p99 / p99.9 ms, CPU | on p50 / p99 / p99.9 ms, CPU | positions p50 / p99 / p99.9 ms, CPU | "
+          "lost (off / on / positions) | positional deliveries checked (position errors) | load generator CPU "
+          "(off / on / positions) | p99 on ÷ off | CPU on ÷ off | p99 positions ÷ off | CPU positions ÷ off |")
+        w("|---|---|---|---|---|---|---|---|---|---|---|")
+
+        def hcell(r):
+            if not r:
+                return "—"
+            if not r.get("json"):
+                return "FAILED (no results)"
+            failed = "" if r["status"] == 0 else f" (stress exit {r['status']})"
+            return f"{r['p50']:.2f} / {r['p99']:.2f} / {r['p999']:.2f}, {fmt(r['cpu'])}{failed}"
+
+        for (i, o, on, pos) in history_rounds:
+            sample = (pos.get("json") or {}).get("sample") or {}
+            checked = f"{sample.get('positional', 0):,} ({sample.get('position_errors', 0)})" if pos.get("json") else "—"
+            lost = " / ".join(str(r["lost"]) if r.get("json") else "—" for r in (o, on, pos))
+            cells = []
+            for r in (on, pos):
+                ok = o.get("json") and r.get("json")
+                cells.append(fmt(ratio(r["p99"], o["p99"]) if ok else None, "{:.2f}×"))
+                cells.append(fmt(ratio(r["cpu"], o["cpu"]) if ok else None, "{:.2f}×"))
+            w(f"| {i} | {hcell(o)} | {hcell(on)} | {hcell(pos)} | {lost} | {checked} | "
+              + " / ".join(loadgen(r) for r in (o, on, pos)) + " | " + " | ".join(cells) + " |")
+        w(f"| median | | | | | | | {fmt(median(hist_p99['on']), '{:.2f}×')} | {fmt(median(hist_cpu['on']), '{:.2f}×')} | "
+          f"{fmt(median(hist_p99['positions']), '{:.2f}×')} | {fmt(median(hist_cpu['positions']), '{:.2f}×')} |")
+        w("")
+
+    # Issue 24: memory per retained message.
+    retain = load_json(os.path.join(d, "retain.json"))
+    if retain:
+        st = retain["settings"]
+        w("## Memory per retained message (issue 24)")
+        w("")
+        w(f"One v1 publisher published {int(st['messages']):,} texts of {st['message_size']} bytes round-robin over "
+          f"{st['channels']} channels (after {int(st['warmup']):,} not counted) into a one-shard nexus with "
+          "`--history '*'` and bounds far above that, so that every message stays; after each step the nexus's "
+          "VmRSS and `easechat_history_bytes` (the figure `--history-bytes` and `--history-total-bytes` bound: "
+          "both frames of a message plus its bookkeeping) once /metrics showed the step's messages held.")
+        w("")
+        w("| messages held | easechat_history_bytes | nexus VmRSS KiB |")
+        w("|---|---|---|")
+        for step in retain["steps"]:
+            w(f"| {step['held']:,} | {step['history_bytes']:,} | {step['rss_kib']:,} |")
+        w("")
+        w(f"Per retained message: **{retain['rss_bytes_per_message']:,.0f} B of RSS** (last step alone "
+          f"{retain['rss_bytes_per_message_last_step']:,.0f} B), **{retain['metric_bytes_per_message']:,.0f} B "
+          f"counted by easechat_history_bytes**; nexus idle RSS {retain['rss_idle_kib']:,} KiB; evictions "
+          f"{retain['evictions']}{'' if retain.get('ok') else ' — NOT every message was held'}.")
+        w("")
+
+    # Issue 24: the reconnect storm, one nexus per gap.
+    recovery = []
+    try:
+        for line in open(os.path.join(d, "history-tools.tsv")).read().splitlines():
+            family, name, status, flags, load = line.split("\t")
+            if family == "recovery":
+                recovery.append((name, int(status), flags, load, load_json(os.path.join(d, name + ".json"))))
+    except (OSError, ValueError):
+        pass
+    if recovery:
+        first = next((j for (_, _, _, _, j) in recovery if j), None)
+        w("## Reconnect storm with gaps (issue 24)")
+        w("")
+        if first:
+            st = first["settings"]
+            w(f"{st['clients']} clients asking for positions on {st['channels']} history channel(s) of a one-shard "
+              f"nexus (`--history '*'`, default bounds), a v1 publisher publishing {st['rate']:g} msg/s of "
+              f"{st['message_size']}-byte texts. Each cycle: the publisher pauses until every client has every "
+              "message; all clients drop their connections at once; exactly *gap* more messages are published (a "
+              "witness client per channel confirms they were numbered); all clients reconnect at once, each "
+              "subscribing from its last position (`1c` with offset and epoch), while the publisher goes on at its "
+              "rate. *Time to all recovered*: from the reconnect's start until the last client had its `1p` "
+              "(recovered) and every replayed message up to the `1p`'s offset (the gap, plus what was published "
+              "before its subscription was answered): from there on it is live. Nexus CPU: the sum of its "
+              "threads' schedstat over that window; RSS sampled every 2 ms in it; VmHWM at the end of the run "
+              "(one nexus per gap). Every offset every client received, across all cycles, was checked: +1 each "
+              f"time. {st['cycles']} cycle(s) per gap; medians over cycles, worst case beside. The load generator "
+              "(one thread) does every reconnect's TCP and WebSocket handshake: its CPU over the window is shown.")
+            w("")
+        w("| gap | cycles | time to all recovered s (median / max) | per client p50 / p99 ms (median) | "
+          "reconnected p99 ms (median) | replayed per client (min–max) | nexus CPU s over the window (median), "
+          "cores | load generator CPU s (median) | nexus RSS before → peak KiB (max), VmHWM | recoveries / failed / "
+          "replayed (/metrics, all cycles) | missing / duplicates / not recovered | ok |")
+        w("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for name, status, flags, load, j in sorted(recovery, key=lambda r: (r[4] or {}).get("settings", {}).get("gap", 0)):
+            if not j:
+                w(f"| {name} | FAILED (no results, exit {status}) | | | | | | | | | | |")
+                continue
+            cs = j["cycles"]
+            times = [c["seconds_to_all"] for c in cs]
+            cpu = median([c["server_cpu_seconds"] for c in cs])
+            cores = median([c["server_cpu_cores"] for c in cs])
+            rss0 = max((c["rss_before_kib"] or 0 for c in cs), default=0)
+            rss1 = max((c["rss_peak_kib"] or 0 for c in cs), default=0)
+            mins = [c["replayed"]["min"] for c in cs if c["replayed"]["min"] is not None]
+            maxs = [c["replayed"]["max"] for c in cs if c["replayed"]["max"] is not None]
+            deltas = [c["metrics_delta"] for c in cs if c.get("metrics_delta")]
+            met = "—" if not deltas else " / ".join(
+                f"{sum(dl[k] for dl in deltas):,.0f}" for k in ("recoveries", "recoveries_failed", "replayed_messages"))
+            w(f"| {j['settings']['gap']} | {len(cs)} | {fmt(median(times), '{:.3f}')} / "
+              f"{fmt(max(times, default=None), '{:.3f}')} | "
+              f"{fmt(median([c['recovery_ms']['p50'] for c in cs]), '{:.1f}')} / "
+              f"{fmt(median([c['recovery_ms']['p99'] for c in cs]), '{:.1f}')} | "
+              f"{fmt(median([c['connect_ms']['p99'] for c in cs]), '{:.1f}')} | "
+              f"{min(mins, default='—')}–{max(maxs, default='—')} | {fmt(cpu, '{:.3f}')}, {fmt(cores)} | "
+              f"{fmt(median([c['loadgen_cpu_seconds'] for c in cs]), '{:.3f}')} | "
+              f"{rss0:,} → {rss1:,}, {fmt(j.get('vm_hwm_kib'), '{:,}')} | {met} | "
+              f"{j['missing']} / {j['duplicates']} / {j['not_recovered']} | "
+              f"{'yes' if j['ok'] and status == 0 else '**no** (exit %d%s)' % (status, '; ' + '; '.join(j['errors']) if j['errors'] else '')} |")
+        w("")
+
     # Everything else.
     others = [n for n in order if n not in sweep_names
-              and not n.startswith("production-") and not n.startswith("auth-") and not n.startswith("tls-")]
+              and not n.startswith("production-") and not n.startswith("auth-") and not n.startswith("tls-")
+              and not n.startswith("history-")]
     if others:
         w("## Other scenarios")
         w("")
@@ -574,7 +716,7 @@ def main():
         w("")
 
     # Issue 14's targets, checked against this run.
-    w("## Targets (issues 14, 20, 21, 23), measured in this run")
+    w("## Targets (issues 14, 20, 21, 23, 24), measured in this run")
     w("")
     w("| target | measured | met? |")
     w("|---|---|---|")
@@ -636,6 +778,27 @@ def main():
     if n.get("json"):
         per = n["rss_per_conn"]
         check("10,000 connections: ≤ 8 KiB RSS per connection", f"{per:,.0f} B", per <= 8192)
+    if hist_p99["on"] or hist_cpu["on"]:
+        check_median("issue 24: --history '*' (v1 subscribers), p99 ≤ 1.1× off", hist_p99["on"], 1.1)
+        check_median("issue 24: --history '*' (v1 subscribers), CPU ≤ 1.1× off", hist_cpu["on"], 1.1)
+    if hist_p99["positions"] or hist_cpu["positions"]:
+        check_median("issue 24: --history '*' with positions clients, p99 ≤ 1.1× off", hist_p99["positions"], 1.1)
+        check_median("issue 24: --history '*' with positions clients, CPU ≤ 1.1× off", hist_cpu["positions"], 1.1)
+    if retain:
+        check("issue 24 (as measured): RSS per retained 64-byte message (easechat_history_bytes per message)",
+              f"{retain['rss_bytes_per_message']:,.0f} B ({retain['metric_bytes_per_message']:,.0f} B)", None)
+    for name, status, flags, load, j in recovery:
+        if not j:
+            check(f"issue 24: reconnect storm {name}", f"no results (exit {status})", False)
+            continue
+        gap = j["settings"]["gap"]
+        bad = j["missing"] + j["duplicates"] + j["not_recovered"] + j["epoch_changes"]
+        check(f"issue 24: reconnect storm, gap {gap}: every client recovered, 0 gaps, 0 duplicates "
+              f"({j['settings']['clients']} clients × {len(j['cycles'])} cycles)",
+              f"{j['missing']} missing, {j['duplicates']} duplicates, {j['not_recovered']} not recovered",
+              bad == 0 and j["ok"] and status == 0)
+        check(f"issue 24 (as measured): reconnect storm, gap {gap}: time to all recovered (median of "
+              f"{len(j['cycles'])})", fmt(median([c["seconds_to_all"] for c in j["cycles"]]), "{:.3f} s"), None)
     if auth_pairs:
         check_median("issue 20: --auth required with permissions, p99 ≤ 1.05× off", auth_p99, 1.05)
         check_median("issue 20: --auth required with permissions, CPU ≤ 1.05× off", auth_cpu, 1.05)
@@ -702,7 +865,7 @@ def main():
             print(f"bench_report: plot {svg}: {res.stderr.strip()}", file=sys.stderr)
 
     for name in (n for n in order if not n.startswith("production-") and not n.startswith("auth-")
-                 and not n.startswith("tls-")):
+                 and not n.startswith("tls-") and not n.startswith("history-")):
         series = [f"{LABEL[kind]}={run_of(name, kind)['hgrm']}" for kind in KINDS
                   if run_of(name, kind).get("json") and os.path.exists(run_of(name, kind)["hgrm"])]
         if name in sweep_names:
