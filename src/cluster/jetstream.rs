@@ -59,9 +59,10 @@ pub const HISTORY_PREFIX: &str = "easechat.v1.hist.";
 pub const OFFSET_HEADER: &str = "EaseChat-Offset";
 /// Header: the channel's epoch.
 pub const EPOCH_HEADER: &str = "EaseChat-Epoch";
-/// Publishes numbered again after JetStream refused them as stale, before
-/// the sequencer falls back to local numbering for that message.
-const MAX_RENUMBERS: usize = 32;
+/// How long a publish may keep being numbered again (each refusal means
+/// another node's publish got in first, so the channel makes progress)
+/// before the sequencer falls back to local numbering for it.
+const RENUMBER_PATIENCE: Duration = Duration::from_secs(5);
 /// A sequencer with nothing to do for this long ends (and is started
 /// again by the next publish).
 const SEQUENCER_IDLE: Duration = Duration::from_secs(60);
@@ -186,7 +187,6 @@ impl SharedHistory {
                 return None;
             }
         };
-        info!(stream = STREAM, "channel history shared through JetStream");
         let consumer = pull::OrderedConfig {
             filter_subject: format!("{HISTORY_PREFIX}>"),
             deliver_policy: DeliverPolicy::New,
@@ -207,6 +207,7 @@ impl SharedHistory {
             }
         };
         stats.history_shared.store(true, Ordering::Relaxed);
+        info!(stream = STREAM, "channel history shared through JetStream");
         tokio::spawn(mirror(messages, history, inboxes.clone(), stats.clone()));
         Some(SharedHistory {
             client: client.clone(),
@@ -313,7 +314,8 @@ impl Sequencer {
         while let Ok(Some((sender, text))) =
             tokio::time::timeout(SEQUENCER_IDLE, pending.recv()).await
         {
-            let mut renumbered = 0;
+            let started = tokio::time::Instant::now();
+            let mut renumbered = 0u32;
             loop {
                 let (seq, offset, epoch) = match &last {
                     Some(known) => known.clone(),
@@ -332,10 +334,18 @@ impl Sequencer {
                     }
                     Err(e)
                         if e.kind() == PublishErrorKind::WrongLastSequence
-                            && renumbered < MAX_RENUMBERS =>
+                            && started.elapsed() < RENUMBER_PATIENCE =>
                     {
                         renumbered += 1;
                         last = None;
+                        if renumbered > 2 {
+                            // Two nodes taking turns losing: a random pause
+                            // (up to 2 ms) lets one of them through.
+                            let mut jitter = [0u8; 1];
+                            let _ = getrandom::fill(&mut jitter);
+                            let pause = Duration::from_micros(u64::from(jitter[0]) * 8);
+                            tokio::time::sleep(pause).await;
+                        }
                     }
                     Err(e) => {
                         last = None;
