@@ -464,7 +464,7 @@ fn bursts_of_small_cross_shard_publishes_are_not_multiplied_in_memory() {
     let mut abusers: Vec<TcpStream> = (0..20)
         .map(|i| raw_on_shard(&mut bench.nexus, &padded(&format!("burst-{i}-"), 1024), 0))
         .collect();
-    bench.nexus.wait_log(|l| l.contains("endpoint=\"sink\""));
+    bench.nexus.wait_log(|l| l.contains("name=\"sink\""));
     // Interest reaches shard 0 once a publish from there comes through.
     let deadline = Instant::now() + PATIENCE;
     loop {
