@@ -6,7 +6,7 @@
 use super::ParseError;
 
 /// A cursor over the fields that follow a message's two-byte kind.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(super) struct Fields<'a> {
     text: &'a str,
     pos: usize,

@@ -204,16 +204,18 @@ pub fn parse(frame: &str) -> Result<Message<'_>, ParseError> {
     }
     let kind = *bytes.get(1).ok_or(ParseError::Malformed("missing kind"))?;
     let mut fields = Fields::new(frame, 2);
+    // The extension's fields only ever follow complete v1 fields; whatever
+    // does not parse as them is what v1 says of bytes after the last field
+    // (and a `1p` that does not parse is, as in v1, an unknown kind).
+    let leftover = || ParseError::Malformed("bytes left after the last field");
     let message = match kind {
         b'h' => {
             let name = fields.string()?;
             if fields.at_end() {
                 Message::Hello { name }
             } else {
-                Message::HelloWith {
-                    name,
-                    options: fields.string()?,
-                }
+                let options = extension(&mut fields, |f| f.string()).ok_or_else(leftover)?;
+                Message::HelloWith { name, options }
             }
         }
         b'c' => {
@@ -224,11 +226,13 @@ pub fn parse(frame: &str) -> Result<Message<'_>, ParseError> {
             if fields.at_end() {
                 Message::Subscribe { channel, ttl }
             } else {
+                let (offset, epoch) = extension(&mut fields, |f| Ok((f.number()?, f.string()?)))
+                    .ok_or_else(leftover)?;
                 Message::Recover {
                     channel,
                     ttl,
-                    offset: fields.number()?,
-                    epoch: fields.string()?,
+                    offset,
+                    epoch,
                 }
             }
         }
@@ -248,25 +252,44 @@ pub fn parse(frame: &str) -> Result<Message<'_>, ParseError> {
                     text,
                 }
             } else {
+                let (offset, epoch) = extension(&mut fields, |f| Ok((f.number()?, f.string()?)))
+                    .ok_or_else(leftover)?;
                 Message::ReceiveAt {
                     sender,
                     channel,
                     text,
-                    offset: fields.number()?,
-                    epoch: fields.string()?,
+                    offset,
+                    epoch,
                 }
             }
         }
-        b'p' => Message::Position {
-            channel: fields.string()?,
-            status: PositionStatus::from_code(fields.number()?)?,
-            offset: fields.number()?,
-            epoch: fields.string()?,
-        },
+        b'p' => {
+            let position = extension(&mut fields, |f| {
+                Ok(Message::Position {
+                    channel: f.string()?,
+                    status: PositionStatus::from_code(f.number()?)?,
+                    offset: f.number()?,
+                    epoch: f.string()?,
+                })
+            });
+            return position.ok_or(ParseError::UnknownKind);
+        }
         _ => return Err(ParseError::UnknownKind),
     };
     fields.end()?;
     Ok(message)
+}
+
+/// Reads an extension's fields with `read`, all the way to the end of the
+/// message; `None` (and the cursor untouched) when they do not parse.
+fn extension<'a, T>(
+    fields: &mut Fields<'a>,
+    read: impl FnOnce(&mut Fields<'a>) -> Result<T, ParseError>,
+) -> Option<T> {
+    let mut attempt = fields.clone();
+    let value = read(&mut attempt).ok().filter(|_| attempt.at_end())?;
+    *fields = attempt;
+    Some(value)
 }
 
 #[cfg(test)]
@@ -364,6 +387,17 @@ mod tests {
         );
         // Huge but valid numbers saturate rather than overflow.
         assert!(parse("1c|1|c|18446744073709551615|18446744073709551615").is_ok());
+    }
+
+    #[test]
+    fn what_is_not_the_extension_keeps_its_v1_error() {
+        let leftover = Err(ParseError::Malformed("bytes left after the last field"));
+        assert_eq!(parse("1c|7|c/lobby|300|0|"), leftover);
+        assert_eq!(parse("1c|7|c/lobby|300|0|5|2|ab|"), leftover);
+        assert_eq!(parse("1h|5|alice|x"), leftover);
+        assert_eq!(parse("1r|1|a|1|b|1|c|x"), leftover);
+        assert_eq!(parse("1p|3|abc"), Err(ParseError::UnknownKind));
+        assert_eq!(parse("1p|1|c|7|1|0|"), Err(ParseError::UnknownKind));
     }
 
     #[test]
