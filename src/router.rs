@@ -130,6 +130,8 @@ pub enum ShardMsg {
 pub struct RecoverAsk {
     /// The subscribing connection, on the asking shard.
     pub conn: crate::state::subscriptions::ConnId,
+    /// Which of the connection's asks this is (only the newest is answered).
+    pub ask: u64,
     /// The channel.
     pub channel: Box<str>,
     /// The client's last position and its epoch, or `None` for a plain
@@ -145,6 +147,8 @@ pub struct RecoverAsk {
 pub struct RecoverReply {
     /// The asking connection.
     pub conn: crate::state::subscriptions::ConnId,
+    /// The ask this answers.
+    pub ask: u64,
     /// The channel.
     pub channel: Box<str>,
     /// Whether a position was asked for (a plain subscription's answer

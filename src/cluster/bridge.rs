@@ -343,6 +343,7 @@ impl Bridge {
                         channel,
                         messages: Vec::new(),
                         read: false,
+                        seq: 0,
                     };
                     if let Some(inbox) = self.inboxes.get(shard) {
                         inbox.push(Inbound::Window(Box::new(window)), &self.stats);

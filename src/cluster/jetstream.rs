@@ -105,6 +105,8 @@ pub struct Numbered {
     pub offset: u64,
     /// The channel's epoch.
     pub epoch: Box<str>,
+    /// Its stream sequence in JetStream.
+    pub seq: u64,
 }
 
 impl Numbered {
@@ -125,7 +127,14 @@ pub struct Window {
     /// False when JetStream could not be read (the asks are answered from
     /// what the node holds).
     pub read: bool,
+    /// The stream sequence the window was read up to: the node's mirror
+    /// had taken every message up to it before the window was handed over.
+    pub seq: u64,
 }
+
+/// Most bytes of messages one window hands a home shard (the newest
+/// messages that fit; older positions then do not recover).
+const MAX_WINDOW_BYTES: usize = 8 * 1024 * 1024;
 
 /// A publish waiting for its channel's sequencer: sender and text.
 type Pending = (Box<str>, Box<str>);
@@ -187,9 +196,23 @@ impl SharedHistory {
                 return None;
             }
         };
+        // Read from just after the stream's last message now: every later
+        // one reaches the mirror, and a window read up to a sequence at or
+        // below it has nothing the mirror could still be handed.
+        let mut stream = stream;
+        let last = match stream.info().await {
+            Ok(info) => info.state.last_sequence,
+            Err(e) => {
+                warn!(error = %e, "cannot read the history stream: history stays per node");
+                return None;
+            }
+        };
+        stats.history_position.store(last, Ordering::Relaxed);
         let consumer = pull::OrderedConfig {
             filter_subject: format!("{HISTORY_PREFIX}>"),
-            deliver_policy: DeliverPolicy::New,
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: last + 1,
+            },
             ..Default::default()
         };
         let messages = match stream.create_consumer(consumer).await {
@@ -221,30 +244,45 @@ impl SharedHistory {
 
     /// Numbers and keeps a local publish on a history channel (in order
     /// per channel; it reaches this node's subscribers through the mirror).
+    /// Never waits: a channel whose sequencer is that far behind has the
+    /// message numbered by its home shard instead (see [`Sequencer::fall_back`]).
     pub async fn publish(&mut self, sender: Box<str>, channel: Box<str>, text: Box<str>) {
         let queued = match self.sequencers.get(&channel) {
-            Some(queue) => queue.send((sender, text)).await.map_err(|e| e.0),
-            None => Err((sender, text)),
+            Some(queue) => queue.try_send((sender, text)).map_err(|e| match e {
+                mpsc::error::TrySendError::Full(m) => (m, true),
+                mpsc::error::TrySendError::Closed(m) => (m, false),
+            }),
+            None => Err(((sender, text), false)),
         };
-        let Err((sender, text)) = queued else {
+        let Err(((sender, text), full)) = queued else {
             return;
         };
+        if full {
+            let sequencer = self.sequencer(&channel);
+            sequencer
+                .fall_back(&sender, &text, "its channel's queue is full")
+                .await;
+            return;
+        }
         // No sequencer yet (or it ended): start one.
         let (queue, pending) = mpsc::channel(SEQUENCER_QUEUE);
-        let sequencer = Sequencer {
+        tokio::spawn(self.sequencer(&channel).run(pending));
+        let _ = queue.try_send((sender, text));
+        self.sequencers.retain(|_, queue| !queue.is_closed());
+        self.sequencers.insert(channel, queue);
+    }
+
+    fn sequencer(&self, channel: &str) -> Sequencer {
+        Sequencer {
             client: self.client.clone(),
             context: self.context.clone(),
             node: self.node.clone(),
-            channel: Arc::from(&*channel),
-            subject: history_subject(&channel),
-            home: self.home(&channel),
+            channel: Arc::from(channel),
+            subject: history_subject(channel),
+            home: self.home(channel),
             inboxes: self.inboxes.clone(),
             stats: self.stats.clone(),
-        };
-        tokio::spawn(sequencer.run(pending));
-        let _ = queue.send((sender, text)).await;
-        self.sequencers.insert(channel, queue);
-        self.sequencers.retain(|_, queue| !queue.is_closed());
+        }
     }
 
     /// Whether JetStream answers (the stream is there).
@@ -259,30 +297,32 @@ impl SharedHistory {
         let inboxes = self.inboxes.clone();
         let stats = self.stats.clone();
         tokio::spawn(async move {
-            let window =
-                match tokio::time::timeout(READ_TIMEOUT, read_window(&context, &channel)).await {
-                    Ok(Ok(messages)) => Window {
-                        channel,
-                        messages,
-                        read: true,
-                    },
-                    Ok(Err(e)) => {
-                        warn!(error = %e, "cannot read a channel's history back from JetStream");
-                        Window {
-                            channel,
-                            messages: Vec::new(),
-                            read: false,
-                        }
-                    }
-                    Err(_) => {
-                        warn!("reading a channel's history back from JetStream timed out");
-                        Window {
-                            channel,
-                            messages: Vec::new(),
-                            read: false,
-                        }
-                    }
-                };
+            let read = async {
+                let (messages, seq) = read_window(&context, &channel).await?;
+                // The mirror first takes everything up to the window's end,
+                // so the window is never ahead of what the node fanned out.
+                while stats.history_position.load(Ordering::Relaxed) < seq {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                Ok::<_, String>((messages, seq))
+            };
+            let (messages, read, seq) = match tokio::time::timeout(READ_TIMEOUT, read).await {
+                Ok(Ok((messages, seq))) => (messages, true, seq),
+                Ok(Err(e)) => {
+                    warn!(error = %e, "cannot read a channel's history back from JetStream");
+                    (Vec::new(), false, 0)
+                }
+                Err(_) => {
+                    warn!("reading a channel's history back from JetStream timed out");
+                    (Vec::new(), false, 0)
+                }
+            };
+            let window = Window {
+                channel,
+                messages,
+                read,
+                seq,
+            };
             if let Some(inbox) = inboxes.get(shard) {
                 inbox.push(Inbound::Window(Box::new(window)), &stats);
             }
@@ -461,20 +501,32 @@ async fn mirror(
                 continue;
             }
         };
-        let Some(numbered) = decode(&message.subject, message.headers.as_ref(), &message.payload)
-        else {
-            continue;
-        };
-        stats.received.fetch_add(1, Ordering::Relaxed);
-        let home = history.home(&numbered.channel, inboxes.len()).unwrap_or(0);
-        if let Some(inbox) = inboxes.get(home) {
-            inbox.push(Inbound::Numbered(Box::new(numbered)), &stats);
+        let seq = message.info().map(|i| i.stream_sequence).unwrap_or(0);
+        let numbered = decode(
+            &message.subject,
+            message.headers.as_ref(),
+            &message.payload,
+            seq,
+        );
+        if let Some(numbered) = numbered {
+            stats.received.fetch_add(1, Ordering::Relaxed);
+            let home = history.home(&numbered.channel, inboxes.len()).unwrap_or(0);
+            if let Some(inbox) = inboxes.get(home) {
+                inbox.push(Inbound::Numbered(Box::new(numbered)), &stats);
+            }
         }
+        // Handed over (or not ours): windows read up to here may go now.
+        stats.history_position.fetch_max(seq, Ordering::Relaxed);
     }
 }
 
 /// A numbered message from the stream, or `None` if it is not ours.
-fn decode(subject: &str, headers: Option<&HeaderMap>, payload: &[u8]) -> Option<Numbered> {
+fn decode(
+    subject: &str,
+    headers: Option<&HeaderMap>,
+    payload: &[u8],
+    seq: u64,
+) -> Option<Numbered> {
     let headers = headers?;
     let channel = channel_of_history(subject)?;
     let sender = headers.get(SENDER_HEADER)?.as_str().trim();
@@ -488,6 +540,7 @@ fn decode(subject: &str, headers: Option<&HeaderMap>, payload: &[u8]) -> Option<
         text: text.into(),
         offset,
         epoch: epoch.into(),
+        seq,
     })
 }
 
@@ -496,8 +549,9 @@ fn header_number(headers: &HeaderMap, name: &str) -> Option<u64> {
 }
 
 /// Every message the stream holds on `channel`, oldest first, of the epoch
-/// of its last one.
-async fn read_window(context: &Context, channel: &str) -> Result<Vec<Numbered>, String> {
+/// of its last one (the newest that fit [`MAX_WINDOW_BYTES`]), and the
+/// stream sequence of the last.
+async fn read_window(context: &Context, channel: &str) -> Result<(Vec<Numbered>, u64), String> {
     let subject = history_subject(channel);
     let stream = context
         .get_stream_no_info(STREAM)
@@ -505,7 +559,7 @@ async fn read_window(context: &Context, channel: &str) -> Result<Vec<Numbered>, 
         .map_err(|e| e.to_string())?;
     let last = match stream.direct_get_last_for_subject(&subject).await {
         Ok(last) => last,
-        Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => return Ok((Vec::new(), 0)),
         Err(e) => return Err(e.to_string()),
     };
     let consumer = stream
@@ -524,8 +578,13 @@ async fn read_window(context: &Context, channel: &str) -> Result<Vec<Numbered>, 
             .info()
             .map(|i| i.stream_sequence)
             .unwrap_or(u64::MAX);
-        if let Some(numbered) = decode(&message.subject, message.headers.as_ref(), &message.payload)
-        {
+        let numbered = decode(
+            &message.subject,
+            message.headers.as_ref(),
+            &message.payload,
+            sequence,
+        );
+        if let Some(numbered) = numbered {
             window.push(numbered);
         }
         if sequence >= last.sequence {
@@ -536,7 +595,17 @@ async fn read_window(context: &Context, channel: &str) -> Result<Vec<Numbered>, 
     if let Some(epoch) = window.last().map(|m| m.epoch.clone()) {
         window.retain(|m| m.epoch == epoch);
     }
-    Ok(window)
+    let mut bytes = 0;
+    let keep = window
+        .iter()
+        .rev()
+        .take_while(|m| {
+            bytes += m.weight();
+            bytes <= MAX_WINDOW_BYTES
+        })
+        .count();
+    window.drain(..window.len() - keep);
+    Ok((window, last.sequence))
 }
 
 /// A fresh epoch for a channel whose subject holds nothing.

@@ -195,6 +195,9 @@ pub struct ClusterStats {
     /// True while channel history is shared through JetStream (read by the
     /// shards for every history publish; see [`jetstream`]).
     pub history_shared: std::sync::atomic::AtomicBool,
+    /// The last stream sequence the node's history mirror handed over (see
+    /// [`jetstream`]).
+    pub history_position: AtomicU64,
 }
 
 /// The counters' names, help and kinds, in output order.

@@ -66,7 +66,7 @@ pub fn subscribe(
 ) -> Verdict {
     let first = conn.positions() && !ttl.is_zero() && !shard.is_subscribed(conn, channel);
     if conn.positions() && ttl.is_zero() {
-        conn.finish_waiting(channel);
+        conn.finish_waiting(channel, None);
     }
     let verdict = subscribe_v1(shard, conn, channel, ttl);
     if first && matches!(verdict, Verdict::Continue) && shard.is_subscribed(conn, channel) {

@@ -7,14 +7,19 @@
 //! answers a subscription in one step between two publishes, so every
 //! message numbered up to the answer's `top` is in the replay (or was
 //! sent before the subscription), and every later one reaches the
-//! subscriber live. When the subscriber sits on another shard, its live
-//! frames are held while the question and answer cross the rings; when
-//! the answer arrives, held frames at or below `top` are dropped and the
-//! rest follow the replay. Offsets decide, not timing.
+//! subscriber live. When the subscriber sits on another shard, the
+//! channel's numbered frames that reach it while the question and answer
+//! cross the rings are dropped: the ring from the home shard keeps order,
+//! so each was fanned out before the answer and is in its replay (or older
+//! than the position the answer reports). Each connection's ask has an id,
+//! and only the answer to its newest ask is taken. With history shared
+//! through JetStream, a window read back is handed over only once the
+//! node's mirror has taken every message up to the window's end, so the
+//! window never runs ahead of what the node delivers live.
 
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tracing::debug;
 
@@ -28,6 +33,11 @@ use crate::router::{Publication, RecoverAsk, RecoverReply, ShardMsg};
 use crate::state::connection::Connection;
 use crate::state::history::{NotRecovered, Recovery};
 use crate::stats::Metric;
+
+/// Longest a recovery waits for a channel's window from JetStream before it
+/// is answered from what the home shard holds (the read-back gives up
+/// after 5 s).
+const WINDOW_PATIENCE: Duration = Duration::from_secs(6);
 
 impl ShardState {
     /// The home shard of `channel` when it keeps history (`--history`).
@@ -89,7 +99,7 @@ impl ShardState {
         let offset = numbered.offset;
         let sequenced = histories.borrow_mut().append_at(
             &numbered.channel,
-            offset,
+            (offset, numbered.seq),
             &numbered.epoch,
             Instant::now(),
             |epoch| {
@@ -132,7 +142,7 @@ impl ShardState {
                 continue;
             }
             let frame = if subscriber.positions() {
-                if subscriber.hold(channel, sequenced) {
+                if subscriber.is_waiting(channel) {
                     continue;
                 }
                 positional.get_or_insert_with(|| Rc::from(sequenced.positional()))
@@ -161,10 +171,10 @@ impl ShardState {
             return;
         };
         // The replay must fit the room left in the subscriber's outbox.
-        let used = conn.outbox.queued_bytes() + conn.held_bytes();
+        let used = conn.outbox.queued_bytes();
         let max_bytes = self.config.max_outbox_bytes.saturating_sub(used);
-        conn.start_waiting(channel);
         let ask = RecoverAsk {
+            ask: conn.start_waiting(channel),
             conn: conn.id,
             channel: channel.into(),
             after: after.map(|(offset, epoch)| (offset, epoch.into())),
@@ -245,19 +255,21 @@ impl ShardState {
         match self.recover_here(&ask.channel, after, ask.max_bytes, final_answer) {
             Some(recovery) => self.reply(from, ask, recovery),
             None => {
+                let channel = ask.channel.clone();
                 let mut waiting = self.window_asks.borrow_mut();
-                let asks = waiting.entry(ask.channel.clone()).or_default();
+                let (_, asks) = waiting
+                    .entry(channel.clone())
+                    .or_insert_with(|| (Instant::now(), Vec::new()));
                 asks.push((from, ask));
-                if asks.len() == 1 {
-                    let channel = asks[0].1.channel.clone();
-                    drop(waiting);
-                    let asked = self
+                let first = asks.len() == 1;
+                drop(waiting);
+                if first
+                    && !self
                         .cluster
                         .as_ref()
-                        .is_some_and(|c| c.read_window(&channel));
-                    if !asked {
-                        self.answer_window_asks(&channel);
-                    }
+                        .is_some_and(|c| c.read_window(&channel))
+                {
+                    self.answer_window_asks(&channel);
                 }
             }
         }
@@ -267,6 +279,7 @@ impl ShardState {
     fn reply(&self, from: usize, ask: RecoverAsk, recovery: Recovery<Arc<Sequenced>>) {
         let reply = RecoverReply {
             conn: ask.conn,
+            ask: ask.ask,
             asked: ask.after.is_some(),
             channel: ask.channel,
             recovery,
@@ -296,9 +309,13 @@ impl ShardState {
                         (m.offset, sequenced, weight)
                     })
                     .collect();
-                histories
-                    .borrow_mut()
-                    .merge_window(&window.channel, &epoch, entries, now);
+                histories.borrow_mut().merge_window(
+                    &window.channel,
+                    &epoch,
+                    entries,
+                    window.seq,
+                    now,
+                );
                 self.follow_history_changes();
             }
         }
@@ -306,13 +323,25 @@ impl ShardState {
     }
 
     fn answer_window_asks(&self, channel: &str) {
-        let asks = self
-            .window_asks
-            .borrow_mut()
-            .remove(channel)
-            .unwrap_or_default();
-        for (from, ask) in asks {
+        let asks = self.window_asks.borrow_mut().remove(channel);
+        for (from, ask) in asks.map(|(_, asks)| asks).unwrap_or_default() {
             self.handle_ask(from, ask, true);
+        }
+    }
+
+    /// Answers, from what this shard holds, the asks whose window has not
+    /// come within [`WINDOW_PATIENCE`] (a window lost on a full inbox, or
+    /// JetStream gone): no subscription waits for ever (upkeep).
+    pub fn answer_late_window_asks(&self, now: Instant) {
+        let late: Vec<Box<str>> = self
+            .window_asks
+            .borrow()
+            .iter()
+            .filter(|(_, (since, _))| now.saturating_duration_since(*since) >= WINDOW_PATIENCE)
+            .map(|(channel, _)| channel.clone())
+            .collect();
+        for channel in late {
+            self.answer_window_asks(&channel);
         }
     }
 
@@ -333,22 +362,21 @@ impl ShardState {
         let Some(conn) = conn else {
             return;
         };
-        // Not waiting any more: unsubscribed, or closed, meanwhile.
-        let Some(held) = conn.finish_waiting(&reply.channel) else {
+        // Not waiting for this answer any more: unsubscribed, or asked
+        // again, meanwhile.
+        if !conn.finish_waiting(&reply.channel, Some(reply.ask)) {
             return;
-        };
-        self.finish_position(&conn, &reply.channel, reply.asked, reply.recovery, held);
+        }
+        self.finish_position(&conn, &reply.channel, reply.asked, reply.recovery);
     }
 
-    /// Sends the `1p`, the replay (when recovered) and the frames held
-    /// meanwhile that came after the answer's position.
+    /// Sends the `1p` and, when recovered, the replay.
     fn finish_position(
         &self,
         conn: &Connection,
         channel: &str,
         asked: bool,
         recovery: Recovery<Arc<Sequenced>>,
-        held: Vec<Arc<Sequenced>>,
     ) {
         let status = match (&recovery.outcome, asked) {
             (_, false) => PositionStatus::Subscribed,
@@ -381,11 +409,8 @@ impl ShardState {
             return;
         }
         let replay = recovery.outcome.as_deref().unwrap_or_default();
-        let after_answer = held
-            .iter()
-            .filter(|s| s.epoch != recovery.epoch || s.offset > recovery.top);
         let mut replayed = 0;
-        for sequenced in replay.iter().chain(after_answer) {
+        for sequenced in replay {
             if conn.is_named(sequenced.publication.sender()) {
                 continue;
             }

@@ -48,6 +48,8 @@ const SCRATCH_BYTES: usize = 64 * 1024;
 
 /// A recovery asked by shard `.0`, waiting for JetStream's window.
 type WindowAsk = (usize, crate::router::RecoverAsk);
+/// A channel's recoveries waiting for its window, since when.
+type WindowAsks = (std::time::Instant, Vec<WindowAsk>);
 
 /// Everything one shard owns.
 pub struct ShardState {
@@ -93,7 +95,7 @@ pub struct ShardState {
     /// The histories of the channels whose home this shard is (`--history`).
     histories: Option<RefCell<Histories<Arc<Sequenced>>>>,
     /// Recoveries waiting for a channel's window from JetStream, by channel.
-    window_asks: RefCell<HashMap<Box<str>, Vec<WindowAsk>>>,
+    window_asks: RefCell<HashMap<Box<str>, WindowAsks>>,
 }
 
 impl ShardState {

@@ -66,6 +66,7 @@ impl ShardState {
         self.sweep_access();
         if let Some(histories) = &self.histories {
             histories.borrow_mut().expire(Instant::now());
+            self.answer_late_window_asks(Instant::now());
         }
         for channel in emptied {
             debug!(

@@ -4,12 +4,10 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::subscriptions::ConnId;
 use crate::access::ConnectionAccess;
-use crate::history::Sequenced;
 use crate::outbox::Outbox;
 
 /// A connection in a shard's table: its name and its outbound queue.
@@ -39,12 +37,15 @@ pub struct Connection {
     positions: RefCell<Option<Box<Positions>>>,
 }
 
-/// A positions client's channels waiting for their home shard's answer:
-/// the numbered frames that arrived meanwhile, held so that the replay
-/// goes first and nothing is sent twice (the answer's offset decides).
+/// A positions client's channels waiting for their home shard's answer,
+/// each with the id of the ask it waits for. The channel's numbered frames
+/// that reach it meanwhile are dropped: the rings between two shards keep
+/// order, so every one of them was fanned out before the answer and is in
+/// its replay (or older than the position it reports).
 #[derive(Debug, Default)]
 pub struct Positions {
-    waiting: HashMap<Box<str>, Vec<Arc<Sequenced>>>,
+    waiting: HashMap<Box<str>, u64>,
+    next_ask: u64,
 }
 
 /// What keepalive should do about a connection.
@@ -129,48 +130,41 @@ impl Connection {
         }
     }
 
-    /// Starts holding `channel`'s numbered frames until its home shard
-    /// answers (see [`Connection::finish_waiting`]).
-    pub fn start_waiting(&self, channel: &str) {
-        if let Some(positions) = self.positions.borrow_mut().as_mut() {
-            positions.waiting.entry(channel.into()).or_default();
-        }
+    /// Starts waiting for the answer to a new ask on `channel` (a newer ask
+    /// replaces an older one: only the newest answer is taken); its id.
+    pub fn start_waiting(&self, channel: &str) -> u64 {
+        let mut positions = self.positions.borrow_mut();
+        let Some(positions) = positions.as_mut() else {
+            return 0;
+        };
+        positions.next_ask += 1;
+        let ask = positions.next_ask;
+        positions.waiting.insert(channel.into(), ask);
+        ask
     }
 
-    /// Holds `frame` if its channel waits for an answer; false otherwise
-    /// (the caller sends it).
-    pub fn hold(&self, channel: &str, frame: &Arc<Sequenced>) -> bool {
-        match self.positions.borrow_mut().as_mut() {
-            Some(positions) => match positions.waiting.get_mut(channel) {
-                Some(held) => {
-                    held.push(frame.clone());
-                    true
-                }
-                None => false,
-            },
-            None => false,
-        }
-    }
-
-    /// Ends the wait for `channel`: the frames held meanwhile, or `None`
-    /// when it was not waiting (unsubscribed, or answered already).
-    pub fn finish_waiting(&self, channel: &str) -> Option<Vec<Arc<Sequenced>>> {
+    /// Whether `channel` waits for an answer (its numbered frames are then
+    /// dropped, see [`Positions`]).
+    pub fn is_waiting(&self, channel: &str) -> bool {
         self.positions
-            .borrow_mut()
-            .as_mut()
-            .and_then(|positions| positions.waiting.remove(channel))
+            .borrow()
+            .as_ref()
+            .is_some_and(|p| p.waiting.contains_key(channel))
     }
 
-    /// Frames held for channels waiting for an answer (the outbox bound
-    /// counts them toward a recovery's room).
-    pub fn held_bytes(&self) -> usize {
-        self.positions.borrow().as_ref().map_or(0, |p| {
-            p.waiting
-                .values()
-                .flatten()
-                .map(|f| f.positional().len())
-                .sum()
-        })
+    /// Ends the wait for `channel` if `ask` is the one it waits for (or,
+    /// with `None`, whichever it is); false when it was not waiting for it
+    /// (unsubscribed, answered already, or a newer ask replaced it).
+    pub fn finish_waiting(&self, channel: &str, ask: Option<u64>) -> bool {
+        let mut positions = self.positions.borrow_mut();
+        let Some(positions) = positions.as_mut() else {
+            return false;
+        };
+        match (positions.waiting.get(channel), ask) {
+            (Some(&waiting), Some(ask)) if waiting != ask => false,
+            (Some(_), _) => positions.waiting.remove(channel).is_some(),
+            (None, _) => false,
+        }
     }
 }
 

@@ -102,6 +102,8 @@ struct ChannelHistory<T> {
     /// Numbered elsewhere (JetStream, see [`Histories::append_at`]): this
     /// is a mirror, and numbering a message here would collide.
     mirrored: bool,
+    /// The stream sequence of the last message mirrored (JetStream's).
+    last_seq: u64,
 }
 
 impl<T> ChannelHistory<T> {
@@ -191,6 +193,7 @@ impl<T: Clone> Histories<T> {
                 bytes: 0,
                 last_used: now,
                 mirrored: false,
+                last_seq: 0,
             };
             self.channels.insert(Arc::from(channel), history);
             self.started.push(Arc::from(channel));
@@ -201,13 +204,16 @@ impl<T: Clone> Histories<T> {
     /// Evicts the least recently used tenth of the channels in one pass,
     /// so a stream of new channels costs O(log n) each, not a scan each.
     fn evict_least_used(&mut self) {
-        let mut by_use: Vec<(Instant, Arc<str>)> = self
+        // Histories holding nothing go first (a client subscribing to many
+        // names cannot push out the channels that hold messages), then the
+        // least recently used.
+        let mut by_use: Vec<((bool, Instant), Arc<str>)> = self
             .channels
             .iter()
-            .map(|(name, h)| (h.last_used, name.clone()))
+            .map(|(name, h)| ((!h.entries.is_empty(), h.last_used), name.clone()))
             .collect();
         let evict = (by_use.len() / 10).max(1);
-        by_use.select_nth_unstable_by_key(evict - 1, |(used, _)| *used);
+        by_use.select_nth_unstable_by_key(evict - 1, |(key, _)| *key);
         for (_, name) in by_use.into_iter().take(evict) {
             if let Some(history) = self.channels.remove(&name) {
                 self.messages -= history.entries.len();
@@ -282,7 +288,7 @@ impl<T: Clone> Histories<T> {
     pub fn append_at(
         &mut self,
         channel: &str,
-        offset: u64,
+        (offset, seq): (u64, u64),
         epoch: &str,
         now: Instant,
         make: impl FnOnce(&Arc<str>) -> (T, usize),
@@ -290,12 +296,13 @@ impl<T: Clone> Histories<T> {
         let limits = self.limits;
         let history = self.channel(channel, now);
         history.last_used = now;
+        history.last_seq = history.last_seq.max(seq);
         let same_epoch = history.mirrored && *history.epoch == *epoch;
         if same_epoch && offset <= history.top {
             return None;
         }
         let (mut dropped, mut dropped_bytes) = (0, 0);
-        if !same_epoch || offset != history.top + 1 {
+        if !same_epoch || Some(offset) != history.top.checked_add(1) {
             let epoch = if same_epoch {
                 history.epoch.clone()
             } else {
@@ -323,15 +330,17 @@ impl<T: Clone> Histories<T> {
     }
 
     /// Completes a mirror with the window read back from JetStream
-    /// (`entries`: consecutive offsets of `epoch`, oldest first): older
-    /// entries go in front of what the mirror holds, or the window replaces
-    /// a mirror of another epoch. `top` is the window's last offset (or the
-    /// empty channel's 0 with epoch `""`).
+    /// (`entries`: consecutive offsets of `epoch`, oldest first, the last at
+    /// stream sequence `window_seq`), read after the mirror had taken every
+    /// message up to `window_seq`: entries older than the mirror's go in
+    /// front; a channel the mirror does not know starts from the window; a
+    /// window older than the mirror's last message changes nothing else.
     pub fn merge_window(
         &mut self,
         channel: &str,
         epoch: &str,
         entries: Vec<(u64, T, usize)>,
+        window_seq: u64,
         now: Instant,
     ) {
         let Some(&(last, _, _)) = entries.last() else {
@@ -340,30 +349,27 @@ impl<T: Clone> Histories<T> {
             return;
         };
         let limits = self.limits;
+        let known = self.channels.get(channel).is_some_and(|h| h.mirrored);
         let history = self.channel(channel, now);
         history.last_used = now;
         let (mut dropped, mut dropped_bytes) = (0, 0);
-        let same = history.mirrored && *history.epoch == *epoch;
-        if !same || history.top < last {
-            // Another epoch, or a mirror behind the window: the window wins.
+        if !known || (*history.epoch != *epoch && history.last_seq < window_seq) {
             (dropped, dropped_bytes) = history.restart(Arc::from(epoch), last);
             history.mirrored = true;
+            history.last_seq = window_seq;
+        } else if *history.epoch != *epoch {
+            return;
         }
-        let front = history
-            .entries
-            .front()
-            .map_or(history.top + 1, |e| e.offset);
         let mut added = (0, 0);
         for (offset, item, bytes) in entries.into_iter().rev() {
+            let front = history
+                .entries
+                .front()
+                .map_or(history.top + 1, |e| e.offset);
             if offset >= front {
                 continue;
             }
-            if offset + 1
-                != history
-                    .entries
-                    .front()
-                    .map_or(history.top + 1, |e| e.offset)
-            {
+            if offset + 1 != front {
                 break;
             }
             history.entries.push_front(Entry {
@@ -378,6 +384,9 @@ impl<T: Clone> Histories<T> {
         let (trimmed, trimmed_bytes) = history.trim(&limits, now);
         self.messages = self.messages + added.0 - dropped - trimmed;
         self.bytes = self.bytes + added.1 - dropped_bytes - trimmed_bytes;
+        while self.bytes > limits.total_bytes && self.channels.len() > 1 {
+            self.evict_least_used();
+        }
     }
 
     /// The channel's position if it keeps history here, without starting one.
@@ -655,7 +664,7 @@ mod tests {
     }
 
     #[test]
-    fn evicted_channels_start_a_new_epoch() {
+    fn evicted_channels_start_a_new_epoch_and_empty_ones_go_first() {
         let mut h = Histories::new(
             HistoryLimits {
                 channels: 10,
@@ -665,18 +674,22 @@ mod tests {
         );
         let now = Instant::now();
         let (_, first) = h.position("c0", now);
+        let (_, first_c1) = h.position("c1", now);
         h.append("c0", 1, 10, now);
-        for i in 1..=10 {
+        for i in 2..=10 {
             h.position(&format!("c{i}"), now + Duration::from_millis(i));
         }
         assert!(h.channel_count() <= 10);
         assert_eq!(h.evicted_channels(), 1);
-        assert_eq!((h.messages(), h.bytes()), (0, 0));
-        let (top, epoch) = h.position("c0", now + Duration::from_secs(1));
-        assert_ne!(epoch, first);
+        assert!(h.holds("c0"), "the oldest, but it holds a message");
+        assert!(!h.holds("c1"), "the oldest of those holding nothing");
+        assert_eq!((h.messages(), h.bytes()), (1, 10));
+        let (top, epoch) = h.position("c1", now + Duration::from_secs(1));
+        assert_ne!(epoch, first_c1);
         assert_eq!(top, 0);
-        let r = h.recover("c0", 1, &first, usize::MAX, |_| 10, now);
+        let r = h.recover("c1", 0, &first_c1, usize::MAX, |_| 10, now);
         assert_eq!(r.outcome, Err(NotRecovered::OtherEpoch));
+        assert_eq!(h.known_position("c0"), Some((1, first)));
     }
 
     #[test]
@@ -684,7 +697,7 @@ mod tests {
         let mut h: Histories<u64> = Histories::new(limits(), 5);
         let now = Instant::now();
         let at = |h: &mut Histories<u64>, offset, epoch: &str| {
-            h.append_at("c", offset, epoch, now, |_| (offset, 10))
+            h.append_at("c", (offset, offset), epoch, now, |_| (offset, 10))
         };
         assert_eq!(at(&mut h, 7, "js"), Some(7), "starts mid-stream");
         assert_eq!(at(&mut h, 8, "js"), Some(8));
@@ -701,12 +714,18 @@ mod tests {
             Err(NotRecovered::Evicted)
         );
         // The window read back fills what the mirror lacks, in front.
-        h.merge_window("c", "js", (6..=11).map(|o| (o, o, 10)).collect(), now);
+        h.merge_window("c", "js", (6..=11).map(|o| (o, o, 10)).collect(), 11, now);
         assert_eq!(
             h.recover("c", 8, "js", usize::MAX, |_| 10, now).outcome,
             Ok(vec![9, 10, 11])
         );
         assert_eq!(h.messages(), 5, "the size bound holds (7..=11)");
+        // A window of an older epoch than the mirror's changes nothing.
+        h.merge_window("c", "old", vec![(3, 3, 10)], 2, now);
+        assert_eq!(
+            h.known_position("c").map(|(t, e)| (t, e.to_string())),
+            Some((11, "js".into()))
+        );
         // Another epoch replaces the mirror; local numbering after it
         // starts an epoch of its own.
         assert_eq!(at(&mut h, 1, "js2"), Some(1));
