@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # EaseChat Nexus cluster benchmark: a NATS server and two nexus nodes with
 # one core each; publishers connect to node A, every other client (the
-# subscribers) to node B, at 400 and 4,000 msg/s. The same loads then run
+# subscribers) to node B, at 400 and 4,000 msg/s; then again with
+# --history '*' on both nodes and JetStream on the NATS server (history
+# shared through JetStream, issue 24). The same loads then run
 # against a single node (no NATS) for comparison. Reports p50/p99 latency
 # per run and nats-server's CPU; writes bench-results/cluster-<date>-<host>.md
 # with raw .json / .hgrm / .txt files beside it. Stops everything it started.
@@ -82,8 +84,8 @@ wait_port() { # port log
   echo "nothing listens on port $1:" >&2; cat "$2" >&2; exit 1
 }
 
-start_nats() {
-  $(pin "$NATS_CPUS") "$nats_bin" -a 127.0.0.1 -p "$nats_port" -m "$nats_monitor" \
+start_nats() { # extra nats-server flags...
+  $(pin "$NATS_CPUS") "$nats_bin" -a 127.0.0.1 -p "$nats_port" -m "$nats_monitor" "$@" \
     > "$out_dir/nats.log" 2>&1 &
   nats_pid=$!; pids+=("$nats_pid")
   wait_port "$nats_port" "$out_dir/nats.log"
@@ -142,6 +144,22 @@ for rate in 400 4000; do
   run "cluster-$rate" "ws://127.0.0.1:$port_b" "ws://127.0.0.1:$port_a" "$rate"
 done
 stop "$node_a"; stop "$node_b"; stop "$nats_pid"; nats_pid=""
+
+# The same, with every channel keeping history shared through JetStream
+# (issue 24): each publish is numbered in JetStream (one round trip, one in
+# flight per channel per node) before any node delivers it.
+js_store=$(mktemp -d)
+start_nats -js -sd "$js_store"
+start_node node-a "$A_CPUS" "$port_a" --nats "nats://127.0.0.1:$nats_port" --node-id bench-a --history '*'
+node_a=$node_pid
+start_node node-b "$B_CPUS" "$port_b" --nats "nats://127.0.0.1:$nats_port" --node-id bench-b --history '*'
+node_b=$node_pid
+sleep 1 # the history stream is set up once connected
+for rate in 400 4000; do
+  run "cluster-history-$rate" "ws://127.0.0.1:$port_b" "ws://127.0.0.1:$port_a" "$rate"
+done
+stop "$node_a"; stop "$node_b"; stop "$nats_pid"; nats_pid=""
+rm -rf "$js_store"
 
 # The same loads on a single node without NATS.
 start_node single "$A_CPUS" "$port_a"
