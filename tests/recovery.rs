@@ -169,6 +169,26 @@ fn every_row_of_the_recovery_table_gets_its_exact_reply() {
         assert_eq!(client.recv(), receive_at("pub", channel, "m11", 11, &epoch));
         assert_eq!(v1.recv(), receive("pub", channel, "m11"));
     }
+    // Empty history: a recovery from where the channel stands (offset 0
+    // of its epoch) recovers nothing, and the first message is offset 1.
+    let mut watcher = positions_client(&mut nexus, "watcher", 0);
+    watcher.subscribe("h/empty");
+    let reply = watcher.recv();
+    let empty_epoch = epoch_of(&reply);
+    assert_eq!(
+        reply,
+        position("h/empty", PositionStatus::Subscribed, 0, &empty_epoch)
+    );
+    for shard in 0..2 {
+        let mut client = positions_client(&mut nexus, "empty", shard);
+        recover(&mut client, "h/empty", 0, &empty_epoch);
+        assert_eq!(
+            client.recv(),
+            position("h/empty", PositionStatus::Recovered, 0, &empty_epoch),
+            "empty history, client on shard {shard}"
+        );
+        client.expect_silence(Duration::from_millis(50));
+    }
     // A channel without history: not recovered, epoch "", offset 0.
     let mut client = positions_client(&mut nexus, "plain", 0);
     recover(&mut client, "x/none", 3, "abc");
