@@ -319,14 +319,16 @@ impl Router {
         self.links.send(to, msg);
     }
 
-    /// Runs `handle` on every message from shard `from`, in order.
+    /// Runs `handle` on every message from shard `from`, in order, each
+    /// once `ready` says it can be (see [`shards::Links::drain`]).
     pub fn drain(
         &self,
         from: usize,
         ring: ConnectedReceiver<ShardMsg>,
+        ready: impl FnMut(&ShardMsg) -> bool + 'static,
         handle: impl FnMut(usize, ShardMsg) + 'static,
     ) -> impl std::future::Future<Output = ()> + 'static {
-        self.links.drain(from, ring, handle)
+        self.links.drain(from, ring, ready, handle)
     }
 
     /// Bytes waiting in backlogs toward other shards.

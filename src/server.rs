@@ -213,9 +213,13 @@ async fn shard_main(
     info!(shard = id, core = shard.core, "shard started");
     for (from, ring) in inbound {
         let handler = state.clone();
-        let drain = state.router.drain(from, ring, move |from, msg| {
-            handler.on_ring_message(from, msg)
-        });
+        let gate = state.clone();
+        let drain = state.router.drain(
+            from,
+            ring,
+            move |msg| gate.can_take(msg),
+            move |from, msg| handler.on_ring_message(from, msg),
+        );
         let stopper = state.clone();
         glommio::spawn_local(async move {
             drain.await;

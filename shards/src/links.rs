@@ -250,20 +250,28 @@ impl<M: Send + Weighed + 'static> Links<M> {
 
     /// Handles every message arriving from shard `from` with `handle`, in
     /// order, until that shard's end of the ring closes. Each message is
-    /// discharged from the sender's budget once handled.
-    pub fn drain<F>(
+    /// discharged from the sender's budget once handled. A message `ready`
+    /// says cannot be handled yet (it would pass a budget of its own) waits,
+    /// and the messages behind it with it: the sender's budget then fills
+    /// and its own senders pause, so back-pressure crosses shards.
+    pub fn drain<F, R>(
         &self,
         from: usize,
         mut ring: ConnectedReceiver<M>,
+        mut ready: R,
         mut handle: F,
     ) -> impl Future<Output = ()> + 'static
     where
         F: FnMut(usize, M) + 'static,
+        R: FnMut(&M) -> bool + 'static,
     {
         let rings = self.rings.clone();
         async move {
             let mut handled = 0usize;
             while let Some(msg) = ring.next().await {
+                while !ready(&msg) {
+                    glommio::timer::sleep(ROOM_POLL).await;
+                }
                 let weight = msg.weight();
                 handle(from, msg);
                 rings.discharge(from, weight);

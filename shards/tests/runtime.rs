@@ -230,7 +230,12 @@ fn a_full_ring_is_counted_once_per_message() {
             let (from, ring) = inbound.into_iter().next().unwrap();
             let got = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
             let sink = got.clone();
-            let drain = links.drain(from, ring, move |_, Seq(n)| sink.borrow_mut().push(n));
+            let drain = links.drain(
+                from,
+                ring,
+                |_| true,
+                move |_, Seq(n)| sink.borrow_mut().push(n),
+            );
             futures_lite::future::or(drain, async {
                 while got.borrow().len() < COUNT as usize {
                     glommio::timer::sleep(Duration::from_millis(5)).await;

@@ -106,12 +106,13 @@ impl ShardState {
     }
 
     /// The other shards a publish on `channel` goes to, as a bit set (a
-    /// channel with history: its home shard, which forwards it).
+    /// channel with history numbered on another shard: that home shard,
+    /// which forwards it once it has room, see [`ShardState::can_take`]).
     pub fn publish_targets(&self, channel: &str) -> u64 {
         match self.history_home(channel) {
-            Some(home) if home == self.id => 0,
-            Some(home) => 1 << home,
-            None => self.router.interested_shards(channel),
+            Some(home) if home != self.id => 1 << home,
+            // Numbered here: forwarded to the shards that listen, as in v1.
+            _ => self.router.interested_shards(channel),
         }
     }
 

@@ -55,6 +55,21 @@ impl ShardState {
             .is_some_and(|h| h.borrow().holds(channel))
     }
 
+    /// Whether a message from another shard can be handled now: a publish
+    /// to number here waits while a shard it would be forwarded to has no
+    /// room, so the budget toward that shard bounds history channels too
+    /// (the publisher's shard then fills its budget toward this one and its
+    /// publishers pause).
+    pub fn can_take(&self, msg: &ShardMsg) -> bool {
+        match msg {
+            ShardMsg::Sequence(publication) => {
+                let targets = self.router.interested_shards(publication.channel());
+                self.router.has_room(targets)
+            }
+            _ => true,
+        }
+    }
+
     /// Hands a publish on a channel with history to its home shard.
     pub(super) fn publish_to_home(&self, home: usize, publication: Arc<Publication>) {
         if home == self.id {
