@@ -109,28 +109,36 @@ struct ChannelHistory<T> {
 impl<T> ChannelHistory<T> {
     /// Starts the channel over in `epoch` just before `offset` (a new
     /// epoch, or a gap the mirror cannot fill).
-    fn restart(&mut self, epoch: Arc<str>, top: u64) -> (usize, usize) {
-        let dropped = (self.entries.len(), self.bytes);
+    fn restart(&mut self, epoch: Arc<str>, top: u64) {
         self.entries.clear();
         self.bytes = 0;
         self.epoch = epoch;
         self.top = top;
-        dropped
     }
 
-    fn trim(&mut self, limits: &HistoryLimits, now: Instant) -> (usize, usize) {
-        let (mut count, mut bytes) = (0, 0);
+    /// Appends `item` at `offset` (the new top).
+    fn push(&mut self, offset: u64, item: T, bytes: usize, now: Instant) {
+        self.top = offset;
+        self.entries.push_back(Entry {
+            offset,
+            at: now,
+            bytes,
+            item,
+        });
+        self.bytes += bytes;
+    }
+
+    /// Drops what is past the channel's bounds (count, bytes, age) from
+    /// the front.
+    fn trim(&mut self, limits: &HistoryLimits, now: Instant) {
         while let Some(front) = self.entries.front() {
             let old = now.saturating_duration_since(front.at) >= limits.ttl;
             if !old && self.entries.len() <= limits.size && self.bytes <= limits.bytes {
                 break;
             }
             self.bytes -= front.bytes;
-            bytes += front.bytes;
-            count += 1;
             self.entries.pop_front();
         }
-        (count, bytes)
     }
 }
 
@@ -201,6 +209,29 @@ impl<T: Clone> Histories<T> {
         self.channels.get_mut(channel).expect("inserted above")
     }
 
+    /// Runs `change` on `channel`'s history (started if there is none) and
+    /// keeps the shard's totals in step with what it added or dropped;
+    /// past `--history-total-bytes` the least recently used channels go.
+    fn change<R>(
+        &mut self,
+        channel: &str,
+        now: Instant,
+        change: impl FnOnce(&mut ChannelHistory<T>, &HistoryLimits) -> R,
+    ) -> R {
+        let limits = self.limits;
+        let history = self.channel(channel, now);
+        history.last_used = now;
+        let before = (history.entries.len(), history.bytes);
+        let result = change(history, &limits);
+        let after = (history.entries.len(), history.bytes);
+        self.messages = self.messages - before.0 + after.0;
+        self.bytes = self.bytes - before.1 + after.1;
+        while self.bytes > limits.total_bytes && self.channels.len() > 1 {
+            self.evict_least_used();
+        }
+        result
+    }
+
     /// Evicts the least recently used tenth of the channels in one pass,
     /// so a stream of new channels costs O(log n) each, not a scan each.
     fn evict_least_used(&mut self) {
@@ -250,35 +281,22 @@ impl<T: Clone> Histories<T> {
         now: Instant,
         make: impl FnOnce(u64, &Arc<str>) -> (T, usize),
     ) -> T {
-        let limits = self.limits;
-        let fresh = self.epochs.next();
-        let history = self.channel(channel, now);
-        if history.mirrored {
-            // Numbered here now (the shared numbering is unavailable): a
-            // new epoch, so no position of the mirror passes for one here.
-            let (count, bytes) = history.restart(fresh, 0);
-            history.mirrored = false;
-            self.messages -= count;
-            self.bytes -= bytes;
-        }
-        let history = self.channels.get_mut(channel).expect("made above");
-        history.top += 1;
-        history.last_used = now;
-        let (item, bytes) = make(history.top, &history.epoch);
-        history.entries.push_back(Entry {
-            offset: history.top,
-            at: now,
-            bytes,
-            item: item.clone(),
-        });
-        history.bytes += bytes;
-        let (dropped, dropped_bytes) = history.trim(&limits, now);
-        self.messages = self.messages + 1 - dropped;
-        self.bytes = self.bytes + bytes - dropped_bytes;
-        while self.bytes > limits.total_bytes && self.channels.len() > 1 {
-            self.evict_least_used();
-        }
-        item
+        // Numbered here while it mirrored another numbering (the shared
+        // one is unavailable): a new epoch, so no position of the mirror
+        // passes for one here.
+        let mirrored = self.channels.get(channel).is_some_and(|h| h.mirrored);
+        let fresh = mirrored.then(|| self.epochs.next());
+        self.change(channel, now, |history, limits| {
+            if let Some(epoch) = fresh {
+                history.restart(epoch, 0);
+                history.mirrored = false;
+            }
+            let offset = history.top + 1;
+            let (item, bytes) = make(offset, &history.epoch);
+            history.push(offset, item.clone(), bytes, now);
+            history.trim(limits, now);
+            item
+        })
     }
 
     /// Appends an item numbered elsewhere (JetStream) at `offset` in
@@ -293,40 +311,26 @@ impl<T: Clone> Histories<T> {
         now: Instant,
         make: impl FnOnce(&Arc<str>) -> (T, usize),
     ) -> Option<T> {
-        let limits = self.limits;
-        let history = self.channel(channel, now);
-        history.last_used = now;
-        history.last_seq = history.last_seq.max(seq);
-        let same_epoch = history.mirrored && *history.epoch == *epoch;
-        if same_epoch && offset <= history.top {
-            return None;
-        }
-        let (mut dropped, mut dropped_bytes) = (0, 0);
-        if !same_epoch || Some(offset) != history.top.checked_add(1) {
-            let epoch = if same_epoch {
-                history.epoch.clone()
-            } else {
-                Arc::from(epoch)
-            };
-            (dropped, dropped_bytes) = history.restart(epoch, offset.saturating_sub(1));
-            history.mirrored = true;
-        }
-        history.top = offset;
-        let (item, bytes) = make(&history.epoch);
-        history.entries.push_back(Entry {
-            offset,
-            at: now,
-            bytes,
-            item: item.clone(),
-        });
-        history.bytes += bytes;
-        let (trimmed, trimmed_bytes) = history.trim(&limits, now);
-        self.messages = self.messages + 1 - dropped - trimmed;
-        self.bytes = self.bytes + bytes - dropped_bytes - trimmed_bytes;
-        while self.bytes > limits.total_bytes && self.channels.len() > 1 {
-            self.evict_least_used();
-        }
-        Some(item)
+        self.change(channel, now, |history, limits| {
+            history.last_seq = history.last_seq.max(seq);
+            let same_epoch = history.mirrored && *history.epoch == *epoch;
+            if same_epoch && offset <= history.top {
+                return None;
+            }
+            if !same_epoch || Some(offset) != history.top.checked_add(1) {
+                let epoch = if same_epoch {
+                    history.epoch.clone()
+                } else {
+                    Arc::from(epoch)
+                };
+                history.restart(epoch, offset.saturating_sub(1));
+                history.mirrored = true;
+            }
+            let (item, bytes) = make(&history.epoch);
+            history.push(offset, item.clone(), bytes, now);
+            history.trim(limits, now);
+            Some(item)
+        })
     }
 
     /// Completes a mirror with the window read back from JetStream
@@ -348,45 +352,36 @@ impl<T: Clone> Histories<T> {
             // nothing (an unknown channel stays unknown).
             return;
         };
-        let limits = self.limits;
         let known = self.channels.get(channel).is_some_and(|h| h.mirrored);
-        let history = self.channel(channel, now);
-        history.last_used = now;
-        let (mut dropped, mut dropped_bytes) = (0, 0);
-        if !known || (*history.epoch != *epoch && history.last_seq < window_seq) {
-            (dropped, dropped_bytes) = history.restart(Arc::from(epoch), last);
-            history.mirrored = true;
-            history.last_seq = window_seq;
-        } else if *history.epoch != *epoch {
-            return;
-        }
-        let mut added = (0, 0);
-        for (offset, item, bytes) in entries.into_iter().rev() {
-            let front = history
-                .entries
-                .front()
-                .map_or(history.top + 1, |e| e.offset);
-            if offset >= front {
-                continue;
+        self.change(channel, now, |history, limits| {
+            if !known || (*history.epoch != *epoch && history.last_seq < window_seq) {
+                history.restart(Arc::from(epoch), last);
+                history.mirrored = true;
+                history.last_seq = window_seq;
+            } else if *history.epoch != *epoch {
+                return;
             }
-            if offset + 1 != front {
-                break;
+            for (offset, item, bytes) in entries.into_iter().rev() {
+                let front = history
+                    .entries
+                    .front()
+                    .map_or(history.top + 1, |e| e.offset);
+                if offset >= front {
+                    continue;
+                }
+                if offset + 1 != front {
+                    break;
+                }
+                history.entries.push_front(Entry {
+                    offset,
+                    at: now,
+                    bytes,
+                    item,
+                });
+                history.bytes += bytes;
             }
-            history.entries.push_front(Entry {
-                offset,
-                at: now,
-                bytes,
-                item,
-            });
-            history.bytes += bytes;
-            added = (added.0 + 1, added.1 + bytes);
-        }
-        let (trimmed, trimmed_bytes) = history.trim(&limits, now);
-        self.messages = self.messages + added.0 - dropped - trimmed;
-        self.bytes = self.bytes + added.1 - dropped_bytes - trimmed_bytes;
-        while self.bytes > limits.total_bytes && self.channels.len() > 1 {
-            self.evict_least_used();
-        }
+            history.trim(limits, now);
+        });
     }
 
     /// The channel's position if it keeps history here, without starting one.
@@ -397,9 +392,9 @@ impl<T: Clone> Histories<T> {
     /// Where `channel` stands (its last offset and epoch), starting its
     /// history if it has none (a new subscriber learns the epoch to come).
     pub fn position(&mut self, channel: &str, now: Instant) -> (u64, Arc<str>) {
-        let history = self.channel(channel, now);
-        history.last_used = now;
-        (history.top, history.epoch.clone())
+        self.change(channel, now, |history, _| {
+            (history.top, history.epoch.clone())
+        })
     }
 
     /// Everything published on `channel` after `after` in `epoch`, or why
@@ -414,48 +409,46 @@ impl<T: Clone> Histories<T> {
         sent_bytes: impl Fn(&T) -> usize,
         now: Instant,
     ) -> Recovery<T> {
-        let limits = self.limits;
-        let history = self.channel(channel, now);
-        history.last_used = now;
-        let (dropped, dropped_bytes) = history.trim(&limits, now);
-        let (top, current) = (history.top, history.epoch.clone());
-        // `0` in epoch "" is "from the start": a client that subscribed
-        // before the channel had any message.
-        let from_start = after == 0 && epoch.is_empty();
-        let outcome = if *history.epoch != *epoch && !from_start {
-            Err(NotRecovered::OtherEpoch)
-        } else if after > top {
-            Err(NotRecovered::Future)
-        } else if top - after > limits.recover_max {
-            Err(NotRecovered::TooMany)
-        } else if after < top && history.entries.front().is_none_or(|e| e.offset > after + 1) {
-            Err(NotRecovered::Evicted)
-        } else {
-            let missed = (top - after) as usize;
-            let start = history.entries.len() - missed;
-            let replay = history.entries.range(start..);
-            if replay.clone().map(|e| sent_bytes(&e.item)).sum::<usize>() > max_bytes {
-                Err(NotRecovered::TooBig)
+        self.change(channel, now, |history, limits| {
+            history.trim(limits, now);
+            let top = history.top;
+            // `0` in epoch "" is "from the start": a client that subscribed
+            // before the channel had any message.
+            let from_start = after == 0 && epoch.is_empty();
+            let outcome = if *history.epoch != *epoch && !from_start {
+                Err(NotRecovered::OtherEpoch)
+            } else if after > top {
+                Err(NotRecovered::Future)
+            } else if top - after > limits.recover_max {
+                Err(NotRecovered::TooMany)
+            } else if after < top && history.entries.front().is_none_or(|e| e.offset > after + 1) {
+                Err(NotRecovered::Evicted)
             } else {
-                Ok(replay.map(|e| e.item.clone()).collect())
+                let missed = (top - after) as usize;
+                let start = history.entries.len() - missed;
+                let replay = history.entries.range(start..);
+                if replay.clone().map(|e| sent_bytes(&e.item)).sum::<usize>() > max_bytes {
+                    Err(NotRecovered::TooBig)
+                } else {
+                    Ok(replay.map(|e| e.item.clone()).collect())
+                }
+            };
+            Recovery {
+                top,
+                epoch: history.epoch.clone(),
+                outcome,
             }
-        };
-        self.messages -= dropped;
-        self.bytes -= dropped_bytes;
-        Recovery {
-            top,
-            epoch: current,
-            outcome,
-        }
+        })
     }
 
     /// Drops messages past their age on every channel (upkeep).
     pub fn expire(&mut self, now: Instant) {
         let limits = self.limits;
         for history in self.channels.values_mut() {
-            let (count, bytes) = history.trim(&limits, now);
-            self.messages -= count;
-            self.bytes -= bytes;
+            let (messages, bytes) = (history.entries.len(), history.bytes);
+            history.trim(&limits, now);
+            self.messages = self.messages - messages + history.entries.len();
+            self.bytes = self.bytes - bytes + history.bytes;
         }
     }
 
