@@ -102,6 +102,14 @@ impl Sequenced {
         }
     }
 
+    /// A message to hold at `offset` in `epoch`, shared, and what holding
+    /// it costs (the figure the history's bounds count).
+    pub fn held(publication: Arc<Publication>, offset: u64, epoch: Arc<str>) -> (Arc<Self>, usize) {
+        let sequenced = Arc::new(Sequenced::new(publication, offset, epoch));
+        let weight = sequenced.weight();
+        (sequenced, weight)
+    }
+
     /// The frame for a subscriber that asked for positions.
     pub fn positional(&self) -> &[u8] {
         &self.positional

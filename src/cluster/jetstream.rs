@@ -47,7 +47,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::inbox::{Inbound, ShardInbox};
-use super::wire::{Remote, ORIGIN_HEADER, SENDER_HEADER};
+use super::wire::Remote;
 use super::ClusterStats;
 use crate::history::HistoryConfig;
 
@@ -75,7 +75,8 @@ const READ_TIMEOUT: Duration = Duration::from_secs(5);
 pub fn history_subject(channel: &str) -> String {
     let mut subject = String::from(HISTORY_PREFIX);
     URL_SAFE_NO_PAD.encode_string(channel.as_bytes(), &mut subject);
-    // The empty channel's token would be empty; `_` is not base64url.
+    // The empty channel's token would be empty; a lone `_` is no
+    // base64url encoding (one character never is), so it cannot collide.
     if channel.is_empty() {
         subject.push('_');
     }
@@ -430,9 +431,7 @@ impl Sequencer {
         offset: u64,
         epoch: &str,
     ) -> Result<u64, async_nats::jetstream::context::PublishError> {
-        let mut headers = HeaderMap::new();
-        headers.insert(ORIGIN_HEADER, &*self.node);
-        headers.insert(SENDER_HEADER, URL_SAFE_NO_PAD.encode(sender.as_bytes()));
+        let mut headers = super::wire::headers(&self.node, sender);
         headers.insert(OFFSET_HEADER, offset.to_string());
         headers.insert(EPOCH_HEADER, epoch);
         let message = PublishMessage::build()
@@ -529,8 +528,7 @@ fn decode(
 ) -> Option<Numbered> {
     let headers = headers?;
     let channel = channel_of_history(subject)?;
-    let sender = headers.get(SENDER_HEADER)?.as_str().trim();
-    let sender = String::from_utf8(URL_SAFE_NO_PAD.decode(sender).ok()?).ok()?;
+    let sender = super::wire::sender_of(headers)?;
     let offset = header_number(headers, OFFSET_HEADER).filter(|&o| o > 0)?;
     let epoch = headers.get(EPOCH_HEADER)?.as_str().to_string();
     let text = std::str::from_utf8(payload).ok()?;

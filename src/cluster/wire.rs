@@ -64,6 +64,12 @@ pub enum Ignored {
     Foreign,
 }
 
+/// The publisher's name a message's headers carry (see [`headers`]).
+pub fn sender_of(headers: &HeaderMap) -> Option<String> {
+    let sender = headers.get(SENDER_HEADER)?.as_str().trim();
+    String::from_utf8(URL_SAFE_NO_PAD.decode(sender).ok()?).ok()
+}
+
 /// Decodes a message received on `channel`'s subject by node `own_node`.
 pub fn decode(
     own_node: &str,
@@ -76,15 +82,7 @@ pub fn decode(
     if origin.as_str() == own_node {
         return Err(Ignored::OwnEcho);
     }
-    let sender = headers
-        .get(SENDER_HEADER)
-        .map(|v| v.as_str().trim())
-        .ok_or(Ignored::Foreign)?;
-    let sender = URL_SAFE_NO_PAD
-        .decode(sender)
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())
-        .ok_or(Ignored::Foreign)?;
+    let sender = sender_of(headers).ok_or(Ignored::Foreign)?;
     let text = std::str::from_utf8(payload).map_err(|_| Ignored::Foreign)?;
     Ok(Remote {
         sender: sender.into(),

@@ -88,12 +88,7 @@ impl ShardState {
         let sequenced = histories.borrow_mut().append_with(
             publication.channel(),
             Instant::now(),
-            |offset, epoch| {
-                let sequenced =
-                    Arc::new(Sequenced::new(publication.clone(), offset, epoch.clone()));
-                let weight = sequenced.weight();
-                (sequenced, weight)
-            },
+            |offset, epoch| Sequenced::held(publication.clone(), offset, epoch.clone()),
         );
         self.follow_history_changes();
         self.fan_out_sequenced(&sequenced);
@@ -117,12 +112,7 @@ impl ShardState {
             (offset, numbered.seq),
             &numbered.epoch,
             Instant::now(),
-            |epoch| {
-                let sequenced =
-                    Arc::new(Sequenced::new(publication.clone(), offset, epoch.clone()));
-                let weight = sequenced.weight();
-                (sequenced, weight)
-            },
+            |epoch| Sequenced::held(publication.clone(), offset, epoch.clone()),
         );
         self.follow_history_changes();
         if let Some(sequenced) = sequenced {
@@ -311,16 +301,15 @@ impl ShardState {
     pub fn on_window(&self, window: Window) {
         if let (Some(histories), true) = (&self.histories, window.read) {
             let now = Instant::now();
-            if let Some(epoch) = window.messages.last().map(|m| m.epoch.clone()) {
+            if let Some(epoch) = window.messages.last().map(|m| Arc::<str>::from(&*m.epoch)) {
                 let entries = window
                     .messages
                     .into_iter()
                     .map(|m| {
                         let publication =
                             Arc::new(Publication::new(&m.sender, &m.channel, &m.text));
-                        let sequenced =
-                            Arc::new(Sequenced::new(publication, m.offset, Arc::from(&*epoch)));
-                        let weight = sequenced.weight();
+                        let (sequenced, weight) =
+                            Sequenced::held(publication, m.offset, epoch.clone());
                         (m.offset, sequenced, weight)
                     })
                     .collect();
