@@ -67,12 +67,17 @@ pub trait Protocol: 'static {
     const ECHOES: bool;
 
     /// Opens the transport and does the protocol's handshake; returns the
-    /// halves and any bytes read past it.
+    /// halves and any bytes read past it. By default there is no handshake
+    /// beyond the transport's (RESP; NATS, whose INFO comes first and whose
+    /// CONNECT may go before it is read).
     async fn open<T: Transport>(
         target: &Target,
         tls: &Tls,
-        scratch: &RefCell<Vec<u8>>,
-    ) -> Result<(T::Recv, T::Send, Vec<u8>), String>;
+        _scratch: &RefCell<Vec<u8>>,
+    ) -> Result<(T::Recv, T::Send, Vec<u8>), String> {
+        let (read, write) = T::open(target, tls).await?;
+        Ok((read, write, Vec::new()))
+    }
 
     /// Appends what names the connection `name` and subscribes it to
     /// `channels` (asking for positions when `positions`: ws only); returns
@@ -239,15 +244,6 @@ impl Protocol for Resp {
     const SEPARATE_PUBLISHER: bool = true;
     const ECHOES: bool = true;
 
-    async fn open<T: Transport>(
-        target: &Target,
-        tls: &Tls,
-        _: &RefCell<Vec<u8>>,
-    ) -> Result<(T::Recv, T::Send, Vec<u8>), String> {
-        let (read, write) = T::open(target, tls).await?;
-        Ok((read, write, Vec::new()))
-    }
-
     fn subscribe(out: &mut Vec<u8>, _name: &str, channels: &[String], _: bool) -> usize {
         let _ = write!(out, "*{}\r\n", channels.len() + 1);
         push_bulk(out, b"SUBSCRIBE");
@@ -324,16 +320,6 @@ pub struct Nats;
 impl Protocol for Nats {
     const SEPARATE_PUBLISHER: bool = false;
     const ECHOES: bool = false;
-
-    async fn open<T: Transport>(
-        target: &Target,
-        tls: &Tls,
-        _: &RefCell<Vec<u8>>,
-    ) -> Result<(T::Recv, T::Send, Vec<u8>), String> {
-        // The server's INFO comes first; CONNECT may go before it is read.
-        let (read, write) = T::open(target, tls).await?;
-        Ok((read, write, Vec::new()))
-    }
 
     fn subscribe(out: &mut Vec<u8>, _name: &str, channels: &[String], _: bool) -> usize {
         out.extend_from_slice(b"CONNECT {\"verbose\":false,\"pedantic\":false,\"echo\":false}\r\n");
