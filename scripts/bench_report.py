@@ -57,6 +57,16 @@ def fmt(v, spec="{:.2f}", none="—"):
     return none if v is None else spec.format(v)
 
 
+def run_cell(r):
+    """One run's latency and CPU for a per-round table: p50 / p99 / p99.9 ms, CPU."""
+    if not r:
+        return "—"
+    if not r.get("json"):
+        return "FAILED (no results)"
+    failed = "" if r["status"] == 0 else f" (stress exit {r['status']})"
+    return f"{r['p50']:.2f} / {r['p99']:.2f} / {r['p999']:.2f}, {fmt(r['cpu'])}{failed}"
+
+
 def ratio(a, b):
     if a is None or b is None or b == 0:
         return None
@@ -317,14 +327,6 @@ def main():
           "p99 ÷ Redis | CPU ÷ Redis | p99 ÷ NATS | CPU ÷ NATS |")
         w("|---|---|---|---|---|---|---|---|---|---|---|")
 
-        def cell(r):
-            if not r:
-                return "—"
-            if not r.get("json"):
-                return "FAILED (no results)"
-            failed = "" if r["status"] == 0 else f" (stress exit {r['status']})"
-            return f"{r['p50']:.2f} / {r['p99']:.2f} / {r['p999']:.2f}, {fmt(r['cpu'])}{failed}"
-
         for (i, fl, rs) in rounds:
             n = rs["nexus"]
             fl_cell = "—" if fl is None else \
@@ -336,7 +338,7 @@ def main():
                 ok = n.get("json") and rs[k].get("json")
                 rr.append(fmt(ratio(n["p99"], rs[k]["p99"]) if ok else None, "{:.2f}×"))
                 rr.append(fmt(ratio(n["cpu"], rs[k]["cpu"]) if ok else None, "{:.2f}×"))
-            w(f"| {i} | {fl_cell} | {cell(n)} | {cell(rs['redis'])} | {cell(rs['nats'])} | {lost} | {lg} | "
+            w(f"| {i} | {fl_cell} | {run_cell(n)} | {run_cell(rs['redis'])} | {run_cell(rs['nats'])} | {lost} | {lg} | "
               + " | ".join(rr) + " |")
         w(f"| median | | | | | | | {fmt(median(round_p99['redis']), '{:.2f}×')} | "
           f"{fmt(median(round_cpu['redis']), '{:.2f}×')} | {fmt(median(round_p99['nats']), '{:.2f}×')} | "
@@ -579,14 +581,6 @@ def main():
           "(off / on / positions) | p99 on ÷ off | CPU on ÷ off | p99 positions ÷ off | CPU positions ÷ off |")
         w("|---|---|---|---|---|---|---|---|---|---|---|")
 
-        def hcell(r):
-            if not r:
-                return "—"
-            if not r.get("json"):
-                return "FAILED (no results)"
-            failed = "" if r["status"] == 0 else f" (stress exit {r['status']})"
-            return f"{r['p50']:.2f} / {r['p99']:.2f} / {r['p999']:.2f}, {fmt(r['cpu'])}{failed}"
-
         for (i, o, on, pos) in history_rounds:
             sample = (pos.get("json") or {}).get("sample") or {}
             checked = f"{sample.get('positional', 0):,} ({sample.get('position_errors', 0)})" if pos.get("json") else "—"
@@ -596,7 +590,7 @@ def main():
                 ok = o.get("json") and r.get("json")
                 cells.append(fmt(ratio(r["p99"], o["p99"]) if ok else None, "{:.2f}×"))
                 cells.append(fmt(ratio(r["cpu"], o["cpu"]) if ok else None, "{:.2f}×"))
-            w(f"| {i} | {hcell(o)} | {hcell(on)} | {hcell(pos)} | {lost} | {checked} | "
+            w(f"| {i} | {run_cell(o)} | {run_cell(on)} | {run_cell(pos)} | {lost} | {checked} | "
               + " / ".join(loadgen(r) for r in (o, on, pos)) + " | " + " | ".join(cells) + " |")
         w(f"| median | | | | | | | {fmt(median(hist_p99['on']), '{:.2f}×')} | {fmt(median(hist_cpu['on']), '{:.2f}×')} | "
           f"{fmt(median(hist_p99['positions']), '{:.2f}×')} | {fmt(median(hist_cpu['positions']), '{:.2f}×')} |")
