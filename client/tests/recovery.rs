@@ -11,24 +11,12 @@ use std::time::{Duration, Instant};
 use easechat::{Client, Event, Options, Position, PositionStatus, Received, RecoveryReport};
 use easechat_protocol::{parse, Message};
 use support::fake_nexus::FakeNexus;
-use support::{scratch, wait_saved, Sub, PATIENCE, QUIET};
+use support::{at, recovering, scratch, wait_saved, Sub, PATIENCE, QUIET};
 
 const TTL: Duration = Duration::from_secs(600);
 
-fn at(offset: u64, epoch: &str) -> Position {
-    Position {
-        offset,
-        epoch: epoch.into(),
-    }
-}
-
 fn recovering_options() -> Options {
-    Options {
-        positions: true,
-        reconnect: true,
-        backoff_initial: Duration::from_millis(20),
-        ..Options::default()
-    }
+    recovering(Duration::from_millis(20))
 }
 
 /// The next event, within PATIENCE.

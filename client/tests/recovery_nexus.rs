@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use common::Nexus;
 use easechat::{Client, Event, Options, Position, PositionStatus, RecoveryReport};
-use support::{scratch, wait_saved, Sub, PATIENCE, QUIET};
+use support::{at, recovering, scratch, wait_saved, Sub, PATIENCE, QUIET};
 
 const TTL: Duration = Duration::from_secs(600);
 
@@ -70,22 +70,6 @@ fn report(client: &mut Client) -> RecoveryReport {
     match next(client) {
         Event::Report(report) => report,
         other => panic!("expected a report, got {other:?}"),
-    }
-}
-
-fn at(offset: u64, epoch: &str) -> Position {
-    Position {
-        offset,
-        epoch: epoch.into(),
-    }
-}
-
-fn recovering() -> Options {
-    Options {
-        positions: true,
-        reconnect: true,
-        backoff_initial: Duration::from_millis(50),
-        ..Options::default()
     }
 }
 
@@ -250,7 +234,8 @@ fn the_library_recovers_a_cut_connection_exactly() {
     let mut nexus = history_nexus();
     let url = nexus.url();
     let relay = Relay::start(nexus.addr);
-    let mut client = Client::connect(&relay.url(), "sub", recovering()).unwrap();
+    let mut client =
+        Client::connect(&relay.url(), "sub", recovering(Duration::from_millis(50))).unwrap();
     client.subscribe("h/lib", TTL).unwrap();
     client.subscribe("plain", TTL).unwrap();
     let first = report(&mut client);
@@ -295,7 +280,7 @@ fn the_library_reports_a_restart_it_cannot_recover_from() {
     let listen = common::free_loopback_addr();
     let mut nexus = Nexus::start_at(&listen, &["--history", "h/*"]);
     let url = nexus.url();
-    let mut client = Client::connect(&url, "sub", recovering()).unwrap();
+    let mut client = Client::connect(&url, "sub", recovering(Duration::from_millis(50))).unwrap();
     client.subscribe("h/restart", TTL).unwrap();
     let e1 = report(&mut client).epoch;
     publish(&url, "h/restart", &["before"]);

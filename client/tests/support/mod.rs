@@ -19,6 +19,25 @@ pub const PATIENCE: Duration = Duration::from_secs(10);
 /// How long "nothing more arrives" is watched for.
 pub const QUIET: Duration = Duration::from_millis(500);
 
+/// A position, for expectations.
+pub fn at(offset: u64, epoch: &str) -> easechat::Position {
+    easechat::Position {
+        offset,
+        epoch: epoch.into(),
+    }
+}
+
+/// A client that asks for positions and reconnects (and so recovers),
+/// first retrying after `backoff`.
+pub fn recovering(backoff: Duration) -> easechat::Options {
+    easechat::Options {
+        positions: true,
+        reconnect: true,
+        backoff_initial: backoff,
+        ..easechat::Options::default()
+    }
+}
+
 /// A fresh directory for one test's files.
 pub fn scratch(test: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
