@@ -14,7 +14,9 @@ use crossbeam_channel::{Receiver, Sender};
 use futures_lite::future;
 use glommio::net::TcpStream;
 use shards::listener::{Accepted, Listener};
-use shards::preflight::raise_open_files_limit;
+use shards::preflight::{
+    disable_transparent_huge_pages, raise_open_files_limit, reserve_descriptor_table,
+};
 use shards::{launch, with_timeout, LaunchError, RuntimeConfig, Shard};
 use tracing::{error, info, warn};
 
@@ -80,6 +82,9 @@ pub fn run(
     on_listening: impl FnOnce(SocketAddr),
 ) -> Result<(), RunError> {
     let mut config = config;
+    if let Err(e) = disable_transparent_huge_pages() {
+        warn!(error = %e, "cannot turn transparent huge pages off: large first touches of memory may stall the shards");
+    }
     fit_connections_to_open_files(&mut config);
     config.sync_live();
     let runtime = RuntimeConfig {
@@ -171,7 +176,8 @@ pub fn run(
 
 /// Lowers `--max-connections` to what the open-files limit allows (after
 /// raising the soft limit to the hard one), so clients past it are answered
-/// 503 instead of finding the process out of descriptors.
+/// 503 instead of finding the process out of descriptors; then grows the
+/// descriptor table to that size at once (see [`reserve_descriptor_table`]).
 fn fit_connections_to_open_files(config: &mut Config) {
     let Some(limit) = raise_open_files_limit() else {
         return;
@@ -188,6 +194,10 @@ fn fit_connections_to_open_files(config: &mut Config) {
              docker run --ulimit nofile=)"
         );
         config.max_connections = fits;
+    }
+    let needed = (config.max_connections + headroom) as u64;
+    if let Err(e) = reserve_descriptor_table(needed.min(limit)) {
+        warn!(error = %e, descriptors = needed, "cannot grow the descriptor table ahead: the first connect storm may stall the shards briefly");
     }
 }
 

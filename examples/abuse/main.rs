@@ -19,6 +19,11 @@
 //!
 //! The `tls-*` rows run the nexus with wss on (`--tls-listen`, a test
 //! certificate made by the tool); `--wss` does so for every row.
+//!
+//! With `ABUSE_TRACE_SLOW=1` in the environment, every bystander delivery
+//! slower than 5 ms is printed with its CLOCK_MONOTONIC arrival time, to
+//! find the moment in `perf record --clockid=monotonic -a -g -e
+//! sched:sched_switch,sched:sched_wakeup` (then `perf sched timehist`).
 
 mod abusers;
 mod client;

@@ -24,6 +24,27 @@ const PERIOD: Duration = Duration::from_millis(5);
 const DRAIN: Duration = Duration::from_secs(15);
 /// Stamp publisher id of warm-up messages (not measured).
 const WARM: u32 = 1;
+/// With `ABUSE_TRACE_SLOW` set, deliveries slower than this are printed.
+const SLOW_US: u64 = 5_000;
+
+/// Prints one slow delivery with the CLOCK_MONOTONIC time it arrived, the
+/// clock `perf record --clockid=monotonic` stamps its samples with, so the
+/// moment can be found in a profile or a `perf sched timehist` of the
+/// nexus (that is how the descriptor-table and huge-page stalls were found).
+fn trace_slow_delivery(shard: usize, latency_us: u64) {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    eprintln!(
+        "slow delivery: shard {shard}, {:.1} ms, arrived at monotonic {}.{:06} s",
+        latency_us as f64 / 1e3,
+        now.tv_sec,
+        now.tv_nsec / 1000
+    );
+}
 
 /// What one bystander saw.
 #[derive(Debug, Clone, Default)]
@@ -138,6 +159,7 @@ async fn run(
         let seen = seen.clone();
         let mut read = sub.read;
         let mut pending = sub.pending;
+        let trace_slow = std::env::var_os("ABUSE_TRACE_SLOW").is_some();
         tokio::task::spawn_local(async move {
             let mut chunk = vec![0u8; 16 * 1024];
             loop {
@@ -154,6 +176,9 @@ async fn run(
                                     let now = origin.elapsed().as_nanos() as u64;
                                     let us = now.saturating_sub(stamp.sent_ns) / 1000;
                                     seen.latency_us.saturating_record(us.max(1));
+                                    if us > SLOW_US && trace_slow {
+                                        trace_slow_delivery(shard, us);
+                                    }
                                     seen.received += 1;
                                 }
                             }

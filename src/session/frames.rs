@@ -48,6 +48,9 @@ pub struct FrameDecoder {
     /// The fragmented message being received, between its first fragment
     /// and its last.
     assembly: Option<Assembly>,
+    /// The fragment whose payload is being unmasked into `assembly` as its
+    /// bytes arrive.
+    fragment: Option<Fragment>,
     /// A frame larger than [`KEEP_PARTIAL_BYTES`] went through tungstenite
     /// since its context was made: its read buffer grew to that size.
     context_grew: bool,
@@ -71,6 +74,7 @@ impl FrameDecoder {
             max_frame_bytes: max_message_bytes as u64,
             partial: Vec::new(),
             assembly: None,
+            fragment: None,
             context_grew: false,
             config,
             leftover,
@@ -122,38 +126,89 @@ impl FrameDecoder {
             }
     }
 
-    /// Takes in one fragment (see [`FrameDecoder::assembles`]); the last one
-    /// hands the whole message to tungstenite.
-    fn assemble(
-        &mut self,
-        header: &Header,
-        payload: &[u8],
-        replies: &mut Vec<u8>,
-        inbox: &mut Vec<WsMessage>,
-    ) -> Decoded {
-        let mask = header.mask.expect("only masked frames are assembled");
-        let limit = self.max_frame_bytes as usize;
+    /// Starts taking in a fragment (see [`FrameDecoder::assembles`]) from
+    /// its header: its payload then comes through
+    /// [`FrameDecoder::take_fragment`]. A message that would pass the limit
+    /// is refused here, before any of its payload is held.
+    fn start_fragment(&mut self, header: Header) -> Result<(), WsError> {
         if header.opcode != 0 {
             if self.assembly.is_some() {
-                return Decoded::Failed(expected_continuation(header.opcode));
+                return Err(expected_continuation(header.opcode));
             }
-            self.assembly = Some(Assembly::start(header.opcode, payload, mask, limit));
-            return Decoded::NeedMore;
+            self.assembly = Some(Assembly::new(header.opcode));
         }
-        let mut assembly = self.assembly.take().expect("a continuation of an assembly");
-        if let Err(e) = assembly.extend(payload, mask, limit) {
-            return Decoded::Failed(e);
+        let assembly = self
+            .assembly
+            .as_ref()
+            .expect("a continuation of an assembly");
+        assembly.admit(header.payload_len, self.max_frame_bytes as usize)?;
+        self.fragment = Some(Fragment {
+            header,
+            received: 0,
+        });
+        Ok(())
+    }
+
+    /// Unmasks as much of the current fragment's payload as `input` holds
+    /// into the assembly; returns the bytes taken. The message's last
+    /// fragment, once complete, hands the whole message to tungstenite.
+    fn take_fragment(
+        &mut self,
+        input: &[u8],
+        replies: &mut Vec<u8>,
+        inbox: &mut Vec<WsMessage>,
+    ) -> (usize, Decoded) {
+        let fragment = self.fragment.as_mut().expect("a fragment being received");
+        let left = fragment.header.payload_len - fragment.received;
+        let take = left.min(input.len() as u64) as usize;
+        let mask = fragment
+            .header
+            .mask
+            .expect("only masked frames are assembled");
+        let assembly = self
+            .assembly
+            .as_mut()
+            .expect("a fragment belongs to an assembly");
+        assembly.push(&input[..take], mask, fragment.received, left - take as u64);
+        fragment.received += take as u64;
+        if fragment.received < fragment.header.payload_len {
+            return (take, Decoded::NeedMore);
         }
-        if !header.fin {
-            self.assembly = Some(assembly);
-            return Decoded::NeedMore;
+        let last = fragment.header.fin;
+        self.fragment = None;
+        if !last {
+            return (take, Decoded::NeedMore);
         }
+        let mut assembly = self.assembly.take().expect("checked above");
         let frame = assembly.finish();
         if frame.len() > KEEP_PARTIAL_BYTES {
             self.context_grew = true;
         }
-        feed(self, frame, replies, inbox)
+        (take, feed(self, frame, replies, inbox))
     }
+
+    /// Takes in a fragment whose header starts `bytes` (and as much of its
+    /// payload as follows it there); returns the bytes taken.
+    fn fragment_from(
+        &mut self,
+        header: Header,
+        bytes: &[u8],
+        replies: &mut Vec<u8>,
+        inbox: &mut Vec<WsMessage>,
+    ) -> (usize, Decoded) {
+        if let Err(e) = self.start_fragment(header) {
+            return (0, Decoded::Failed(e));
+        }
+        let (taken, decoded) = self.take_fragment(&bytes[header.header_len..], replies, inbox);
+        (header.header_len + taken, decoded)
+    }
+}
+
+/// A fragment being received: its header and how much of its payload came.
+#[derive(Debug)]
+struct Fragment {
+    header: Header,
+    received: u64,
 }
 
 /// What a frame header says.
@@ -238,9 +293,23 @@ fn decode_input(
     replies: &mut Vec<u8>,
     inbox: &mut Vec<WsMessage>,
 ) -> Decoded {
-    // First finish the frame left over from earlier reads, a piece at a time
-    // so nothing past its end is taken.
-    while !decoder.partial.is_empty() && !input.is_empty() {
+    // First the fragment whose payload is arriving, then the frame left over
+    // from earlier reads, a piece at a time so nothing past its end is taken.
+    loop {
+        if input.is_empty() {
+            return Decoded::NeedMore;
+        }
+        if decoder.fragment.is_some() {
+            let (taken, decoded) = decoder.take_fragment(input, replies, inbox);
+            input = &input[taken..];
+            if !matches!(decoded, Decoded::NeedMore) {
+                return decoded;
+            }
+            continue;
+        }
+        if decoder.partial.is_empty() {
+            break;
+        }
         let wanted = match parse_header(&decoder.partial) {
             None => {
                 let have = decoder.partial.len();
@@ -255,11 +324,6 @@ fn decode_input(
                     } + if decoder.partial[1] & 0x80 != 0 { 4 } else { 0 }
                 };
                 needed - have
-            }
-            Some(header) if header.payload_len > decoder.max_frame_bytes => {
-                // The header alone makes tungstenite refuse the frame.
-                let partial = std::mem::take(&mut decoder.partial);
-                return feed(decoder, &partial, replies, inbox);
             }
             Some(header) => {
                 (header.header_len as u64 + header.payload_len - decoder.partial.len() as u64)
@@ -276,22 +340,32 @@ fn decode_input(
         }
         decoder.partial.extend_from_slice(&input[..take]);
         input = &input[take..];
-        if let Some(header) = parse_header(&decoder.partial) {
-            if header.payload_len > decoder.max_frame_bytes {
-                let partial = std::mem::take(&mut decoder.partial);
-                return feed(decoder, &partial, replies, inbox);
+        let Some(header) = parse_header(&decoder.partial) else {
+            continue;
+        };
+        if header.payload_len > decoder.max_frame_bytes {
+            // The header alone makes tungstenite refuse the frame.
+            let partial = std::mem::take(&mut decoder.partial);
+            return feed(decoder, &partial, replies, inbox);
+        }
+        if decoder.assembles(&header) {
+            // Only the header is held: its payload goes to the assembly.
+            decoder.partial.clear();
+            if let Err(e) = decoder.start_fragment(header) {
+                return Decoded::Failed(e);
             }
-            let total = header.header_len as u64 + header.payload_len;
-            if decoder.partial.len() as u64 == total {
-                let mut partial = std::mem::take(&mut decoder.partial);
-                let ended = dispatch(decoder, &partial, replies, inbox);
-                if partial.capacity() <= KEEP_PARTIAL_BYTES {
-                    partial.clear();
-                    decoder.partial = partial;
-                }
-                if !matches!(ended, Decoded::NeedMore) {
-                    return ended;
-                }
+            continue;
+        }
+        let total = header.header_len as u64 + header.payload_len;
+        if decoder.partial.len() as u64 == total {
+            let mut partial = std::mem::take(&mut decoder.partial);
+            let ended = dispatch(decoder, &partial, replies, inbox);
+            if partial.capacity() <= KEEP_PARTIAL_BYTES {
+                partial.clear();
+                decoder.partial = partial;
+            }
+            if !matches!(ended, Decoded::NeedMore) {
+                return ended;
             }
         }
     }
@@ -316,8 +390,22 @@ fn decode_input(
         }
         complete += total;
     }
-    decoder.partial.extend_from_slice(&input[complete..]);
-    dispatch(decoder, &input[..complete], replies, inbox)
+    match dispatch(decoder, &input[..complete], replies, inbox) {
+        Decoded::NeedMore => {}
+        ended => return ended,
+    }
+    // A frame that did not all arrive: a fragment's payload goes to its
+    // message as it comes, any other frame waits whole in `partial`.
+    let rest = &input[complete..];
+    match parse_header(rest) {
+        Some(header) if decoder.assembles(&header) => {
+            decoder.fragment_from(header, rest, replies, inbox).1
+        }
+        _ => {
+            decoder.partial.extend_from_slice(rest);
+            Decoded::NeedMore
+        }
+    }
 }
 
 /// Hands complete `frames` to tungstenite, in runs, except the fragments of
@@ -339,8 +427,10 @@ fn dispatch(
                     ended => return ended,
                 }
             }
-            let payload = &frames[at + header.header_len..end];
-            match decoder.assemble(&header, payload, replies, inbox) {
+            match decoder
+                .fragment_from(header, &frames[at..end], replies, inbox)
+                .1
+            {
                 Decoded::NeedMore => {}
                 ended => return ended,
             }
@@ -500,6 +590,77 @@ mod tests {
         assert_eq!(inbox, vec![WsMessage::text("1h|2|ab")]);
         assert!(!decoder.mid_message());
         assert_eq!(decoder.buffered_bytes(), 0);
+    }
+
+    /// A masked frame with `first` as its first byte and this mask key.
+    fn masked_frame(first: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
+        let mut frame = vec![first];
+        match payload.len() {
+            n if n < 126 => frame.push(0x80 | n as u8),
+            n => {
+                frame.push(0x80 | 126);
+                frame.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+        }
+        frame.extend_from_slice(&mask);
+        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        frame
+    }
+
+    #[test]
+    fn a_fragment_split_anywhere_is_held_once_and_decodes_whole() {
+        let text = format!("1h|6000|{}", "y".repeat(6000));
+        let (head, tail) = text.as_bytes().split_at(5000);
+        let wire = [
+            masked_frame(0x01, head, [3, 1, 4, 1]),
+            masked_frame(0x89, b"hi", [0, 0, 0, 9]),
+            masked_frame(0x80, tail, [2, 7, 1, 8]),
+        ]
+        .concat();
+        for piece_len in [1, 3, 7, 1000, 4096, wire.len()] {
+            let mut decoder = FrameDecoder::new(64 * 1024, Vec::new());
+            let (mut replies, mut inbox) = (Vec::new(), Vec::new());
+            for piece in wire.chunks(piece_len) {
+                let decoded = decode(&mut decoder, piece, &mut replies, &mut inbox);
+                assert!(matches!(decoded, Decoded::NeedMore), "{decoded:?}");
+                assert!(
+                    decoder.partial.len() <= 14,
+                    "a fragment's payload is not buffered as a frame ({piece_len})"
+                );
+                assert!(
+                    decoder.buffered_bytes() <= 14 + text.len(),
+                    "held once: {} ({piece_len})",
+                    decoder.buffered_bytes()
+                );
+            }
+            let texts: Vec<_> = inbox.iter().filter(|m| m.is_text()).collect();
+            assert_eq!(texts.len(), 1, "{piece_len}");
+            assert!(*texts[0] == WsMessage::text(text.clone()), "{piece_len}");
+            assert_eq!(
+                replies,
+                [0x8a, 0x02, b'h', b'i'],
+                "the ping between fragments"
+            );
+            assert_eq!(decoder.buffered_bytes(), 0);
+            assert!(!decoder.mid_message());
+        }
+    }
+
+    #[test]
+    fn a_fragmented_message_past_the_limit_fails_at_the_fragment_header() {
+        let mut decoder = FrameDecoder::new(1000, Vec::new());
+        let (mut replies, mut inbox) = (Vec::new(), Vec::new());
+        let first = masked_frame(0x01, &[b'a'; 600], [1, 2, 3, 4]);
+        decode(&mut decoder, &first, &mut replies, &mut inbox);
+        let second = masked_frame(0x80, &[b'b'; 600], [1, 2, 3, 4]);
+        // Its header alone (2 bytes, a 16-bit length, the mask key).
+        match decode(&mut decoder, &second[..8], &mut replies, &mut inbox) {
+            Decoded::Failed(e) => {
+                assert_eq!(close_code_for(&e).0, 1009);
+                assert!(e.to_string().contains("1200"), "{e}");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

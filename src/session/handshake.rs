@@ -10,7 +10,7 @@ use std::pin::Pin;
 use tungstenite::handshake::machine::TryParse;
 use tungstenite::handshake::server::{create_response, write_response, Request};
 
-use super::gate::{StartGate, Turn};
+use super::gate::{Turn, WorkGate};
 use super::stream::SharedStream;
 use crate::access::Presented;
 use easechat_auth::Status;
@@ -47,7 +47,7 @@ pub type Authorize<'a, T> = Box<dyn FnOnce(Presented) -> Result<T, (Status, Stri
 /// sizing every connection's task for them.
 pub fn upgrade_boxed<'a, T: 'a>(
     stream: &'a SharedStream,
-    gate: &'a StartGate,
+    gate: &'a WorkGate,
     authorize: Authorize<'a, T>,
 ) -> Pin<Box<dyn Future<Output = Upgraded<'a, T>> + 'a>> {
     Box::pin(upgrade(stream, gate, authorize))
@@ -146,7 +146,7 @@ pub fn presented(request: &Request) -> Presented {
 /// made runnable together by one I/O poll, do not run back to back.
 pub async fn upgrade<'a, 'g, T>(
     stream: &SharedStream,
-    gate: &'g StartGate,
+    gate: &'g WorkGate,
     authorize: Authorize<'a, T>,
 ) -> Upgraded<'g, T> {
     let mut request = Vec::with_capacity(1024);

@@ -299,6 +299,9 @@ impl<'a> Reader<'a> {
         let mut busy_since: Option<Instant> = None;
         let mut waited = false;
         let mut ciphertext_mark = stream.tls().map_or(0, TlsSession::ciphertext_in);
+        // A turn at the shard's bulk gate, held from a read to the end of
+        // its decoding while this connection has more input than its share.
+        let mut bulk_turn: Option<gate::Turn<'_>> = None;
         loop {
             // Parse everything this read brought (the first pass parses what
             // came with the handshake). No await until the scratch is consumed.
@@ -311,6 +314,9 @@ impl<'a> Reader<'a> {
                     &mut inbox,
                 )
             };
+            if let Some(turn) = bulk_turn.take() {
+                turn.leave().await;
+            }
             let mut peer_close_code = None;
             for message in inbox.drain(..) {
                 let verdict = match message {
@@ -368,11 +374,17 @@ impl<'a> Reader<'a> {
             if full_share || busy_too_long {
                 glommio::timer::sleep(FAIR_PAUSE).await;
                 busy_since = None;
+                // Such reads and their decoding (copies into fresh memory
+                // for large messages) go one connection at a time, so a
+                // storm of them cannot fill the run queue ahead of others.
+                bulk_turn = shard.bulk_gate.enter().await;
             } else {
                 future::yield_now().await;
             }
-            let read =
-                stream.read_scratch(&shard.scratch, READ_SHARE_BYTES, &conn.outbox, &mut waited);
+            let read = gate::held_while_running(
+                &mut bulk_turn,
+                stream.read_scratch(&shard.scratch, READ_SHARE_BYTES, &conn.outbox, &mut waited),
+            );
             let outcome = match self.message_deadline() {
                 None => read.await,
                 Some(left) => match with_timeout(left, read).await {

@@ -21,7 +21,7 @@ use std::task::{Context, Poll};
 use futures_lite::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
 
-use super::gate::StartGate;
+use super::gate::WorkGate;
 use crate::outbox::Outbox;
 use crate::tls::TlsSession;
 
@@ -124,7 +124,7 @@ impl SharedStream {
     /// and gives the charge back. On a failure rustls's alert is sent first.
     pub async fn tls_handshake(
         &self,
-        gate: &StartGate,
+        gate: &WorkGate,
         max_bytes: usize,
         charge: &dyn Fn(usize, usize) -> bool,
     ) -> io::Result<()> {

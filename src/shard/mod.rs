@@ -67,7 +67,10 @@ pub struct ShardState {
     /// their encryption; shared like `scratch`.
     pub tls_plaintext: RefCell<Vec<u8>>,
     /// Paces this shard's connection starts (TLS handshakes, upgrades).
-    pub start_gate: crate::session::gate::StartGate,
+    pub start_gate: crate::session::gate::WorkGate,
+    /// Paces the reads of connections with more input than their share
+    /// per turn (floods, large and fragmented messages).
+    pub bulk_gate: crate::session::gate::WorkGate,
     /// Traffic counters.
     pub stats: ShardStats,
     /// Fires when the nexus stops.
@@ -116,7 +119,8 @@ impl ShardState {
             router,
             scratch: RefCell::new(vec![0; SCRATCH_BYTES]),
             tls_plaintext: RefCell::new(Vec::new()),
-            start_gate: crate::session::gate::StartGate::default(),
+            start_gate: crate::session::gate::WorkGate::default(),
+            bulk_gate: crate::session::gate::WorkGate::default(),
             stats: ShardStats::default(),
             shutdown: ShutdownSignal::default(),
             draining: ShutdownSignal::default(),

@@ -1,6 +1,6 @@
 //! One wss connection's TLS state. (Its handshake is driven by
 //! [`crate::session::stream::SharedStream::tls_handshake`], paced by the
-//! shard's [`crate::session::gate::StartGate`].)
+//! shard's [`crate::session::gate::WorkGate`].)
 //!
 //! The socket stays the connection's plain glommio stream; this side holds
 //! the rustls state between the two. Reads pull ciphertext from the socket
