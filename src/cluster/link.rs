@@ -28,7 +28,6 @@ use super::inbox::Inbound;
 use super::inbox::InboxReceiver;
 use super::wire::{publish_weight, Remote};
 use super::ClusterStats;
-use crate::outbox::Frame;
 use crate::protocol::frame::encode_receive_frame;
 use crate::router::Publication;
 use crate::shard::ShardState;
@@ -270,8 +269,11 @@ fn deliver(state: &ShardState, remote: &Remote) {
         }
         return;
     }
-    let frame: Frame =
-        Rc::from(&encode_receive_frame(&remote.sender, &remote.channel, &remote.text)[..]);
+    let frame = state.frames.frame(&encode_receive_frame(
+        &remote.sender,
+        &remote.channel,
+        &remote.text,
+    ));
     state.deliver(&remote.sender, &remote.channel, &frame);
 }
 

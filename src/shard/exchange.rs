@@ -164,7 +164,7 @@ impl ShardState {
         }
         let publication = Publication::new(sender, channel, text);
         if local {
-            let frame: Frame = Rc::from(publication.frame());
+            let frame = self.frames.frame(publication.frame());
             self.deliver(sender, channel, &frame);
         }
         if remote != 0 {
@@ -176,7 +176,7 @@ impl ShardState {
     pub fn deliver_remote(&self, publication: &Publication) {
         let channel = publication.channel();
         if self.index.borrow().has_channel(channel) {
-            let frame: Frame = Rc::from(publication.frame());
+            let frame = self.frames.frame(publication.frame());
             self.deliver(publication.sender(), channel, &frame);
         }
     }

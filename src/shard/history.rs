@@ -150,9 +150,9 @@ impl ShardState {
                 if subscriber.is_waiting(channel) {
                     continue;
                 }
-                positional.get_or_insert_with(|| Rc::from(sequenced.positional()))
+                positional.get_or_insert_with(|| self.frames.frame(sequenced.positional()))
             } else {
-                plain.get_or_insert_with(|| Rc::from(publication.frame()))
+                plain.get_or_insert_with(|| self.frames.frame(publication.frame()))
             };
             match subscriber.outbox.push(frame) {
                 Push::Queued => delivered += 1,
@@ -418,7 +418,7 @@ impl ShardState {
             if conn.is_named(sequenced.publication.sender()) {
                 continue;
             }
-            match conn.outbox.push(&Rc::from(sequenced.positional())) {
+            match conn.outbox.push(&self.frames.frame(sequenced.positional())) {
                 Push::Queued => replayed += 1,
                 Push::Closed => return,
                 Push::Overflow => {
@@ -441,7 +441,7 @@ impl ShardState {
         offset: u64,
         epoch: &str,
     ) -> bool {
-        let frame: Frame = Rc::from(encode_text_frame(&Message::Position {
+        let frame = Frame::from(encode_text_frame(&Message::Position {
             channel,
             status,
             offset,

@@ -63,6 +63,9 @@ pub struct ShardState {
     pub router: Router,
     /// Read buffer shared by every connection of the shard.
     pub scratch: RefCell<Vec<u8>>,
+    /// Where this shard's outgoing frames are written once, to be queued to
+    /// many outboxes as ranges.
+    pub frames: crate::outbox::FrameLog,
     /// The frames of a wss connection's round, between the outbox and
     /// their encryption; shared like `scratch`.
     pub tls_plaintext: RefCell<Vec<u8>>,
@@ -118,6 +121,7 @@ impl ShardState {
             config,
             router,
             scratch: RefCell::new(vec![0; SCRATCH_BYTES]),
+            frames: crate::outbox::FrameLog::default(),
             tls_plaintext: RefCell::new(Vec::new()),
             start_gate: crate::session::gate::WorkGate::default(),
             bulk_gate: crate::session::gate::WorkGate::default(),

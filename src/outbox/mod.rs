@@ -1,15 +1,14 @@
 //! A connection's bounded outbound queue.
 //!
-//! Publishers push shared, reference-counted frames here (a clone of an
-//! `Rc`, no copy); everything queued leaves in one batch with one `send`.
-//! Who drains it is the writer's choice: a [ready hook](Outbox::set_ready_hook)
-//! hands the connection to the shard's end-of-turn flusher
-//! (`session::writer`) the moment the queue stops being empty, and
-//! [`Outbox::poll_batch`] serves a writer task that drains on its own. The
-//! queue is bounded in bytes: a
-//! push that would pass the bound is refused, and the caller closes the
-//! connection as a slow consumer instead of letting memory grow or stalling
-//! the shard.
+//! Publishers push shared frames here (ranges of the shard's
+//! [`FrameLog`], no copy; a frame that continues the last queued range
+//! extends it, see [`shared`]); everything queued leaves in one batch with
+//! one `send`. A [ready hook](Outbox::set_ready_hook) hands the connection
+//! to the shard's end-of-turn flusher (`session::writer`) the moment the
+//! queue stops being empty; the flusher drains it with
+//! [`Outbox::take_all`]. The queue is bounded in bytes: a push that would
+//! pass the bound is refused, and the caller closes the connection as a
+//! slow consumer instead of letting memory grow or stalling the shard.
 //!
 //! Closing is a state of the outbox: a close frame goes last in the queue,
 //! later pushes are dropped, and both the reader and the writer of the
@@ -17,13 +16,13 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
-use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
 use crate::protocol::frame::{encode_close_frame, truncate_close_reason};
 
-/// An encoded WebSocket frame, shared by every subscriber it goes to.
-pub type Frame = Rc<[u8]>;
+pub mod shared;
+
+pub use shared::{Frame, FrameLog};
 
 /// What happened to a pushed frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,39 +35,39 @@ pub enum Push {
     Closed,
 }
 
-/// What the writer should do next.
-#[derive(Debug)]
-pub enum Batch {
-    /// Write this one frame as it is (no copy).
-    One(Frame),
-    /// The frames were copied into the caller's buffer; write it.
-    Many,
-    /// Nothing left and the outbox is closed: shut the socket down.
-    Finished,
-}
-
 /// A connection's outbound queue; see the module docs.
+///
+/// `repr(C)` keeps what every push reads and writes (the bound, the
+/// counters, the newest range) in the struct's first cache line: a publish
+/// touches hundreds of outboxes, and the older ranges only at write time.
+#[repr(C)]
 pub struct Outbox {
-    queue: RefCell<VecDeque<Frame>>,
+    /// Set once a close frame (or an abort) ended the queue.
+    closing: Cell<bool>,
     /// Bytes currently queued; compared with `limit` on every push.
     queued_bytes: Cell<usize>,
     /// The slow-consumer bound, in bytes.
     limit: usize,
-    /// Set once a close frame (or an abort) ended the queue.
-    closing: Cell<bool>,
+    /// Frames currently queued (a range may hold many).
+    queued_frames: Cell<usize>,
+    /// The newest queued range, the one a push extends; `None` when the
+    /// outbox is empty.
+    tail: RefCell<Option<Frame>>,
+    /// The ranges queued before `tail`, oldest first.
+    queue: RefCell<VecDeque<Frame>>,
     /// The close code and reason the nexus chose, for the session's log.
     close_reason: RefCell<Option<(u16, String)>>,
     writer: Cell<Option<Waker>>,
     reader: Cell<Option<Waker>>,
     /// Called when the queue stops being empty or starts closing, instead
-    /// of waking a writer blocked in [`Outbox::poll_batch`].
+    /// of waking the writer.
     ready_hook: RefCell<Option<Box<dyn Fn()>>>,
 }
 
 impl std::fmt::Debug for Outbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Outbox")
-            .field("frames", &self.queue.borrow().len())
+            .field("frames", &self.queued_frames.get())
             .field("queued_bytes", &self.queued_bytes.get())
             .field("limit", &self.limit)
             .field("closing", &self.closing.get())
@@ -81,8 +80,10 @@ impl Outbox {
     /// An empty outbox that refuses pushes past `limit` queued bytes.
     pub fn new(limit: usize) -> Self {
         Outbox {
+            tail: RefCell::new(None),
             queue: RefCell::new(VecDeque::new()),
             queued_bytes: Cell::new(0),
+            queued_frames: Cell::new(0),
             limit,
             closing: Cell::new(false),
             close_reason: RefCell::new(None),
@@ -108,19 +109,18 @@ impl Outbox {
 
     /// Queues a shared frame unless that passes the bound or we are closing.
     pub fn push(&self, frame: &Frame) -> Push {
-        self.push_with(frame.len(), || frame.clone())
+        self.push_with(frame.len(), frame)
     }
 
     /// Queues a control frame (pong, ping). It counts against the same
     /// bound: a client that floods pings and never reads the pongs is a
     /// slow consumer like any other.
     pub fn push_control(&self, frame: Vec<u8>) -> Push {
-        self.push_with(frame.len(), || frame.into())
+        self.push_with(frame.len(), &Frame::from(frame))
     }
 
-    /// The bound and closing checks shared by every push; `frame` is only
-    /// made (an `Rc` clone or a conversion) when it is queued.
-    fn push_with(&self, len: usize, frame: impl FnOnce() -> Frame) -> Push {
+    /// The bound and closing checks shared by every push.
+    fn push_with(&self, len: usize, frame: &Frame) -> Push {
         if self.closing.get() {
             return Push::Closed;
         }
@@ -128,16 +128,30 @@ impl Outbox {
         if bytes > self.limit {
             return Push::Overflow;
         }
-        self.enqueue(frame(), bytes);
+        self.enqueue(frame, bytes);
         Push::Queued
     }
 
-    fn enqueue(&self, frame: Frame, bytes: usize) {
+    /// Queues `frame`: it extends the last queued range when it continues
+    /// it (the next frame of the same chunk), else it is queued on its own.
+    fn enqueue(&self, frame: &Frame, bytes: usize) {
         self.queued_bytes.set(bytes);
+        self.queued_frames.set(self.queued_frames.get() + 1);
         let first = {
-            let mut queue = self.queue.borrow_mut();
-            queue.push_back(frame);
-            queue.len() == 1
+            let mut tail = self.tail.borrow_mut();
+            match tail.as_mut() {
+                Some(last) => {
+                    if !last.absorb(frame) {
+                        let older = std::mem::replace(last, frame.clone());
+                        self.queue.borrow_mut().push_back(older);
+                    }
+                    false
+                }
+                None => {
+                    *tail = Some(frame.clone());
+                    true
+                }
+            }
         };
         if first {
             if self.ready_hook.borrow().is_some() {
@@ -165,7 +179,9 @@ impl Outbox {
             return false;
         }
         self.queue.borrow_mut().clear();
+        self.tail.borrow_mut().take();
         self.queued_bytes.set(0);
+        self.queued_frames.set(0);
         self.close(code, reason)
     }
 
@@ -177,7 +193,10 @@ impl Outbox {
         }
         self.queued_bytes
             .set(self.queued_bytes.get() + close_frame.len());
-        self.queue.borrow_mut().push_back(close_frame.into());
+        self.queued_frames.set(self.queued_frames.get() + 1);
+        if let Some(older) = self.tail.replace(Some(Frame::from(close_frame))) {
+            self.queue.borrow_mut().push_back(older);
+        }
         self.ready();
         wake(&self.writer);
         wake(&self.reader);
@@ -219,61 +238,34 @@ impl Outbox {
         }
     }
 
-    /// For a flusher: appends every queued frame to `buf`, in order, and
-    /// returns how many there were.
+    /// For a flusher: appends every queued frame to `buf`, in order (one
+    /// copy per queued range), and returns how many frames there were.
     pub fn take_all(&self, buf: &mut Vec<u8>) -> usize {
-        let mut queue = self.queue.borrow_mut();
         buf.reserve(self.queued_bytes.get());
-        let frames = queue.len();
-        for frame in queue.drain(..) {
-            buf.extend_from_slice(&frame);
+        for range in self.queue.borrow_mut().drain(..) {
+            buf.extend_from_slice(&range.bytes());
+        }
+        if let Some(newest) = self.tail.take() {
+            buf.extend_from_slice(&newest.bytes());
         }
         self.queued_bytes.set(0);
-        frames
+        self.queued_frames.replace(0)
     }
 
     /// True if frames are waiting.
     pub fn has_frames(&self) -> bool {
-        !self.queue.borrow().is_empty()
+        self.tail.borrow().is_some()
     }
 
     /// For a writer whose frames a flusher sends: ready once the outbox is
     /// closed and empty (time to send FIN); otherwise remembers the waker,
     /// which a close wakes.
     pub fn poll_finished(&self, cx: &Context<'_>) -> Poll<()> {
-        if self.closing.get() && self.queue.borrow().is_empty() {
+        if self.closing.get() && !self.has_frames() {
             Poll::Ready(())
         } else {
             self.writer.set(Some(cx.waker().clone()));
             Poll::Pending
-        }
-    }
-
-    /// For the writer: takes the next batch, or waits for one.
-    ///
-    /// Several queued frames are copied into `buf` so one `send` writes them
-    /// all; a lone frame is handed back as it is.
-    pub fn poll_batch(&self, cx: &Context<'_>, buf: &mut Vec<u8>) -> Poll<Batch> {
-        let mut queue = self.queue.borrow_mut();
-        match queue.len() {
-            0 if self.closing.get() => Poll::Ready(Batch::Finished),
-            0 => {
-                self.writer.set(Some(cx.waker().clone()));
-                Poll::Pending
-            }
-            1 => {
-                let frame = queue.pop_front().expect("one frame");
-                self.queued_bytes.set(0);
-                Poll::Ready(Batch::One(frame))
-            }
-            _ => {
-                buf.reserve(self.queued_bytes.get());
-                for frame in queue.drain(..) {
-                    buf.extend_from_slice(&frame);
-                }
-                self.queued_bytes.set(0);
-                Poll::Ready(Batch::Many)
-            }
         }
     }
 }
@@ -287,10 +279,17 @@ fn wake(slot: &Cell<Option<Waker>>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::rc::Rc;
     use std::task::Waker;
 
     fn frame(bytes: &[u8]) -> Frame {
-        Rc::from(bytes)
+        Frame::from(bytes)
+    }
+
+    fn taken(outbox: &Outbox) -> Vec<u8> {
+        let mut buf = Vec::new();
+        outbox.take_all(&mut buf);
+        buf
     }
 
     #[test]
@@ -300,27 +299,14 @@ mod tests {
         assert_eq!(outbox.push(&f), Push::Queued);
         assert_eq!(outbox.push(&f), Push::Queued);
         assert_eq!(outbox.push(&f), Push::Overflow, "12 bytes > 10");
-        assert_eq!(
-            Rc::strong_count(&f),
-            3,
-            "queued frames are shared, not copied"
-        );
+        assert_eq!(f.holders(), 3, "queued frames are shared, not copied");
         assert!(outbox.close_discarding(1008, "slow consumer"));
-        assert_eq!(Rc::strong_count(&f), 1, "backlog released at once");
+        assert_eq!(f.holders(), 1, "backlog released at once");
         assert_eq!(outbox.push(&f), Push::Closed);
         assert_eq!(outbox.close_reason(), Some((1008, "slow consumer".into())));
+        assert_eq!(taken(&outbox), encode_close_frame(1008, "slow consumer"));
         let cx = Context::from_waker(Waker::noop());
-        let mut buf = Vec::new();
-        match outbox.poll_batch(&cx, &mut buf) {
-            Poll::Ready(Batch::One(f)) => {
-                assert_eq!(&*f, &encode_close_frame(1008, "slow consumer")[..])
-            }
-            other => panic!("{other:?}"),
-        }
-        assert!(matches!(
-            outbox.poll_batch(&cx, &mut buf),
-            Poll::Ready(Batch::Finished)
-        ));
+        assert!(outbox.poll_finished(&cx).is_ready());
     }
 
     #[test]
@@ -369,14 +355,47 @@ mod tests {
         outbox.push(&frame(b"one,"));
         assert_eq!(outbox.push_control(b"two,".to_vec()), Push::Queued);
         outbox.push(&frame(b"three"));
-        let cx = Context::from_waker(Waker::noop());
-        let mut buf = Vec::new();
-        assert!(matches!(
-            outbox.poll_batch(&cx, &mut buf),
-            Poll::Ready(Batch::Many)
-        ));
-        assert_eq!(buf, b"one,two,three");
+        assert_eq!(taken(&outbox), b"one,two,three");
         assert_eq!(outbox.queued_bytes(), 0);
-        assert!(outbox.poll_batch(&cx, &mut buf).is_pending());
+        assert!(!outbox.has_frames());
+    }
+
+    #[test]
+    fn a_run_of_log_frames_is_queued_as_one_range() {
+        let log = FrameLog::default();
+        let (subscriber, other) = (Outbox::new(1000), Outbox::new(1000));
+        let frames: Vec<Frame> = (0..50)
+            .map(|i| log.frame(format!("<{i}>").as_bytes()))
+            .collect();
+        for (i, f) in frames.iter().enumerate() {
+            assert_eq!(subscriber.push(f), Push::Queued);
+            if i % 2 == 0 {
+                assert_eq!(other.push(f), Push::Queued);
+            }
+        }
+        assert!(
+            subscriber.queue.borrow().is_empty(),
+            "one range for 50 frames"
+        );
+        assert_eq!(subscriber.queued_frames.get(), 50);
+        assert_eq!(
+            other.queue.borrow().len(),
+            24,
+            "every other frame: no run (+ the tail)"
+        );
+        assert_eq!(
+            subscriber.queued_bytes(),
+            frames.iter().map(Frame::len).sum::<usize>()
+        );
+        let control = subscriber.push_control(b"|ping|".to_vec());
+        assert_eq!(control, Push::Queued);
+        subscriber.push(&log.frame(b"<after>"));
+        let expected: String = (0..50).map(|i| format!("<{i}>")).collect();
+        assert_eq!(
+            taken(&subscriber),
+            format!("{expected}|ping|<after>").as_bytes()
+        );
+        let odd: String = (0..50).step_by(2).map(|i| format!("<{i}>")).collect();
+        assert_eq!(taken(&other), odd.as_bytes());
     }
 }
