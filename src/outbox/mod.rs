@@ -252,6 +252,20 @@ impl Outbox {
         self.queued_frames.replace(0)
     }
 
+    /// For a flusher that sends straight from shared memory: moves every
+    /// queued range into `ranges` (no copy) and returns how many frames
+    /// they hold; `None`, moving nothing, when more than `max` are queued.
+    pub fn take_ranges(&self, ranges: &mut Vec<Frame>, max: usize) -> Option<usize> {
+        let mut queue = self.queue.borrow_mut();
+        if queue.len() >= max {
+            return None;
+        }
+        ranges.extend(queue.drain(..));
+        ranges.extend(self.tail.take());
+        self.queued_bytes.set(0);
+        Some(self.queued_frames.replace(0))
+    }
+
     /// True if frames are waiting.
     pub fn has_frames(&self) -> bool {
         self.tail.borrow().is_some()
@@ -396,6 +410,24 @@ mod tests {
             format!("{expected}|ping|<after>").as_bytes()
         );
         let odd: String = (0..50).step_by(2).map(|i| format!("<{i}>")).collect();
+        let mut ranges = Vec::new();
+        assert_eq!(
+            other.take_ranges(&mut ranges, 24),
+            None,
+            "25 ranges are more than 24"
+        );
+        assert!(ranges.is_empty());
         assert_eq!(taken(&other), odd.as_bytes());
+        for f in &frames[..3] {
+            subscriber.push(f);
+        }
+        subscriber.push_control(b"|pong|".to_vec());
+        assert_eq!(subscriber.take_ranges(&mut ranges, 25), Some(4));
+        let bytes: Vec<u8> = ranges.iter().flat_map(|r| r.bytes().to_vec()).collect();
+        assert_eq!(bytes, b"<0><1><2>|pong|");
+        assert_eq!(
+            (subscriber.queued_bytes(), subscriber.has_frames()),
+            (0, false)
+        );
     }
 }

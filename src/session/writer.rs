@@ -42,11 +42,12 @@
 
 use std::cell::{Cell, Ref, RefCell};
 use std::future::poll_fn;
-use std::io;
+use std::io::{self, IoSlice};
 use std::rc::{Rc, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
+use crate::outbox::Frame;
 use crate::shard::{Connection, ShardState};
 use tracing::warn;
 use uring_batch::{BatchSender, Send};
@@ -67,6 +68,9 @@ const KEEP_BUFFER_BYTES: usize = 16 * 1024;
 /// this, the flusher also offers the executor a chance to preempt it
 /// between groups.
 const SENDS_PER_GROUP: usize = 1024;
+/// Most ranges sent straight from the shard's chunks in one `sendmsg`;
+/// an outbox holding more is copied into one buffer instead.
+const MAX_PARTS: usize = 64;
 /// A busy round is written in at most this many slices, with a share of
 /// the coalescing delay before each.
 const PACED_PIECES: usize = 3;
@@ -98,6 +102,9 @@ struct Link {
     state: Cell<State>,
     /// Bytes taken from the outbox and not yet written.
     pending: RefCell<Vec<u8>>,
+    /// A round's frames as the outbox's ranges, sent from the shard's
+    /// chunks without being copied into `pending` first.
+    direct: RefCell<Vec<Frame>>,
     /// The writer task, woken when it has to act (blocked, failed, done).
     writer: Cell<Option<Waker>>,
 }
@@ -119,6 +126,12 @@ impl Link {
     fn take(&self) -> usize {
         let mut pending = self.pending.borrow_mut();
         let Some(tls) = self.stream.tls() else {
+            if pending.is_empty() {
+                let mut direct = self.direct.borrow_mut();
+                if let Some(frames) = self.conn.outbox.take_ranges(&mut direct, MAX_PARTS) {
+                    return frames;
+                }
+            }
             return self.conn.outbox.take_all(&mut pending);
         };
         let mut plaintext = self.shard.tls_plaintext.borrow_mut();
@@ -165,6 +178,42 @@ impl Link {
             }
             State::Failed | State::Queued => wake(waker),
         }
+    }
+
+    /// Moves ranges taken for a direct send into the pending buffer, for a
+    /// round written some other way.
+    fn direct_into_pending(&self) {
+        let mut pending = self.pending.borrow_mut();
+        for range in self.direct.borrow_mut().drain(..) {
+            pending.extend_from_slice(&range.bytes());
+        }
+    }
+
+    /// Settles a direct send of `ranges`: what the kernel did not take is
+    /// copied into the pending buffer and goes through [`Link::write_from`].
+    fn settle_direct(&self, ranges: &[Frame], result: &io::Result<usize>) {
+        let sent = match result {
+            Ok(n) => *n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(_) => {
+                self.state.set(State::Failed);
+                wake(self.writer.take());
+                return;
+            }
+        };
+        self.shard.stats.add(Metric::BytesOut, sent as u64);
+        let mut skip = sent;
+        {
+            let mut pending = self.pending.borrow_mut();
+            for range in ranges {
+                let bytes = range.bytes();
+                if skip < bytes.len() {
+                    pending.extend_from_slice(&bytes[skip..]);
+                }
+                skip = skip.saturating_sub(bytes.len());
+            }
+        }
+        self.write_from(0);
     }
 
     /// Settles a batched send's result: the kernel took `result` bytes, or
@@ -215,6 +264,7 @@ pub async fn run(stream: SharedStream, conn: Rc<Connection>, shard: Rc<ShardStat
         shard,
         state: Cell::new(State::Idle),
         pending: RefCell::new(Vec::new()),
+        direct: RefCell::new(Vec::new()),
         writer: Cell::new(None),
     });
     let weak: Weak<Link> = Rc::downgrade(&link);
@@ -476,27 +526,72 @@ impl Flusher {
         let mut sender = self.sender.borrow_mut();
         let Some(sender) = sender.as_mut() else {
             for link in group {
+                link.direct_into_pending();
                 link.write_from(0);
             }
             return (frames, sends);
         };
         let mut results = self.results.borrow_mut();
+        let directs: Vec<Vec<Frame>> = group
+            .iter()
+            .map(|l| std::mem::take(&mut *l.direct.borrow_mut()))
+            .collect();
         {
-            let bufs: Vec<Ref<'_, Vec<u8>>> = group.iter().map(|l| l.pending.borrow()).collect();
+            // Every buffer's borrow, then the parts pointing into them, then
+            // one send per connection over its parts.
+            let mut buffers: Vec<Outgoing<'_>> = Vec::with_capacity(group.len());
+            for (link, direct) in group.iter().zip(&directs) {
+                if direct.is_empty() {
+                    buffers.push(Outgoing::Pending(link.pending.borrow()));
+                } else {
+                    buffers.extend(direct.iter().map(|range| Outgoing::Shared(range.bytes())));
+                }
+            }
+            let parts: Vec<IoSlice<'_>> = buffers.iter().map(|b| IoSlice::new(b)).collect();
+            let mut at = 0;
             let batch: Vec<Send<'_>> = group
                 .iter()
-                .zip(&bufs)
-                .map(|(link, buf)| Send {
-                    fd: link.stream.raw_fd(),
-                    buf,
+                .zip(&directs)
+                .map(|(link, direct)| {
+                    let count = direct.len().max(1);
+                    at += count;
+                    Send {
+                        fd: link.stream.raw_fd(),
+                        parts: &parts[at - count..at],
+                    }
                 })
                 .collect();
             sender.send_all(&batch, &mut results);
         }
-        for (link, result) in group.iter().zip(results.iter()) {
-            link.settle(result);
+        for ((link, result), mut direct) in group.iter().zip(results.iter()).zip(directs) {
+            if direct.is_empty() {
+                link.settle(result);
+            } else {
+                link.settle_direct(&direct, result);
+                direct.clear();
+            }
+            // Keep the vector's room for the next round.
+            *link.direct.borrow_mut() = direct;
         }
         (frames, sends)
+    }
+}
+
+/// The bytes of one send in a batch: a connection's pending buffer, or a
+/// range of the shard's shared chunks sent as it is.
+enum Outgoing<'a> {
+    Pending(Ref<'a, Vec<u8>>),
+    Shared(Ref<'a, [u8]>),
+}
+
+impl std::ops::Deref for Outgoing<'_> {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Outgoing::Pending(buf) => buf,
+            Outgoing::Shared(bytes) => bytes,
+        }
     }
 }
 

@@ -17,7 +17,7 @@
 
 #![warn(missing_docs)]
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::os::fd::RawFd;
 use std::time::Duration;
 
@@ -27,18 +27,23 @@ use io_uring::{opcode, types, IoUring};
 /// them; non-blocking sends complete at once, so this is only a safety net.
 const WAIT_SLICE: Duration = Duration::from_millis(100);
 
-/// One send: `buf` to the connected socket `fd`.
+/// One send to the connected socket `fd`: the bytes of `parts`, in order
+/// (one part goes as a `send`, more as one `sendmsg` gathering them, so
+/// bytes already in memory elsewhere need not be copied together first).
 #[derive(Debug, Clone, Copy)]
 pub struct Send<'a> {
     /// A connected stream socket.
     pub fd: RawFd,
-    /// The bytes to send.
-    pub buf: &'a [u8],
+    /// The bytes to send, in order.
+    pub parts: &'a [IoSlice<'a>],
 }
 
 /// An io_uring of its own for batched sends; one per thread.
 pub struct BatchSender {
     ring: IoUring,
+    /// The message headers of a group's gathering sends, alive until the
+    /// group's entries completed.
+    headers: Vec<libc::msghdr>,
     /// Sends per submission (the submission queue's size).
     chunk: usize,
     ext_arg: bool,
@@ -61,6 +66,7 @@ impl BatchSender {
         let ext_arg = ring.params().is_feature_ext_arg();
         Ok(BatchSender {
             ring,
+            headers: Vec::new(),
             chunk,
             ext_arg,
         })
@@ -80,19 +86,46 @@ impl BatchSender {
     }
 
     fn submit_group(&mut self, base: usize, group: &[Send<'_>], results: &mut [io::Result<usize>]) {
+        // Every header first: the vector must not move once entries point
+        // into it.
+        self.headers.clear();
+        for send in group.iter().filter(|send| send.parts.len() > 1) {
+            // SAFETY: msghdr is plain data; all zero is an empty header.
+            let mut header: libc::msghdr = unsafe { std::mem::zeroed() };
+            // IoSlice is ABI-compatible with iovec (std guarantees it).
+            header.msg_iov = send.parts.as_ptr() as *mut libc::iovec;
+            header.msg_iovlen = send.parts.len() as _;
+            self.headers.push(header);
+        }
         {
             let mut sq = self.ring.submission();
+            let mut headers = self.headers.iter();
             for (i, send) in group.iter().enumerate() {
-                let len = send.buf.len().min(u32::MAX as usize) as u32;
-                let entry = opcode::Send::new(types::Fd(send.fd), send.buf.as_ptr(), len)
-                    .flags(libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
-                    .build()
-                    .user_data((base + i) as u64);
-                // SAFETY: the entry points at `send.buf`, which the caller
-                // lends us for this call, and this function does not return
-                // before the kernel has completed (or cancelled) every entry.
-                // The group is at most the queue's size and the queue is
-                // empty here, so the push cannot fail.
+                let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+                let entry = match send.parts {
+                    [] => opcode::Send::new(types::Fd(send.fd), std::ptr::null(), 0)
+                        .flags(flags)
+                        .build(),
+                    [one] => {
+                        let len = one.len().min(u32::MAX as usize) as u32;
+                        opcode::Send::new(types::Fd(send.fd), one.as_ptr(), len)
+                            .flags(flags)
+                            .build()
+                    }
+                    _ => {
+                        let header = headers.next().expect("one header per gathering send");
+                        opcode::SendMsg::new(types::Fd(send.fd), header)
+                            .flags(flags as u32)
+                            .build()
+                    }
+                }
+                .user_data((base + i) as u64);
+                // SAFETY: the entry points at `send.parts` (and its header in
+                // `self.headers`, untouched until the next group), which the
+                // caller lends us for this call, and this function does not
+                // return before the kernel has completed (or cancelled) every
+                // entry. The group is at most the queue's size and the queue
+                // is empty here, so the push cannot fail.
                 unsafe { sq.push(&entry) }.expect("a group fits the submission queue");
             }
         }
@@ -163,12 +196,13 @@ mod tests {
         let payloads: Vec<Vec<u8>> = (0..40)
             .map(|i| format!("message {i}").into_bytes())
             .collect();
+        let parts: Vec<[IoSlice<'_>; 1]> = payloads.iter().map(|p| [IoSlice::new(p)]).collect();
         let sends: Vec<Send<'_>> = pairs
             .iter()
-            .zip(&payloads)
-            .map(|((server, _), buf)| Send {
+            .zip(&parts)
+            .map(|((server, _), parts)| Send {
                 fd: server.as_raw_fd(),
-                buf,
+                parts,
             })
             .collect();
         let mut results = Vec::new();
@@ -178,6 +212,36 @@ mod tests {
             let mut got = vec![0; payload.len()];
             (&*client).read_exact(&mut got).unwrap();
             assert_eq!(&got, payload);
+        }
+    }
+
+    #[test]
+    fn gathered_parts_arrive_in_order_beside_single_sends() {
+        let pairs: Vec<_> = (0..6).map(|_| pair()).collect();
+        let mut sender = BatchSender::new(4).unwrap();
+        let words: [&[u8]; 3] = [b"one ", b"two ", b"three"];
+        let gathered: Vec<IoSlice<'_>> = words.iter().map(|w| IoSlice::new(w)).collect();
+        let single = [IoSlice::new(b"alone")];
+        let sends: Vec<Send<'_>> = pairs
+            .iter()
+            .enumerate()
+            .map(|(i, (server, _))| Send {
+                fd: server.as_raw_fd(),
+                parts: if i % 2 == 0 { &gathered } else { &single },
+            })
+            .collect();
+        let mut results = Vec::new();
+        sender.send_all(&sends, &mut results);
+        for (i, (_, client)) in pairs.iter().enumerate() {
+            let want: &[u8] = if i % 2 == 0 {
+                b"one two three"
+            } else {
+                b"alone"
+            };
+            assert_eq!(results[i].as_ref().ok(), Some(&want.len()), "send {i}");
+            let mut got = vec![0; want.len()];
+            (&*client).read_exact(&mut got).unwrap();
+            assert_eq!(got, want);
         }
     }
 
@@ -193,7 +257,7 @@ mod tests {
             sender.send_all(
                 &[Send {
                     fd: server.as_raw_fd(),
-                    buf: &chunk,
+                    parts: &[IoSlice::new(&chunk)],
                 }],
                 &mut results,
             );
@@ -217,7 +281,7 @@ mod tests {
             sender.send_all(
                 &[Send {
                     fd: server.as_raw_fd(),
-                    buf: b"hello",
+                    parts: &[IoSlice::new(b"hello")],
                 }],
                 &mut results,
             );
