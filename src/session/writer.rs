@@ -12,7 +12,11 @@
 //! whole outbox with one non-blocking send each, all of them in one
 //! io_uring submission (`uring_batch`, the shard's own ring; groups of
 //! 1,024 connections) — or one `send()` system call each with
-//! `--plain-sends` or where io_uring cannot be set up. This is the pattern of
+//! `--plain-sends` or where io_uring cannot be set up. An outbox holds
+//! ranges of the shard's shared chunks (`outbox::shared`); up to
+//! [`MAX_PARTS`] of them are sent as they are, gathered by one `sendmsg`,
+//! and only what the kernel does not take is copied into the connection's
+//! own buffer. This is the pattern of
 //! uWebSockets' per-loop-iteration pub/sub drain and of Redis writing
 //! pending replies in `beforeSleep`: deliveries are queued while input is
 //! processed, and written once, just before the loop would wait again.

@@ -3,7 +3,8 @@
 //! Many non-blocking socket sends in one io_uring submission: the nexus's
 //! per-shard flusher hands over every connection's batch of a round and
 //! the kernel gets them with one `io_uring_enter` instead of one `send()`
-//! system call each.
+//! system call each. A batch in several pieces of memory goes as one
+//! `sendmsg` gathering them.
 //!
 //! Every send carries `MSG_DONTWAIT`, which io_uring honours by failing a
 //! send that would block with `EAGAIN` instead of parking it on a poll, so
