@@ -354,6 +354,14 @@ fn decode_input(
             if let Err(e) = decoder.start_fragment(header) {
                 return Decoded::Failed(e);
             }
+            if header.payload_len == 0 {
+                // An empty fragment is complete with its header (an empty
+                // last one completes the message now, not at the next read).
+                match decoder.take_fragment(&[], replies, inbox).1 {
+                    Decoded::NeedMore => {}
+                    ended => return ended,
+                }
+            }
             continue;
         }
         let total = header.header_len as u64 + header.payload_len;
@@ -644,6 +652,29 @@ mod tests {
             assert_eq!(decoder.buffered_bytes(), 0);
             assert!(!decoder.mid_message());
         }
+    }
+
+    #[test]
+    fn an_empty_last_fragment_whose_header_is_split_completes_the_message() {
+        let mut decoder = FrameDecoder::new(1024, Vec::new());
+        let (mut replies, mut inbox) = (Vec::new(), Vec::new());
+        let first = masked_frame(0x01, b"1h|1|a", [1, 2, 3, 4]);
+        let last = masked_frame(0x80, b"", [5, 6, 7, 8]);
+        assert_eq!(last.len(), 6);
+        decode(
+            &mut decoder,
+            &[&first[..], &last[..4]].concat(),
+            &mut replies,
+            &mut inbox,
+        );
+        assert!(inbox.is_empty());
+        decode(&mut decoder, &last[4..], &mut replies, &mut inbox);
+        assert_eq!(
+            inbox,
+            vec![WsMessage::text("1h|1|a")],
+            "complete at its header"
+        );
+        assert!(!decoder.mid_message());
     }
 
     #[test]
