@@ -255,3 +255,36 @@ fn a_closed_log_pipe_does_not_stop_the_nexus() {
     assert!(child.try_wait().unwrap().is_none(), "the nexus died");
     assert_sigterm_exits_0(&mut child);
 }
+
+/// Start-up prepares the process for connect storms and large first
+/// touches (see `shards::preflight`): the descriptor table already holds
+/// `--max-connections` descriptors (growing it under a storm waits an RCU
+/// grace period per doubling inside `accept`), and transparent huge pages
+/// are off (a 2 MiB first touch is one long fault).
+#[test]
+fn the_process_is_ready_for_storms_before_the_first_connection() {
+    let nexus = common::Nexus::start(&["--max-connections", "5000"]);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", nexus.pid())).unwrap();
+    let field = |name: &str| -> String {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .unwrap_or_else(|| panic!("{name} in /proc/PID/status"))
+            .trim()
+            .to_string()
+    };
+    let fd_size: u64 = field("FDSize:").parse().unwrap();
+    let open_files_limit = std::fs::read_to_string(format!("/proc/{}/limits", nexus.pid()))
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3).map(str::to_string))
+        .and_then(|soft| soft.parse::<u64>().ok())
+        .expect("the soft open-files limit");
+    let wanted = open_files_limit.min(5000);
+    assert!(
+        fd_size >= wanted,
+        "descriptor table of {fd_size} before any connection (want {wanted})"
+    );
+    assert_eq!(field("THP_enabled:"), "0", "transparent huge pages are off");
+}
