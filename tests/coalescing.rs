@@ -52,6 +52,14 @@ fn a_busy_shard_paces_its_rounds_and_keeps_order() {
     assert!(paced > 0, "no round waited under sustained fan-out");
 }
 
+/// Without the io_uring batches (`--plain-sends`) outboxes are copied into
+/// one buffer and written with one `send()` each, instead of their ranges
+/// being gathered straight from the shard's chunks: the same order.
+#[test]
+fn concurrent_publishers_keep_order_with_plain_sends() {
+    fan_in(&["--plain-sends"], LIGHT);
+}
+
 /// The same with the delay off: rounds are still written once each.
 #[test]
 fn concurrent_publishers_keep_order_without_delay() {

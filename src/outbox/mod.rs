@@ -109,55 +109,48 @@ impl Outbox {
 
     /// Queues a shared frame unless that passes the bound or we are closing.
     pub fn push(&self, frame: &Frame) -> Push {
-        self.push_with(frame.len(), frame)
+        if self.closing.get() {
+            return Push::Closed;
+        }
+        if self.queued_bytes.get() + frame.len() > self.limit {
+            return Push::Overflow;
+        }
+        if self.append(frame) {
+            if self.ready_hook.borrow().is_some() {
+                self.ready();
+            } else {
+                wake(&self.writer);
+            }
+        }
+        Push::Queued
     }
 
     /// Queues a control frame (pong, ping). It counts against the same
     /// bound: a client that floods pings and never reads the pongs is a
     /// slow consumer like any other.
     pub fn push_control(&self, frame: Vec<u8>) -> Push {
-        self.push_with(frame.len(), &Frame::from(frame))
+        self.push(&Frame::from(frame))
     }
 
-    /// The bound and closing checks shared by every push.
-    fn push_with(&self, len: usize, frame: &Frame) -> Push {
-        if self.closing.get() {
-            return Push::Closed;
-        }
-        let bytes = self.queued_bytes.get() + len;
-        if bytes > self.limit {
-            return Push::Overflow;
-        }
-        self.enqueue(frame, bytes);
-        Push::Queued
-    }
-
-    /// Queues `frame`: it extends the last queued range when it continues
-    /// it (the next frame of the same chunk), else it is queued on its own.
-    fn enqueue(&self, frame: &Frame, bytes: usize) {
-        self.queued_bytes.set(bytes);
+    /// Adds `frame` after what is queued and counts it: it extends the
+    /// newest range when it continues it (the next frame of the same
+    /// chunk), else it becomes the newest range. True if the outbox was
+    /// empty.
+    fn append(&self, frame: &Frame) -> bool {
+        self.queued_bytes.set(self.queued_bytes.get() + frame.len());
         self.queued_frames.set(self.queued_frames.get() + 1);
-        let first = {
-            let mut tail = self.tail.borrow_mut();
-            match tail.as_mut() {
-                Some(last) => {
-                    if !last.absorb(frame) {
-                        let older = std::mem::replace(last, frame.clone());
-                        self.queue.borrow_mut().push_back(older);
-                    }
-                    false
+        let mut tail = self.tail.borrow_mut();
+        match tail.as_mut() {
+            Some(last) => {
+                if !last.absorb(frame) {
+                    let older = std::mem::replace(last, frame.clone());
+                    self.queue.borrow_mut().push_back(older);
                 }
-                None => {
-                    *tail = Some(frame.clone());
-                    true
-                }
+                false
             }
-        };
-        if first {
-            if self.ready_hook.borrow().is_some() {
-                self.ready();
-            } else {
-                wake(&self.writer);
+            None => {
+                *tail = Some(frame.clone());
+                true
             }
         }
     }
@@ -191,12 +184,7 @@ impl Outbox {
         if self.closing.replace(true) {
             return false;
         }
-        self.queued_bytes
-            .set(self.queued_bytes.get() + close_frame.len());
-        self.queued_frames.set(self.queued_frames.get() + 1);
-        if let Some(older) = self.tail.replace(Some(Frame::from(close_frame))) {
-            self.queue.borrow_mut().push_back(older);
-        }
+        self.append(&Frame::from(close_frame));
         self.ready();
         wake(&self.writer);
         wake(&self.reader);

@@ -349,20 +349,17 @@ fn decode_input(
             return feed(decoder, &partial, replies, inbox);
         }
         if decoder.assembles(&header) {
-            // Only the header is held: its payload goes to the assembly.
-            decoder.partial.clear();
-            if let Err(e) = decoder.start_fragment(header) {
-                return Decoded::Failed(e);
+            // Only the header is held: the fragment starts as one that
+            // arrived whole would (an empty one completes at once), and its
+            // payload goes to the assembly as it comes.
+            let mut held = std::mem::take(&mut decoder.partial);
+            let ended = decoder.fragment_from(header, &held, replies, inbox).1;
+            held.clear();
+            decoder.partial = held;
+            match ended {
+                Decoded::NeedMore => continue,
+                ended => return ended,
             }
-            if header.payload_len == 0 {
-                // An empty fragment is complete with its header (an empty
-                // last one completes the message now, not at the next read).
-                match decoder.take_fragment(&[], replies, inbox).1 {
-                    Decoded::NeedMore => {}
-                    ended => return ended,
-                }
-            }
-            continue;
         }
         let total = header.header_len as u64 + header.payload_len;
         if decoder.partial.len() as u64 == total {

@@ -27,9 +27,10 @@ const GATE_SLICE: Duration = Duration::from_micros(200);
 /// The pause after a slice of work: a timer wait, so the executor polls
 /// I/O before the next turn runs (`yield_now` would not).
 const PAUSE: Duration = Duration::from_micros(50);
-/// Handshake steps that may wait for their turn on one shard; a newcomer
-/// beyond it is refused at once (its client retries) rather than queued
-/// past its deadline with work already spent on it.
+/// Turns that may wait at one gate; beyond it [`WorkGate::enter`] answers
+/// `None` at once: the start gate then sheds the newcomer (its client
+/// retries) rather than queue it past its deadline with work already spent
+/// on it, and a reader at the bulk gate reads without a turn.
 pub const MAX_WAITING_STEPS: usize = 4096;
 
 /// Paces one kind of a shard's bulk work: one turn at a time, and once the
@@ -69,7 +70,7 @@ impl Drop for Waiting<'_> {
 
 impl WorkGate {
     /// Waits for this connection's turn; `None` when [`MAX_WAITING_STEPS`]
-    /// already wait (shed the connection). Work done while the [`Turn`] is
+    /// already wait. Work done while the [`Turn`] is
     /// held counts toward the next pause; [`Turn::leave`] ends it.
     pub async fn enter(&self) -> Option<Turn<'_>> {
         if self.waiting.get() >= MAX_WAITING_STEPS {

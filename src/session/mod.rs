@@ -376,7 +376,8 @@ impl<'a> Reader<'a> {
                 busy_since = None;
                 // Such reads and their decoding (copies into fresh memory
                 // for large messages) go one connection at a time, so a
-                // storm of them cannot fill the run queue ahead of others.
+                // storm of them cannot fill the run queue ahead of others
+                // (past the gate's waiting bound, without a turn).
                 bulk_turn = shard.bulk_gate.enter().await;
             } else {
                 future::yield_now().await;

@@ -130,7 +130,7 @@ impl Link {
     fn take(&self) -> usize {
         let mut pending = self.pending.borrow_mut();
         let Some(tls) = self.stream.tls() else {
-            if pending.is_empty() {
+            if pending.is_empty() && self.flusher.gathers() {
                 let mut direct = self.direct.borrow_mut();
                 if let Some(frames) = self.conn.outbox.take_ranges(&mut direct, MAX_PARTS) {
                     return frames;
@@ -184,26 +184,11 @@ impl Link {
         }
     }
 
-    /// Moves ranges taken for a direct send into the pending buffer, for a
-    /// round written some other way.
-    fn direct_into_pending(&self) {
-        let mut pending = self.pending.borrow_mut();
-        for range in self.direct.borrow_mut().drain(..) {
-            pending.extend_from_slice(&range.bytes());
-        }
-    }
-
     /// Settles a direct send of `ranges`: what the kernel did not take is
     /// copied into the pending buffer and goes through [`Link::write_from`].
     fn settle_direct(&self, ranges: &[Frame], result: &io::Result<usize>) {
-        let sent = match result {
-            Ok(n) => *n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
-            Err(_) => {
-                self.state.set(State::Failed);
-                wake(self.writer.take());
-                return;
-            }
+        let Some(sent) = sent_bytes(result) else {
+            return self.fail();
         };
         self.shard.stats.add(Metric::BytesOut, sent as u64);
         let mut skip = sent;
@@ -223,14 +208,26 @@ impl Link {
     /// Settles a batched send's result: the kernel took `result` bytes, or
     /// refused; what is left goes through [`Link::write_from`].
     fn settle(&self, result: &io::Result<usize>) {
-        match result {
-            Ok(n) => self.write_from(*n),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.write_from(0),
-            Err(_) => {
-                self.state.set(State::Failed);
-                wake(self.writer.take());
-            }
+        match sent_bytes(result) {
+            Some(sent) => self.write_from(sent),
+            None => self.fail(),
         }
+    }
+
+    /// A write failed: the peer is gone; the writer task ends the session.
+    fn fail(&self) {
+        self.state.set(State::Failed);
+        wake(self.writer.take());
+    }
+}
+
+/// What a batched send wrote: the bytes the kernel took (none when the
+/// socket was full), or `None` when it failed.
+fn sent_bytes(result: &io::Result<usize>) -> Option<usize> {
+    match result {
+        Ok(n) => Some(*n),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Some(0),
+        Err(_) => None,
     }
 }
 
@@ -516,6 +513,13 @@ impl Flusher {
         }
     }
 
+    /// True when this flusher sends in io_uring batches, which gather an
+    /// outbox's ranges straight from the shard's chunks (a link then takes
+    /// ranges instead of copying them).
+    fn gathers(&self) -> bool {
+        self.sender.borrow().is_some()
+    }
+
     /// Writes one group of dirty connections: every batch in one io_uring
     /// submission when the shard has its ring, else one `send` each.
     /// Returns the frames written and the connections that had any.
@@ -530,7 +534,6 @@ impl Flusher {
         let mut sender = self.sender.borrow_mut();
         let Some(sender) = sender.as_mut() else {
             for link in group {
-                link.direct_into_pending();
                 link.write_from(0);
             }
             return (frames, sends);
